@@ -1,0 +1,371 @@
+//! Meeting operations: create (with or without attendees), get, list (legacy), delete, and the
+//! transcription operations, which this server answers with a modelled "not available" error.
+
+use serde_json::json;
+
+use super::attendees::{attendee_items, outcomes_json};
+use super::dto::{CreateMeetingIn, MediaPlacementOut, MeetingOut, TranscriptionIn};
+use super::error::{ApiError, ErrorKind};
+use super::input::{self, TagRules, required};
+use super::{ApiState, Call, Reply};
+use crate::domain::tokens::PageKind;
+use crate::domain::{arn, ids, regions, validate};
+use crate::store::MeetingRecord;
+
+/// Builds the MediaPlacement URLs from the public base URL of the node hosting the meeting.
+pub fn media_placement(base_url: &str, meeting_id: &str) -> MediaPlacementOut {
+    let base = base_url.trim_end_matches('/');
+    let (scheme, rest) = base.split_once("://").unwrap_or(("http", base));
+    let ws = if scheme == "https" { "wss" } else { "ws" };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    MediaPlacementOut {
+        audio_host_url: authority.to_string(),
+        audio_fallback_url: format!("{ws}://{rest}/calls/{meeting_id}"),
+        signaling_url: format!("{ws}://{rest}/control/{meeting_id}"),
+        turn_control_url: format!("{scheme}://{rest}/v2/turn_sessions"),
+        screen_data_url: format!("{ws}://{rest}/v2/screen/{meeting_id}"),
+        screen_viewing_url: format!(
+            "{ws}://{rest}/ws/connect?passcode=null&viewer_uuid=null&X-BitHub-Call-Id={meeting_id}"
+        ),
+        screen_sharing_url: format!("{ws}://{rest}/v2/screen/{meeting_id}"),
+        event_ingestion_url: format!("{scheme}://{rest}/v1/client-events"),
+    }
+}
+
+/// The Meeting shape of the caller's namespace: the legacy shape has only four members.
+pub fn meeting_json(call: &Call, meeting: &MeetingRecord) -> serde_json::Value {
+    let placement = media_placement(&meeting.media_base_url, &meeting.meeting_id);
+    let out = if call.is_legacy() {
+        MeetingOut {
+            meeting_id: meeting.meeting_id.clone(),
+            meeting_host_id: None,
+            external_meeting_id: meeting.external_meeting_id.clone(),
+            media_region: meeting.media_region.clone(),
+            media_placement: placement,
+            meeting_features: None,
+            primary_meeting_id: None,
+            tenant_ids: None,
+            meeting_arn: None,
+        }
+    } else {
+        MeetingOut {
+            meeting_id: meeting.meeting_id.clone(),
+            meeting_host_id: meeting.meeting_host_id.clone(),
+            external_meeting_id: meeting.external_meeting_id.clone(),
+            media_region: meeting.media_region.clone(),
+            media_placement: placement,
+            meeting_features: meeting.features.clone(),
+            primary_meeting_id: meeting.primary_meeting_id.clone(),
+            tenant_ids: Some(meeting.tenant_ids.clone()),
+            meeting_arn: Some(arn::meeting_arn(
+                &meeting.control_region,
+                &meeting.account_id,
+                &meeting.meeting_id,
+            )),
+        }
+    };
+    serde_json::to_value(out).unwrap_or_default()
+}
+
+fn external_id(call: &Call, member: &str, value: &str) -> Result<(), ApiError> {
+    if call.is_legacy() {
+        validate::length(member, value, 2, 64)?;
+    } else {
+        validate::external_id(member, value)?;
+    }
+    Ok(())
+}
+
+pub async fn create(
+    state: &ApiState,
+    call: &Call,
+    with_attendees: bool,
+) -> Result<Reply, ApiError> {
+    let legacy = call.is_legacy();
+    let body: CreateMeetingIn = input::json_body(&call.body)?;
+
+    let token = required("ClientRequestToken", &body.client_request_token)?;
+    validate::client_request_token(token)?;
+
+    let media_region = match (&body.media_region, legacy) {
+        (Some(region), _) => region.clone(),
+        (None, true) => regions::LEGACY_DEFAULT_MEDIA_REGION.to_string(),
+        (None, false) => return Err(ApiError::bad_request("MediaRegion is required")),
+    };
+    if !legacy {
+        validate::length("MediaRegion", &media_region, 2, 64)?;
+    }
+    if !regions::is_media_region(&media_region) {
+        return Err(ApiError::bad_request(format!(
+            "MediaRegion '{media_region}' is not a supported media region; use one of [{}]",
+            regions::MEDIA_REGIONS.join(", ")
+        )));
+    }
+    if !legacy {
+        required("ExternalMeetingId", &body.external_meeting_id)?;
+    }
+    if let Some(id) = &body.external_meeting_id {
+        external_id(call, "ExternalMeetingId", id)?;
+    }
+    if let Some(id) = &body.meeting_host_id {
+        external_id(call, "MeetingHostId", id)?;
+    }
+
+    let notifications = match &body.notifications_configuration {
+        Some(n) => {
+            let mut value = serde_json::Map::new();
+            let targets = [
+                ("LambdaFunctionArn", &n.lambda_function_arn, !legacy),
+                ("SnsTopicArn", &n.sns_topic_arn, true),
+                ("SqsQueueArn", &n.sqs_queue_arn, true),
+            ];
+            for (name, target, in_model) in targets {
+                if let (Some(target), true) = (target, in_model) {
+                    validate::arn(&format!("NotificationsConfiguration.{name}"), target)?;
+                    value.insert(name.to_string(), json!(target));
+                }
+            }
+            Some(serde_json::Value::Object(value))
+        }
+        None => None,
+    };
+
+    // Members only the chime-sdk-meetings model has; the legacy API ignores them as unknown.
+    let features = if legacy {
+        None
+    } else {
+        body.meeting_features.clone()
+    };
+    if let Some(features) = &features {
+        input::meeting_features(features)?;
+    }
+    let primary_meeting_id = if legacy {
+        None
+    } else {
+        body.primary_meeting_id.clone()
+    };
+    if let Some(primary) = &primary_meeting_id {
+        validate::length("PrimaryMeetingId", primary, 2, 64)?;
+        check_primary(state, call, primary).await?;
+    }
+    let tenant_ids = if legacy {
+        None
+    } else {
+        body.tenant_ids.clone()
+    };
+    if let Some(tenants) = &tenant_ids {
+        validate::count("TenantIds", tenants.len(), 1, 5)?;
+        for (i, tenant) in tenants.iter().enumerate() {
+            validate::tenant_id(&format!("TenantIds[{i}]"), tenant)?;
+        }
+    }
+    let network_type = if legacy {
+        None
+    } else {
+        body.media_placement_network_type.clone()
+    };
+    if let Some(kind) = &network_type {
+        validate::one_of(
+            "MediaPlacementNetworkType",
+            kind,
+            &["Ipv4Only", "DualStack"],
+        )?;
+    }
+    let tags = match &body.tags {
+        Some(tags) if legacy => {
+            validate::count("Tags", tags.len(), 1, 50)?;
+            input::tags("Tags", tags, TagRules::Legacy)?
+        }
+        Some(tags) => {
+            validate::count("Tags", tags.len(), 0, 50)?;
+            input::tags("Tags", tags, TagRules::Meetings)?
+        }
+        None => Vec::new(),
+    };
+
+    let effective_features = features.clone().unwrap_or_default();
+    let items = match (&body.attendees, with_attendees) {
+        (Some(items), true) => {
+            let max = if legacy { 10 } else { 20 };
+            validate::count("Attendees", items.len(), 1, max)?;
+            items.as_slice()
+        }
+        (None, true) if !legacy => return Err(ApiError::bad_request("Attendees is required")),
+        _ => &[],
+    };
+    let now = state.clock.now_unix();
+    let (new_attendees, mut errors) = attendee_items(call, items, &effective_features, now)?;
+
+    let meeting = MeetingRecord {
+        account_id: call.account_id.clone(),
+        meeting_id: ids::new_id(),
+        client_request_token: token.clone(),
+        control_region: call.region.clone(),
+        media_region,
+        external_meeting_id: body.external_meeting_id.clone(),
+        meeting_host_id: body.meeting_host_id.clone(),
+        primary_meeting_id,
+        tenant_ids: tenant_ids.unwrap_or_default(),
+        max_attendees: effective_features.attendee_cap(state.settings.max_attendees),
+        features,
+        notifications,
+        network_type,
+        media_base_url: state.settings.public_url.clone(),
+        created_at: now,
+    };
+    let created = state
+        .store
+        .create_meeting(meeting, tags, new_attendees.clone())
+        .await?;
+    let outcomes = if created.created {
+        created.attendees
+    } else if new_attendees.is_empty() {
+        Vec::new()
+    } else {
+        // A replay of the same ClientRequestToken: the attendees are idempotent by
+        // ExternalUserId, so this returns the ones the first call created.
+        state
+            .store
+            .create_attendees(&call.account_id, &created.meeting.meeting_id, new_attendees)
+            .await?
+    };
+
+    let mut response = json!({ "Meeting": meeting_json(call, &created.meeting) });
+    if with_attendees {
+        let (attendees, full) = outcomes_json(call, &outcomes);
+        errors.extend(full);
+        response["Attendees"] = json!(attendees);
+        response["Errors"] = json!(errors);
+    }
+    Ok(Reply::created(call, response))
+}
+
+/// A replica names an existing meeting of the same account that is not itself a replica.
+async fn check_primary(state: &ApiState, call: &Call, primary: &str) -> Result<(), ApiError> {
+    let invalid = || {
+        ApiError::bad_request(format!(
+            "PrimaryMeetingId '{primary}' does not name an active primary meeting"
+        ))
+    };
+    if !ids::is_guid(primary) {
+        return Err(invalid());
+    }
+    match state
+        .store
+        .get_meeting(&call.account_id, &ids::normalize(primary))
+        .await
+    {
+        Ok(meeting) if meeting.primary_meeting_id.is_none() => Ok(()),
+        Ok(_) | Err(crate::store::StoreError::MeetingNotFound) => Err(invalid()),
+        Err(other) => Err(other.into()),
+    }
+}
+
+pub async fn get(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
+    let meeting_id = call.meeting_id()?;
+    let meeting = state
+        .store
+        .get_meeting(&call.account_id, &meeting_id)
+        .await?;
+    Ok(Reply::Json(
+        axum::http::StatusCode::OK,
+        json!({ "Meeting": meeting_json(call, &meeting) }),
+    ))
+}
+
+pub async fn list(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
+    let limit = input::max_results(call.query("max-results"), 99)?;
+    let after = match call.query("next-token") {
+        Some(token) => Some(
+            state
+                .pages
+                .decode(PageKind::Meetings, &call.account_id, token)
+                .ok_or_else(|| {
+                    ApiError::bad_request("NextToken is invalid or was not issued for ListMeetings")
+                })?,
+        ),
+        None => None,
+    };
+    let mut meetings = state
+        .store
+        .list_meetings(&call.account_id, after.as_deref(), limit + 1)
+        .await?;
+    let more = meetings.len() > limit;
+    meetings.truncate(limit);
+    let mut response = json!({
+        "Meetings": meetings.iter().map(|m| meeting_json(call, m)).collect::<Vec<_>>(),
+    });
+    if let (true, Some(last)) = (more, meetings.last()) {
+        response["NextToken"] = json!(state.pages.encode(
+            PageKind::Meetings,
+            &call.account_id,
+            &last.meeting_id
+        ));
+    }
+    Ok(Reply::Json(axum::http::StatusCode::OK, response))
+}
+
+pub async fn delete(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
+    let meeting_id = call.meeting_id()?;
+    state
+        .store
+        .delete_meeting(&call.account_id, &meeting_id)
+        .await?;
+    Ok(Reply::Empty(axum::http::StatusCode::NO_CONTENT))
+}
+
+fn transcription_unavailable() -> ApiError {
+    ApiError::new(
+        ErrorKind::Unprocessable,
+        "Meeting transcription is not available on this server: Carillon does not run a transcription engine",
+    )
+}
+
+pub async fn start_transcription(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
+    let meeting_id = call.meeting_id()?;
+    let body: TranscriptionIn = input::json_body(&call.body)?;
+    let config = required(
+        "TranscriptionConfiguration",
+        &body.transcription_configuration,
+    )?;
+    input::transcription(config, !call.is_legacy())?;
+    state
+        .store
+        .get_meeting(&call.account_id, &meeting_id)
+        .await?;
+    Err(transcription_unavailable())
+}
+
+pub async fn stop_transcription(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
+    let meeting_id = call.meeting_id()?;
+    state
+        .store
+        .get_meeting(&call.account_id, &meeting_id)
+        .await?;
+    Err(transcription_unavailable())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::capabilities::MeetingFeatures;
+
+    #[test]
+    fn placement_urls_follow_the_public_url() {
+        let p = media_placement("http://127.0.0.1:8080", "m1");
+        assert_eq!(p.signaling_url, "ws://127.0.0.1:8080/control/m1");
+        assert_eq!(p.audio_host_url, "127.0.0.1:8080");
+        let p = media_placement("https://chime.example.com/base/", "m1");
+        assert_eq!(p.signaling_url, "wss://chime.example.com/base/control/m1");
+        assert_eq!(p.audio_host_url, "chime.example.com");
+        assert_eq!(
+            p.event_ingestion_url,
+            "https://chime.example.com/base/v1/client-events"
+        );
+    }
+
+    #[test]
+    fn features_default_is_empty() {
+        assert_eq!(MeetingFeatures::default().attendee_cap(250), 250);
+    }
+}

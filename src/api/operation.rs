@@ -1,0 +1,410 @@
+//! The route table: one enum, one match. An operation is chosen from the method, the path shape
+//! and the fixed `?operation=` literal the model puts in some request URIs.
+
+use axum::http::Method;
+
+use super::Namespace;
+use super::error::{ApiError, ErrorKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    CreateMeeting,
+    CreateMeetingWithAttendees,
+    GetMeeting,
+    ListMeetings,
+    DeleteMeeting,
+    CreateAttendee,
+    BatchCreateAttendee,
+    GetAttendee,
+    ListAttendees,
+    DeleteAttendee,
+    UpdateAttendeeCapabilities,
+    BatchUpdateAttendeeCapabilitiesExcept,
+    TagResource,
+    UntagResource,
+    ListTagsForResource,
+    StartMeetingTranscription,
+    StopMeetingTranscription,
+    TagMeeting,
+    UntagMeeting,
+    ListMeetingTags,
+    TagAttendee,
+    UntagAttendee,
+    ListAttendeeTags,
+}
+
+/// An operation with the path labels it addresses (still as sent; handlers validate them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub operation: Operation,
+    pub meeting_id: Option<String>,
+    pub attendee_id: Option<String>,
+}
+
+use ErrorKind::*;
+
+const COMMON: [ErrorKind; 5] = [
+    BadRequest,
+    Forbidden,
+    Unauthorized,
+    ServiceFailure,
+    ServiceUnavailable,
+];
+
+impl Operation {
+    /// Whether the namespace has this operation at all.
+    pub fn in_namespace(self, namespace: Namespace) -> bool {
+        use Operation::*;
+        match namespace {
+            Namespace::Meetings => !matches!(
+                self,
+                ListMeetings
+                    | TagMeeting
+                    | UntagMeeting
+                    | ListMeetingTags
+                    | TagAttendee
+                    | UntagAttendee
+                    | ListAttendeeTags
+            ),
+            Namespace::Legacy => !matches!(
+                self,
+                UpdateAttendeeCapabilities | BatchUpdateAttendeeCapabilitiesExcept
+            ),
+        }
+    }
+
+    /// The errors the operation's model lists, beyond the five every operation has (legacy tag
+    /// operations on ARNs are the exception: they list no throttling error).
+    pub fn errors(self, namespace: Namespace) -> Vec<ErrorKind> {
+        use Operation::*;
+        let extra: &[ErrorKind] = match (namespace, self) {
+            (Namespace::Meetings, CreateMeeting | CreateMeetingWithAttendees) => {
+                &[Conflict, Throttled, LimitExceeded]
+            }
+            (Namespace::Meetings, CreateAttendee | BatchCreateAttendee) => {
+                &[NotFound, Unprocessable, LimitExceeded, Throttled]
+            }
+            (
+                Namespace::Meetings,
+                UpdateAttendeeCapabilities | BatchUpdateAttendeeCapabilitiesExcept,
+            ) => &[Conflict, NotFound, Throttled],
+            (Namespace::Meetings, TagResource) => {
+                &[LimitExceeded, Throttled, ResourceNotFound, TooManyTags]
+            }
+            (Namespace::Meetings, UntagResource | ListTagsForResource) => {
+                &[LimitExceeded, Throttled, ResourceNotFound]
+            }
+            (Namespace::Meetings, StartMeetingTranscription) => {
+                &[NotFound, LimitExceeded, Unprocessable, Throttled]
+            }
+            (Namespace::Meetings, StopMeetingTranscription) => {
+                &[NotFound, Unprocessable, Throttled]
+            }
+            (Namespace::Meetings, _) => &[NotFound, Throttled],
+            (Namespace::Legacy, CreateMeeting | CreateMeetingWithAttendees) => {
+                &[LimitExceeded, Throttled]
+            }
+            (Namespace::Legacy, ListMeetings) => &[Throttled],
+            (
+                Namespace::Legacy,
+                CreateAttendee | BatchCreateAttendee | TagMeeting | TagAttendee,
+            ) => &[NotFound, LimitExceeded, Throttled],
+            (Namespace::Legacy, TagResource | UntagResource | ListTagsForResource) => &[NotFound],
+            (Namespace::Legacy, StartMeetingTranscription) => {
+                &[NotFound, LimitExceeded, Throttled, Unprocessable]
+            }
+            (Namespace::Legacy, StopMeetingTranscription) => &[NotFound, Throttled, Unprocessable],
+            (Namespace::Legacy, _) => &[NotFound, Throttled],
+        };
+        COMMON.iter().chain(extra).copied().collect()
+    }
+}
+
+/// Picks the operation for a request. `segments` are the percent-decoded path segments after
+/// the namespace prefix; `operation_literal` is the value of the `operation` query parameter.
+pub fn route(
+    namespace: Namespace,
+    method: &Method,
+    segments: &[String],
+    operation_literal: Option<&str>,
+) -> Result<Route, ApiError> {
+    use Operation::*;
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let m = method.as_str();
+    let literal = operation_literal;
+    let label = |i: usize| segs.get(i).map(|s| s.to_string());
+    let unknown_literal = || {
+        ApiError::bad_request(format!(
+            "Unknown operation '{}' for {m} /{}",
+            literal.unwrap_or_default(),
+            segs.join("/")
+        ))
+    };
+    let operation = match (segs.as_slice(), m, literal) {
+        (["meetings"], "POST", None) => CreateMeeting,
+        (["meetings"], "POST", Some("create-attendees")) => CreateMeetingWithAttendees,
+        (["meetings"], "GET", None) => ListMeetings,
+        (["meetings", _], "GET", None) => GetMeeting,
+        (["meetings", _], "DELETE", None) => DeleteMeeting,
+        (["meetings", _, "attendees"], "POST", None) => CreateAttendee,
+        (["meetings", _, "attendees"], "POST", Some("batch-create")) => BatchCreateAttendee,
+        (["meetings", _, "attendees"], "GET", None) => ListAttendees,
+        (["meetings", _, "attendees", "capabilities"], "PUT", Some("batch-update-except")) => {
+            BatchUpdateAttendeeCapabilitiesExcept
+        }
+        (["meetings", _, "attendees", _], "GET", None) => GetAttendee,
+        (["meetings", _, "attendees", _], "DELETE", None) => DeleteAttendee,
+        (["meetings", _, "attendees", _, "capabilities"], "PUT", None) => {
+            UpdateAttendeeCapabilities
+        }
+        (["meetings", _, "attendees", _, "tags"], "POST", Some("add")) => TagAttendee,
+        (["meetings", _, "attendees", _, "tags"], "POST", Some("delete")) => UntagAttendee,
+        (["meetings", _, "attendees", _, "tags"], "GET", None) => ListAttendeeTags,
+        (["meetings", _, "tags"], "POST", Some("add")) => TagMeeting,
+        (["meetings", _, "tags"], "POST", Some("delete")) => UntagMeeting,
+        (["meetings", _, "tags"], "GET", None) => ListMeetingTags,
+        (["meetings", _, "transcription"], "POST", Some("start")) => StartMeetingTranscription,
+        (["meetings", _, "transcription"], "POST", Some("stop")) => StopMeetingTranscription,
+        (["tags"], "POST", Some("tag-resource")) => TagResource,
+        (["tags"], "POST", Some("untag-resource")) => UntagResource,
+        (["tags"], "GET", None) => ListTagsForResource,
+        (
+            ["meetings"]
+            | ["meetings", _]
+            | ["meetings", _, "attendees" | "tags" | "transcription"]
+            | ["meetings", _, "attendees", _]
+            | ["meetings", _, "attendees", _, "capabilities" | "tags"]
+            | ["tags"],
+            _,
+            Some(_),
+        ) => return Err(unknown_literal()),
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "No operation matches {m} /{}",
+                segs.join("/")
+            )));
+        }
+    };
+    if !operation.in_namespace(namespace) {
+        let other = match namespace {
+            Namespace::Meetings => "the legacy chime API (endpoint /legacy)",
+            Namespace::Legacy => "the chime-sdk-meetings API (endpoint /)",
+        };
+        return Err(ApiError::bad_request(format!(
+            "{operation:?} is only part of {other}"
+        )));
+    }
+    let has_meeting = segs.first() == Some(&"meetings") && segs.len() >= 2;
+    let has_attendee = has_meeting
+        && segs.get(2) == Some(&"attendees")
+        && segs.len() >= 4
+        && operation != BatchUpdateAttendeeCapabilitiesExcept;
+    Ok(Route {
+        operation,
+        meeting_id: if has_meeting { label(1) } else { None },
+        attendee_id: if has_attendee { label(3) } else { None },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segs(path: &str) -> Vec<String> {
+        path.split('/')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
+    fn op(
+        ns: Namespace,
+        method: Method,
+        path: &str,
+        literal: Option<&str>,
+    ) -> Result<Operation, ApiError> {
+        route(ns, &method, &segs(path), literal).map(|r| r.operation)
+    }
+
+    #[test]
+    fn routes_every_sdk_operation() {
+        let ns = Namespace::Meetings;
+        assert_eq!(
+            op(ns, Method::POST, "/meetings", None),
+            Ok(Operation::CreateMeeting)
+        );
+        assert_eq!(
+            op(ns, Method::POST, "/meetings", Some("create-attendees")),
+            Ok(Operation::CreateMeetingWithAttendees)
+        );
+        assert_eq!(
+            op(ns, Method::GET, "/meetings/m", None),
+            Ok(Operation::GetMeeting)
+        );
+        assert_eq!(
+            op(ns, Method::DELETE, "/meetings/m", None),
+            Ok(Operation::DeleteMeeting)
+        );
+        assert_eq!(
+            op(ns, Method::POST, "/meetings/m/attendees", None),
+            Ok(Operation::CreateAttendee)
+        );
+        assert_eq!(
+            op(
+                ns,
+                Method::POST,
+                "/meetings/m/attendees",
+                Some("batch-create")
+            ),
+            Ok(Operation::BatchCreateAttendee)
+        );
+        assert_eq!(
+            op(ns, Method::GET, "/meetings/m/attendees", None),
+            Ok(Operation::ListAttendees)
+        );
+        assert_eq!(
+            op(ns, Method::GET, "/meetings/m/attendees/a", None),
+            Ok(Operation::GetAttendee)
+        );
+        assert_eq!(
+            op(ns, Method::DELETE, "/meetings/m/attendees/a", None),
+            Ok(Operation::DeleteAttendee)
+        );
+        assert_eq!(
+            op(
+                ns,
+                Method::PUT,
+                "/meetings/m/attendees/a/capabilities",
+                None
+            ),
+            Ok(Operation::UpdateAttendeeCapabilities)
+        );
+        assert_eq!(
+            op(
+                ns,
+                Method::PUT,
+                "/meetings/m/attendees/capabilities",
+                Some("batch-update-except")
+            ),
+            Ok(Operation::BatchUpdateAttendeeCapabilitiesExcept)
+        );
+        assert_eq!(
+            op(ns, Method::POST, "/tags", Some("tag-resource")),
+            Ok(Operation::TagResource)
+        );
+        assert_eq!(
+            op(ns, Method::POST, "/tags", Some("untag-resource")),
+            Ok(Operation::UntagResource)
+        );
+        assert_eq!(
+            op(ns, Method::GET, "/tags", None),
+            Ok(Operation::ListTagsForResource)
+        );
+        assert_eq!(
+            op(ns, Method::POST, "/meetings/m/transcription", Some("start")),
+            Ok(Operation::StartMeetingTranscription)
+        );
+        assert_eq!(
+            op(ns, Method::POST, "/meetings/m/transcription", Some("stop")),
+            Ok(Operation::StopMeetingTranscription)
+        );
+    }
+
+    #[test]
+    fn legacy_only_operations_stay_in_legacy() {
+        assert_eq!(
+            op(Namespace::Legacy, Method::GET, "/meetings", None),
+            Ok(Operation::ListMeetings)
+        );
+        assert!(op(Namespace::Meetings, Method::GET, "/meetings", None).is_err());
+        assert_eq!(
+            op(
+                Namespace::Legacy,
+                Method::POST,
+                "/meetings/m/tags",
+                Some("add")
+            ),
+            Ok(Operation::TagMeeting)
+        );
+        assert_eq!(
+            op(
+                Namespace::Legacy,
+                Method::GET,
+                "/meetings/m/attendees/a/tags",
+                None
+            ),
+            Ok(Operation::ListAttendeeTags)
+        );
+        assert!(
+            op(
+                Namespace::Legacy,
+                Method::PUT,
+                "/meetings/m/attendees/a/capabilities",
+                None
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn unknown_literals_and_paths_are_bad_requests() {
+        let err = op(
+            Namespace::Meetings,
+            Method::POST,
+            "/meetings",
+            Some("explode"),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::BadRequest);
+        assert!(err.message.contains("explode"));
+        assert!(op(Namespace::Meetings, Method::GET, "/nothing/here", None).is_err());
+        assert!(op(Namespace::Meetings, Method::PATCH, "/meetings/m", None).is_err());
+    }
+
+    #[test]
+    fn labels_are_extracted() {
+        let r = route(
+            Namespace::Meetings,
+            &Method::GET,
+            &segs("/meetings/m1/attendees/a1"),
+            None,
+        )
+        .expect("routes");
+        assert_eq!(r.meeting_id.as_deref(), Some("m1"));
+        assert_eq!(r.attendee_id.as_deref(), Some("a1"));
+        let r = route(
+            Namespace::Meetings,
+            &Method::PUT,
+            &segs("/meetings/m1/attendees/capabilities"),
+            Some("batch-update-except"),
+        )
+        .expect("routes");
+        assert_eq!(r.attendee_id, None);
+    }
+
+    #[test]
+    fn every_operation_lists_the_common_errors() {
+        for ns in [Namespace::Meetings, Namespace::Legacy] {
+            assert!(
+                Operation::GetMeeting
+                    .errors(ns)
+                    .contains(&ErrorKind::Unauthorized)
+            );
+            assert!(
+                Operation::ListAttendees
+                    .errors(ns)
+                    .contains(&ErrorKind::NotFound)
+            );
+        }
+        assert!(
+            !Operation::CreateMeeting
+                .errors(Namespace::Meetings)
+                .contains(&ErrorKind::NotFound)
+        );
+        assert!(
+            Operation::TagResource
+                .errors(Namespace::Meetings)
+                .contains(&ErrorKind::TooManyTags)
+        );
+    }
+}

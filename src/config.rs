@@ -1,0 +1,64 @@
+//! Settings: flags, then `CARILLON_*` environment variables, then defaults that make
+//! `carillon serve` work with no configuration at all.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address the HTTP API (and later the signaling WebSocket) listens on.
+    #[arg(long, env = "CARILLON_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// Directory for the embedded database, the generated credentials and the server keys.
+    #[arg(long, env = "CARILLON_DATA_DIR", default_value = "./carillon-data")]
+    pub data_dir: PathBuf,
+
+    /// Base URL clients reach this node at; MediaPlacement URLs are built from it.
+    /// Defaults to http://<listen address>.
+    #[arg(long, env = "CARILLON_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Attendees a meeting holds unless it sets MeetingFeatures.Attendee.MaxCount.
+    #[arg(long, env = "CARILLON_MAX_ATTENDEES", default_value_t = 250,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attendees: u32,
+
+    /// Root access key id. With the secret below it replaces the generated key pair.
+    #[arg(long, env = "CARILLON_ACCESS_KEY_ID", requires = "secret_access_key")]
+    pub access_key_id: Option<String>,
+
+    /// Root secret access key.
+    #[arg(
+        long,
+        env = "CARILLON_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        requires = "access_key_id"
+    )]
+    pub secret_access_key: Option<String>,
+
+    /// The 12-digit account id of the root credentials (generated once if not given).
+    #[arg(long, env = "CARILLON_ACCOUNT_ID")]
+    pub account_id: Option<String>,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "CARILLON_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+impl Config {
+    /// Defaults for a server in tests: loopback, an ephemeral port, the given data directory.
+    pub fn for_tests(data_dir: PathBuf) -> Self {
+        Self {
+            listen: "127.0.0.1:0".into(),
+            data_dir,
+            public_url: None,
+            max_attendees: 250,
+            access_key_id: None,
+            secret_access_key: None,
+            account_id: None,
+            max_body_bytes: 256 * 1024,
+        }
+    }
+}

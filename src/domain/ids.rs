@@ -1,0 +1,48 @@
+//! Meeting and attendee identifiers.
+
+/// The model's `GuidString` pattern, `[a-fA-F0-9]{8}(?:-[a-fA-F0-9]{4}){3}-[a-fA-F0-9]{12}`,
+/// checked as a full match (the model's patterns are unanchored, the service's checks are not).
+pub fn is_guid(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    if bytes.len() != 36 {
+        return false;
+    }
+    bytes.iter().enumerate().all(|(i, b)| match i {
+        8 | 13 | 18 | 23 => *b == b'-',
+        _ => b.is_ascii_hexdigit(),
+    })
+}
+
+/// A fresh lowercase UUID, the form the real service uses for MeetingId and AttendeeId.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// IDs are compared case-insensitively by the service; we store them lowercase.
+pub fn normalize(id: &str) -> String {
+    id.to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guid_pattern_is_a_full_match() {
+        assert!(is_guid("0b6d8a6e-5f0c-4b4c-9a43-1a2b3c4d5e6f"));
+        assert!(is_guid("0B6D8A6E-5F0C-4B4C-9A43-1A2B3C4D5E6F"));
+        assert!(!is_guid("not-a-guid"));
+        assert!(!is_guid("0b6d8a6e-5f0c-4b4c-9a43-1a2b3c4d5e6f0"));
+        assert!(!is_guid("0b6d8a6e5f0c-4b4c-9a43-1a2b3c4d5e6f-"));
+        assert!(!is_guid("0b6d8a6g-5f0c-4b4c-9a43-1a2b3c4d5e6f"));
+        assert!(!is_guid(""));
+    }
+
+    #[test]
+    fn new_ids_are_lowercase_guids() {
+        let id = new_id();
+        assert!(is_guid(&id));
+        assert_eq!(id, id.to_ascii_lowercase());
+        assert_ne!(new_id(), id);
+    }
+}

@@ -1,0 +1,9 @@
+//! Pure rules of the service: IDs, tokens, ARNs, validation, capability rules and quotas.
+//! Nothing here does I/O, so every rule is unit-tested directly.
+
+pub mod arn;
+pub mod capabilities;
+pub mod ids;
+pub mod regions;
+pub mod tokens;
+pub mod validate;

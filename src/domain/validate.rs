@@ -1,0 +1,260 @@
+//! Constraint checks from the service models. Each returns a message that names the member and
+//! the rule it broke, which the API layer turns into a 400 BadRequestException.
+
+pub type Violation = String;
+
+fn char_len(s: &str) -> usize {
+    s.chars().count()
+}
+
+pub fn length(member: &str, value: &str, min: usize, max: usize) -> Result<(), Violation> {
+    let len = char_len(value);
+    if len < min || len > max {
+        return Err(format!(
+            "{member} must be between {min} and {max} characters long, but is {len}"
+        ));
+    }
+    Ok(())
+}
+
+pub fn count(member: &str, len: usize, min: usize, max: usize) -> Result<(), Violation> {
+    if len < min || len > max {
+        return Err(format!(
+            "{member} must have between {min} and {max} items, but has {len}"
+        ));
+    }
+    Ok(())
+}
+
+pub fn range(member: &str, value: i64, min: i64, max: i64) -> Result<(), Violation> {
+    if value < min || value > max {
+        return Err(format!(
+            "{member} must be between {min} and {max}, but is {value}"
+        ));
+    }
+    Ok(())
+}
+
+pub fn one_of(member: &str, value: &str, allowed: &[&str]) -> Result<(), Violation> {
+    if allowed.contains(&value) {
+        return Ok(());
+    }
+    Err(format!(
+        "{member} must be one of [{}], but is '{value}'",
+        allowed.join(", ")
+    ))
+}
+
+fn all_chars(
+    member: &str,
+    value: &str,
+    pattern: &str,
+    ok: impl Fn(char) -> bool,
+) -> Result<(), Violation> {
+    match value.chars().find(|c| !ok(*c)) {
+        None => Ok(()),
+        Some(bad) => Err(format!(
+            "{member} must match the pattern {pattern}, but contains {bad:?}"
+        )),
+    }
+}
+
+pub fn guid(member: &str, value: &str) -> Result<(), Violation> {
+    if super::ids::is_guid(value) {
+        return Ok(());
+    }
+    Err(format!(
+        "{member} must be a GUID matching [a-fA-F0-9]{{8}}(?:-[a-fA-F0-9]{{4}}){{3}}-[a-fA-F0-9]{{12}}, but is '{value}'"
+    ))
+}
+
+/// `ClientRequestToken`: len 2..64, `[-_a-zA-Z0-9]*`. Deliberately not a UUID check: the Rust
+/// SDK's automatic tokens are UUID-shaped but not RFC 4122.
+pub fn client_request_token(value: &str) -> Result<(), Violation> {
+    length("ClientRequestToken", value, 2, 64)?;
+    all_chars("ClientRequestToken", value, "[-_a-zA-Z0-9]*", |c| {
+        c.is_ascii_alphanumeric() || c == '-' || c == '_'
+    })
+}
+
+/// `ExternalUserId`, `ExternalMeetingId` and `MeetingHostId`: len 2..64, the documented pattern
+/// `[-_&@+=,(){}\[\]\/«».:|'"#a-zA-Z0-9À-ÿ\s]*`, and the reserved `aws:` prefix.
+pub fn external_id(member: &str, value: &str) -> Result<(), Violation> {
+    length(member, value, 2, 64)?;
+    all_chars(
+        member,
+        value,
+        "[-_&@+=,(){}\\[\\]\\/«».:|'\"#a-zA-Z0-9À-ÿ\\s]*",
+        |c| {
+            c.is_ascii_alphanumeric()
+                || c.is_whitespace()
+                || ('\u{C0}'..='\u{FF}').contains(&c)
+                || "-_&@+=,(){}[]/«».:|'\"#".contains(c)
+        },
+    )?;
+    if value.len() >= 4 && value[..4].eq_ignore_ascii_case("aws:") {
+        return Err(format!(
+            "{member} must not begin with 'aws:', which is reserved"
+        ));
+    }
+    Ok(())
+}
+
+/// sdk-meetings `TagKey`: len 1..128, `^[a-zA-Z+-=._:/]+$`. In that class `+-=` is a range
+/// (U+002B..U+003D), which takes in `+,-./0-9:;<=`.
+pub fn tag_key(member: &str, value: &str) -> Result<(), Violation> {
+    length(member, value, 1, 128)?;
+    all_chars(member, value, "^[a-zA-Z+-=._:/]+$", |c| {
+        c.is_ascii_alphabetic() || ('+'..='=').contains(&c) || "._:/".contains(c)
+    })?;
+    if value.len() >= 4 && value[..4].eq_ignore_ascii_case("aws:") {
+        return Err(format!(
+            "{member} must not begin with 'aws:', which is reserved"
+        ));
+    }
+    Ok(())
+}
+
+/// sdk-meetings `TagValue`: len 0..256, `[\s\w+-=\.:/@]*` (again `+-=` is a range).
+pub fn tag_value(member: &str, value: &str) -> Result<(), Violation> {
+    length(member, value, 0, 256)?;
+    all_chars(member, value, "[\\s\\w+-=\\.:/@]*", |c| {
+        c.is_whitespace()
+            || c.is_alphanumeric()
+            || c == '_'
+            || ('+'..='=').contains(&c)
+            || ".:/@".contains(c)
+    })
+}
+
+/// `TenantId`: len 2..256, `^(?!.*?(.)\1{3})[-_!@#$a-zA-Z0-9]*$`: the characters of the class,
+/// and no character four or more times in a row. Checked by hand: `regex` has no look-around.
+pub fn tenant_id(member: &str, value: &str) -> Result<(), Violation> {
+    length(member, value, 2, 256)?;
+    all_chars(member, value, "[-_!@#$a-zA-Z0-9]*", |c| {
+        c.is_ascii_alphanumeric() || "-_!@#$".contains(c)
+    })?;
+    let chars: Vec<char> = value.chars().collect();
+    if chars.windows(4).any(|w| w.iter().all(|c| *c == w[0])) {
+        return Err(format!(
+            "{member} must not repeat a character four or more times in a row"
+        ));
+    }
+    Ok(())
+}
+
+/// sdk-meetings `AmazonResourceName`: len 1..1011, `^arn:.*`.
+pub fn amazon_resource_name(member: &str, value: &str) -> Result<(), Violation> {
+    length(member, value, 1, 1011)?;
+    if !value.starts_with("arn:") {
+        return Err(format!("{member} must match the pattern ^arn:.*"));
+    }
+    Ok(())
+}
+
+/// `Arn` (notification targets, and the legacy tag operations' ResourceARN): len 1..1024,
+/// `^arn[\/\:\-\_\.a-zA-Z0-9]+$`.
+pub fn arn(member: &str, value: &str) -> Result<(), Violation> {
+    length(member, value, 1, 1024)?;
+    let rest = value.strip_prefix("arn").unwrap_or("");
+    if rest.is_empty()
+        || !rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/:-_.".contains(c))
+    {
+        return Err(format!(
+            "{member} must match the pattern ^arn[\\/\\:\\-\\_\\.a-zA-Z0-9]+$"
+        ));
+    }
+    Ok(())
+}
+
+/// Free-text members with an `^[...]+`-style prefix pattern in the transcription settings.
+pub fn prefix_class(
+    member: &str,
+    value: &str,
+    pattern: &str,
+    ok: impl Fn(char) -> bool,
+) -> Result<(), Violation> {
+    match value.chars().next() {
+        Some(c) if ok(c) => Ok(()),
+        _ => Err(format!("{member} must match the pattern {pattern}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_count_characters() {
+        assert!(length("X", "ab", 2, 64).is_ok());
+        assert!(length("X", "a", 2, 64).is_err());
+        assert!(length("X", &"ü".repeat(64), 2, 64).is_ok());
+        assert!(
+            length("X", &"a".repeat(65), 2, 64)
+                .unwrap_err()
+                .contains("X must be between 2 and 64")
+        );
+    }
+
+    #[test]
+    fn client_request_tokens_take_the_rust_sdk_form() {
+        assert!(client_request_token("7ac68e29-a468-4162-f61d-3d91a1396be4").is_ok());
+        assert!(client_request_token("a b").is_err());
+        assert!(client_request_token("x").is_err());
+    }
+
+    #[test]
+    fn external_ids() {
+        assert!(external_id("ExternalUserId", "user 1/\u{fc}").is_ok());
+        assert!(external_id("ExternalUserId", "a#b@c.d").is_ok());
+        assert!(
+            external_id("ExternalUserId", "AWS:thing")
+                .unwrap_err()
+                .contains("reserved")
+        );
+        assert!(external_id("ExternalUserId", "用户用户").is_err());
+        assert!(external_id("ExternalUserId", "a").is_err());
+    }
+
+    #[test]
+    fn tag_patterns_use_the_character_range() {
+        assert!(tag_key("Key", "team:a/b.c_d+1<=").is_ok());
+        assert!(tag_key("Key", "a b").is_err());
+        assert!(tag_key("Key", "").is_err());
+        assert!(tag_key("Key", "aws:x").is_err());
+        assert!(tag_value("Value", "").is_ok());
+        assert!(tag_value("Value", "hello world_1@x.y").is_ok());
+        assert!(tag_value("Value", "a*b").is_err());
+    }
+
+    #[test]
+    fn tenant_ids_refuse_four_repeats() {
+        assert!(tenant_id("TenantIds[0]", "abc-123").is_ok());
+        assert!(tenant_id("TenantIds[0]", "aaab").is_ok());
+        assert!(tenant_id("TenantIds[0]", "aaaab").is_err());
+        assert!(tenant_id("TenantIds[0]", "ab cd").is_err());
+    }
+
+    #[test]
+    fn arns() {
+        assert!(amazon_resource_name("ResourceARN", "arn:aws:chime:x").is_ok());
+        assert!(amazon_resource_name("ResourceARN", "nope").is_err());
+        assert!(arn("SnsTopicArn", "arn:aws:sns:us-east-1:123:topic").is_ok());
+        assert!(arn("SnsTopicArn", "arn:aws:sns:us east").is_err());
+        assert!(arn("SnsTopicArn", "arn").is_err());
+    }
+
+    #[test]
+    fn ranges_and_enums() {
+        assert!(range("MaxResults", 0, 1, 100).is_err());
+        assert!(range("MaxResults", 100, 1, 100).is_ok());
+        assert!(one_of("X", "b", &["a", "b"]).is_ok());
+        assert!(
+            one_of("X", "c", &["a", "b"])
+                .unwrap_err()
+                .contains("[a, b]")
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! Carillon: a self-hosted Amazon Chime SDK meetings service.
+
+pub mod api;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod server;
+pub mod store;

@@ -1,0 +1,213 @@
+//! Assembling and running the service: storage, keys, the router, and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::get;
+use base64::Engine;
+use rand::RngCore;
+use tokio::net::TcpListener;
+
+use crate::api::{self, ApiSettings, ApiState};
+use crate::auth::keys::{AccessKey, KeyRing};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::domain::tokens::PageTokenCodec;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+
+/// The router: a health check, and the API dispatcher for everything else.
+pub fn app(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(api::dispatch)
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ApiState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// What a started server tells its operator.
+#[derive(Debug, Clone)]
+pub struct Boot {
+    pub addr: SocketAddr,
+    pub public_url: String,
+    pub root_key: AccessKey,
+    /// Whether the key pair was generated (and written to the credentials file).
+    pub generated_credentials: bool,
+    pub credentials_file: std::path::PathBuf,
+}
+
+fn random_string(alphabet: &[u8], len: usize) -> String {
+    let mut bytes = vec![0u8; len];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+        .iter()
+        .map(|b| alphabet[*b as usize % alphabet.len()] as char)
+        .collect()
+}
+
+/// Loads the root key: from the configuration if given, else generated once and kept in the
+/// store so that it is the same after every restart.
+async fn root_key(config: &Config, store: &dyn Store) -> anyhow::Result<(AccessKey, bool)> {
+    let account_id = match &config.account_id {
+        Some(id) => {
+            anyhow::ensure!(
+                id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit()),
+                "CARILLON_ACCOUNT_ID must be 12 digits"
+            );
+            id.clone()
+        }
+        None => {
+            store
+                .setting_or_insert("root_account_id", &random_string(b"0123456789", 12))
+                .await?
+        }
+    };
+    if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
+        return Ok((
+            AccessKey {
+                access_key_id: id.clone(),
+                secret_access_key: secret.clone(),
+                account_id,
+            },
+            false,
+        ));
+    }
+    let upper = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let id = store
+        .setting_or_insert(
+            "root_access_key_id",
+            &format!("AKIA{}", random_string(upper, 16)),
+        )
+        .await?;
+    let mut secret = [0u8; 30];
+    rand::rng().fill_bytes(&mut secret);
+    let secret = store
+        .setting_or_insert(
+            "root_secret_access_key",
+            &base64::engine::general_purpose::STANDARD.encode(secret),
+        )
+        .await?;
+    Ok((
+        AccessKey {
+            access_key_id: id,
+            secret_access_key: secret,
+            account_id,
+        },
+        true,
+    ))
+}
+
+fn write_credentials_file(path: &std::path::Path, key: &AccessKey) -> anyhow::Result<()> {
+    let text = format!(
+        "# Written by carillon: the root key of this server's data directory.\n\
+         [carillon]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+        key.access_key_id, key.secret_access_key
+    );
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+/// A running server, as tests and `main` hold it.
+pub struct Running {
+    pub boot: Boot,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish, and waits for the server to end.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.await??;
+        Ok(())
+    }
+
+    /// Ends the server task abruptly, the way a crash would, without a graceful drain.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+/// Opens the store, loads the keys, binds the listener and starts serving in the background.
+pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    start_with_clock(config, Arc::new(SystemClock)).await
+}
+
+pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let store = SqliteStore::open(&config.data_dir.join("carillon.db"))
+        .context("opening the embedded store")?;
+    let store: Arc<dyn Store> = Arc::new(store);
+
+    let (root_key, generated) = root_key(config, store.as_ref()).await?;
+    let credentials_file = config.data_dir.join("credentials");
+    if generated {
+        write_credentials_file(&credentials_file, &root_key)?;
+    }
+    let mut page_key = [0u8; 32];
+    rand::rng().fill_bytes(&mut page_key);
+    let page_key = store
+        .setting_or_insert("page_token_key", &hex::encode(page_key))
+        .await?;
+    let page_key = hex::decode(page_key).context("stored page token key is not hex")?;
+
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_string();
+
+    let state = Arc::new(ApiState {
+        store,
+        keys: KeyRing::new([root_key.clone()]),
+        pages: PageTokenCodec::new(page_key),
+        clock,
+        settings: ApiSettings {
+            public_url: public_url.clone(),
+            max_attendees: config.max_attendees,
+            body_limit: config.max_body_bytes,
+            request_timeout: Duration::from_secs(30),
+        },
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, state, async {
+        let _ = rx.await;
+    }));
+    Ok(Running {
+        boot: Boot {
+            addr,
+            public_url,
+            root_key,
+            generated_credentials: generated,
+            credentials_file,
+        },
+        shutdown: Some(tx),
+        task,
+    })
+}

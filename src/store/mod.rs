@@ -1,0 +1,207 @@
+//! Persistence behind one trait, so the embedded default (SQLite) and a distributed SQL engine
+//! can be swapped without touching the API layer. Every write is durable before it returns.
+
+pub mod sqlite;
+
+#[cfg(test)]
+mod conformance;
+
+use crate::domain::capabilities::{Capabilities, MeetingFeatures};
+
+/// A meeting as stored. Optional members are those the caller may leave out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeetingRecord {
+    pub account_id: String,
+    pub meeting_id: String,
+    pub client_request_token: String,
+    /// The region the creating request was signed for; it goes into the MeetingArn.
+    pub control_region: String,
+    pub media_region: String,
+    pub external_meeting_id: Option<String>,
+    pub meeting_host_id: Option<String>,
+    pub primary_meeting_id: Option<String>,
+    pub tenant_ids: Vec<String>,
+    pub features: Option<MeetingFeatures>,
+    /// NotificationsConfiguration, kept as given.
+    pub notifications: Option<serde_json::Value>,
+    pub network_type: Option<String>,
+    /// The public base URL of the node that hosts the meeting's media (its cell).
+    pub media_base_url: String,
+    pub max_attendees: u32,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttendeeRecord {
+    pub meeting_id: String,
+    pub attendee_id: String,
+    pub external_user_id: String,
+    pub join_token: String,
+    pub capabilities: Capabilities,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+/// What a tag operation addresses: a meeting, or (legacy API only) one of its attendees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagTarget {
+    Meeting(String),
+    Attendee(String, String),
+}
+
+/// An attendee to create. The id and token are minted by the caller so that the store stays a
+/// plain persistence layer.
+#[derive(Debug, Clone)]
+pub struct NewAttendee {
+    pub attendee_id: String,
+    pub external_user_id: String,
+    pub join_token: String,
+    pub capabilities: Capabilities,
+    pub tags: Vec<Tag>,
+    pub created_at: i64,
+}
+
+/// The fate of one attendee in a create call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttendeeOutcome {
+    Created(AttendeeRecord),
+    /// The ExternalUserId already had an attendee in this meeting: it is returned unchanged.
+    Existing(AttendeeRecord),
+    /// The meeting already holds its maximum number of attendees.
+    MeetingFull {
+        external_user_id: String,
+        cap: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreatedMeeting {
+    pub meeting: MeetingRecord,
+    /// False when the ClientRequestToken had already created this meeting.
+    pub created: bool,
+    pub attendees: Vec<AttendeeOutcome>,
+}
+
+#[derive(Debug)]
+pub enum StoreError {
+    MeetingNotFound,
+    AttendeeNotFound,
+    TooManyTags { limit: usize },
+    Backend(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::MeetingNotFound => write!(f, "meeting not found"),
+            StoreError::AttendeeNotFound => write!(f, "attendee not found"),
+            StoreError::TooManyTags { limit } => write!(f, "more than {limit} tags"),
+            StoreError::Backend(e) => write!(f, "storage backend: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates the meeting with its tags and attendees in one transaction, unless the account
+    /// already used this ClientRequestToken, in which case the earlier meeting is returned and
+    /// nothing is written.
+    async fn create_meeting(
+        &self,
+        meeting: MeetingRecord,
+        tags: Vec<Tag>,
+        attendees: Vec<NewAttendee>,
+    ) -> StoreResult<CreatedMeeting>;
+
+    async fn get_meeting(&self, account_id: &str, meeting_id: &str) -> StoreResult<MeetingRecord>;
+
+    /// The account's meetings ordered by id, starting after `after`.
+    async fn list_meetings(
+        &self,
+        account_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<MeetingRecord>>;
+
+    /// Deletes the meeting with its attendees (and so their JoinTokens) and tags.
+    async fn delete_meeting(&self, account_id: &str, meeting_id: &str) -> StoreResult<()>;
+
+    /// Creates attendees atomically against the meeting's cap: concurrent calls never overshoot.
+    async fn create_attendees(
+        &self,
+        account_id: &str,
+        meeting_id: &str,
+        attendees: Vec<NewAttendee>,
+    ) -> StoreResult<Vec<AttendeeOutcome>>;
+
+    async fn get_attendee(
+        &self,
+        account_id: &str,
+        meeting_id: &str,
+        attendee_id: &str,
+    ) -> StoreResult<AttendeeRecord>;
+
+    /// The meeting's attendees ordered by id, starting after `after` (a keyset cursor).
+    async fn list_attendees(
+        &self,
+        account_id: &str,
+        meeting_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<AttendeeRecord>>;
+
+    async fn delete_attendee(
+        &self,
+        account_id: &str,
+        meeting_id: &str,
+        attendee_id: &str,
+    ) -> StoreResult<()>;
+
+    async fn update_capabilities(
+        &self,
+        account_id: &str,
+        meeting_id: &str,
+        attendee_id: &str,
+        capabilities: Capabilities,
+    ) -> StoreResult<AttendeeRecord>;
+
+    /// Sets the capabilities of every attendee of the meeting but the excluded ones.
+    async fn update_capabilities_except(
+        &self,
+        account_id: &str,
+        meeting_id: &str,
+        excluded: &[String],
+        capabilities: Capabilities,
+    ) -> StoreResult<()>;
+
+    /// Adds or overwrites tags; fails whole with TooManyTags if the target would exceed `limit`.
+    async fn tag(
+        &self,
+        account_id: &str,
+        target: &TagTarget,
+        tags: Vec<Tag>,
+        limit: usize,
+    ) -> StoreResult<()>;
+
+    async fn untag(
+        &self,
+        account_id: &str,
+        target: &TagTarget,
+        keys: Vec<String>,
+    ) -> StoreResult<()>;
+
+    async fn list_tags(&self, account_id: &str, target: &TagTarget) -> StoreResult<Vec<Tag>>;
+
+    /// Server settings (the pagination key, generated credentials). Returns the stored value,
+    /// inserting `value` first if the name had none, so concurrent first starts agree.
+    async fn setting_or_insert(&self, name: &str, value: &str) -> StoreResult<String>;
+}

@@ -1,0 +1,709 @@
+//! The embedded default store: one SQLite database in the data directory.
+//!
+//! WAL journal with `synchronous=FULL`, so a committed transaction is on disk before the call
+//! returns and survives `kill -9` or a power cut. One connection behind a mutex serialises the
+//! transactions, which is what makes the attendee cap and the idempotency checks race-free; the
+//! blocking work runs on tokio's blocking pool, never on the async workers.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::{
+    AttendeeOutcome, AttendeeRecord, CreatedMeeting, MeetingRecord, NewAttendee, Store, StoreError,
+    StoreResult, Tag, TagTarget,
+};
+use crate::domain::capabilities::{Capabilities, MediaCapability};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE settings (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE meetings (
+    meeting_id           TEXT PRIMARY KEY,
+    account_id           TEXT NOT NULL,
+    client_request_token TEXT NOT NULL,
+    control_region       TEXT NOT NULL,
+    media_region         TEXT NOT NULL,
+    external_meeting_id  TEXT,
+    meeting_host_id      TEXT,
+    primary_meeting_id   TEXT,
+    tenant_ids           TEXT NOT NULL,
+    features             TEXT,
+    notifications        TEXT,
+    network_type         TEXT,
+    media_base_url       TEXT NOT NULL,
+    max_attendees        INTEGER NOT NULL,
+    created_at           INTEGER NOT NULL,
+    UNIQUE (account_id, client_request_token)
+);
+CREATE INDEX meetings_by_account ON meetings (account_id, meeting_id);
+CREATE TABLE attendees (
+    meeting_id       TEXT NOT NULL REFERENCES meetings (meeting_id) ON DELETE CASCADE,
+    attendee_id      TEXT NOT NULL,
+    external_user_id TEXT NOT NULL,
+    join_token       TEXT NOT NULL UNIQUE,
+    audio            TEXT NOT NULL,
+    video            TEXT NOT NULL,
+    content          TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    PRIMARY KEY (meeting_id, attendee_id),
+    UNIQUE (meeting_id, external_user_id)
+);
+CREATE TABLE tags (
+    meeting_id  TEXT NOT NULL REFERENCES meetings (meeting_id) ON DELETE CASCADE,
+    attendee_id TEXT NOT NULL DEFAULT '',
+    key         TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    PRIMARY KEY (meeting_id, attendee_id, key)
+);
+"#];
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let conn = Connection::open(path).map_err(backend)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database, for unit tests of the layers above.
+    pub fn open_in_memory() -> StoreResult<Self> {
+        Self::init(Connection::open_in_memory().map_err(backend)?)
+    }
+
+    fn init(mut conn: Connection) -> StoreResult<Self> {
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `work` in one IMMEDIATE transaction on the blocking pool and commits it, unless it
+    /// returns an error, in which case nothing it wrote is kept.
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| backend("store mutex poisoned"))?;
+            let tx = guard
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let value = work(&tx)?;
+            tx.commit().map_err(backend)?;
+            Ok(value)
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let guard = conn.lock().map_err(|_| backend("store mutex poisoned"))?;
+            work(&guard)
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let applied: usize = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(backend)?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction().map_err(backend)?;
+        tx.execute_batch(sql).map_err(backend)?;
+        tx.pragma_update(None, "user_version", index + 1)
+            .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+    }
+    Ok(())
+}
+
+const MEETING_COLUMNS: &str = "account_id, meeting_id, client_request_token, control_region, \
+    media_region, external_meeting_id, meeting_host_id, primary_meeting_id, tenant_ids, features, \
+    notifications, network_type, media_base_url, max_attendees, created_at";
+
+const ATTENDEE_COLUMNS: &str =
+    "meeting_id, attendee_id, external_user_id, join_token, audio, video, content, created_at";
+
+fn meeting_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<MeetingRecord> {
+    let json_err = |i: usize, e: serde_json::Error| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    };
+    let tenant_ids: String = row.get(8)?;
+    let features: Option<String> = row.get(9)?;
+    let notifications: Option<String> = row.get(10)?;
+    Ok(MeetingRecord {
+        account_id: row.get(0)?,
+        meeting_id: row.get(1)?,
+        client_request_token: row.get(2)?,
+        control_region: row.get(3)?,
+        media_region: row.get(4)?,
+        external_meeting_id: row.get(5)?,
+        meeting_host_id: row.get(6)?,
+        primary_meeting_id: row.get(7)?,
+        tenant_ids: serde_json::from_str(&tenant_ids).map_err(|e| json_err(8, e))?,
+        features: features
+            .map(|f| serde_json::from_str(&f))
+            .transpose()
+            .map_err(|e| json_err(9, e))?,
+        notifications: notifications
+            .map(|n| serde_json::from_str(&n))
+            .transpose()
+            .map_err(|e| json_err(10, e))?,
+        network_type: row.get(11)?,
+        media_base_url: row.get(12)?,
+        max_attendees: row.get(13)?,
+        created_at: row.get(14)?,
+    })
+}
+
+fn capability_from(i: usize, s: String) -> rusqlite::Result<MediaCapability> {
+    MediaCapability::parse(&s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("unknown media capability {s}").into(),
+        )
+    })
+}
+
+fn attendee_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AttendeeRecord> {
+    Ok(AttendeeRecord {
+        meeting_id: row.get(0)?,
+        attendee_id: row.get(1)?,
+        external_user_id: row.get(2)?,
+        join_token: row.get(3)?,
+        capabilities: Capabilities {
+            audio: capability_from(4, row.get(4)?)?,
+            video: capability_from(5, row.get(5)?)?,
+            content: capability_from(6, row.get(6)?)?,
+        },
+        created_at: row.get(7)?,
+    })
+}
+
+fn find_meeting(
+    conn: &Connection,
+    account_id: &str,
+    meeting_id: &str,
+) -> StoreResult<MeetingRecord> {
+    conn.query_row(
+        &format!(
+            "SELECT {MEETING_COLUMNS} FROM meetings WHERE account_id = ?1 AND meeting_id = ?2"
+        ),
+        params![account_id, meeting_id],
+        meeting_from_row,
+    )
+    .optional()
+    .map_err(backend)?
+    .ok_or(StoreError::MeetingNotFound)
+}
+
+fn find_attendee(
+    conn: &Connection,
+    meeting_id: &str,
+    attendee_id: &str,
+) -> StoreResult<AttendeeRecord> {
+    conn.query_row(
+        &format!(
+            "SELECT {ATTENDEE_COLUMNS} FROM attendees WHERE meeting_id = ?1 AND attendee_id = ?2"
+        ),
+        params![meeting_id, attendee_id],
+        attendee_from_row,
+    )
+    .optional()
+    .map_err(backend)?
+    .ok_or(StoreError::AttendeeNotFound)
+}
+
+fn insert_tags(
+    tx: &Transaction<'_>,
+    meeting_id: &str,
+    attendee_id: &str,
+    tags: &[Tag],
+) -> StoreResult<()> {
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO tags (meeting_id, attendee_id, key, value) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (meeting_id, attendee_id, key) DO UPDATE SET value = excluded.value",
+        )
+        .map_err(backend)?;
+    for tag in tags {
+        stmt.execute(params![meeting_id, attendee_id, tag.key, tag.value])
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// Inserts attendees one by one under the meeting's cap; the caller holds the write transaction,
+/// so the count cannot change underneath.
+fn insert_attendees(
+    tx: &Transaction<'_>,
+    meeting: &MeetingRecord,
+    attendees: Vec<NewAttendee>,
+) -> StoreResult<Vec<AttendeeOutcome>> {
+    let mut count: u32 = tx
+        .query_row(
+            "SELECT COUNT(*) FROM attendees WHERE meeting_id = ?1",
+            params![meeting.meeting_id],
+            |row| row.get(0),
+        )
+        .map_err(backend)?;
+    let mut outcomes = Vec::with_capacity(attendees.len());
+    for new in attendees {
+        let existing = tx
+            .query_row(
+                &format!(
+                    "SELECT {ATTENDEE_COLUMNS} FROM attendees WHERE meeting_id = ?1 AND external_user_id = ?2"
+                ),
+                params![meeting.meeting_id, new.external_user_id],
+                attendee_from_row,
+            )
+            .optional()
+            .map_err(backend)?;
+        if let Some(existing) = existing {
+            outcomes.push(AttendeeOutcome::Existing(existing));
+            continue;
+        }
+        if count >= meeting.max_attendees {
+            outcomes.push(AttendeeOutcome::MeetingFull {
+                external_user_id: new.external_user_id,
+                cap: meeting.max_attendees,
+            });
+            continue;
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO attendees ({ATTENDEE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ),
+            params![
+                meeting.meeting_id,
+                new.attendee_id,
+                new.external_user_id,
+                new.join_token,
+                new.capabilities.audio.as_str(),
+                new.capabilities.video.as_str(),
+                new.capabilities.content.as_str(),
+                new.created_at,
+            ],
+        )
+        .map_err(backend)?;
+        insert_tags(tx, &meeting.meeting_id, &new.attendee_id, &new.tags)?;
+        count += 1;
+        outcomes.push(AttendeeOutcome::Created(AttendeeRecord {
+            meeting_id: meeting.meeting_id.clone(),
+            attendee_id: new.attendee_id,
+            external_user_id: new.external_user_id,
+            join_token: new.join_token,
+            capabilities: new.capabilities,
+            created_at: new.created_at,
+        }));
+    }
+    Ok(outcomes)
+}
+
+/// Checks that a tag target exists and returns its attendee column value ('' for a meeting).
+fn tag_target_key(
+    tx: &Connection,
+    account_id: &str,
+    target: &TagTarget,
+) -> StoreResult<(String, String)> {
+    match target {
+        TagTarget::Meeting(meeting_id) => {
+            find_meeting(tx, account_id, meeting_id)?;
+            Ok((meeting_id.clone(), String::new()))
+        }
+        TagTarget::Attendee(meeting_id, attendee_id) => {
+            find_meeting(tx, account_id, meeting_id)?;
+            find_attendee(tx, meeting_id, attendee_id)?;
+            Ok((meeting_id.clone(), attendee_id.clone()))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn create_meeting(
+        &self,
+        meeting: MeetingRecord,
+        tags: Vec<Tag>,
+        attendees: Vec<NewAttendee>,
+    ) -> StoreResult<CreatedMeeting> {
+        self.write(move |tx| {
+            let earlier = tx
+                .query_row(
+                    &format!(
+                        "SELECT {MEETING_COLUMNS} FROM meetings WHERE account_id = ?1 AND client_request_token = ?2"
+                    ),
+                    params![meeting.account_id, meeting.client_request_token],
+                    meeting_from_row,
+                )
+                .optional()
+                .map_err(backend)?;
+            if let Some(earlier) = earlier {
+                return Ok(CreatedMeeting {
+                    meeting: earlier,
+                    created: false,
+                    attendees: Vec::new(),
+                });
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO meetings ({MEETING_COLUMNS}) VALUES \
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                ),
+                params![
+                    meeting.account_id,
+                    meeting.meeting_id,
+                    meeting.client_request_token,
+                    meeting.control_region,
+                    meeting.media_region,
+                    meeting.external_meeting_id,
+                    meeting.meeting_host_id,
+                    meeting.primary_meeting_id,
+                    to_json(&meeting.tenant_ids)?,
+                    meeting.features.as_ref().map(to_json).transpose()?,
+                    meeting.notifications.as_ref().map(to_json).transpose()?,
+                    meeting.network_type,
+                    meeting.media_base_url,
+                    meeting.max_attendees,
+                    meeting.created_at,
+                ],
+            )
+            .map_err(backend)?;
+            insert_tags(tx, &meeting.meeting_id, "", &tags)?;
+            let attendees = insert_attendees(tx, &meeting, attendees)?;
+            Ok(CreatedMeeting {
+                meeting,
+                created: true,
+                attendees,
+            })
+        })
+        .await
+    }
+
+    async fn get_meeting(&self, account_id: &str, meeting_id: &str) -> StoreResult<MeetingRecord> {
+        let (account_id, meeting_id) = (account_id.to_string(), meeting_id.to_string());
+        self.read(move |conn| find_meeting(conn, &account_id, &meeting_id))
+            .await
+    }
+
+    async fn list_meetings(
+        &self,
+        account_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<MeetingRecord>> {
+        let (account_id, after) = (account_id.to_string(), after.unwrap_or("").to_string());
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {MEETING_COLUMNS} FROM meetings WHERE account_id = ?1 AND meeting_id > ?2 \
+                     ORDER BY meeting_id LIMIT ?3"
+                ))
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![account_id, after, limit as i64], meeting_from_row)
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_meeting(&self, account_id: &str, meeting_id: &str) -> StoreResult<()> {
+        let (account_id, meeting_id) = (account_id.to_string(), meeting_id.to_string());
+        self.write(move |tx| {
+            let deleted = tx
+                .execute(
+                    "DELETE FROM meetings WHERE account_id = ?1 AND meeting_id = ?2",
+                    params![account_id, meeting_id],
+                )
+                .map_err(backend)?;
+            if deleted == 0 {
+                return Err(StoreError::MeetingNotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_attendees(
+        &self,
+        account_id: &str,
+        meeting_id: &str,
+        attendees: Vec<NewAttendee>,
+    ) -> StoreResult<Vec<AttendeeOutcome>> {
+        let (account_id, meeting_id) = (account_id.to_string(), meeting_id.to_string());
+        self.write(move |tx| {
+            let meeting = find_meeting(tx, &account_id, &meeting_id)?;
+            insert_attendees(tx, &meeting, attendees)
+        })
+        .await
+    }
+
+    async fn get_attendee(
+        &self,
+        account_id: &str,
+        meeting_id: &str,
+        attendee_id: &str,
+    ) -> StoreResult<AttendeeRecord> {
+        let (account_id, meeting_id, attendee_id) = (
+            account_id.to_string(),
+            meeting_id.to_string(),
+            attendee_id.to_string(),
+        );
+        self.read(move |conn| {
+            find_meeting(conn, &account_id, &meeting_id)?;
+            find_attendee(conn, &meeting_id, &attendee_id)
+        })
+        .await
+    }
+
+    async fn list_attendees(
+        &self,
+        account_id: &str,
+        meeting_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<AttendeeRecord>> {
+        let (account_id, meeting_id, after) = (
+            account_id.to_string(),
+            meeting_id.to_string(),
+            after.unwrap_or("").to_string(),
+        );
+        self.read(move |conn| {
+            find_meeting(conn, &account_id, &meeting_id)?;
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {ATTENDEE_COLUMNS} FROM attendees WHERE meeting_id = ?1 AND attendee_id > ?2 \
+                     ORDER BY attendee_id LIMIT ?3"
+                ))
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![meeting_id, after, limit as i64], attendee_from_row)
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_attendee(
+        &self,
+        account_id: &str,
+        meeting_id: &str,
+        attendee_id: &str,
+    ) -> StoreResult<()> {
+        let (account_id, meeting_id, attendee_id) = (
+            account_id.to_string(),
+            meeting_id.to_string(),
+            attendee_id.to_string(),
+        );
+        self.write(move |tx| {
+            find_meeting(tx, &account_id, &meeting_id)?;
+            let deleted = tx
+                .execute(
+                    "DELETE FROM attendees WHERE meeting_id = ?1 AND attendee_id = ?2",
+                    params![meeting_id, attendee_id],
+                )
+                .map_err(backend)?;
+            if deleted == 0 {
+                return Err(StoreError::AttendeeNotFound);
+            }
+            tx.execute(
+                "DELETE FROM tags WHERE meeting_id = ?1 AND attendee_id = ?2",
+                params![meeting_id, attendee_id],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_capabilities(
+        &self,
+        account_id: &str,
+        meeting_id: &str,
+        attendee_id: &str,
+        capabilities: Capabilities,
+    ) -> StoreResult<AttendeeRecord> {
+        let (account_id, meeting_id, attendee_id) = (
+            account_id.to_string(),
+            meeting_id.to_string(),
+            attendee_id.to_string(),
+        );
+        self.write(move |tx| {
+            find_meeting(tx, &account_id, &meeting_id)?;
+            let updated = tx
+                .execute(
+                    "UPDATE attendees SET audio = ?3, video = ?4, content = ?5 \
+                     WHERE meeting_id = ?1 AND attendee_id = ?2",
+                    params![
+                        meeting_id,
+                        attendee_id,
+                        capabilities.audio.as_str(),
+                        capabilities.video.as_str(),
+                        capabilities.content.as_str()
+                    ],
+                )
+                .map_err(backend)?;
+            if updated == 0 {
+                return Err(StoreError::AttendeeNotFound);
+            }
+            find_attendee(tx, &meeting_id, &attendee_id)
+        })
+        .await
+    }
+
+    async fn update_capabilities_except(
+        &self,
+        account_id: &str,
+        meeting_id: &str,
+        excluded: &[String],
+        capabilities: Capabilities,
+    ) -> StoreResult<()> {
+        let (account_id, meeting_id, excluded) = (
+            account_id.to_string(),
+            meeting_id.to_string(),
+            serde_json::to_string(excluded).map_err(backend)?,
+        );
+        self.write(move |tx| {
+            find_meeting(tx, &account_id, &meeting_id)?;
+            tx.execute(
+                "UPDATE attendees SET audio = ?3, video = ?4, content = ?5 WHERE meeting_id = ?1 \
+                 AND attendee_id NOT IN (SELECT value FROM json_each(?2))",
+                params![
+                    meeting_id,
+                    excluded,
+                    capabilities.audio.as_str(),
+                    capabilities.video.as_str(),
+                    capabilities.content.as_str()
+                ],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn tag(
+        &self,
+        account_id: &str,
+        target: &TagTarget,
+        tags: Vec<Tag>,
+        limit: usize,
+    ) -> StoreResult<()> {
+        let (account_id, target) = (account_id.to_string(), target.clone());
+        self.write(move |tx| {
+            let (meeting_id, attendee_id) = tag_target_key(tx, &account_id, &target)?;
+            insert_tags(tx, &meeting_id, &attendee_id, &tags)?;
+            let total: usize = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM tags WHERE meeting_id = ?1 AND attendee_id = ?2",
+                    params![meeting_id, attendee_id],
+                    |row| row.get(0),
+                )
+                .map_err(backend)?;
+            if total > limit {
+                // Returning an error drops the transaction, so the new tags are not kept.
+                return Err(StoreError::TooManyTags { limit });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn untag(
+        &self,
+        account_id: &str,
+        target: &TagTarget,
+        keys: Vec<String>,
+    ) -> StoreResult<()> {
+        let (account_id, target) = (account_id.to_string(), target.clone());
+        self.write(move |tx| {
+            let (meeting_id, attendee_id) = tag_target_key(tx, &account_id, &target)?;
+            let mut stmt = tx
+                .prepare_cached(
+                    "DELETE FROM tags WHERE meeting_id = ?1 AND attendee_id = ?2 AND key = ?3",
+                )
+                .map_err(backend)?;
+            for key in keys {
+                stmt.execute(params![meeting_id, attendee_id, key])
+                    .map_err(backend)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_tags(&self, account_id: &str, target: &TagTarget) -> StoreResult<Vec<Tag>> {
+        let (account_id, target) = (account_id.to_string(), target.clone());
+        self.read(move |conn| {
+            let (meeting_id, attendee_id) = tag_target_key(conn, &account_id, &target)?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT key, value FROM tags WHERE meeting_id = ?1 AND attendee_id = ?2 ORDER BY key",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![meeting_id, attendee_id], |row| {
+                    Ok(Tag {
+                        key: row.get(0)?,
+                        value: row.get(1)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn setting_or_insert(&self, name: &str, value: &str) -> StoreResult<String> {
+        let (name, value) = (name.to_string(), value.to_string());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                params![name, value],
+            )
+            .map_err(backend)?;
+            tx.query_row(
+                "SELECT value FROM settings WHERE name = ?1",
+                params![name],
+                |row| row.get(0),
+            )
+            .map_err(backend)
+        })
+        .await
+    }
+}
+
+/// Serialises a value to JSON text for a TEXT column.
+fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(backend)
+}
