@@ -1,0 +1,377 @@
+//! The legacy `chime` meeting API at /legacy. No current SDK can call it, so these tests use the
+//! raw client, signing with the `aws-sigv4` crate exactly as boto3 1.37.1 signs.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::TestServer;
+use serde_json::json;
+
+async fn legacy_meeting(server: &TestServer) -> String {
+    let response = server
+        .raw()
+        .post(
+            "/legacy/meetings",
+            &json!({"ClientRequestToken": uuid::Uuid::new_v4().to_string()}).to_string(),
+        )
+        .await;
+    assert_eq!(response.status, 201, "{response:?}");
+    response.json()["Meeting"]["MeetingId"]
+        .as_str()
+        .expect("MeetingId")
+        .to_string()
+}
+
+fn keys(value: &serde_json::Value) -> BTreeSet<String> {
+    value.as_object().expect("object").keys().cloned().collect()
+}
+
+#[tokio::test]
+async fn meetings_have_the_legacy_shape_and_status() {
+    let server = TestServer::start().await;
+    let raw = server.raw();
+    let response = raw
+        .post(
+            "/legacy/meetings",
+            &json!({"ClientRequestToken": "legacy-token-1", "ExternalMeetingId": "old"})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(response.status, 201);
+    let meeting = &response.json()["Meeting"];
+    assert_eq!(
+        keys(meeting),
+        [
+            "ExternalMeetingId",
+            "MediaPlacement",
+            "MediaRegion",
+            "MeetingId"
+        ]
+        .map(String::from)
+        .into()
+    );
+    assert_eq!(
+        meeting["MediaRegion"], "us-east-1",
+        "the documented default"
+    );
+    let id = meeting["MeetingId"].as_str().expect("id");
+
+    // Shared data: the same meeting through chime-sdk-meetings.
+    let modern = raw.get(&format!("/meetings/{id}")).await;
+    assert_eq!(modern.status, 200);
+    assert!(modern.json()["Meeting"]["MeetingArn"].is_string());
+
+    let got = raw.get(&format!("/legacy/meetings/{id}")).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["Meeting"]["MeetingId"], id);
+
+    let deleted = raw.delete(&format!("/legacy/meetings/{id}")).await;
+    assert_eq!(deleted.status, 204);
+    assert!(deleted.body.is_empty());
+    raw.get(&format!("/legacy/meetings/{id}"))
+        .await
+        .expect_error(404, "NotFoundException");
+}
+
+#[tokio::test]
+async fn list_attendees_is_exact() {
+    let server = TestServer::start().await;
+    let raw = server.raw();
+    let id = legacy_meeting(&server).await;
+    let mut created = BTreeSet::new();
+    for i in 0..120 {
+        let response = raw
+            .post(
+                &format!("/legacy/meetings/{id}/attendees"),
+                &json!({"ExternalUserId": format!("user-{i}")}).to_string(),
+            )
+            .await;
+        assert_eq!(response.status, 201, "{response:?}");
+        let attendee = &response.json()["Attendee"];
+        assert_eq!(
+            keys(attendee),
+            ["AttendeeId", "ExternalUserId", "JoinToken"]
+                .map(String::from)
+                .into()
+        );
+        created.insert(attendee["AttendeeId"].as_str().expect("id").to_string());
+    }
+
+    // Default page: the legacy maximum of 99, then the rest with no NextToken.
+    let first = raw.get(&format!("/legacy/meetings/{id}/attendees")).await;
+    assert_eq!(first.status, 200);
+    let body = first.json();
+    assert_eq!(
+        keys(&body),
+        ["Attendees", "NextToken"].map(String::from).into()
+    );
+    assert_eq!(body["Attendees"].as_array().expect("list").len(), 99);
+    for attendee in body["Attendees"].as_array().expect("list") {
+        assert_eq!(
+            keys(attendee),
+            ["AttendeeId", "ExternalUserId", "JoinToken"]
+                .map(String::from)
+                .into()
+        );
+    }
+    let token = body["NextToken"].as_str().expect("token");
+    let second = raw
+        .get(&format!(
+            "/legacy/meetings/{id}/attendees?max-results=99&next-token={token}"
+        ))
+        .await
+        .json();
+    assert_eq!(second["Attendees"].as_array().expect("list").len(), 21);
+    assert!(
+        second.get("NextToken").is_none(),
+        "no NextToken on the last page"
+    );
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    for page in [&body, &second] {
+        for a in page["Attendees"].as_array().expect("list") {
+            assert!(seen.insert(a["AttendeeId"].as_str().expect("id").to_string()));
+        }
+    }
+    assert_eq!(seen, created);
+
+    // The legacy range is 1..99, and the seven documented errors keep their legacy names.
+    raw.get(&format!("/legacy/meetings/{id}/attendees?max-results=100"))
+        .await
+        .expect_error(400, "BadRequestException");
+    raw.get(&format!(
+        "/legacy/meetings/{id}/attendees?next-token=forged"
+    ))
+    .await
+    .expect_error(400, "BadRequestException");
+    raw.get("/legacy/meetings/0b6d8a6e-5f0c-4b4c-9a43-1a2b3c4d5e6f/attendees")
+        .await
+        .expect_error(404, "NotFoundException");
+    raw.send(
+        "GET",
+        &format!("/legacy/meetings/{id}/attendees"),
+        b"",
+        common::Signing::Unsigned,
+    )
+    .await
+    .expect_error(401, "UnauthorizedClientException");
+}
+
+#[tokio::test]
+async fn the_cap_is_resource_limit_exceeded() {
+    let server = TestServer::start_with(|c| c.max_attendees = 2).await;
+    let raw = server.raw();
+    let id = legacy_meeting(&server).await;
+    for user in ["aa", "bb"] {
+        let r = raw
+            .post(
+                &format!("/legacy/meetings/{id}/attendees"),
+                &json!({"ExternalUserId": user}).to_string(),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+    }
+    let message = raw
+        .post(
+            &format!("/legacy/meetings/{id}/attendees"),
+            &json!({"ExternalUserId": "cc"}).to_string(),
+        )
+        .await
+        .expect_error(400, "ResourceLimitExceededException");
+    assert!(message.contains("maximum of 2"), "{message}");
+    let batch = raw
+        .post(
+            &format!("/legacy/meetings/{id}/attendees?operation=batch-create"),
+            &json!({"Attendees": [{"ExternalUserId": "dd"}, {"ExternalUserId": "aa"}]}).to_string(),
+        )
+        .await;
+    assert_eq!(batch.status, 201);
+    let body = batch.json();
+    assert_eq!(
+        body["Attendees"].as_array().expect("list").len(),
+        1,
+        "aa already exists"
+    );
+    assert_eq!(body["Errors"][0]["ErrorCode"], "ResourceLimitExceeded");
+}
+
+#[tokio::test]
+async fn create_meeting_with_attendees_takes_at_most_ten() {
+    let server = TestServer::start().await;
+    let raw = server.raw();
+    let attendees: Vec<_> = (0..11)
+        .map(|i| json!({"ExternalUserId": format!("user-{i}")}))
+        .collect();
+    let message = raw
+        .post(
+            "/legacy/meetings?operation=create-attendees",
+            &json!({"ClientRequestToken": "cmwa-1", "Attendees": attendees}).to_string(),
+        )
+        .await
+        .expect_error(400, "BadRequestException");
+    assert!(message.contains("Attendees"), "{message}");
+    let response = raw
+        .post(
+            "/legacy/meetings?operation=create-attendees",
+            &json!({
+                "ClientRequestToken": "cmwa-2",
+                "Attendees": [{"ExternalUserId": "alice", "Tags": [{"Key": "role", "Value": "host"}]}, {"ExternalUserId": "b"}]
+            })
+            .to_string(),
+        )
+        .await;
+    assert_eq!(response.status, 201);
+    let body = response.json();
+    assert_eq!(body["Attendees"].as_array().expect("list").len(), 1);
+    assert_eq!(body["Errors"][0]["ErrorCode"], "BadRequest");
+    let meeting_id = body["Meeting"]["MeetingId"].as_str().expect("id");
+    let attendee_id = body["Attendees"][0]["AttendeeId"].as_str().expect("id");
+    let tags = raw
+        .get(&format!(
+            "/legacy/meetings/{meeting_id}/attendees/{attendee_id}/tags"
+        ))
+        .await
+        .json();
+    assert_eq!(tags, json!({"Tags": [{"Key": "role", "Value": "host"}]}));
+}
+
+#[tokio::test]
+async fn list_meetings_pages_through_the_account() {
+    let server = TestServer::start().await;
+    let raw = server.raw();
+    let mut created = BTreeSet::new();
+    for _ in 0..5 {
+        created.insert(legacy_meeting(&server).await);
+    }
+    let mut seen = BTreeSet::new();
+    let mut next = String::new();
+    loop {
+        let query = if next.is_empty() {
+            "max-results=2".to_string()
+        } else {
+            format!("max-results=2&next-token={next}")
+        };
+        let page = raw.get(&format!("/legacy/meetings?{query}")).await.json();
+        for m in page["Meetings"].as_array().expect("list") {
+            assert!(seen.insert(m["MeetingId"].as_str().expect("id").to_string()));
+        }
+        match page["NextToken"].as_str() {
+            Some(token) => next = token.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, created);
+    // ListMeetings is not part of chime-sdk-meetings.
+    raw.get("/meetings")
+        .await
+        .expect_error(400, "BadRequestException");
+}
+
+#[tokio::test]
+async fn meeting_and_attendee_tags() {
+    let server = TestServer::start().await;
+    let raw = server.raw();
+    let id = legacy_meeting(&server).await;
+    let tag_meeting = raw
+        .post(
+            &format!("/legacy/meetings/{id}/tags?operation=add"),
+            &json!({"Tags": [{"Key": "a b", "Value": "1"}]}).to_string(),
+        )
+        .await;
+    assert_eq!(
+        tag_meeting.status, 204,
+        "legacy keys have no pattern: {tag_meeting:?}"
+    );
+    let untag = raw
+        .post(
+            &format!("/legacy/meetings/{id}/tags?operation=delete"),
+            &json!({"TagKeys": ["a b"]}).to_string(),
+        )
+        .await;
+    assert_eq!(untag.status, 204);
+    assert_eq!(
+        raw.get(&format!("/legacy/meetings/{id}/tags")).await.json(),
+        json!({"Tags": []})
+    );
+
+    let attendee = raw
+        .post(
+            &format!("/legacy/meetings/{id}/attendees"),
+            &json!({"ExternalUserId": "tagged"}).to_string(),
+        )
+        .await
+        .json()["Attendee"]["AttendeeId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let ten: Vec<_> = (0..10)
+        .map(|i| json!({"Key": format!("k{i}"), "Value": "v"}))
+        .collect();
+    let r = raw
+        .post(
+            &format!("/legacy/meetings/{id}/attendees/{attendee}/tags?operation=add"),
+            &json!({"Tags": ten}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    raw.post(
+        &format!("/legacy/meetings/{id}/attendees/{attendee}/tags?operation=add"),
+        &json!({"Tags": [{"Key": "eleventh", "Value": "v"}]}).to_string(),
+    )
+    .await
+    .expect_error(400, "ResourceLimitExceededException");
+
+    // TagResource on the legacy endpoint uses the same MeetingArn.
+    let arn = format!(
+        "arn:aws:chime:us-east-1:{}:meeting/{id}",
+        common::ACCOUNT_ID
+    );
+    let r = raw
+        .post(
+            "/legacy/tags?operation=tag-resource",
+            &json!({"ResourceARN": arn, "Tags": [{"Key": "x", "Value": "y"}]}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let listed = raw
+        .get(&format!(
+            "/legacy/tags?arn={}",
+            arn.replace(':', "%3A").replace('/', "%2F")
+        ))
+        .await
+        .json();
+    assert_eq!(listed, json!({"Tags": [{"Key": "x", "Value": "y"}]}));
+    raw.post(
+        "/legacy/tags?operation=tag-resource",
+        &json!({"ResourceARN": arn, "Tags": []}).to_string(),
+    )
+    .await
+    .expect_error(400, "BadRequestException");
+}
+
+#[tokio::test]
+async fn capabilities_do_not_exist_in_legacy() {
+    let server = TestServer::start().await;
+    let id = legacy_meeting(&server).await;
+    let raw = server.raw();
+    let body =
+        json!({"Capabilities": {"Audio": "None", "Video": "None", "Content": "None"}}).to_string();
+    let response = raw
+        .send(
+            "PUT",
+            &format!(
+                "/legacy/meetings/{id}/attendees/0b6d8a6e-5f0c-4b4c-9a43-1a2b3c4d5e6f/capabilities"
+            ),
+            body.as_bytes(),
+            common::Signing::valid(),
+        )
+        .await;
+    response.expect_error(400, "BadRequestException");
+    let transcription = raw
+        .post(
+            &format!("/legacy/meetings/{id}/transcription?operation=stop"),
+            "",
+        )
+        .await;
+    transcription.expect_error(422, "UnprocessableEntityException");
+}
