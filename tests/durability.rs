@@ -1,0 +1,195 @@
+//! Acknowledged writes survive a restart and a `kill -9`, JoinTokens and NextTokens included.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{ACCESS_KEY_ID, ACCOUNT_ID, SECRET_ACCESS_KEY, TestServer, sdk_client};
+
+#[tokio::test]
+async fn everything_survives_a_graceful_restart() {
+    let mut server = TestServer::start().await;
+    let client = server.client();
+    let meeting = client
+        .create_meeting()
+        .media_region("us-east-1")
+        .external_meeting_id("restart")
+        .client_request_token("restart-token")
+        .send()
+        .await
+        .expect("CreateMeeting")
+        .meeting
+        .expect("meeting");
+    let id = meeting.meeting_id().expect("id").to_string();
+    for user in ["u1", "u2", "u3"] {
+        client
+            .create_attendee()
+            .meeting_id(&id)
+            .external_user_id(user)
+            .send()
+            .await
+            .expect("attendee");
+    }
+    let page = client
+        .list_attendees()
+        .meeting_id(&id)
+        .max_results(1)
+        .send()
+        .await
+        .expect("page");
+    let token = page.next_token().expect("NextToken").to_string();
+    let first = page.attendees()[0].clone();
+
+    server.restart().await;
+    let client = server.client();
+    let again = client
+        .create_meeting()
+        .media_region("us-east-1")
+        .external_meeting_id("restart")
+        .client_request_token("restart-token")
+        .send()
+        .await
+        .expect("replay after restart");
+    assert_eq!(
+        again.meeting().and_then(|m| m.meeting_id()),
+        Some(id.as_str())
+    );
+    let rest = client
+        .list_attendees()
+        .meeting_id(&id)
+        .next_token(&token)
+        .send()
+        .await
+        .expect("the NextToken minted before the restart still works");
+    assert_eq!(rest.attendees().len(), 2);
+    let got = client
+        .get_attendee()
+        .meeting_id(&id)
+        .attendee_id(first.attendee_id().expect("id"))
+        .send()
+        .await
+        .expect("GetAttendee")
+        .attendee
+        .expect("attendee");
+    assert_eq!(
+        got.join_token(),
+        first.join_token(),
+        "the JoinToken is the same after a restart"
+    );
+}
+
+/// Starts the real binary, writes through the SDK, kills it with SIGKILL, starts it again on the
+/// same data directory and reads everything back.
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spawn = |port: u16| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_carillon"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("CARILLON_ACCESS_KEY_ID", ACCESS_KEY_ID)
+            .env("CARILLON_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+            .env("CARILLON_ACCOUNT_ID", ACCOUNT_ID)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("binary starts")
+    };
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        probe.local_addr().expect("addr").port()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let mut child = spawn(port);
+    wait_ready(port).await;
+
+    let client = sdk_client(&url, "us-east-1");
+    let id = client
+        .create_meeting()
+        .media_region("us-east-1")
+        .external_meeting_id("crash")
+        .send()
+        .await
+        .expect("CreateMeeting")
+        .meeting
+        .and_then(|m| m.meeting_id)
+        .expect("id");
+    let mut tokens = Vec::new();
+    for i in 0..20 {
+        let attendee = client
+            .create_attendee()
+            .meeting_id(&id)
+            .external_user_id(format!("user-{i}"))
+            .send()
+            .await
+            .expect("CreateAttendee")
+            .attendee
+            .expect("attendee");
+        tokens.push(attendee.join_token.expect("token"));
+    }
+    let deleted = client
+        .list_attendees()
+        .meeting_id(&id)
+        .max_results(1)
+        .send()
+        .await
+        .expect("list");
+    let deleted_id = deleted.attendees()[0]
+        .attendee_id()
+        .expect("id")
+        .to_string();
+    client
+        .delete_attendee()
+        .meeting_id(&id)
+        .attendee_id(&deleted_id)
+        .send()
+        .await
+        .expect("delete");
+
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("killed");
+
+    let mut child = spawn(port);
+    wait_ready(port).await;
+    let listed: Vec<_> = client
+        .list_attendees()
+        .meeting_id(&id)
+        .into_paginator()
+        .send()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .flat_map(|page| page.expect("page").attendees.unwrap_or_default())
+        .collect();
+    assert_eq!(
+        listed.len(),
+        19,
+        "every acknowledged create and the delete survived"
+    );
+    assert!(
+        listed
+            .iter()
+            .all(|a| a.attendee_id() != Some(deleted_id.as_str()))
+    );
+    for a in &listed {
+        assert!(tokens.contains(&a.join_token().expect("token").to_string()));
+    }
+    child.start_kill().expect("stop");
+    let _ = child.wait().await;
+}
+
+async fn wait_ready(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server on port {port} did not start within 10 s");
+}
