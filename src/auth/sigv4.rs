@@ -6,9 +6,9 @@
 //! (SDKs differ in which ones they sign). The payload hash is that of the buffered body, since the
 //! SDKs send no `x-amz-content-sha256` for this service.
 
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+
+use crate::domain::digest::{constant_time_eq, hmac_sha256};
 
 /// The signing name both namespaces use.
 pub const SERVICE: &str = "chime";
@@ -276,17 +276,11 @@ pub fn canonical_request(
     Ok(canonical)
 }
 
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(data);
-    mac.finalize().into_bytes().into()
-}
-
 pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
-    let k_date = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
-    let k_region = hmac(&k_date, region.as_bytes());
-    let k_service = hmac(&k_region, service.as_bytes());
-    hmac(&k_service, b"aws4_request")
+    let k_date = hmac_sha256(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+    let k_region = hmac_sha256(&k_date, region.as_bytes());
+    let k_service = hmac_sha256(&k_region, service.as_bytes());
+    hmac_sha256(&k_service, b"aws4_request")
 }
 
 /// Verifies a header-signed request. `secret_for` looks up the secret of an access key id;
@@ -344,8 +338,8 @@ pub fn verify(
         hex::encode(Sha256::digest(canonical.as_bytes()))
     );
     let key = signing_key(&secret, &auth.date, &auth.region, &auth.service);
-    let expected = hex::encode(hmac(&key, string_to_sign.as_bytes()));
-    if !bool::from(expected.as_bytes().ct_eq(auth.signature.as_bytes())) {
+    let expected = hex::encode(hmac_sha256(&key, string_to_sign.as_bytes()));
+    if !constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
         return fail(
             "The request signature we calculated does not match the signature you provided",
         );

@@ -3,6 +3,7 @@
 
 pub mod arn;
 pub mod capabilities;
+pub mod digest;
 pub mod ids;
 pub mod regions;
 pub mod tokens;

@@ -2,9 +2,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use rand::RngCore;
-use sha2::Sha256;
+
+use super::digest::{constant_time_eq, hmac_sha256};
 
 /// A JoinToken: unpadded base64url (so an RFC 7230 token, which the browser client sends as a
 /// WebSocket subprotocol) of `<AttendeeId>:<256 random bits in hex>`. Like the real service's
@@ -58,17 +58,11 @@ impl PageTokenCodec {
         Self { key }
     }
 
-    fn mac(&self) -> Hmac<Sha256> {
-        // HMAC accepts keys of any length, so this cannot fail.
-        <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length")
-    }
-
     pub fn encode(&self, kind: PageKind, scope: &str, after: &str) -> String {
         let payload = format!("{}\n{scope}\n{after}", kind.label());
-        let mut mac = self.mac();
-        mac.update(payload.as_bytes());
+        let tag = hmac_sha256(&self.key, payload.as_bytes());
         let mut bytes = payload.into_bytes();
-        bytes.extend_from_slice(&mac.finalize().into_bytes());
+        bytes.extend_from_slice(&tag);
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
@@ -79,9 +73,9 @@ impl PageTokenCodec {
             return None;
         }
         let (payload, tag) = bytes.split_at(bytes.len() - MAC_LEN);
-        let mut mac = self.mac();
-        mac.update(payload);
-        mac.verify_slice(tag).ok()?;
+        if !constant_time_eq(&hmac_sha256(&self.key, payload), tag) {
+            return None;
+        }
         let text = std::str::from_utf8(payload).ok()?;
         let mut parts = text.splitn(3, '\n');
         let (label, token_scope, after) = (parts.next()?, parts.next()?, parts.next()?);
