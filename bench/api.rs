@@ -7,6 +7,7 @@
 //!   (WAL, synchronous=FULL, one transaction per row: the storage floor);
 //! - pagination: the first ListAttendees page of a 10,000-attendee meeting against that of a
 //!   250-attendee meeting, and the keyset query for the last page against SQL OFFSET.
+//!
 //! Loads target 127.0.0.1 only and stop after a fixed time.
 
 #[path = "../tests/common/mod.rs"]

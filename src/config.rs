@@ -42,6 +42,15 @@ pub struct Config {
     #[arg(long, env = "CARILLON_ACCOUNT_ID")]
     pub account_id: Option<String>,
 
+    /// UDP address for WebRTC media. Defaults to the listen IP with any free port.
+    #[arg(long, env = "CARILLON_MEDIA_LISTEN")]
+    pub media_listen: Option<std::net::SocketAddr>,
+
+    /// IP put in SDP answers as the media host candidate (defaults to the media listen IP;
+    /// set it when clients reach this node through another address).
+    #[arg(long, env = "CARILLON_MEDIA_PUBLIC_IP")]
+    pub media_public_ip: Option<std::net::IpAddr>,
+
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "CARILLON_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
@@ -58,6 +67,8 @@ impl Config {
             access_key_id: None,
             secret_access_key: None,
             account_id: None,
+            media_listen: None,
+            media_public_ip: None,
             max_body_bytes: 256 * 1024,
         }
     }

@@ -5,5 +5,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod events;
+pub mod join;
 pub mod server;
 pub mod store;

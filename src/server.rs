@@ -16,24 +16,27 @@ use crate::auth::keys::{AccessKey, KeyRing};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::domain::tokens::PageTokenCodec;
+use crate::join::JoinPlane;
+use crate::join::media::Media;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
-/// The router: a health check, and the API dispatcher for everything else.
-pub fn app(state: Arc<ApiState>) -> Router {
+/// The router: a health check, the signaling WebSocket, and the API dispatcher for the rest.
+pub fn app(state: Arc<ApiState>, join: Arc<JoinPlane>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .fallback(api::dispatch)
         .with_state(state)
+        .merge(join.router())
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<ApiState>,
+    app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -42,6 +45,8 @@ pub async fn serve(
 #[derive(Debug, Clone)]
 pub struct Boot {
     pub addr: SocketAddr,
+    /// The UDP address advertised to WebRTC clients.
+    pub media_addr: SocketAddr,
     pub public_url: String,
     pub root_key: AccessKey,
     /// Whether the key pair was generated (and written to the credentials file).
@@ -128,6 +133,7 @@ fn write_credentials_file(path: &std::path::Path, key: &AccessKey) -> anyhow::Re
 /// A running server, as tests and `main` hold it.
 pub struct Running {
     pub boot: Boot,
+    pub join: Arc<JoinPlane>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -183,6 +189,15 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         .trim_end_matches('/')
         .to_string();
 
+    let media_listen = config
+        .media_listen
+        .unwrap_or_else(|| SocketAddr::new(addr.ip(), 0));
+    let media = Media::start(media_listen, config.media_public_ip)
+        .await
+        .with_context(|| format!("binding the media socket {media_listen}"))?;
+    let media_addr = media.advertised;
+    let join = Arc::new(JoinPlane::new(store.clone(), media, clock.clone()));
+
     let state = Arc::new(ApiState {
         store,
         keys: KeyRing::new([root_key.clone()]),
@@ -194,14 +209,17 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
             body_limit: config.max_body_bytes,
             request_timeout: Duration::from_secs(30),
         },
+        events: join.clone(),
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, state, async {
+    let task = tokio::spawn(serve(listener, app(state, join.clone()), async {
         let _ = rx.await;
     }));
     Ok(Running {
+        join,
         boot: Boot {
             addr,
+            media_addr,
             public_url,
             root_key,
             generated_credentials: generated,

@@ -256,6 +256,8 @@ pub async fn delete(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
         .store
         .delete_attendee(&call.account_id, &meeting_id, &attendee_id)
         .await?;
+    // The JoinToken is gone with the row; a connected client is removed now.
+    state.events.attendee_deleted(&meeting_id, &attendee_id);
     Ok(Reply::Empty(StatusCode::NO_CONTENT))
 }
 

@@ -311,6 +311,8 @@ pub async fn delete(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
         .store
         .delete_meeting(&call.account_id, &meeting_id)
         .await?;
+    // The attendees and their JoinTokens went with the meeting; connected clients are told now.
+    state.events.meeting_ended(&meeting_id);
     Ok(Reply::Empty(axum::http::StatusCode::NO_CONTENT))
 }
 

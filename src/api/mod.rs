@@ -58,6 +58,8 @@ pub struct ApiState {
     pub pages: PageTokenCodec,
     pub clock: Arc<dyn Clock>,
     pub settings: ApiSettings,
+    /// Tells the join plane about deleted attendees and ended meetings.
+    pub events: Arc<dyn crate::events::MeetingEvents>,
 }
 
 /// One authenticated, routed call, as the handlers see it.

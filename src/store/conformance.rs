@@ -113,6 +113,43 @@ async fn suite(store: &dyn Store) {
         .expect("page");
     assert_eq!(after, all[1..].to_vec());
 
+    // JoinTokens resolve to their attendee; presence is recorded.
+    let by_token = store
+        .find_attendee_by_join_token(&all[1].join_token)
+        .await
+        .expect("token lookup");
+    assert_eq!(by_token.as_ref(), Some(&all[1]));
+    assert_eq!(
+        store
+            .find_attendee_by_join_token("nope")
+            .await
+            .expect("lookup"),
+        None
+    );
+    assert!(store.meeting_exists(&id).await.expect("exists"));
+    assert_eq!(
+        store
+            .presence(&id, &all[1].attendee_id)
+            .await
+            .expect("presence"),
+        (None, None, None)
+    );
+    store
+        .record_presence(&id, &all[1].attendee_id, true, 10)
+        .await
+        .expect("joined");
+    store
+        .record_presence(&id, &all[1].attendee_id, false, 20)
+        .await
+        .expect("left");
+    assert_eq!(
+        store
+            .presence(&id, &all[1].attendee_id)
+            .await
+            .expect("presence"),
+        (Some(false), Some(10), Some(20))
+    );
+
     // Capabilities.
     let none = Capabilities {
         audio: MediaCapability::None,

@@ -201,6 +201,31 @@ pub trait Store: Send + Sync + 'static {
 
     async fn list_tags(&self, account_id: &str, target: &TagTarget) -> StoreResult<Vec<Tag>>;
 
+    /// The attendee a JoinToken belongs to, if it still exists (the join plane's admission).
+    async fn find_attendee_by_join_token(
+        &self,
+        join_token: &str,
+    ) -> StoreResult<Option<AttendeeRecord>>;
+
+    /// Whether a meeting exists, in any account (the join plane knows no account).
+    async fn meeting_exists(&self, meeting_id: &str) -> StoreResult<bool>;
+
+    /// Records that an attendee's client joined (or left) the meeting at `at`.
+    async fn record_presence(
+        &self,
+        meeting_id: &str,
+        attendee_id: &str,
+        joined: bool,
+        at: i64,
+    ) -> StoreResult<()>;
+
+    /// The attendee's last recorded presence: (joined, joined_at, left_at).
+    async fn presence(
+        &self,
+        meeting_id: &str,
+        attendee_id: &str,
+    ) -> StoreResult<(Option<bool>, Option<i64>, Option<i64>)>;
+
     /// Server settings (the pagination key, generated credentials). Returns the stored value,
     /// inserting `value` first if the name had none, so concurrent first starts agree.
     async fn setting_or_insert(&self, name: &str, value: &str) -> StoreResult<String>;

@@ -17,7 +17,8 @@ use super::{
 use crate::domain::capabilities::{Capabilities, MediaCapability};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE settings (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -60,7 +61,13 @@ CREATE TABLE tags (
     value       TEXT NOT NULL,
     PRIMARY KEY (meeting_id, attendee_id, key)
 );
-"#];
+"#,
+    r#"
+ALTER TABLE attendees ADD COLUMN joined INTEGER;
+ALTER TABLE attendees ADD COLUMN joined_at INTEGER;
+ALTER TABLE attendees ADD COLUMN left_at INTEGER;
+"#,
+];
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -680,6 +687,77 @@ impl Store for SqliteStore {
                 })
                 .map_err(backend)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn find_attendee_by_join_token(
+        &self,
+        join_token: &str,
+    ) -> StoreResult<Option<AttendeeRecord>> {
+        let join_token = join_token.to_string();
+        self.read(move |conn| {
+            conn.query_row(
+                &format!("SELECT {ATTENDEE_COLUMNS} FROM attendees WHERE join_token = ?1"),
+                params![join_token],
+                attendee_from_row,
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn meeting_exists(&self, meeting_id: &str) -> StoreResult<bool> {
+        let meeting_id = meeting_id.to_string();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM meetings WHERE meeting_id = ?1)",
+                params![meeting_id],
+                |row| row.get(0),
+            )
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn record_presence(
+        &self,
+        meeting_id: &str,
+        attendee_id: &str,
+        joined: bool,
+        at: i64,
+    ) -> StoreResult<()> {
+        let (meeting_id, attendee_id) = (meeting_id.to_string(), attendee_id.to_string());
+        self.write(move |tx| {
+            let column = if joined { "joined_at" } else { "left_at" };
+            tx.execute(
+                &format!(
+                    "UPDATE attendees SET joined = ?3, {column} = ?4 WHERE meeting_id = ?1 AND attendee_id = ?2"
+                ),
+                params![meeting_id, attendee_id, joined, at],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn presence(
+        &self,
+        meeting_id: &str,
+        attendee_id: &str,
+    ) -> StoreResult<(Option<bool>, Option<i64>, Option<i64>)> {
+        let (meeting_id, attendee_id) = (meeting_id.to_string(), attendee_id.to_string());
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT joined, joined_at, left_at FROM attendees WHERE meeting_id = ?1 AND attendee_id = ?2",
+                params![meeting_id, attendee_id],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()
+            .map_err(backend)?
+            .ok_or(StoreError::AttendeeNotFound)
         })
         .await
     }

@@ -1,0 +1,166 @@
+//! The signaling wire format: one type byte `0x05` and a protobuf `SdkSignalFrame` (proto2, with
+//! its required `timestamp_ms` and `type` always set, or the client drops the frame).
+
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/_.rs"));
+}
+
+use prost::Message;
+use proto::sdk_signal_frame::Type;
+use proto::*;
+
+/// `FRAME_TYPE_RTC`, the type byte in front of every frame in both directions.
+pub const FRAME_TYPE_RTC: u8 = 0x05;
+
+/// Audio status codes the client treats as the end of its session.
+pub mod audio_status {
+    pub const JOINED_FROM_ANOTHER_DEVICE: u32 = 301;
+    pub const MEETING_ENDED: u32 = 410;
+    pub const ATTENDEE_REMOVED: u32 = 411;
+}
+
+/// WebSocket close codes the client understands during the join.
+pub mod close_code {
+    /// "attendee unavailable": the JoinToken is unknown or its attendee was deleted.
+    pub const ATTENDEE_UNAVAILABLE: u16 = 4403;
+    /// The meeting has ended (or never existed).
+    pub const MEETING_ENDED: u16 = 4410;
+}
+
+pub fn encode(frame: &SdkSignalFrame) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(frame.encoded_len() + 1);
+    bytes.push(FRAME_TYPE_RTC);
+    // Encoding into a Vec only fails when the buffer cannot grow, which Vec always can.
+    let _ = frame.encode(&mut bytes);
+    bytes
+}
+
+/// Decodes a client frame. The type byte is checked the way the client checks ours: any value is
+/// stripped, as long as there is a frame behind it.
+pub fn decode(bytes: &[u8]) -> Result<SdkSignalFrame, String> {
+    let Some((_, body)) = bytes.split_first() else {
+        return Err("empty signaling frame".into());
+    };
+    SdkSignalFrame::decode(body).map_err(|e| format!("undecodable signaling frame: {e}"))
+}
+
+fn frame(kind: Type, now_ms: u64) -> SdkSignalFrame {
+    SdkSignalFrame {
+        timestamp_ms: now_ms,
+        r#type: kind as i32,
+        ..Default::default()
+    }
+}
+
+pub fn join_ack(now_ms: u64) -> SdkSignalFrame {
+    SdkSignalFrame {
+        // No TURN credentials: the client then uses host candidates (join-protocol.md §3.1).
+        joinack: Some(SdkJoinAckFrame::default()),
+        ..frame(Type::JoinAck, now_ms)
+    }
+}
+
+pub fn index(now_ms: u64, participants: u32) -> SdkSignalFrame {
+    SdkSignalFrame {
+        index: Some(SdkIndexFrame {
+            at_capacity: Some(false),
+            num_participants: Some(participants),
+            ..Default::default()
+        }),
+        ..frame(Type::Index, now_ms)
+    }
+}
+
+pub fn subscribe_ack(now_ms: u64, duplex: Option<i32>, sdp_answer: String) -> SdkSignalFrame {
+    SdkSignalFrame {
+        suback: Some(SdkSubscribeAckFrame {
+            duplex,
+            sdp_answer: Some(sdp_answer),
+            ..Default::default()
+        }),
+        ..frame(Type::SubscribeAck, now_ms)
+    }
+}
+
+pub fn pong(now_ms: u64, ping_id: u32) -> SdkSignalFrame {
+    SdkSignalFrame {
+        ping_pong: Some(SdkPingPongFrame {
+            r#type: SdkPingPongType::Pong as i32,
+            ping_id,
+        }),
+        ..frame(Type::PingPong, now_ms)
+    }
+}
+
+pub fn leave_ack(now_ms: u64) -> SdkSignalFrame {
+    SdkSignalFrame {
+        leave_ack: Some(SdkLeaveAckFrame {}),
+        ..frame(Type::LeaveAck, now_ms)
+    }
+}
+
+pub fn audio_status(now_ms: u64, status: u32) -> SdkSignalFrame {
+    SdkSignalFrame {
+        audio_status: Some(SdkAudioStatusFrame {
+            audio_status: Some(status),
+        }),
+        ..frame(Type::AudioStatus, now_ms)
+    }
+}
+
+pub fn stream_info(now_ms: u64, streams: Vec<SdkAudioStreamIdInfo>) -> SdkSignalFrame {
+    SdkSignalFrame {
+        audio_stream_id_info: Some(SdkAudioStreamIdInfoFrame { streams }),
+        ..frame(Type::AudioStreamIdInfo, now_ms)
+    }
+}
+
+/// A roster entry: present (with attendee), a mute update, or a departure (stream id only).
+pub fn present(
+    stream: u32,
+    attendee_id: &str,
+    external_user_id: &str,
+    muted: bool,
+) -> SdkAudioStreamIdInfo {
+    SdkAudioStreamIdInfo {
+        audio_stream_id: Some(stream),
+        attendee_id: Some(attendee_id.to_string()),
+        external_user_id: Some(external_user_id.to_string()),
+        muted: Some(muted),
+        dropped: None,
+    }
+}
+
+pub fn muted(stream: u32, muted: bool) -> SdkAudioStreamIdInfo {
+    SdkAudioStreamIdInfo {
+        audio_stream_id: Some(stream),
+        muted: Some(muted),
+        ..Default::default()
+    }
+}
+
+pub fn departed(stream: u32, dropped: bool) -> SdkAudioStreamIdInfo {
+    SdkAudioStreamIdInfo {
+        audio_stream_id: Some(stream),
+        dropped: dropped.then_some(true),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_with_the_type_byte() {
+        let bytes = encode(&pong(42, 7));
+        assert_eq!(bytes[0], FRAME_TYPE_RTC);
+        let back = decode(&bytes).expect("decodes");
+        assert_eq!(back.r#type, Type::PingPong as i32);
+        assert_eq!(back.timestamp_ms, 42);
+        assert_eq!(back.ping_pong.map(|p| p.ping_id), Some(7));
+        assert!(decode(&[]).is_err());
+        assert!(decode(&[5, 0xff, 0xff]).is_err());
+    }
+}

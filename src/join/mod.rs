@@ -1,0 +1,104 @@
+//! The join plane: the signaling WebSocket and WebRTC media that let amazon-chime-sdk-js join a
+//! meeting with the JoinToken the API handed out. A meeting's sessions live on one node.
+
+pub mod frames;
+pub mod media;
+pub mod session;
+pub mod signaling;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::clock::Clock;
+use crate::events::MeetingEvents;
+use crate::store::{AttendeeRecord, Store};
+use frames::{audio_status, close_code};
+
+pub struct JoinPlane {
+    pub store: Arc<dyn Store>,
+    pub rooms: session::Rooms,
+    pub media: media::Media,
+    pub clock: Arc<dyn Clock>,
+    next_session: AtomicU64,
+}
+
+/// Whether a JoinToken admits its bearer to the meeting in the URL.
+pub enum Admission {
+    Admitted(AttendeeRecord),
+    Refused(u16, &'static str),
+}
+
+impl JoinPlane {
+    pub fn new(store: Arc<dyn Store>, media: media::Media, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            rooms: session::Rooms::default(),
+            media,
+            clock,
+            next_session: AtomicU64::new(1),
+        }
+    }
+
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/control/{meeting_id}", get(signaling::upgrade))
+            .with_state(self)
+    }
+
+    fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A token admits when its attendee exists in this meeting. A deleted attendee or a token of
+    /// another meeting is "attendee unavailable" (4403); a meeting that is gone has ended (4410).
+    pub async fn admit(&self, meeting_id: &str, token: Option<&str>) -> Admission {
+        let unavailable =
+            Admission::Refused(close_code::ATTENDEE_UNAVAILABLE, "attendee unavailable");
+        let attendee = match token {
+            Some(token) => self.store.find_attendee_by_join_token(token).await,
+            None => Ok(None),
+        };
+        match attendee {
+            Ok(Some(attendee)) if attendee.meeting_id == meeting_id => {
+                Admission::Admitted(attendee)
+            }
+            Ok(_) => match self.store.meeting_exists(meeting_id).await {
+                Ok(true) => unavailable,
+                Ok(false) => Admission::Refused(close_code::MEETING_ENDED, "meeting ended"),
+                Err(error) => {
+                    tracing::error!(%error, "store failure while admitting a JoinToken");
+                    Admission::Refused(4500, "internal error")
+                }
+            },
+            Err(error) => {
+                tracing::error!(%error, "store failure while admitting a JoinToken");
+                Admission::Refused(4500, "internal error")
+            }
+        }
+    }
+
+    async fn record_presence(&self, meeting_id: &str, attendee_id: &str, joined: bool) {
+        let now = self.clock.now_unix();
+        if let Err(error) = self
+            .store
+            .record_presence(meeting_id, attendee_id, joined, now)
+            .await
+        {
+            tracing::warn!(%error, meeting_id, attendee_id, joined, "could not record presence");
+        }
+    }
+}
+
+impl MeetingEvents for JoinPlane {
+    fn attendee_deleted(&self, meeting_id: &str, attendee_id: &str) {
+        self.rooms
+            .remove_attendee(meeting_id, attendee_id, audio_status::ATTENDEE_REMOVED);
+    }
+
+    fn meeting_ended(&self, meeting_id: &str) {
+        self.rooms.end_meeting(meeting_id);
+    }
+}
