@@ -11,6 +11,8 @@ use carillon::config::Config;
 use carillon::server::{self, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub mod signal;
+
 pub const ACCESS_KEY_ID: &str = "AKIDCARILLONTEST";
 pub const SECRET_ACCESS_KEY: &str = "carillon-test-secret";
 pub const ACCOUNT_ID: &str = "111122223333";
