@@ -51,6 +51,14 @@ pub struct Config {
     #[arg(long, env = "CARILLON_MEDIA_PUBLIC_IP")]
     pub media_public_ip: Option<std::net::IpAddr>,
 
+    /// Directory of the built demo page served at /demo (see scripts/build-demo).
+    #[arg(long, env = "CARILLON_DEMO_DIR", default_value = "web/dist")]
+    pub demo_dir: PathBuf,
+
+    /// Do not serve the demo page and its unauthenticated join endpoint.
+    #[arg(long, env = "CARILLON_NO_DEMO")]
+    pub no_demo: bool,
+
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "CARILLON_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
@@ -69,6 +77,8 @@ impl Config {
             account_id: None,
             media_listen: None,
             media_public_ip: None,
+            demo_dir: PathBuf::from("web/dist"),
+            no_demo: false,
             max_body_bytes: 256 * 1024,
         }
     }

@@ -4,6 +4,7 @@ pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod events;
 pub mod join;

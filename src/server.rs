@@ -15,19 +15,25 @@ use crate::api::{self, ApiSettings, ApiState};
 use crate::auth::keys::{AccessKey, KeyRing};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::demo::Demo;
 use crate::domain::tokens::PageTokenCodec;
 use crate::join::JoinPlane;
 use crate::join::media::Media;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
-/// The router: a health check, the signaling WebSocket, and the API dispatcher for the rest.
-pub fn app(state: Arc<ApiState>, join: Arc<JoinPlane>) -> Router {
-    Router::new()
+/// The router: a health check, the signaling WebSocket, the demo page (unless turned off) and
+/// the API dispatcher for the rest.
+pub fn app(state: Arc<ApiState>, join: Arc<JoinPlane>, demo: Option<Arc<Demo>>) -> Router {
+    let mut router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .fallback(api::dispatch)
         .with_state(state)
-        .merge(join.router())
+        .merge(join.router());
+    if let Some(demo) = demo {
+        router = router.merge(crate::demo::router(demo));
+    }
+    router
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.
@@ -212,7 +218,14 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         events: join.clone(),
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, app(state, join.clone()), async {
+    let demo = (!config.no_demo).then(|| {
+        Arc::new(Demo {
+            api: state.clone(),
+            account_id: root_key.account_id.clone(),
+            dir: config.demo_dir.clone(),
+        })
+    });
+    let task = tokio::spawn(serve(listener, app(state, join.clone(), demo), async {
         let _ = rx.await;
     }));
     Ok(Running {

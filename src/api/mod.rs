@@ -9,8 +9,8 @@ pub mod error;
 pub mod input;
 pub mod operation;
 
-mod attendees;
-mod meetings;
+pub(crate) mod attendees;
+pub(crate) mod meetings;
 mod tags;
 
 use std::sync::Arc;

@@ -1,0 +1,116 @@
+// The demo page: joins a Carillon meeting with amazon-chime-sdk-js, shows the roster, and lets
+// the person mute and leave. `window.carillon` is also what the end-to-end test drives.
+import {
+  ConsoleLogger,
+  DefaultDeviceController,
+  DefaultMeetingSession,
+  LogLevel,
+  MeetingSessionConfiguration,
+  MeetingSessionStatusCode,
+} from 'amazon-chime-sdk-js';
+
+const state = { session: null, attendeeId: null, roster: new Map(), status: 'idle', muted: false };
+
+const $ = (id) => document.getElementById(id);
+
+function render() {
+  $('status').textContent = state.status;
+  $('controls').hidden = state.status !== 'started';
+  $('mute-button').textContent = state.muted ? 'Unmute' : 'Mute';
+  const list = $('roster');
+  list.replaceChildren(
+    ...[...state.roster].map(([id, name]) => {
+      const item = document.createElement('li');
+      item.textContent = name;
+      if (id === state.attendeeId) item.className = 'me';
+      return item;
+    }),
+  );
+}
+
+/** Joins with a CreateMeeting and a CreateAttendee response; resolves at audioVideoDidStart. */
+async function join(meeting, attendee) {
+  const logger = new ConsoleLogger('carillon', LogLevel.WARN);
+  const devices = new DefaultDeviceController(logger);
+  const session = new DefaultMeetingSession(new MeetingSessionConfiguration(meeting, attendee), logger, devices);
+  const av = session.audioVideo;
+  state.session = session;
+  state.attendeeId = (attendee.Attendee ?? attendee).AttendeeId;
+  state.status = 'connecting';
+  render();
+  av.realtimeSubscribeToAttendeeIdPresence((attendeeId, present, externalUserId) => {
+    if (present) state.roster.set(attendeeId, externalUserId ?? attendeeId);
+    else state.roster.delete(attendeeId);
+    render();
+  });
+  await av.bindAudioElement($('meeting-audio'));
+  const inputs = await av.listAudioInputDevices();
+  await av.startAudioInput(inputs.length ? inputs[0].deviceId : null);
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    av.addObserver({
+      audioVideoDidStart: () => {
+        state.status = 'started';
+        render();
+        resolve({ joinMs: performance.now() - started });
+      },
+      audioVideoDidStop: (status) => {
+        state.status = `stopped: ${MeetingSessionStatusCode[status.statusCode()]}`;
+        render();
+        reject(new Error(state.status));
+      },
+    });
+    av.start();
+  });
+}
+
+/** The receiver's cumulative inbound audio energy (WebRTC stats), to tell sound from silence. */
+async function audioEnergy() {
+  const report = await state.session.audioVideo.getRTCPeerConnectionStats();
+  let energy = 0;
+  report?.forEach((s) => {
+    if (s.type === 'inbound-rtp' && s.kind === 'audio') energy += s.totalAudioEnergy ?? 0;
+  });
+  return energy;
+}
+
+function roster() {
+  return [...state.roster.values()].sort();
+}
+
+function status() {
+  return state.status;
+}
+
+async function leave() {
+  state.session?.audioVideo.stop();
+}
+
+window.carillon = { join, audioEnergy, roster, status, leave };
+
+$('join-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  $('join-button').disabled = true;
+  try {
+    const response = await fetch('api/join', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ meeting: $('meeting-name').value, name: $('user-name').value }),
+    });
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.message);
+    await join(body, body);
+  } catch (error) {
+    state.status = `error: ${error.message}`;
+    render();
+    $('join-button').disabled = false;
+  }
+});
+$('mute-button').addEventListener('click', () => {
+  const av = state.session.audioVideo;
+  state.muted = !state.muted;
+  if (state.muted) av.realtimeMuteLocalAudio();
+  else av.realtimeUnmuteLocalAudio();
+  render();
+});
+$('leave-button').addEventListener('click', leave);

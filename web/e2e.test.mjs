@@ -1,0 +1,116 @@
+// End-to-end: the real amazon-chime-sdk-js in Debian's headless Chromium joins Carillon meetings
+// with JoinTokens from the official JS v3 SDK. Two attendees start, see each other, hear each
+// other; DeleteAttendee removes one, and its old token no longer admits it.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import puppeteer from 'puppeteer-core';
+import {
+  ChimeSDKMeetingsClient,
+  CreateAttendeeCommand,
+  CreateMeetingCommand,
+  DeleteAttendeeCommand,
+} from '@aws-sdk/client-chime-sdk-meetings';
+
+const credentials = { accessKeyId: 'AKIDBROWSERTEST', secretAccessKey: 'browser-test-secret' };
+const binary = process.env.CARILLON_BIN ?? '../target/debug/carillon';
+const chromium = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
+
+let server;
+let url;
+let browser;
+let client;
+
+before(async () => {
+  server = spawn(binary, ['serve', '--listen', '127.0.0.1:0', '--data-dir', mkdtempSync(join(tmpdir(), 'carillon-e2e-')), '--demo-dir', 'dist'], {
+    env: {
+      ...process.env,
+      CARILLON_ACCESS_KEY_ID: credentials.accessKeyId,
+      CARILLON_SECRET_ACCESS_KEY: credentials.secretAccessKey,
+      CARILLON_ACCOUNT_ID: '777788889999',
+      RUST_LOG: 'warn',
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const firstLine = await new Promise((resolve) => createInterface({ input: server.stdout }).once('line', resolve));
+  url = `http://${firstLine.split('listening on ')[1].split(' ')[0]}`;
+  client = new ChimeSDKMeetingsClient({ endpoint: url, region: 'us-east-1', credentials });
+  browser = await puppeteer.launch({
+    executablePath: chromium,
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--use-fake-device-for-media-stream',
+      '--use-fake-ui-for-media-stream',
+      '--autoplay-policy=no-user-gesture-required',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill('SIGTERM');
+});
+
+async function openPage() {
+  const page = await browser.newPage();
+  page.on('pageerror', (error) => console.error('page error:', error.message));
+  await page.goto(`${url}/demo/`);
+  await page.waitForFunction(() => window.carillon !== undefined);
+  return page;
+}
+
+const waitFor = (page, fn, arg, timeout = 15000) => page.waitForFunction(fn, { timeout, polling: 100 }, arg);
+
+test('two browsers join, see and hear each other, and DeleteAttendee locks one out', async () => {
+  const { Meeting } = await client.send(new CreateMeetingCommand({ MediaRegion: 'us-east-1', ExternalMeetingId: 'browser-e2e' }));
+  const { Attendee: alice } = await client.send(new CreateAttendeeCommand({ MeetingId: Meeting.MeetingId, ExternalUserId: 'alice' }));
+  const { Attendee: bob } = await client.send(new CreateAttendeeCommand({ MeetingId: Meeting.MeetingId, ExternalUserId: 'bob' }));
+
+  const [alicePage, bobPage] = [await openPage(), await openPage()];
+  const join = (page, attendee) => page.evaluate((m, a) => window.carillon.join({ Meeting: m }, { Attendee: a }), Meeting, attendee);
+  const [aliceJoin, bobJoin] = await Promise.all([join(alicePage, alice), join(bobPage, bob)]);
+  console.log(`join latency (start() to audioVideoDidStart): alice ${aliceJoin.joinMs.toFixed(0)} ms, bob ${bobJoin.joinMs.toFixed(0)} ms`);
+
+  for (const page of [alicePage, bobPage]) {
+    await waitFor(page, () => JSON.stringify(window.carillon.roster()) === '["alice","bob"]');
+  }
+
+  // Each fake microphone plays a tone: the other browser's inbound audio energy must rise.
+  for (const [name, page] of [['alice', alicePage], ['bob', bobPage]]) {
+    const first = await page.evaluate(() => window.carillon.audioEnergy());
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const second = await page.evaluate(() => window.carillon.audioEnergy());
+    console.log(`${name} inbound audio energy: ${first.toFixed(4)} -> ${second.toFixed(4)}`);
+    assert.ok(second > first, `${name} hears the other attendee (energy ${first} -> ${second})`);
+  }
+
+  await client.send(new DeleteAttendeeCommand({ MeetingId: Meeting.MeetingId, AttendeeId: bob.AttendeeId }));
+  await waitFor(bobPage, () => window.carillon.status() === 'stopped: AudioAttendeeRemoved');
+  await waitFor(alicePage, () => JSON.stringify(window.carillon.roster()) === '["alice"]');
+
+  const rejoin = await openPage();
+  const refused = await rejoin.evaluate(
+    (m, a) => window.carillon.join({ Meeting: m }, { Attendee: a }).then(() => 'joined', (e) => e.message),
+    Meeting,
+    bob,
+  );
+  assert.equal(refused, 'stopped: SignalingBadRequest', 'the deleted attendee cannot rejoin with its old JoinToken');
+});
+
+test('the demo page joins through its own form', async () => {
+  const page = await openPage();
+  await page.type('#user-name', 'carol');
+  await page.click('#join-button');
+  await waitFor(page, () => window.carillon.status() === 'started');
+  assert.deepEqual(await page.evaluate(() => window.carillon.roster()), ['carol']);
+});
