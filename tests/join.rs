@@ -254,6 +254,23 @@ async fn delete_meeting_ends_every_session() {
     let mut late = SignalClient::connect(&m.signaling_url, &a).await;
     late.send(client_frame(Type::Join)).await;
     assert_eq!(late.closed().await.0, close_code::MEETING_ENDED);
+    assert_released(&server).await;
+}
+
+/// Sessions and their peer connections are released once their sockets end.
+async fn assert_released(server: &TestServer) {
+    let join = &server.running.as_ref().expect("running").join;
+    for _ in 0..100 {
+        if join.rooms.session_count() == 0 && join.media.peer_count().await == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!(
+        "{} sessions and {} peers still held",
+        join.rooms.session_count(),
+        join.media.peer_count().await
+    );
 }
 
 #[tokio::test]

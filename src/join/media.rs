@@ -25,6 +25,9 @@ enum Command {
     Remove {
         session: u64,
     },
+    Count {
+        reply: oneshot::Sender<usize>,
+    },
 }
 
 /// A handle to the media task.
@@ -82,6 +85,15 @@ impl Media {
         answer
             .await
             .map_err(|_| "media task has stopped".to_string())?
+    }
+
+    /// How many peer connections the media task holds (for tests and benchmarks).
+    pub async fn peer_count(&self) -> usize {
+        let (reply, count) = oneshot::channel();
+        if self.commands.send(Command::Count { reply }).is_err() {
+            return 0;
+        }
+        count.await.unwrap_or_default()
     }
 
     /// Releases a session's peer connection.
@@ -184,6 +196,9 @@ async fn run(
                 }
                 Some(Command::Remove { session }) => {
                     peers.remove(&session);
+                }
+                Some(Command::Count { reply }) => {
+                    let _ = reply.send(peers.len());
                 }
                 None => return,
             },
