@@ -20,6 +20,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
 
 use crate::auth::keys::KeyRing;
 use crate::auth::sigv4;
@@ -128,8 +129,10 @@ pub async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> R
     let timeout = state.settings.request_timeout;
     let id = request_id.clone();
     // Each request runs in its own task so that a panic becomes a ServiceFailureException for
-    // that request alone, logged with its request id.
-    let task = tokio::spawn(async move { process(&state, request, &id).await });
+    // that request alone; the span puts the request id on everything logged inside, store
+    // failures included.
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let task = tokio::spawn(async move { process(&state, request, &id).await }.instrument(span));
     let (operation, result) = match tokio::time::timeout(timeout, task).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(join_error)) => {

@@ -151,11 +151,12 @@ async fn run_session(
         }
     }
     if let Some(attendee) = joined {
-        plane.rooms.leave(&meeting_id, session, dropped);
-        plane.media.remove(session);
+        // Stored before it is announced, so whoever sees the departure finds it recorded.
         plane
             .record_presence(&meeting_id, &attendee.attendee_id, false)
             .await;
+        plane.rooms.leave(&meeting_id, session, dropped);
+        plane.media.remove(session);
     }
 }
 

@@ -1,9 +1,11 @@
 //! The embedded default store: one SQLite database in the data directory.
 //!
 //! WAL journal with `synchronous=FULL`, so a committed transaction is on disk before the call
-//! returns and survives `kill -9` or a power cut. One connection behind a mutex serialises the
-//! transactions, which is what makes the attendee cap and the idempotency checks race-free; the
-//! blocking work runs on tokio's blocking pool, never on the async workers.
+//! returns and survives `kill -9` or a power cut. One writer connection behind a mutex serialises
+//! the write transactions, which is what makes the attendee cap and the idempotency checks
+//! race-free. Reads go to a small pool of read-only connections, which WAL lets run beside the
+//! writer and each other. The blocking work runs on tokio's blocking pool, never on the async
+//! workers.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -72,7 +74,12 @@ ALTER TABLE attendees ADD COLUMN left_at INTEGER;
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    readers: Arc<[Mutex<Connection>]>,
+    next_reader: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Read connections per file-backed store.
+const READERS: usize = 4;
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -80,11 +87,25 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> StoreResult<Self> {
-        let conn = Connection::open(path).map_err(backend)?;
-        Self::init(conn)
+        let mut store = Self::init(Connection::open(path).map_err(backend)?)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let reader = Connection::open(path).map_err(backend)?;
+                reader
+                    .pragma_update(None, "query_only", "ON")
+                    .map_err(backend)?;
+                reader
+                    .busy_timeout(std::time::Duration::from_secs(5))
+                    .map_err(backend)?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        store.readers = readers.into();
+        Ok(store)
     }
 
-    /// An in-memory database, for unit tests of the layers above.
+    /// An in-memory database, for unit tests of the layers above. It has no separate readers:
+    /// another connection would open another, empty, database.
     pub fn open_in_memory() -> StoreResult<Self> {
         Self::init(Connection::open_in_memory().map_err(backend)?)
     }
@@ -101,6 +122,8 @@ impl SqliteStore {
         migrate(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new([]),
+            next_reader: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         })
     }
 
@@ -128,8 +151,15 @@ impl SqliteStore {
         &self,
         work: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let conn = self.conn.clone();
+        let (writer, readers) = (self.conn.clone(), self.readers.clone());
+        let turn = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::task::spawn_blocking(move || {
+            let conn = match readers.len() {
+                0 => &*writer,
+                n => &readers[turn % n],
+            };
             let guard = conn.lock().map_err(|_| backend("store mutex poisoned"))?;
             work(&guard)
         })
