@@ -261,19 +261,27 @@ pub async fn delete(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     Ok(Reply::Empty(StatusCode::NO_CONTENT))
 }
 
+/// The required `Capabilities` member, checked against the meeting's features.
+async fn requested_capabilities(
+    state: &ApiState,
+    call: &Call,
+    meeting_id: &str,
+    capabilities: &Option<super::dto::CapabilitiesIn>,
+) -> Result<crate::domain::capabilities::Capabilities, ApiError> {
+    let caps = input::capabilities("Capabilities", required("Capabilities", capabilities)?)?;
+    let meeting = state
+        .store
+        .get_meeting(&call.account_id, meeting_id)
+        .await?;
+    meeting_features(&meeting).check_capabilities(&caps)?;
+    Ok(caps)
+}
+
 pub async fn update_capabilities(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let meeting_id = call.meeting_id()?;
     let attendee_id = call.attendee_id()?;
     let body: UpdateCapabilitiesIn = input::json_body(&call.body)?;
-    let caps = input::capabilities(
-        "Capabilities",
-        required("Capabilities", &body.capabilities)?,
-    )?;
-    let meeting = state
-        .store
-        .get_meeting(&call.account_id, &meeting_id)
-        .await?;
-    meeting_features(&meeting).check_capabilities(&caps)?;
+    let caps = requested_capabilities(state, call, &meeting_id, &body.capabilities).await?;
     let attendee = state
         .store
         .update_capabilities(&call.account_id, &meeting_id, &attendee_id, caps)
@@ -299,15 +307,7 @@ pub async fn update_capabilities_except(state: &ApiState, call: &Call) -> Result
             Ok(ids::normalize(id))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let caps = input::capabilities(
-        "Capabilities",
-        required("Capabilities", &body.capabilities)?,
-    )?;
-    let meeting = state
-        .store
-        .get_meeting(&call.account_id, &meeting_id)
-        .await?;
-    meeting_features(&meeting).check_capabilities(&caps)?;
+    let caps = requested_capabilities(state, call, &meeting_id, &body.capabilities).await?;
     state
         .store
         .update_capabilities_except(&call.account_id, &meeting_id, &excluded, caps)
