@@ -3,7 +3,16 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+
+/// Whether `/demo` is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoMode {
+    /// Only when the server listens on a loopback address, where only this machine reaches it.
+    Auto,
+    On,
+    Off,
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -55,9 +64,10 @@ pub struct Config {
     #[arg(long, env = "CARILLON_DEMO_DIR", default_value = "web/dist")]
     pub demo_dir: PathBuf,
 
-    /// Do not serve the demo page and its unauthenticated join endpoint.
-    #[arg(long, env = "CARILLON_NO_DEMO")]
-    pub no_demo: bool,
+    /// Serve the demo page and its unauthenticated join endpoint: `auto` (only when listening
+    /// on a loopback address), `on` or `off`.
+    #[arg(long, env = "CARILLON_DEMO", value_enum, default_value_t = DemoMode::Auto)]
+    pub demo: DemoMode,
 
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "CARILLON_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
@@ -78,7 +88,7 @@ impl Config {
             media_listen: None,
             media_public_ip: None,
             demo_dir: PathBuf::from("web/dist"),
-            no_demo: false,
+            demo: DemoMode::Auto,
             max_body_bytes: 256 * 1024,
         }
     }

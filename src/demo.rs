@@ -2,8 +2,8 @@
 //! with amazon-chime-sdk-js. The page's files are built by `scripts/build-demo` into `web/dist`
 //! (`--demo-dir`); `POST /demo/api/join` creates or reuses the named meeting and an attendee in
 //! the root account, through the same handlers as the API, so that the browser needs no AWS
-//! credentials. Anyone who can reach the port can use it: turn it off with `--no-demo` when the
-//! server is exposed.
+//! credentials. Anyone who can reach the port can use it, so by default (`--demo auto`) it is only
+//! served when the server listens on a loopback address.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -71,6 +71,9 @@ fn print_banner(boot: &server::Boot) {
         );
     }
     println!("  account id: {}", boot.root_key.account_id);
+    if let Some(demo) = &boot.demo_url {
+        println!("  demo meeting page: {demo} (build it once with scripts/build-demo)");
+    }
 }
 
 async fn shutdown_signal() {

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use crate::api::{self, ApiSettings, ApiState};
 use crate::auth::keys::{AccessKey, KeyRing};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, DemoMode};
 use crate::demo::Demo;
 use crate::domain::tokens::PageTokenCodec;
 use crate::join::JoinPlane;
@@ -58,6 +58,8 @@ pub struct Boot {
     /// Whether the key pair was generated (and written to the credentials file).
     pub generated_credentials: bool,
     pub credentials_file: std::path::PathBuf,
+    /// Where the demo page is served, if it is.
+    pub demo_url: Option<String>,
 }
 
 fn random_string(alphabet: &[u8], len: usize) -> String {
@@ -218,7 +220,12 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         events: join.clone(),
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let demo = (!config.no_demo).then(|| {
+    let serve_demo = match config.demo {
+        DemoMode::On => true,
+        DemoMode::Off => false,
+        DemoMode::Auto => addr.ip().is_loopback(),
+    };
+    let demo = serve_demo.then(|| {
         Arc::new(Demo {
             api: state.clone(),
             account_id: root_key.account_id.clone(),
@@ -233,6 +240,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         boot: Boot {
             addr,
             media_addr,
+            demo_url: serve_demo.then(|| format!("{public_url}/demo/")),
             public_url,
             root_key,
             generated_credentials: generated,

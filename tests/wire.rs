@@ -294,3 +294,40 @@ async fn errors_stay_within_each_operations_model() {
         .await
         .expect_error(404, "NotFoundException");
 }
+
+/// The ±15 minute window is judged by the server's Clock, which a test can move.
+#[tokio::test]
+async fn signatures_expire_by_the_server_clock() {
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = common::config_for(dir.path());
+    let signed_at = SystemTime::now();
+    let now = signed_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs() as i64;
+    let clock = Arc::new(carillon::clock::ManualClock::new(now));
+    let running = carillon::server::start_with_clock(&config, clock.clone())
+        .await
+        .expect("starts");
+    let raw = common::Raw {
+        addr: running.boot.addr,
+    };
+    let signing = Signing::With {
+        secret: common::SECRET_ACCESS_KEY,
+        region: "us-east-1",
+        time: signed_at,
+    };
+    let path = format!("/meetings/{UNKNOWN_MEETING}");
+    raw.send("GET", &path, b"", signing)
+        .await
+        .expect_error(404, "NotFoundException");
+    clock.advance(16 * 60);
+    let message = raw
+        .send("GET", &path, b"", signing)
+        .await
+        .expect_error(401, "UnauthorizedException");
+    assert!(message.contains("expired"), "{message}");
+    running.stop().await.expect("stops");
+}

@@ -130,6 +130,17 @@ fn new_peer(
     ))
 }
 
+fn renegotiate(peer: &mut Peer, sdp_offer: &str) -> Result<String, String> {
+    let offer = str0m::change::SdpOffer::from_sdp_string(sdp_offer)
+        .map_err(|e| format!("invalid SDP offer: {e}"))?;
+    let answer = peer
+        .rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .map_err(|e| format!("SDP offer not accepted: {e}"))?;
+    Ok(answer.to_sdp_string())
+}
+
 async fn run(
     socket: UdpSocket,
     mut commands: mpsc::UnboundedReceiver<Command>,
@@ -186,12 +197,17 @@ async fn run(
         tokio::select! {
             command = commands.recv() => match command {
                 Some(Command::Offer { session, meeting_id, sdp_offer, reply }) => {
-                    order += 1;
-                    let result = new_peer(meeting_id, &sdp_offer, advertised, order).map(|(peer, answer)| {
-                        // A renegotiation replaces the session's previous peer connection.
-                        peers.insert(session, peer);
-                        answer
-                    });
+                    let result = match peers.get_mut(&session) {
+                        // A renegotiation (the client subscribes again): same peer, new offer.
+                        Some(peer) => renegotiate(peer, &sdp_offer),
+                        None => {
+                            order += 1;
+                            new_peer(meeting_id, &sdp_offer, advertised, order).map(|(peer, answer)| {
+                                peers.insert(session, peer);
+                                answer
+                            })
+                        }
+                    };
                     let _ = reply.send(result);
                 }
                 Some(Command::Remove { session }) => {

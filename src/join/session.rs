@@ -111,14 +111,14 @@ impl Rooms {
             let Some(room) = rooms.get_mut(meeting_id) else {
                 return;
             };
-            room.next_stream_id += 1;
-            let next = room.next_stream_id;
+            let next = room.next_stream_id + 1;
             let Some(me) = room.participants.get_mut(&session) else {
                 return;
             };
             if me.stream_id.is_some() {
                 return;
             }
+            room.next_stream_id = next;
             me.stream_id = Some(next);
             me.muted = muted;
             let entry = frames::present(next, &me.attendee_id, &me.external_user_id, muted);

@@ -13,6 +13,11 @@ use super::frames::{self, proto::SdkPingPongType, proto::sdk_signal_frame::Type}
 use super::session::{Outbound, timestamp_ms};
 use super::{Admission, JoinPlane};
 
+/// How long a new socket may wait before its JOIN.
+const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a socket may stay silent (clients ping every 10 s) before it is taken as dropped.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The subprotocol the client offers beside its JoinToken, and that the server must echo.
 pub const SESSION_PROTOCOL: &str = "_aws_wt_session";
 
@@ -68,9 +73,16 @@ async fn run_session(
     let (tx, mut outbound) = mpsc::unbounded_channel::<Outbound>();
     let mut joined = None;
     let mut dropped = true;
+    // A client sends JOIN at once and pings every 10 s; a silent socket is a vanished client.
+    let mut idle_deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
     loop {
         tokio::select! {
+            _ = tokio::time::sleep_until(idle_deadline) => {
+                close(&mut socket, 1000, "idle").await;
+                break;
+            }
             message = socket.recv() => {
+                idle_deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
                 let bytes = match message {
                     Some(Ok(Message::Binary(bytes))) => bytes,
                     Some(Ok(Message::Close(_))) => { dropped = false; break }
