@@ -301,3 +301,51 @@ async fn a_second_device_replaces_the_first() {
         .await;
     second.expect(Type::PingPong).await;
 }
+
+#[tokio::test]
+async fn client_events_are_accepted_with_a_live_join_token() {
+    let server = TestServer::start().await;
+    let m = meeting(&server).await;
+    let (attendee_id, token) = attendee(&server, &m, "alice").await;
+    let raw = server.raw();
+    let bearer = format!("Bearer {token}");
+    let post = |auth: String| {
+        let raw = common::Raw { addr: raw.addr };
+        async move {
+            raw.send_with(
+                "POST",
+                "/v1/client-events",
+                b"{}",
+                common::Signing::Unsigned,
+                &[("authorization", auth.as_str())],
+            )
+            .await
+        }
+    };
+    let accepted = post(bearer.clone()).await;
+    assert_eq!(accepted.status, 204);
+    assert_eq!(accepted.header("access-control-allow-origin"), Some("*"));
+    let preflight = raw
+        .send(
+            "OPTIONS",
+            "/v1/client-events",
+            b"",
+            common::Signing::Unsigned,
+        )
+        .await;
+    assert_eq!(preflight.status, 204);
+    assert_eq!(post("Bearer forged".into()).await.status, 403);
+    server
+        .client()
+        .delete_attendee()
+        .meeting_id(&m.id)
+        .attendee_id(&attendee_id)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(
+        post(bearer).await.status,
+        403,
+        "a deleted attendee's token no longer posts events"
+    );
+}

@@ -1,6 +1,7 @@
 //! The join plane: the signaling WebSocket and WebRTC media that let amazon-chime-sdk-js join a
 //! meeting with the JoinToken the API handed out. A meeting's sessions live on one node.
 
+pub mod events;
 pub mod frames;
 pub mod media;
 pub mod session;
@@ -45,6 +46,10 @@ impl JoinPlane {
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
             .route("/control/{meeting_id}", get(signaling::upgrade))
+            .route(
+                "/v1/client-events",
+                axum::routing::post(events::ingest).options(events::preflight),
+            )
             .with_state(self)
     }
 
