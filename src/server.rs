@@ -138,6 +138,9 @@ fn write_credentials_file(path: &std::path::Path, key: &AccessKey) -> anyhow::Re
     Ok(())
 }
 
+/// How long a graceful stop waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A running server, as tests and `main` hold it.
 pub struct Running {
     pub boot: Boot,
@@ -147,12 +150,20 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests finish, and waits for the server to end.
+    /// Stops accepting, tells connected clients the server is going away, lets in-flight
+    /// requests finish (for at most `DRAIN_TIMEOUT`), and waits for the server to end.
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.join.shut_down();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        self.task.await??;
+        match tokio::time::timeout(DRAIN_TIMEOUT, &mut self.task).await {
+            Ok(result) => result??,
+            Err(_) => {
+                tracing::warn!("requests still running after {DRAIN_TIMEOUT:?}; stopping anyway");
+                self.task.abort();
+            }
+        }
         Ok(())
     }
 

@@ -349,3 +349,18 @@ async fn client_events_are_accepted_with_a_live_join_token() {
         "a deleted attendee's token no longer posts events"
     );
 }
+
+#[tokio::test]
+async fn stopping_the_server_closes_sessions_with_a_retryable_code() {
+    let mut server = TestServer::start().await;
+    let m = meeting(&server).await;
+    let (_, token) = attendee(&server, &m, "alice").await;
+    let mut alice = SignalClient::connect(&m.signaling_url, &token).await;
+    alice.join().await;
+    let running = server.running.take().expect("running");
+    running
+        .stop()
+        .await
+        .expect("stops without waiting on the open socket");
+    assert_eq!(alice.closed().await.0, close_code::SERVER_GOING_AWAY);
+}

@@ -26,6 +26,8 @@ pub mod close_code {
     pub const ATTENDEE_UNAVAILABLE: u16 = 4403;
     /// The meeting has ended (or never existed).
     pub const MEETING_ENDED: u16 = 4410;
+    /// In the 4500–4599 range the client treats as a server error and reconnects.
+    pub const SERVER_GOING_AWAY: u16 = 4503;
 }
 
 pub fn encode(frame: &SdkSignalFrame) -> Vec<u8> {

@@ -53,6 +53,13 @@ impl JoinPlane {
             .with_state(self)
     }
 
+    /// Closes every signaling session with a code the client retries on (4500–4599), so that
+    /// browsers reconnect to the node that takes over instead of waiting on a dead socket.
+    pub fn shut_down(&self) {
+        self.rooms
+            .close_all(close_code::SERVER_GOING_AWAY, "server shutting down");
+    }
+
     fn next_session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }

@@ -212,6 +212,15 @@ impl Rooms {
         })
     }
 
+    /// Closes every session of every meeting.
+    pub fn close_all(&self, code: u16, reason: &'static str) {
+        self.with(|rooms| {
+            for p in rooms.values().flat_map(|r| r.participants.values()) {
+                let _ = p.tx.send(Outbound::Close(code, reason));
+            }
+        })
+    }
+
     /// Sessions connected across all meetings.
     pub fn session_count(&self) -> usize {
         self.with(|rooms| rooms.values().map(|r| r.participants.len()).sum())
