@@ -277,7 +277,7 @@ async fn assert_released(server: &TestServer) {
 async fn a_second_device_replaces_the_first() {
     let server = TestServer::start().await;
     let m = meeting(&server).await;
-    let (_, token) = attendee(&server, &m, "alice").await;
+    let (attendee_id, token) = attendee(&server, &m, "alice").await;
     let mut first = SignalClient::connect(&m.signaling_url, &token).await;
     first.join().await;
     let mut second = SignalClient::connect(&m.signaling_url, &token).await;
@@ -289,6 +289,28 @@ async fn a_second_device_replaces_the_first() {
         .and_then(|s| s.audio_status);
     assert_eq!(status, Some(audio_status::JOINED_FROM_ANOTHER_DEVICE));
     first.closed().await;
+    // The first device's departure does not mark the attendee as gone: it is still there.
+    let join = &server.running.as_ref().expect("running").join;
+    for _ in 0..100 {
+        if join.rooms.session_count() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        join.rooms.session_count(),
+        1,
+        "the first device's session is released"
+    );
+    let store = &join.store;
+    assert_eq!(
+        store
+            .presence(&m.id, &attendee_id)
+            .await
+            .expect("presence")
+            .0,
+        Some(true)
+    );
     // The second device keeps working.
     second
         .send(SdkSignalFrame {

@@ -212,6 +212,17 @@ impl Rooms {
         })
     }
 
+    /// Whether the attendee has a session in the meeting other than `session`.
+    pub fn has_other_session(&self, meeting_id: &str, attendee_id: &str, session: u64) -> bool {
+        self.with(|rooms| {
+            rooms.get(meeting_id).is_some_and(|room| {
+                room.participants
+                    .iter()
+                    .any(|(id, p)| *id != session && p.attendee_id == attendee_id)
+            })
+        })
+    }
+
     /// Closes every session of every meeting.
     pub fn close_all(&self, code: u16, reason: &'static str) {
         self.with(|rooms| {

@@ -163,10 +163,16 @@ async fn run_session(
         }
     }
     if let Some(attendee) = joined {
-        // Stored before it is announced, so whoever sees the departure finds it recorded.
-        plane
-            .record_presence(&meeting_id, &attendee.attendee_id, false)
-            .await;
+        // Stored before it is announced, so whoever sees the departure finds it recorded; not
+        // when the attendee is still there on another device (a 301 replacement).
+        if !plane
+            .rooms
+            .has_other_session(&meeting_id, &attendee.attendee_id, session)
+        {
+            plane
+                .record_presence(&meeting_id, &attendee.attendee_id, false)
+                .await;
+        }
         plane.rooms.leave(&meeting_id, session, dropped);
         plane.media.remove(session);
     }
