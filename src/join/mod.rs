@@ -92,6 +92,18 @@ impl JoinPlane {
         }
     }
 
+    /// Whether the token's attendee still exists (a store failure counts as yes: the admission
+    /// already succeeded, and a later DeleteAttendee will still find the session).
+    async fn still_admitted(&self, token: Option<&str>) -> bool {
+        match token {
+            Some(token) => !matches!(
+                self.store.find_attendee_by_join_token(token).await,
+                Ok(None)
+            ),
+            None => false,
+        }
+    }
+
     async fn record_presence(&self, meeting_id: &str, attendee_id: &str, joined: bool) {
         let now = self.clock.now_unix();
         if let Err(error) = self

@@ -102,6 +102,13 @@ async fn run_session(
                             }
                             Admission::Admitted(attendee) => {
                                 let count = plane.rooms.join(&meeting_id, session, &attendee.attendee_id, &attendee.external_user_id, tx.clone());
+                                // A DeleteAttendee between the admission and the line above found
+                                // no session to remove: check once more now that we are findable.
+                                if !plane.still_admitted(token.as_deref()).await {
+                                    plane.rooms.leave(&meeting_id, session, false);
+                                    close(&mut socket, frames::close_code::ATTENDEE_UNAVAILABLE, "attendee unavailable").await;
+                                    return;
+                                }
                                 plane.record_presence(&meeting_id, &attendee.attendee_id, true).await;
                                 let ok = send(&mut socket, &frames::join_ack(timestamp_ms())).await
                                     && send(&mut socket, &frames::index(timestamp_ms(), count as u32)).await;
