@@ -10,10 +10,14 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import puppeteer from 'puppeteer-core';
 import {
+  BadRequestException,
   ChimeSDKMeetingsClient,
   CreateAttendeeCommand,
   CreateMeetingCommand,
   DeleteAttendeeCommand,
+  GetMeetingCommand,
+  ListAttendeesCommand,
+  NotFoundException,
 } from '@aws-sdk/client-chime-sdk-meetings';
 
 const credentials = { accessKeyId: 'AKIDBROWSERTEST', secretAccessKey: 'browser-test-secret' };
@@ -105,6 +109,21 @@ test('two browsers join, see and hear each other, and DeleteAttendee locks one o
     bob,
   );
   assert.equal(refused, 'stopped: SignalingBadRequest', 'the deleted attendee cannot rejoin with its old JoinToken');
+});
+
+test('the JS v3 SDK surfaces modelled exception classes', async () => {
+  await assert.rejects(client.send(new GetMeetingCommand({ MeetingId: '0b6d8a6e-5f0c-4b4c-9a43-1a2b3c4d5e6f' })), (error) => {
+    assert.ok(error instanceof NotFoundException, error.name);
+    assert.equal(error.$metadata.httpStatusCode, 404);
+    assert.ok(error.$metadata.requestId);
+    return true;
+  });
+  const { Meeting } = await client.send(new CreateMeetingCommand({ MediaRegion: 'us-east-1', ExternalMeetingId: 'js-errors' }));
+  await assert.rejects(client.send(new ListAttendeesCommand({ MeetingId: Meeting.MeetingId, MaxResults: 101 })), (error) => {
+    assert.ok(error instanceof BadRequestException, error.name);
+    assert.match(error.message, /MaxResults/);
+    return true;
+  });
 });
 
 test('the demo page joins through its own form', async () => {
