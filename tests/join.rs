@@ -386,3 +386,45 @@ async fn stopping_the_server_closes_sessions_with_a_retryable_code() {
         .expect("stops without waiting on the open socket");
     assert_eq!(alice.closed().await.0, close_code::SERVER_GOING_AWAY);
 }
+
+#[tokio::test]
+async fn data_messages_reach_the_others_stamped_with_their_sender() {
+    let server = TestServer::start().await;
+    let m = meeting(&server).await;
+    let (alice_id, a) = attendee(&server, &m, "alice").await;
+    let (_, b) = attendee(&server, &m, "bob").await;
+    let mut alice = SignalClient::connect(&m.signaling_url, &a).await;
+    alice.join().await;
+    let mut bob = SignalClient::connect(&m.signaling_url, &b).await;
+    bob.join().await;
+    alice
+        .send(SdkSignalFrame {
+            data_message: Some(SdkDataMessageFrame {
+                messages: vec![SdkDataMessagePayload {
+                    topic: Some("chat".into()),
+                    data: Some(b"hello".to_vec()),
+                    lifetime_ms: Some(0),
+                    ..Default::default()
+                }],
+            }),
+            ..client_frame(Type::DataMessage)
+        })
+        .await;
+    let received = bob
+        .expect(Type::DataMessage)
+        .await
+        .data_message
+        .expect("data");
+    let message = &received.messages[0];
+    assert_eq!(message.topic.as_deref(), Some("chat"));
+    assert_eq!(message.data.as_deref(), Some(&b"hello"[..]));
+    assert_eq!(
+        message.sender_attendee_id.as_deref(),
+        Some(alice_id.as_str())
+    );
+    assert_eq!(message.sender_external_user_id.as_deref(), Some("alice"));
+    assert!(
+        message.ingest_time_ns.unwrap_or_default() > 0,
+        "not throttled"
+    );
+}

@@ -98,6 +98,10 @@ test('two browsers join, see and hear each other, and DeleteAttendee locks one o
     assert.ok(second > first, `${name} hears the other attendee (energy ${first} -> ${second})`);
   }
 
+  // Realtime data messages reach the other browser, stamped with their sender.
+  await alicePage.evaluate(() => window.carillon.sendChat('hello bob'));
+  await waitFor(bobPage, () => window.carillon.chats().some((m) => m.from === 'alice' && m.text === 'hello bob'));
+
   await client.send(new DeleteAttendeeCommand({ MeetingId: Meeting.MeetingId, AttendeeId: bob.AttendeeId }));
   await waitFor(bobPage, () => window.carillon.status() === 'stopped: AudioAttendeeRemoved');
   await waitFor(alicePage, () => JSON.stringify(window.carillon.roster()) === '["alice"]');

@@ -111,6 +111,26 @@ pub fn audio_status(now_ms: u64, status: u32) -> SdkSignalFrame {
     }
 }
 
+/// Data messages as the other attendees receive them: stamped with the sender and the time the
+/// server took them in (a zero ingest time would tell the client it was throttled).
+pub fn data_messages(
+    now_ms: u64,
+    mut messages: Vec<SdkDataMessagePayload>,
+    sender_attendee_id: &str,
+    sender_external_user_id: &str,
+) -> SdkSignalFrame {
+    let ingest_time_ns = (now_ms as i64).saturating_mul(1_000_000);
+    for message in &mut messages {
+        message.sender_attendee_id = Some(sender_attendee_id.to_string());
+        message.sender_external_user_id = Some(sender_external_user_id.to_string());
+        message.ingest_time_ns = Some(ingest_time_ns);
+    }
+    SdkSignalFrame {
+        data_message: Some(SdkDataMessageFrame { messages }),
+        ..frame(Type::DataMessage, now_ms)
+    }
+}
+
 pub fn stream_info(now_ms: u64, streams: Vec<SdkAudioStreamIdInfo>) -> SdkSignalFrame {
     SdkSignalFrame {
         audio_stream_id_info: Some(SdkAudioStreamIdInfoFrame { streams }),

@@ -158,6 +158,31 @@ impl Rooms {
         })
     }
 
+    /// Relays realtime data messages from one session to the others in its meeting (the sending
+    /// client delivers its own messages locally).
+    pub fn relay_data(
+        &self,
+        meeting_id: &str,
+        session: u64,
+        messages: Vec<frames::proto::SdkDataMessagePayload>,
+    ) {
+        self.with(|rooms| {
+            let Some(room) = rooms.get(meeting_id) else {
+                return;
+            };
+            let Some(sender) = room.participants.get(&session) else {
+                return;
+            };
+            let frame = frames::data_messages(
+                now_ms(),
+                messages,
+                &sender.attendee_id,
+                &sender.external_user_id,
+            );
+            room.broadcast(Some(session), &frame);
+        })
+    }
+
     /// Removes a session; the others see its stream leave (`dropped` for an unexpected end).
     pub fn leave(&self, meeting_id: &str, session: u64, dropped: bool) {
         self.with(|rooms| {

@@ -149,13 +149,18 @@ async fn run_session(
                             plane.rooms.set_muted(&meeting_id, session, muted);
                         }
                     }
+                    Ok(Type::DataMessage) if joined.is_some() => {
+                        if let Some(data) = frame.data_message.filter(|d| !d.messages.is_empty()) {
+                            plane.rooms.relay_data(&meeting_id, session, data.messages);
+                        }
+                    }
                     Ok(Type::Leave) => {
                         let _ = send(&mut socket, &frames::leave_ack(timestamp_ms())).await;
                         dropped = false;
                         break;
                     }
-                    // CLIENT_METRIC, MEETING_SESSION_TIMING, video and data frames: not needed
-                    // for an audio meeting, and never a reason to close.
+                    // CLIENT_METRIC, MEETING_SESSION_TIMING and video frames: not needed for an
+                    // audio meeting, and never a reason to close.
                     _ => {}
                 }
             }

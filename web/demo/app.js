@@ -9,7 +9,7 @@ import {
   MeetingSessionStatusCode,
 } from 'amazon-chime-sdk-js';
 
-const state = { session: null, attendeeId: null, roster: new Map(), status: 'idle', muted: false };
+const state = { session: null, attendeeId: null, roster: new Map(), status: 'idle', muted: false, messages: [] };
 
 const $ = (id) => document.getElementById(id);
 
@@ -42,6 +42,9 @@ async function join(meeting, attendee) {
     if (present) state.roster.set(attendeeId, externalUserId ?? attendeeId);
     else state.roster.delete(attendeeId);
     render();
+  });
+  av.realtimeSubscribeToReceiveDataMessage('chat', (message) => {
+    state.messages.push({ from: message.senderExternalUserId, text: message.text() });
   });
   await av.bindAudioElement($('meeting-audio'));
   const inputs = await av.listAudioInputDevices();
@@ -82,11 +85,20 @@ function status() {
   return state.status;
 }
 
+/** Sends a realtime data message on the `chat` topic. */
+function sendChat(text) {
+  state.session.audioVideo.realtimeSendDataMessage('chat', text);
+}
+
+function chats() {
+  return state.messages;
+}
+
 async function leave() {
   state.session?.audioVideo.stop();
 }
 
-window.carillon = { join, audioEnergy, roster, status, leave };
+window.carillon = { join, audioEnergy, roster, status, leave, sendChat, chats };
 
 $('join-form').addEventListener('submit', async (event) => {
   event.preventDefault();
