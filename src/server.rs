@@ -216,6 +216,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         .with_context(|| format!("binding the media socket {media_listen}"))?;
     let media_addr = media.advertised;
     let join = Arc::new(JoinPlane::new(store.clone(), media, clock.clone()));
+    join.start_volume_indicators();
 
     let state = Arc::new(ApiState {
         store,

@@ -20,6 +20,8 @@ struct Outcome {
     connected: bool,
     frames_received: usize,
     payloads_from_peer: usize,
+    /// AUDIO_METADATA entries that showed the other attendee speaking.
+    peer_volume_indicators: usize,
 }
 
 /// Joins, negotiates, then for `duration` sends a 20 ms Opus-sized frame tagged with `marker`
@@ -27,6 +29,7 @@ struct Outcome {
 async fn run_client(
     signaling_url: String,
     token: String,
+    name: &'static str,
     marker: u8,
     expect_marker: u8,
     duration: Duration,
@@ -49,12 +52,41 @@ async fn run_client(
             SdpAnswer::from_sdp_string(&answer).expect("answer parses"),
         )
         .expect("answer accepted");
+    // The roster frames may bring the other attendee first; wait for our own entry.
+    let own_stream = loop {
+        let entry = signal
+            .roster()
+            .await
+            .into_iter()
+            .find(|s| s.external_user_id.as_deref() == Some(name));
+        if let Some(stream) = entry.and_then(|s| s.audio_stream_id) {
+            break stream;
+        }
+    };
+    // Count the volume indicators that show someone else speaking, while media runs.
+    let indicators = tokio::spawn(async move {
+        let mut seen = 0;
+        let until = Instant::now() + duration;
+        while let Ok(frame) = tokio::time::timeout_at(until.into(), signal.frame()).await {
+            if let Some(metadata) = frame.audio_metadata {
+                seen += metadata
+                    .attendee_states
+                    .iter()
+                    .filter(|s| {
+                        s.audio_stream_id != Some(own_stream) && s.volume.is_some_and(|v| v < 127)
+                    })
+                    .count();
+            }
+        }
+        seen
+    });
 
     let started = Instant::now();
     let mut outcome = Outcome {
         connected: false,
         frames_received: 0,
         payloads_from_peer: 0,
+        peer_volume_indicators: 0,
     };
     let mut next_frame = Instant::now();
     let mut rtp_time = 0u64;
@@ -86,6 +118,7 @@ async fn run_client(
             let mut payload = vec![marker; 60];
             payload[1] = 0xfc;
             writer
+                .audio_level(-30, true)
                 .write(
                     pt,
                     Instant::now(),
@@ -113,6 +146,7 @@ async fn run_client(
             }
         }
     }
+    outcome.peer_volume_indicators = indicators.await.expect("indicator reader");
     outcome
 }
 
@@ -126,6 +160,7 @@ async fn two_clients_hear_each_other() {
     let a = tokio::spawn(run_client(
         m.signaling_url.clone(),
         alice,
+        "alice",
         0xa1,
         0xb0,
         run_for,
@@ -133,6 +168,7 @@ async fn two_clients_hear_each_other() {
     let b = tokio::spawn(run_client(
         m.signaling_url.clone(),
         bob,
+        "bob",
         0xb0,
         0xa1,
         run_for,
@@ -157,5 +193,11 @@ async fn two_clients_hear_each_other() {
     assert_eq!(
         a.payloads_from_peer, a.frames_received,
         "alice hears only bob, never herself"
+    );
+    assert!(
+        a.peer_volume_indicators > 0 && b.peer_volume_indicators > 0,
+        "volume indicators show the other speaking ({} and {})",
+        a.peer_volume_indicators,
+        b.peer_volume_indicators
     );
 }

@@ -98,6 +98,10 @@ test('two browsers join, see and hear each other, and DeleteAttendee locks one o
     assert.ok(second > first, `${name} hears the other attendee (energy ${first} -> ${second})`);
   }
 
+  // Volume indicators (AUDIO_METADATA) show the other attendee speaking.
+  await waitFor(bobPage, () => window.carillon.peakVolume('alice') > 0);
+  await waitFor(alicePage, () => window.carillon.peakVolume('bob') > 0);
+
   // Realtime data messages reach the other browser, stamped with their sender.
   await alicePage.evaluate(() => window.carillon.sendChat('hello bob'));
   await waitFor(bobPage, () => window.carillon.chats().some((m) => m.from === 'alice' && m.text === 'hello bob'));

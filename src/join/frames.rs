@@ -131,6 +131,15 @@ pub fn data_messages(
     }
 }
 
+/// Volume indicators: one entry per attendee with a current level (`volume` is minus-dB, 0
+/// loudest), plus signal strength (0..=2) for everyone; attendees left out count as silent.
+pub fn audio_metadata(now_ms: u64, attendee_states: Vec<SdkAudioAttendeeState>) -> SdkSignalFrame {
+    SdkSignalFrame {
+        audio_metadata: Some(SdkAudioMetadataFrame { attendee_states }),
+        ..frame(Type::AudioMetadata, now_ms)
+    }
+}
+
 pub fn stream_info(now_ms: u64, streams: Vec<SdkAudioStreamIdInfo>) -> SdkSignalFrame {
     SdkSignalFrame {
         audio_stream_id_info: Some(SdkAudioStreamIdInfoFrame { streams }),

@@ -28,7 +28,13 @@ enum Command {
     Count {
         reply: oneshot::Sender<usize>,
     },
+    Levels {
+        reply: oneshot::Sender<Vec<(u64, Option<u8>)>>,
+    },
 }
+
+/// How long a received audio level counts as current for the volume indicators.
+const LEVEL_FRESHNESS: Duration = Duration::from_millis(400);
 
 /// A handle to the media task.
 #[derive(Clone)]
@@ -44,6 +50,8 @@ struct Peer {
     audio_mid: Option<Mid>,
     /// Smoothed loudness, 0 (silence) to 127 (loudest), from the audio-level extension.
     loudness: f32,
+    /// The last audio level received (-dBov, 0 loudest) and when.
+    last_level: Option<(i8, Instant)>,
     joined_order: u64,
 }
 
@@ -96,6 +104,16 @@ impl Media {
         count.await.unwrap_or_default()
     }
 
+    /// Each peer's session with its current speaking volume in minus-dB (0 loudest, 127 silent),
+    /// or None when no recent audio level arrived.
+    pub async fn levels(&self) -> Vec<(u64, Option<u8>)> {
+        let (reply, levels) = oneshot::channel();
+        if self.commands.send(Command::Levels { reply }).is_err() {
+            return Vec::new();
+        }
+        levels.await.unwrap_or_default()
+    }
+
     /// Releases a session's peer connection.
     pub fn remove(&self, session: u64) {
         let _ = self.commands.send(Command::Remove { session });
@@ -124,6 +142,7 @@ fn new_peer(
             rtc,
             audio_mid: None,
             loudness: 0.0,
+            last_level: None,
             joined_order: order,
         },
         answer.to_sdp_string(),
@@ -216,6 +235,20 @@ async fn run(
                 Some(Command::Count { reply }) => {
                     let _ = reply.send(peers.len());
                 }
+                Some(Command::Levels { reply }) => {
+                    let now = Instant::now();
+                    let levels = peers
+                        .iter()
+                        .map(|(session, peer)| {
+                            let volume = peer
+                                .last_level
+                                .filter(|(_, at)| now.duration_since(*at) < LEVEL_FRESHNESS)
+                                .map(|(level, _)| level.unsigned_abs().min(127));
+                            (*session, volume)
+                        })
+                        .collect();
+                    let _ = reply.send(levels);
+                }
                 None => return,
             },
             received = socket.recv_from(&mut buf) => {
@@ -252,6 +285,7 @@ fn forward(peers: &mut HashMap<u64, Peer>, source: u64, data: MediaData) {
             // The extension carries -dBov (0 loudest, -127 silent).
             let loudness = 127.0 + f32::from(level.max(-127));
             p.loudness = 0.8 * p.loudness + 0.2 * loudness;
+            p.last_level = Some((level, Instant::now()));
         }
         p.meeting_id.clone()
     }) else {

@@ -18,6 +18,8 @@ use crate::events::MeetingEvents;
 use crate::store::{AttendeeRecord, Store};
 use frames::{audio_status, close_code};
 
+const VOLUME_INDICATOR_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
 pub struct JoinPlane {
     pub store: Arc<dyn Store>,
     pub rooms: session::Rooms,
@@ -41,6 +43,25 @@ impl JoinPlane {
             clock,
             next_session: AtomicU64::new(1),
         }
+    }
+
+    /// Sends volume indicators (AUDIO_METADATA) to every meeting five times a second, for as
+    /// long as the join plane exists.
+    pub fn start_volume_indicators(self: &Arc<Self>) {
+        let plane = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(VOLUME_INDICATOR_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                let Some(plane) = plane.upgrade() else { return };
+                if plane.rooms.session_count() == 0 {
+                    continue;
+                }
+                let levels = plane.media.levels().await.into_iter().collect();
+                plane.rooms.send_volume_indicators(&levels);
+            }
+        });
     }
 
     pub fn router(self: Arc<Self>) -> Router {

@@ -248,6 +248,32 @@ impl Rooms {
         })
     }
 
+    /// Sends each meeting's checked-in sessions an AUDIO_METADATA frame built from the media
+    /// task's current levels (session → minus-dB volume).
+    pub fn send_volume_indicators(&self, levels: &std::collections::HashMap<u64, Option<u8>>) {
+        self.with(|rooms| {
+            for room in rooms.values() {
+                let states: Vec<_> = room
+                    .participants
+                    .iter()
+                    .filter_map(|(session, p)| {
+                        let stream = p.stream_id?;
+                        let volume = levels.get(session)?;
+                        Some(frames::proto::SdkAudioAttendeeState {
+                            audio_stream_id: Some(stream),
+                            volume: volume.map(u32::from),
+                            muted: Some(p.muted),
+                            signal_strength: Some(2),
+                        })
+                    })
+                    .collect();
+                if !states.is_empty() {
+                    room.broadcast(None, &frames::audio_metadata(now_ms(), states));
+                }
+            }
+        })
+    }
+
     /// Closes every session of every meeting.
     pub fn close_all(&self, code: u16, reason: &'static str) {
         self.with(|rooms| {

@@ -9,7 +9,16 @@ import {
   MeetingSessionStatusCode,
 } from 'amazon-chime-sdk-js';
 
-const state = { session: null, attendeeId: null, roster: new Map(), status: 'idle', muted: false, messages: [] };
+const state = {
+  session: null,
+  attendeeId: null,
+  roster: new Map(),
+  volumes: new Map(),
+  peakVolumes: new Map(),
+  status: 'idle',
+  muted: false,
+  messages: [],
+};
 
 const $ = (id) => document.getElementById(id);
 
@@ -21,7 +30,8 @@ function render() {
   list.replaceChildren(
     ...[...state.roster].map(([id, name]) => {
       const item = document.createElement('li');
-      item.textContent = name;
+      const speaking = (state.volumes.get(id) ?? 0) > 0.1;
+      item.textContent = speaking ? `${name} (speaking)` : name;
       if (id === state.attendeeId) item.className = 'me';
       return item;
     }),
@@ -39,8 +49,21 @@ async function join(meeting, attendee) {
   state.status = 'connecting';
   render();
   av.realtimeSubscribeToAttendeeIdPresence((attendeeId, present, externalUserId) => {
-    if (present) state.roster.set(attendeeId, externalUserId ?? attendeeId);
-    else state.roster.delete(attendeeId);
+    if (present) {
+      const name = externalUserId ?? attendeeId;
+      if (!state.roster.has(attendeeId)) {
+        av.realtimeSubscribeToVolumeIndicator(attendeeId, (id, volume) => {
+          if (volume === null) return;
+          state.volumes.set(id, volume);
+          state.peakVolumes.set(name, Math.max(volume, state.peakVolumes.get(name) ?? 0));
+          render();
+        });
+      }
+      state.roster.set(attendeeId, name);
+    } else {
+      state.roster.delete(attendeeId);
+      state.volumes.delete(attendeeId);
+    }
     render();
   });
   av.realtimeSubscribeToReceiveDataMessage('chat', (message) => {
@@ -94,11 +117,16 @@ function chats() {
   return state.messages;
 }
 
+/** The loudest volume indicator (0..1) seen so far for an attendee, by external user id. */
+function peakVolume(name) {
+  return state.peakVolumes.get(name) ?? 0;
+}
+
 async function leave() {
   state.session?.audioVideo.stop();
 }
 
-window.carillon = { join, audioEnergy, roster, status, leave, sendChat, chats };
+window.carillon = { join, audioEnergy, roster, status, leave, sendChat, chats, peakVolume };
 
 $('join-form').addEventListener('submit', async (event) => {
   event.preventDefault();
