@@ -22,8 +22,16 @@ const state = {
 
 const $ = (id) => document.getElementById(id);
 
+function describe(status) {
+  if (status === 'idle') return 'Not connected.';
+  if (status === 'connecting') return 'Connecting…';
+  if (status === 'started') return 'Connected: the others in the meeting hear you, and you hear them.';
+  return status.charAt(0).toUpperCase() + status.slice(1);
+}
+
 function render() {
-  $('status').textContent = state.status;
+  $('status').textContent = describe(state.status);
+  $('join-button').disabled = state.status === 'connecting' || state.status === 'started';
   $('controls').hidden = state.status !== 'started';
   $('mute-button').textContent = state.muted ? 'Unmute' : 'Mute';
   const list = $('roster');
