@@ -1,7 +1,7 @@
 //! The join plane: the signaling WebSocket and WebRTC media that let amazon-chime-sdk-js join a
 //! meeting with the JoinToken the API handed out. A meeting's sessions live on one node.
 
-pub mod events;
+pub mod client_events;
 pub mod frames;
 pub mod media;
 pub mod session;
@@ -69,7 +69,7 @@ impl JoinPlane {
             .route("/control/{meeting_id}", get(signaling::upgrade))
             .route(
                 "/v1/client-events",
-                axum::routing::post(events::ingest).options(events::preflight),
+                axum::routing::post(client_events::ingest).options(client_events::preflight),
             )
             .with_state(self)
     }
