@@ -129,7 +129,9 @@ async fn join(State(demo): State<Arc<Demo>>, body: axum::body::Bytes) -> Respons
     );
     let meeting = match api::meetings::create(&demo.api, &create, false).await {
         Ok(Reply::Json(_, body)) => body,
-        Ok(Reply::Empty(_)) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Ok(Reply::Empty(_) | Reply::JsonText(..)) => {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
         Err(error) => return failure(error),
     };
     let meeting_id = meeting["Meeting"]["MeetingId"].as_str().map(str::to_string);
@@ -143,7 +145,9 @@ async fn join(State(demo): State<Arc<Demo>>, body: axum::body::Bytes) -> Respons
             StatusCode::OK,
             json!({ "Meeting": meeting["Meeting"], "Attendee": attendee["Attendee"] }),
         ),
-        Ok(Reply::Empty(_)) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Ok(Reply::Empty(_) | Reply::JsonText(..)) => {
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
         Err(error) => failure(error),
     }
 }

@@ -4,8 +4,8 @@ use axum::http::StatusCode;
 use serde_json::json;
 
 use super::dto::{
-    AttendeeItemIn, AttendeeOut, BatchCreateAttendeeIn, BatchUpdateCapabilitiesExceptIn,
-    CreateAttendeeErrorOut, UpdateCapabilitiesIn,
+    AttendeeItemIn, AttendeeOut, AttendeePageOut, BatchCreateAttendeeIn,
+    BatchUpdateCapabilitiesExceptIn, CreateAttendeeErrorOut, UpdateCapabilitiesIn,
 };
 use super::error::{ApiError, ErrorKind};
 use super::input::{self, TagRules, required};
@@ -17,13 +17,16 @@ use crate::store::{AttendeeOutcome, AttendeeRecord, NewAttendee};
 
 /// The Attendee shape of the caller's namespace: the legacy one has no Capabilities.
 pub fn attendee_json(call: &Call, attendee: &AttendeeRecord) -> serde_json::Value {
-    let out = AttendeeOut {
+    serde_json::to_value(attendee_out(call, attendee)).unwrap_or_default()
+}
+
+fn attendee_out(call: &Call, attendee: &AttendeeRecord) -> AttendeeOut {
+    AttendeeOut {
         external_user_id: attendee.external_user_id.clone(),
         attendee_id: attendee.attendee_id.clone(),
         join_token: attendee.join_token.clone(),
         capabilities: (!call.is_legacy()).then_some(attendee.capabilities),
-    };
-    serde_json::to_value(out).unwrap_or_default()
+    }
 }
 
 /// Validates one attendee request item and mints its id and JoinToken.
@@ -236,17 +239,20 @@ pub async fn list(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
         .await?;
     let more = attendees.len() > limit;
     attendees.truncate(limit);
-    let mut response = json!({
-        "Attendees": attendees.iter().map(|a| attendee_json(call, a)).collect::<Vec<_>>(),
-    });
-    if let (true, Some(last)) = (more, attendees.last()) {
-        response["NextToken"] = json!(state.pages.encode(
+    let next_token = match (more, attendees.last()) {
+        (true, Some(last)) => Some(state.pages.encode(
             PageKind::Attendees,
             &meeting_id,
-            &last.attendee_id
-        ));
-    }
-    Ok(Reply::Json(StatusCode::OK, response))
+            &last.attendee_id,
+        )),
+        _ => None,
+    };
+    let page = AttendeePageOut {
+        attendees: attendees.iter().map(|a| attendee_out(call, a)).collect(),
+        next_token,
+    };
+    let body = serde_json::to_string(&page).map_err(|_| ApiError::service_failure())?;
+    Ok(Reply::JsonText(StatusCode::OK, body))
 }
 
 pub async fn delete(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {

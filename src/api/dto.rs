@@ -181,6 +181,15 @@ pub struct AttendeeOut {
     pub capabilities: Option<Capabilities>,
 }
 
+/// A ListAttendees page, serialised straight from typed shapes (pages are the largest bodies).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AttendeePageOut {
+    pub attendees: Vec<AttendeeOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CreateAttendeeErrorOut {

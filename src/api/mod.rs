@@ -98,6 +98,8 @@ impl Call {
 /// A successful answer.
 pub enum Reply {
     Json(StatusCode, serde_json::Value),
+    /// A JSON body already serialised, for large responses built from typed shapes.
+    JsonText(StatusCode, String),
     Empty(StatusCode),
 }
 
@@ -155,6 +157,12 @@ pub async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> R
             status,
             [(axum::http::header::CONTENT_TYPE, "application/json")],
             body.to_string(),
+        )
+            .into_response(),
+        Ok(Reply::JsonText(status, body)) => (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
         )
             .into_response(),
         Ok(Reply::Empty(status)) => status.into_response(),

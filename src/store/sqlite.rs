@@ -251,13 +251,11 @@ fn find_meeting(
     account_id: &str,
     meeting_id: &str,
 ) -> StoreResult<MeetingRecord> {
-    conn.query_row(
-        &format!(
-            "SELECT {MEETING_COLUMNS} FROM meetings WHERE account_id = ?1 AND meeting_id = ?2"
-        ),
-        params![account_id, meeting_id],
-        meeting_from_row,
-    )
+    conn.prepare_cached(&format!(
+        "SELECT {MEETING_COLUMNS} FROM meetings WHERE account_id = ?1 AND meeting_id = ?2"
+    ))
+    .map_err(backend)?
+    .query_row(params![account_id, meeting_id], meeting_from_row)
     .optional()
     .map_err(backend)?
     .ok_or(StoreError::MeetingNotFound)
@@ -268,13 +266,11 @@ fn find_attendee(
     meeting_id: &str,
     attendee_id: &str,
 ) -> StoreResult<AttendeeRecord> {
-    conn.query_row(
-        &format!(
-            "SELECT {ATTENDEE_COLUMNS} FROM attendees WHERE meeting_id = ?1 AND attendee_id = ?2"
-        ),
-        params![meeting_id, attendee_id],
-        attendee_from_row,
-    )
+    conn.prepare_cached(&format!(
+        "SELECT {ATTENDEE_COLUMNS} FROM attendees WHERE meeting_id = ?1 AND attendee_id = ?2"
+    ))
+    .map_err(backend)?
+    .query_row(params![meeting_id, attendee_id], attendee_from_row)
     .optional()
     .map_err(backend)?
     .ok_or(StoreError::AttendeeNotFound)
