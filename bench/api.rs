@@ -138,16 +138,7 @@ async fn populate(
     external: &str,
     attendees: usize,
 ) -> (String, String) {
-    let id = client
-        .create_meeting()
-        .media_region("us-east-1")
-        .external_meeting_id(external)
-        .send()
-        .await
-        .expect("meeting")
-        .meeting
-        .and_then(|m| m.meeting_id)
-        .expect("id");
+    let id = common::create_meeting_id(client, external).await;
     let mut first = String::new();
     for start in (0..attendees).step_by(100) {
         let items: Vec<_> = (start..(start + 100).min(attendees))

@@ -10,16 +10,7 @@ use common::TestServer;
 async fn the_cap_holds_under_concurrent_creates() {
     let server = TestServer::start_with(|c| c.max_attendees = 10).await;
     let client = server.client();
-    let id = client
-        .create_meeting()
-        .media_region("us-east-1")
-        .external_meeting_id("race")
-        .send()
-        .await
-        .expect("CreateMeeting")
-        .meeting
-        .and_then(|m| m.meeting_id)
-        .expect("id");
+    let id = common::create_meeting_id(&client, "race").await;
     let tasks: Vec<_> = (0..40)
         .map(|i| {
             let client = client.clone();

@@ -107,16 +107,7 @@ async fn acknowledged_writes_survive_kill_9() {
     wait_ready(port).await;
 
     let client = sdk_client(&url, "us-east-1");
-    let id = client
-        .create_meeting()
-        .media_region("us-east-1")
-        .external_meeting_id("crash")
-        .send()
-        .await
-        .expect("CreateMeeting")
-        .meeting
-        .and_then(|m| m.meeting_id)
-        .expect("id");
+    let id = common::create_meeting_id(&client, "crash").await;
     let mut tokens = Vec::new();
     for i in 0..20 {
         let attendee = client

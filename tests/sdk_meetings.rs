@@ -3,25 +3,13 @@
 mod common;
 
 use aws_sdk_chimesdkmeetings as meetings;
-use common::{ACCOUNT_ID, TestServer};
+use common::{ACCOUNT_ID, TestServer, create_meeting};
 use meetings::error::ProvideErrorMetadata;
 use meetings::types::{
     AttendeeCapabilities, AttendeeFeatures, AttendeeIdItem, ContentFeatures, ContentResolution,
     CreateAttendeeRequestItem, MediaCapabilities, MeetingFeaturesConfiguration, Tag, VideoFeatures,
     VideoResolution,
 };
-
-async fn create_meeting(client: &meetings::Client, external: &str) -> meetings::types::Meeting {
-    client
-        .create_meeting()
-        .media_region("us-east-1")
-        .external_meeting_id(external)
-        .send()
-        .await
-        .expect("CreateMeeting succeeds")
-        .meeting
-        .expect("a Meeting")
-}
 
 fn caps(
     audio: MediaCapabilities,

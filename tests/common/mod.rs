@@ -322,6 +322,27 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// Creates a meeting in us-east-1 through the SDK and returns it.
+pub async fn create_meeting(client: &meetings::Client, external: &str) -> meetings::types::Meeting {
+    client
+        .create_meeting()
+        .media_region("us-east-1")
+        .external_meeting_id(external)
+        .send()
+        .await
+        .expect("CreateMeeting succeeds")
+        .meeting
+        .expect("a Meeting")
+}
+
+/// Creates a meeting and returns its id.
+pub async fn create_meeting_id(client: &meetings::Client, external: &str) -> String {
+    create_meeting(client, external)
+        .await
+        .meeting_id
+        .expect("a MeetingId")
+}
+
 /// A CreateMeeting body as boto3 would send it.
 pub fn create_meeting_body(external_meeting_id: &str) -> String {
     serde_json::json!({
