@@ -166,11 +166,6 @@ impl Running {
         }
         Ok(())
     }
-
-    /// Ends the server task abruptly, the way a crash would, without a graceful drain.
-    pub fn abort(self) {
-        self.task.abort();
-    }
 }
 
 /// Opens the store, loads the keys, binds the listener and starts serving in the background.

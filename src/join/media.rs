@@ -216,7 +216,9 @@ async fn run(
         tokio::select! {
             command = commands.recv() => match command {
                 Some(Command::Offer { session, meeting_id, sdp_offer, reply }) => {
-                    let result = match peers.get_mut(&session) {
+                    // The offer is client input: a panic while parsing or answering it must cost
+                    // that client its answer, not take down media for every meeting on the node.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match peers.get_mut(&session) {
                         // A renegotiation (the client subscribes again): same peer, new offer.
                         Some(peer) => renegotiate(peer, &sdp_offer),
                         None => {
@@ -226,7 +228,11 @@ async fn run(
                                 answer
                             })
                         }
-                    };
+                    }))
+                    .unwrap_or_else(|_| {
+                        peers.remove(&session);
+                        Err("the SDP offer could not be processed".to_string())
+                    });
                     let _ = reply.send(result);
                 }
                 Some(Command::Remove { session }) => {

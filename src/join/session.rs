@@ -47,7 +47,8 @@ pub struct Rooms {
     rooms: Mutex<HashMap<String, Room>>,
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock milliseconds for frame timestamps (the client estimates clock skew from them).
+pub fn timestamp_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -84,7 +85,7 @@ impl Rooms {
                 .filter(|p| p.attendee_id == attendee_id)
             {
                 let _ = p.tx.send(Outbound::Frame(Box::new(frames::audio_status(
-                    now_ms(),
+                    timestamp_ms(),
                     audio_status::JOINED_FROM_ANOTHER_DEVICE,
                 ))));
                 let _ =
@@ -132,11 +133,14 @@ impl Rooms {
                 .collect();
             if let Some(me) = room.participants.get(&session) {
                 let _ = me.tx.send(Outbound::Frame(Box::new(frames::stream_info(
-                    now_ms(),
+                    timestamp_ms(),
                     roster,
                 ))));
             }
-            room.broadcast(Some(session), &frames::stream_info(now_ms(), vec![entry]));
+            room.broadcast(
+                Some(session),
+                &frames::stream_info(timestamp_ms(), vec![entry]),
+            );
         })
     }
 
@@ -152,7 +156,7 @@ impl Rooms {
             if let Some(stream) = me.stream_id {
                 room.broadcast(
                     None,
-                    &frames::stream_info(now_ms(), vec![frames::muted(stream, muted)]),
+                    &frames::stream_info(timestamp_ms(), vec![frames::muted(stream, muted)]),
                 );
             }
         })
@@ -174,7 +178,7 @@ impl Rooms {
                 return;
             };
             let frame = frames::data_messages(
-                now_ms(),
+                timestamp_ms(),
                 messages,
                 &sender.attendee_id,
                 &sender.external_user_id,
@@ -192,7 +196,7 @@ impl Rooms {
             if let Some(stream) = room.participants.remove(&session).and_then(|p| p.stream_id) {
                 room.broadcast(
                     None,
-                    &frames::stream_info(now_ms(), vec![frames::departed(stream, dropped)]),
+                    &frames::stream_info(timestamp_ms(), vec![frames::departed(stream, dropped)]),
                 );
             }
             if room.participants.is_empty() {
@@ -213,7 +217,7 @@ impl Rooms {
                 .filter(|p| p.attendee_id == attendee_id)
             {
                 let _ = p.tx.send(Outbound::Frame(Box::new(frames::audio_status(
-                    now_ms(),
+                    timestamp_ms(),
                     status,
                 ))));
                 let _ = p.tx.send(Outbound::Close(1000, "attendee removed"));
@@ -229,7 +233,7 @@ impl Rooms {
             };
             room.broadcast(
                 None,
-                &frames::audio_status(now_ms(), audio_status::MEETING_ENDED),
+                &frames::audio_status(timestamp_ms(), audio_status::MEETING_ENDED),
             );
             for p in room.participants.values() {
                 let _ = p.tx.send(Outbound::Close(1000, "meeting ended"));
@@ -268,7 +272,7 @@ impl Rooms {
                     })
                     .collect();
                 if !states.is_empty() {
-                    room.broadcast(None, &frames::audio_metadata(now_ms(), states));
+                    room.broadcast(None, &frames::audio_metadata(timestamp_ms(), states));
                 }
             }
         })
@@ -287,8 +291,4 @@ impl Rooms {
     pub fn session_count(&self) -> usize {
         self.with(|rooms| rooms.values().map(|r| r.participants.len()).sum())
     }
-}
-
-pub fn timestamp_ms() -> u64 {
-    now_ms()
 }
