@@ -45,6 +45,15 @@ pub fn one_of(member: &str, value: &str, allowed: &[&str]) -> Result<(), Violati
     ))
 }
 
+/// Whether `value` begins with the reserved `aws:` prefix, in any case. Compared on bytes, so a
+/// multibyte character near the start (`José`, `«Ana»`) is simply not a match.
+fn has_reserved_prefix(value: &str) -> bool {
+    value
+        .as_bytes()
+        .get(..4)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(b"aws:"))
+}
+
 fn all_chars(
     member: &str,
     value: &str,
@@ -92,7 +101,7 @@ pub fn external_id(member: &str, value: &str) -> Result<(), Violation> {
                 || "-_&@+=,(){}[]/«».:|'\"#".contains(c)
         },
     )?;
-    if value.len() >= 4 && value[..4].eq_ignore_ascii_case("aws:") {
+    if has_reserved_prefix(value) {
         return Err(format!(
             "{member} must not begin with 'aws:', which is reserved"
         ));
@@ -107,7 +116,7 @@ pub fn tag_key(member: &str, value: &str) -> Result<(), Violation> {
     all_chars(member, value, "^[a-zA-Z+-=._:/]+$", |c| {
         c.is_ascii_alphabetic() || ('+'..='=').contains(&c) || "._:/".contains(c)
     })?;
-    if value.len() >= 4 && value[..4].eq_ignore_ascii_case("aws:") {
+    if has_reserved_prefix(value) {
         return Err(format!(
             "{member} must not begin with 'aws:', which is reserved"
         ));
@@ -203,6 +212,17 @@ mod tests {
         assert!(client_request_token("7ac68e29-a468-4162-f61d-3d91a1396be4").is_ok());
         assert!(client_request_token("a b").is_err());
         assert!(client_request_token("x").is_err());
+    }
+
+    /// Names real people have, with a multibyte character where a byte slice of the `aws:`
+    /// prefix check would have split it (it used to panic and answer 500).
+    #[test]
+    fn accented_and_quoted_names_are_accepted() {
+        for name in ["José", "Zoë", "Renée", "«Ana»", "abc«d", "ab\u{3000}c", "a\u{a0}b", "ÿÿÿÿ"] {
+            assert!(external_id("ExternalUserId", name).is_ok(), "{name}");
+        }
+        assert!(external_id("ExternalUserId", "aws\u{e9}x").is_ok());
+        assert!(tag_key("Key", "aws\u{e9}").is_err(), "é is outside the TagKey pattern");
     }
 
     #[test]
