@@ -72,6 +72,48 @@ pub struct Config {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "CARILLON_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
+
+    /// TOML file of further access keys, each with its account, actions and rate (see README).
+    /// Reloaded on SIGHUP.
+    #[arg(long, env = "CARILLON_KEYS_FILE")]
+    pub keys_file: Option<PathBuf>,
+
+    /// Requests per second per access key, for keys that set no rate of their own.
+    /// Unlimited when not given.
+    #[arg(long, env = "CARILLON_RATE_LIMIT", value_parser = positive_f64)]
+    pub rate_limit: Option<f64>,
+
+    /// Burst of the per-key token bucket (defaults to the rate limit, at least 1).
+    #[arg(long, env = "CARILLON_RATE_BURST", requires = "rate_limit", value_parser = positive_f64)]
+    pub rate_burst: Option<f64>,
+
+    /// API requests served at once; past it the server answers 503 with Retry-After at once.
+    #[arg(long, env = "CARILLON_MAX_INFLIGHT", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_inflight: u32,
+
+    /// TCP connections open at once; more wait in the kernel's backlog.
+    #[arg(long, env = "CARILLON_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Seconds a client has to send a request's headers. An idle keep-alive connection is
+    /// closed after the same time.
+    #[arg(long, env = "CARILLON_HEADER_READ_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout: u64,
+
+    /// Seconds one API request may take before it is answered 503 and abandoned.
+    #[arg(long, env = "CARILLON_REQUEST_TIMEOUT", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout: u64,
+}
+
+fn positive_f64(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{value}' is not a number above 0")),
+    }
 }
 
 impl Config {
@@ -90,6 +132,13 @@ impl Config {
             demo_dir: PathBuf::from("web/dist"),
             demo: DemoMode::Auto,
             max_body_bytes: 256 * 1024,
+            keys_file: None,
+            rate_limit: None,
+            rate_burst: None,
+            max_inflight: 1024,
+            max_connections: 4096,
+            header_read_timeout: 10,
+            request_timeout: 30,
         }
     }
 }

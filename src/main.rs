@@ -1,10 +1,14 @@
-//! `carillon serve`: runs the Chime SDK meetings service.
+//! `carillon serve` runs the Chime SDK meetings service; the other subcommands manage keys and
+//! drive a running server's admin extension.
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use carillon::admin_client::AdminClient;
 use carillon::config::Config;
-use carillon::server;
+use carillon::{keys_cli, server};
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +25,75 @@ struct Cli {
 enum Command {
     /// Run the service.
     Serve(Config),
+    /// Manage the access keys of a keys file.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Make a running server's operations fail or answer late, to test clients' retries.
+    Faults(FaultsArgs),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key, append it to the keys file (never overwriting it) and print it.
+    /// A running server picks it up on SIGHUP.
+    Create(keys_cli::CreateKey),
+}
+
+#[derive(Args)]
+struct FaultsArgs {
+    /// The server's endpoint.
+    #[arg(
+        long,
+        env = "CARILLON_ENDPOINT",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    endpoint: String,
+    /// Data directory whose generated credentials sign the requests, unless
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are set.
+    #[arg(
+        long,
+        env = "CARILLON_DATA_DIR",
+        default_value = "./carillon-data",
+        global = true
+    )]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: FaultsCommand,
+}
+
+#[derive(Subcommand)]
+enum FaultsCommand {
+    /// Arm a fault.
+    Add {
+        /// Operation name (CreateAttendee, ListAttendees, ...) or '*' for all.
+        #[arg(long)]
+        operation: String,
+        /// Modelled exception to answer with, e.g. ServiceUnavailableException.
+        #[arg(long)]
+        error: Option<String>,
+        /// 'chime-sdk-meetings' or 'legacy' (both when absent).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Affect only the next N matching calls.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Share of matching calls affected, in (0, 1].
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Extra latency in milliseconds.
+        #[arg(long)]
+        latency_ms: Option<u64>,
+        /// Error message.
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// List the armed faults.
+    List,
+    /// Disarm one fault.
+    Remove { id: u64 },
+    /// Disarm every fault.
+    Clear,
 }
 
 #[tokio::main]
@@ -30,16 +103,73 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
+    // A panic's message may carry what a caller sent (names, ids): log where it happened only.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(%location, "panic (message withheld: it may carry caller data)");
+    }));
     let Cli { command } = Cli::parse();
     match command {
         Command::Serve(config) => run(config).await,
+        Command::Keys(KeysCommand::Create(create)) => keys_cli::create(&create),
+        Command::Faults(args) => faults(args).await,
     }
+}
+
+async fn faults(args: FaultsArgs) -> anyhow::Result<()> {
+    let client = AdminClient::from_environment(&args.endpoint, &args.data_dir)?;
+    let (status, body) = match args.command {
+        FaultsCommand::Add {
+            operation,
+            error,
+            namespace,
+            count,
+            rate,
+            latency_ms,
+            message,
+        } => {
+            let mut spec = serde_json::json!({ "operation": operation });
+            let fields = [
+                ("error", error.map(serde_json::Value::from)),
+                ("namespace", namespace.map(serde_json::Value::from)),
+                ("count", count.map(serde_json::Value::from)),
+                ("rate", rate.map(serde_json::Value::from)),
+                ("latency_ms", latency_ms.map(serde_json::Value::from)),
+                ("message", message.map(serde_json::Value::from)),
+            ];
+            for (name, value) in fields {
+                if let Some(value) = value {
+                    spec[name] = value;
+                }
+            }
+            client
+                .send("POST", "/_carillon/faults", spec.to_string().as_bytes())
+                .await?
+        }
+        FaultsCommand::List => client.send("GET", "/_carillon/faults", b"").await?,
+        FaultsCommand::Remove { id } => {
+            client
+                .send("DELETE", &format!("/_carillon/faults/{id}"), b"")
+                .await?
+        }
+        FaultsCommand::Clear => client.send("DELETE", "/_carillon/faults", b"").await?,
+    };
+    if !(200..300).contains(&status) {
+        anyhow::bail!("the server answered {status}: {body}");
+    }
+    if !body.is_empty() {
+        println!("{body}");
+    }
+    Ok(())
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let running = server::start(&config).await?;
     print_banner(&running.boot);
-    shutdown_signal().await;
+    wait_for_stop(&running).await;
     tracing::info!("shutting down: finishing in-flight requests");
     running.stop().await
 }
@@ -76,26 +206,37 @@ fn print_banner(boot: &server::Boot) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Waits for SIGINT or SIGTERM; SIGHUP meanwhile reloads the keys file.
+async fn wait_for_stop(running: &server::Running) {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut terminate, mut hangup) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(terminate), Ok(hangup)) => (terminate, hangup),
+            _ => {
+                tracing::warn!("cannot listen for SIGTERM/SIGHUP; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
             }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = terminate.recv() => return,
+                _ = hangup.recv() => match running.reload_keys() {
+                    Ok(count) => tracing::info!(keys = count, "keys file reloaded"),
+                    Err(error) => {
+                        tracing::error!(%error, "keys file not reloaded; the previous keys stay in force");
+                    }
+                },
             }
         }
-    };
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -8,11 +8,14 @@ use anyhow::Context;
 use axum::Router;
 use axum::routing::get;
 use base64::Engine;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rand::RngCore;
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 
 use crate::api::{self, ApiSettings, ApiState};
-use crate::auth::keys::{AccessKey, KeyRing};
+use crate::auth::keys::{self, AccessKey, KeyRing, RateLimit};
+use crate::auth::throttle::Throttle;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, DemoMode};
 use crate::demo::Demo;
@@ -23,8 +26,10 @@ use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
 /// The router: a health check, the signaling WebSocket, the demo page (unless turned off) and
-/// the API dispatcher for the rest.
+/// the API dispatcher for the rest. Handlers outside the dispatcher (health, demo, client events)
+/// answer a panic with a 500 and read bodies under the same limit as the API.
 pub fn app(state: Arc<ApiState>, join: Arc<JoinPlane>, demo: Option<Arc<Demo>>) -> Router {
+    let body_limit = state.settings.body_limit;
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .fallback(api::dispatch)
@@ -34,17 +39,95 @@ pub fn app(state: Arc<ApiState>, join: Arc<JoinPlane>, demo: Option<Arc<Demo>>) 
         router = router.merge(crate::demo::router(demo));
     }
     router
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                // The payload may carry caller data; the panic hook logged the location.
+                tracing::error!("a handler panicked");
+                axum::response::IntoResponse::into_response((
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    r#"{"Code":"ServiceFailure","Message":"The service encountered an unexpected error"}"#,
+                ))
+            },
+        ))
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+/// Limits on the connections themselves, before any request is read.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Connections open at once; the accept loop waits for one to close beyond it.
+    pub max_connections: usize,
+    /// Time to send a request's headers; also how long an idle keep-alive connection lives
+    /// (hyper starts the same timer while it waits for the next request).
+    pub header_read_timeout: Duration,
+}
+
+/// The largest request head (request line and headers) a client may send.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Serves until `shutdown` resolves, then stops accepting, asks every connection to finish its
+/// current request and close, and returns once all have.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    limits: ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, or the peer gave up in the backlog: wait a
+                    // moment rather than spin.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            tokio::pin!(connection);
+            let stopping = async {
+                let _ = stop.wait_for(|stop| *stop).await;
+            };
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = stopping => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    // Every connection returns its permit when it has closed.
+    let _ = permits.acquire_many(limits.max_connections as u32).await;
+    Ok(())
 }
 
 /// What a started server tells its operator.
@@ -77,7 +160,7 @@ async fn root_key(config: &Config, store: &dyn Store) -> anyhow::Result<(AccessK
     let account_id = match &config.account_id {
         Some(id) => {
             anyhow::ensure!(
-                id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit()),
+                keys::is_account_id(id),
                 "CARILLON_ACCOUNT_ID must be 12 digits"
             );
             id.clone()
@@ -90,11 +173,7 @@ async fn root_key(config: &Config, store: &dyn Store) -> anyhow::Result<(AccessK
     };
     if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
         return Ok((
-            AccessKey {
-                access_key_id: id.clone(),
-                secret_access_key: secret.clone(),
-                account_id,
-            },
+            AccessKey::root(id.clone(), secret.clone(), account_id),
             false,
         ));
     }
@@ -113,14 +192,7 @@ async fn root_key(config: &Config, store: &dyn Store) -> anyhow::Result<(AccessK
             &base64::engine::general_purpose::STANDARD.encode(secret),
         )
         .await?;
-    Ok((
-        AccessKey {
-            access_key_id: id,
-            secret_access_key: secret,
-            account_id,
-        },
-        true,
-    ))
+    Ok((AccessKey::root(id, secret, account_id), true))
 }
 
 fn write_credentials_file(path: &std::path::Path, key: &AccessKey) -> anyhow::Result<()> {
@@ -145,11 +217,22 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Running {
     pub boot: Boot,
     pub join: Arc<JoinPlane>,
+    pub api: Arc<ApiState>,
+    keys_file: Option<std::path::PathBuf>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Running {
+    /// Reads the keys file again (SIGHUP). A file that does not load leaves the keys as they
+    /// were, so a typo cannot lock everyone out.
+    pub fn reload_keys(&self) -> anyhow::Result<usize> {
+        let keys = all_keys(&self.boot.root_key, self.keys_file.as_deref())?;
+        let count = keys.len();
+        self.api.keys.replace(keys);
+        Ok(count)
+    }
+
     /// Stops accepting, tells connected clients the server is going away, lets in-flight
     /// requests finish (for at most `DRAIN_TIMEOUT`), and waits for the server to end.
     pub async fn stop(mut self) -> anyhow::Result<()> {
@@ -168,6 +251,26 @@ impl Running {
     }
 }
 
+/// The root key and every key of the keys file. A file key may not reuse the root key's id.
+fn all_keys(
+    root: &AccessKey,
+    keys_file: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<AccessKey>> {
+    let mut keys = vec![root.clone()];
+    if let Some(path) = keys_file {
+        let loaded = keys::load_keys_file(path)?;
+        if loaded.iter().any(|k| k.access_key_id == root.access_key_id) {
+            anyhow::bail!(
+                "the keys file {} reuses the root access key id {}",
+                path.display(),
+                root.access_key_id
+            );
+        }
+        keys.extend(loaded);
+    }
+    Ok(keys)
+}
+
 /// Opens the store, loads the keys, binds the listener and starts serving in the background.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     start_with_clock(config, Arc::new(SystemClock)).await
@@ -182,6 +285,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
 
     let (root_key, generated) = root_key(config, store.as_ref()).await?;
     let credentials_file = config.data_dir.join("credentials");
+    let keys = all_keys(&root_key, config.keys_file.as_deref())?;
     if generated {
         write_credentials_file(&credentials_file, &root_key)?;
     }
@@ -213,16 +317,25 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
     let join = Arc::new(JoinPlane::new(store.clone(), media, clock.clone()));
     join.start_volume_indicators();
 
+    let default_rate = config.rate_limit.map(|rate| RateLimit {
+        rate,
+        burst: config.rate_burst.unwrap_or(rate).max(1.0),
+    });
+    let max_inflight = config.max_inflight as usize;
     let state = Arc::new(ApiState {
         store,
-        keys: KeyRing::new([root_key.clone()]),
+        keys: KeyRing::new(keys),
+        throttle: Throttle::new(default_rate),
+        faults: Default::default(),
+        inflight: Semaphore::new(max_inflight),
         pages: PageTokenCodec::new(page_key),
         clock,
         settings: ApiSettings {
             public_url: public_url.clone(),
             max_attendees: config.max_attendees,
             body_limit: config.max_body_bytes,
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(config.request_timeout),
+            max_inflight,
         },
         events: join.clone(),
     });
@@ -239,11 +352,22 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
             dir: config.demo_dir.clone(),
         })
     });
-    let task = tokio::spawn(serve(listener, app(state, join.clone(), demo), async {
-        let _ = rx.await;
-    }));
+    let limits = ConnectionLimits {
+        max_connections: config.max_connections as usize,
+        header_read_timeout: Duration::from_secs(config.header_read_timeout),
+    };
+    let task = tokio::spawn(serve(
+        listener,
+        app(state.clone(), join.clone(), demo),
+        limits,
+        async {
+            let _ = rx.await;
+        },
+    ));
     Ok(Running {
         join,
+        api: state,
+        keys_file: config.keys_file.clone(),
         boot: Boot {
             addr,
             media_addr,

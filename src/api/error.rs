@@ -28,6 +28,31 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    pub const ALL: [ErrorKind; 12] = [
+        Self::BadRequest,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::Conflict,
+        Self::LimitExceeded,
+        Self::TooManyTags,
+        Self::ResourceNotFound,
+        Self::Unprocessable,
+        Self::Throttled,
+        Self::ServiceFailure,
+        Self::ServiceUnavailable,
+    ];
+
+    /// The kind whose exception name is `name` in either namespace
+    /// (`ThrottlingException` and `ThrottledClientException` are both `Throttled`).
+    pub fn from_shape_name(name: &str) -> Option<ErrorKind> {
+        Self::ALL.into_iter().find(|kind| {
+            [Namespace::Meetings, Namespace::Legacy]
+                .iter()
+                .any(|ns| kind.shape_name(*ns) == name)
+        })
+    }
+
     pub fn status(self) -> StatusCode {
         match self {
             Self::BadRequest | Self::LimitExceeded | Self::TooManyTags => StatusCode::BAD_REQUEST,
@@ -145,6 +170,9 @@ impl ApiError {
             ErrorKind::NotFound if allows(ErrorKind::ResourceNotFound) => {
                 ErrorKind::ResourceNotFound
             }
+            // An operation whose model lists no throttling error (legacy TagResource, ...)
+            // still tells the caller to come back later, in a form every SDK retries.
+            ErrorKind::Throttled => ErrorKind::ServiceUnavailable,
             kind if kind.is_fault() => ErrorKind::ServiceFailure,
             _ => ErrorKind::BadRequest,
         };
@@ -196,6 +224,10 @@ impl From<crate::store::StoreError> for ApiError {
             StoreError::TooManyTags { limit } => ApiError::new(
                 ErrorKind::TooManyTags,
                 format!("A resource can have at most {limit} tags"),
+            ),
+            StoreError::Abandoned => ApiError::new(
+                ErrorKind::ServiceUnavailable,
+                "The request took too long and was not carried out; try again",
             ),
             StoreError::Backend(detail) => {
                 // Logged by the dispatcher with the request id; the caller sees no internals.

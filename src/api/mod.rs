@@ -4,8 +4,10 @@
 //! body under a limit, verifies the SigV4 signature, routes to an `Operation`, runs the thin
 //! handler and renders the result or the error in that namespace's wire form.
 
+pub mod admin;
 pub mod dto;
 pub mod error;
+pub mod faults;
 pub mod input;
 pub mod operation;
 
@@ -13,6 +15,7 @@ pub(crate) mod attendees;
 pub(crate) mod meetings;
 mod tags;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,13 +23,16 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use tracing::Instrument;
 
-use crate::auth::keys::KeyRing;
+use crate::auth::keys::{AccessKey, KeyRing};
 use crate::auth::sigv4;
+use crate::auth::throttle::Throttle;
 use crate::clock::Clock;
 use crate::domain::tokens::PageTokenCodec;
 use crate::store::Store;
+use crate::store::gate::CommitGate;
 use error::{ApiError, ErrorKind};
 use operation::{Operation, Route};
 
@@ -51,11 +57,17 @@ pub struct ApiSettings {
     pub body_limit: usize,
     /// How long one request may take before it is answered with ServiceUnavailable.
     pub request_timeout: Duration,
+    /// Requests served at once; past it the server answers 503 at once instead of queueing.
+    pub max_inflight: usize,
 }
 
 pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub keys: KeyRing,
+    pub throttle: Throttle,
+    pub faults: faults::Faults,
+    /// One permit per request in flight (`ApiSettings::max_inflight`).
+    pub inflight: tokio::sync::Semaphore,
     pub pages: PageTokenCodec,
     pub clock: Arc<dyn Clock>,
     pub settings: ApiSettings,
@@ -115,7 +127,8 @@ impl Reply {
     }
 }
 
-fn namespace_of(path: &str) -> (Namespace, &str) {
+#[doc(hidden)]
+pub fn namespace_of(path: &str) -> (Namespace, &str) {
     match path.strip_prefix(LEGACY_PREFIX) {
         Some(rest) if rest.is_empty() || rest.starts_with('/') => (Namespace::Legacy, rest),
         _ => (Namespace::Meetings, path),
@@ -128,29 +141,18 @@ pub async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> R
     let (namespace, _) = namespace_of(request.uri().path());
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let timeout = state.settings.request_timeout;
-    let id = request_id.clone();
-    // Each request runs in its own task so that a panic becomes a ServiceFailureException for
-    // that request alone; the span puts the request id on everything logged inside, store
-    // failures included.
-    let span = tracing::info_span!("request", request_id = %request_id);
-    let task = tokio::spawn(async move { process(&state, request, &id).await }.instrument(span));
-    let (operation, result) = match tokio::time::timeout(timeout, task).await {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(join_error)) => {
-            tracing::error!(%request_id, %method, %path, %join_error, "request handler panicked");
-            (None, Err(ApiError::service_failure()))
-        }
-        Err(_) => {
-            tracing::error!(%request_id, %method, %path, "request timed out");
-            (
-                None,
-                Err(ApiError::new(
-                    ErrorKind::ServiceUnavailable,
-                    "The request took too long; try again",
-                )),
-            )
-        }
+    let (operation, result) = match state.inflight.try_acquire() {
+        Ok(_permit) => run_guarded(&state, request, &request_id).await,
+        Err(_) => (
+            None,
+            Err(ApiError::new(
+                ErrorKind::ServiceUnavailable,
+                format!(
+                    "The server is serving its limit of {} requests; retry shortly",
+                    state.settings.max_inflight
+                ),
+            )),
+        ),
     };
     let response = match result {
         Ok(Reply::Json(status, body)) => (
@@ -181,6 +183,56 @@ pub async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> R
         "request"
     );
     response
+}
+
+/// Runs one request under its deadline, its commit gate and a panic guard. A panic becomes a
+/// ServiceFailureException for that request alone. A request past its deadline is answered
+/// 503 and abandoned (its future dropped) unless one of its writes already committed, in which
+/// case it finishes and its real answer goes out: a caller told 503 never finds the write done.
+async fn run_guarded(
+    state: &ApiState,
+    request: Request,
+    request_id: &str,
+) -> (Option<Operation>, Result<Reply, ApiError>) {
+    let gate = CommitGate::new();
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let work = AssertUnwindSafe(gate.clone().scope(process(state, request, request_id)))
+        .catch_unwind()
+        .instrument(span);
+    tokio::pin!(work);
+    let finished = match tokio::time::timeout(state.settings.request_timeout, &mut work).await {
+        Ok(finished) => finished,
+        Err(_) if gate.close() => {
+            tracing::warn!(%request_id, "request timed out; abandoned before any commit");
+            return (
+                None,
+                Err(ApiError::new(
+                    ErrorKind::ServiceUnavailable,
+                    "The request took too long and was not carried out; try again",
+                )),
+            );
+        }
+        Err(_) => {
+            tracing::warn!(%request_id, "request timed out after committing; finishing it");
+            work.await
+        }
+    };
+    finished.unwrap_or_else(|_panic| {
+        // The panic hook logged where; the payload may carry caller data and is not logged.
+        tracing::error!(%request_id, "request handler panicked");
+        (None, Err(ApiError::service_failure()))
+    })
+}
+
+/// The 403 for an action outside a key's permissions, in IAM's wording.
+pub fn forbidden(key: &AccessKey, action: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::Forbidden,
+        format!(
+            "User: arn:aws:iam::{}:user/{} is not authorized to perform: {action} because no identity-based policy allows the {action} action",
+            key.account_id, key.access_key_id
+        ),
+    )
 }
 
 async fn process(
@@ -215,7 +267,10 @@ async fn process(
     let Some(key) = state.keys.get(&verified.access_key_id) else {
         return (
             None,
-            Err(ApiError::new(ErrorKind::Unauthorized, "Unknown access key")),
+            Err(ApiError::new(
+                ErrorKind::Unauthorized,
+                "The security token included in the request is invalid.",
+            )),
         );
     };
 
@@ -223,6 +278,13 @@ async fn process(
         Ok(segments) => segments,
         Err(error) => return (None, Err(error)),
     };
+    if namespace == Namespace::Meetings && api_path.starts_with(admin::PREFIX) {
+        let admin_segments = segments.get(1..).unwrap_or_default();
+        return (
+            None,
+            admin::handle(state, &key, &parts.method, admin_segments, &body).await,
+        );
+    }
     let query = parse_query(raw_query.as_deref());
     let literal = query
         .iter()
@@ -233,6 +295,9 @@ async fn process(
         Err(error) => return (None, Err(error)),
     };
     let operation = route.operation;
+    if let Err(error) = admit(state, &key, namespace, operation).await {
+        return (Some(operation), Err(error));
+    }
     let call = Call {
         namespace,
         account_id: key.account_id.clone(),
@@ -242,6 +307,39 @@ async fn process(
         body,
     };
     (Some(operation), run(state, &call).await)
+}
+
+/// The checks between routing and the handler: the key's permissions, its rate, and any fault
+/// armed for the operation.
+async fn admit(
+    state: &ApiState,
+    key: &AccessKey,
+    namespace: Namespace,
+    operation: Operation,
+) -> Result<(), ApiError> {
+    let action = operation.action();
+    if !key.permissions.allows(&action) {
+        return Err(forbidden(key, &action));
+    }
+    if state
+        .throttle
+        .admit(
+            &key.access_key_id,
+            key.rate_limit,
+            std::time::Instant::now(),
+        )
+        .is_err()
+    {
+        return Err(ApiError::new(ErrorKind::Throttled, "Rate exceeded"));
+    }
+    let injection = state.faults.draw(namespace, operation);
+    if !injection.latency.is_zero() {
+        tokio::time::sleep(injection.latency).await;
+    }
+    match injection.error {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
 }
 
 async fn run(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
@@ -295,7 +393,8 @@ async fn read_body(
         .map_err(|_| too_large())
 }
 
-fn path_segments(path: &str) -> Result<Vec<String>, ApiError> {
+#[doc(hidden)]
+pub fn path_segments(path: &str) -> Result<Vec<String>, ApiError> {
     path.split('/')
         .filter(|s| !s.is_empty())
         .map(|segment| {
@@ -307,7 +406,8 @@ fn path_segments(path: &str) -> Result<Vec<String>, ApiError> {
         .collect()
 }
 
-fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
+#[doc(hidden)]
+pub fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
     let Some(query) = query else {
         return Vec::new();
     };

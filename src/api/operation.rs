@@ -33,6 +33,78 @@ pub enum Operation {
     ListAttendeeTags,
 }
 
+impl Operation {
+    /// Every operation, for tables built over all of them (the known IAM actions).
+    pub const ALL: [Operation; 23] = [
+        Operation::CreateMeeting,
+        Operation::CreateMeetingWithAttendees,
+        Operation::GetMeeting,
+        Operation::ListMeetings,
+        Operation::DeleteMeeting,
+        Operation::CreateAttendee,
+        Operation::BatchCreateAttendee,
+        Operation::GetAttendee,
+        Operation::ListAttendees,
+        Operation::DeleteAttendee,
+        Operation::UpdateAttendeeCapabilities,
+        Operation::BatchUpdateAttendeeCapabilitiesExcept,
+        Operation::TagResource,
+        Operation::UntagResource,
+        Operation::ListTagsForResource,
+        Operation::StartMeetingTranscription,
+        Operation::StopMeetingTranscription,
+        Operation::TagMeeting,
+        Operation::UntagMeeting,
+        Operation::ListMeetingTags,
+        Operation::TagAttendee,
+        Operation::UntagAttendee,
+        Operation::ListAttendeeTags,
+    ];
+
+    /// The operation's name as the models spell it.
+    pub fn name(self) -> &'static str {
+        use Operation::*;
+        match self {
+            CreateMeeting => "CreateMeeting",
+            CreateMeetingWithAttendees => "CreateMeetingWithAttendees",
+            GetMeeting => "GetMeeting",
+            ListMeetings => "ListMeetings",
+            DeleteMeeting => "DeleteMeeting",
+            CreateAttendee => "CreateAttendee",
+            BatchCreateAttendee => "BatchCreateAttendee",
+            GetAttendee => "GetAttendee",
+            ListAttendees => "ListAttendees",
+            DeleteAttendee => "DeleteAttendee",
+            UpdateAttendeeCapabilities => "UpdateAttendeeCapabilities",
+            BatchUpdateAttendeeCapabilitiesExcept => "BatchUpdateAttendeeCapabilitiesExcept",
+            TagResource => "TagResource",
+            UntagResource => "UntagResource",
+            ListTagsForResource => "ListTagsForResource",
+            StartMeetingTranscription => "StartMeetingTranscription",
+            StopMeetingTranscription => "StopMeetingTranscription",
+            TagMeeting => "TagMeeting",
+            UntagMeeting => "UntagMeeting",
+            ListMeetingTags => "ListMeetingTags",
+            TagAttendee => "TagAttendee",
+            UntagAttendee => "UntagAttendee",
+            ListAttendeeTags => "ListAttendeeTags",
+        }
+    }
+
+    /// The IAM action a key needs for this operation, e.g. `chime:CreateAttendee` (the same in
+    /// both namespaces, as both sign for `chime`).
+    pub fn action(self) -> String {
+        format!("chime:{}", self.name())
+    }
+
+    /// Looks an operation up by its model name, ignoring case.
+    pub fn from_name(name: &str) -> Option<Operation> {
+        Self::ALL
+            .into_iter()
+            .find(|operation| operation.name().eq_ignore_ascii_case(name))
+    }
+}
+
 /// An operation with the path labels it addresses (still as sent; handlers validate them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {

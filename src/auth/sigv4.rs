@@ -242,8 +242,10 @@ fn trim_all(value: &str) -> String {
     out
 }
 
-pub fn canonical_request(
+/// The canonical request up to (not including) the payload hash.
+fn canonical_request_prefix(
     request: &SignedRequest<'_>,
+    raw_query: Option<&str>,
     signed_headers: &[String],
 ) -> Result<String, AuthFailure> {
     let mut canonical = String::with_capacity(512);
@@ -251,7 +253,7 @@ pub fn canonical_request(
     canonical.push('\n');
     canonical.push_str(&canonical_uri(request.raw_path));
     canonical.push('\n');
-    canonical.push_str(&canonical_query(request.raw_query));
+    canonical.push_str(&canonical_query(raw_query));
     canonical.push('\n');
     for name in signed_headers {
         let values: Vec<String> = request
@@ -272,6 +274,15 @@ pub fn canonical_request(
     canonical.push('\n');
     canonical.push_str(&signed_headers.join(";"));
     canonical.push('\n');
+    Ok(canonical)
+}
+
+/// The canonical request of a header-signed request, over the buffered body.
+pub fn canonical_request(
+    request: &SignedRequest<'_>,
+    signed_headers: &[String],
+) -> Result<String, AuthFailure> {
+    let mut canonical = canonical_request_prefix(request, request.raw_query, signed_headers)?;
     canonical.push_str(&hex::encode(Sha256::digest(request.body)));
     Ok(canonical)
 }
@@ -283,28 +294,77 @@ pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8
     hmac_sha256(&k_service, b"aws4_request")
 }
 
-/// Verifies a header-signed request. `secret_for` looks up the secret of an access key id;
-/// `now` is seconds since the epoch (from the server's `Clock`).
-pub fn verify(
+/// The longest validity a presigned request may ask for, as AWS allows: seven days.
+pub const MAX_PRESIGNED_EXPIRES_SECONDS: i64 = 604_800;
+
+/// The payload hash presigned requests may sign instead of the body's.
+const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+
+/// What the request presents to be checked, from its `Authorization` header or from a
+/// presigned query string.
+struct Presented {
+    auth: Authorization,
+    amz_date: String,
+    signed_at: i64,
+    /// `X-Amz-Expires` of a presigned request.
+    expires_in: Option<i64>,
+}
+
+/// Formats seconds since the epoch as `YYYYMMDDTHHMMSSZ`, for messages in AWS's wording.
+pub fn format_amz_date(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let seconds = unix.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        seconds / 3600,
+        seconds % 3600 / 60,
+        seconds % 60
+    )
+}
+
+fn query_pairs(raw_query: Option<&str>) -> Vec<(String, String)> {
+    raw_query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn parse_date(amz_date: &str) -> Result<i64, AuthFailure> {
+    parse_amz_date(amz_date).ok_or_else(|| {
+        AuthFailure(format!(
+            "X-Amz-Date '{amz_date}' is not of the form YYYYMMDDTHHMMSSZ"
+        ))
+    })
+}
+
+fn from_header(
     request: &SignedRequest<'_>,
-    secret_for: impl Fn(&str) -> Option<String>,
-    now: i64,
-) -> Result<Verified, AuthFailure> {
-    let Some(header) = request.headers.get(http::header::AUTHORIZATION) else {
-        return fail(
-            "Missing Authentication Token: requests must be signed with AWS Signature Version 4",
-        );
-    };
+    header: &http::HeaderValue,
+) -> Result<Presented, AuthFailure> {
     let header = header
         .to_str()
         .map_err(|_| AuthFailure("Authorization header is not valid text".into()))?;
     let auth = parse_authorization(header)?;
-    if auth.service != SERVICE {
-        return fail(format!(
-            "Credential should be scoped to the correct service: '{SERVICE}', not '{}'",
-            auth.service
-        ));
-    }
     let Some(amz_date) = request
         .headers
         .get("x-amz-date")
@@ -312,42 +372,200 @@ pub fn verify(
     else {
         return fail("Requests must carry an X-Amz-Date header");
     };
-    let Some(signed_at) = parse_amz_date(amz_date) else {
-        return fail(format!(
-            "X-Amz-Date '{amz_date}' is not of the form YYYYMMDDTHHMMSSZ"
-        ));
+    let signed_at = parse_date(amz_date)?;
+    Ok(Presented {
+        auth,
+        amz_date: amz_date.to_string(),
+        signed_at,
+        expires_in: None,
+    })
+}
+
+/// Reads a presigned request's `X-Amz-*` query parameters; `None` when it is not presigned.
+fn from_query(pairs: &[(String, String)]) -> Result<Option<Presented>, AuthFailure> {
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     };
-    if !amz_date.starts_with(&auth.date) {
-        return fail("Credential date does not match X-Amz-Date");
+    let Some(algorithm) = get("X-Amz-Algorithm") else {
+        return Ok(None);
+    };
+    if algorithm != ALGORITHM {
+        return fail(format!("X-Amz-Algorithm must be {ALGORITHM}"));
     }
-    if (now - signed_at).abs() > MAX_SKEW_SECONDS {
+    let (Some(credential), Some(amz_date), Some(expires), Some(signed_headers), Some(signature)) = (
+        get("X-Amz-Credential"),
+        get("X-Amz-Date"),
+        get("X-Amz-Expires"),
+        get("X-Amz-SignedHeaders"),
+        get("X-Amz-Signature"),
+    ) else {
+        return fail(
+            "A presigned request must carry X-Amz-Algorithm, X-Amz-Credential, X-Amz-Date, \
+             X-Amz-Expires, X-Amz-SignedHeaders and X-Amz-Signature",
+        );
+    };
+    let auth = parse_authorization(&format!(
+        "{ALGORITHM} Credential={credential}, SignedHeaders={signed_headers}, Signature={signature}"
+    ))?;
+    let expires_in = match expires.parse::<i64>() {
+        Ok(seconds) if (1..=MAX_PRESIGNED_EXPIRES_SECONDS).contains(&seconds) => seconds,
+        _ => {
+            return fail(format!(
+                "X-Amz-Expires must be a number of seconds from 1 to {MAX_PRESIGNED_EXPIRES_SECONDS} (7 days), not '{expires}'"
+            ));
+        }
+    };
+    let signed_at = parse_date(amz_date)?;
+    Ok(Some(Presented {
+        auth,
+        amz_date: amz_date.to_string(),
+        signed_at,
+        expires_in: Some(expires_in),
+    }))
+}
+
+/// Checks the request's time against the server's: ±15 minutes for a header signature, the
+/// requested validity for a presigned one. Messages follow AWS's wording.
+fn check_time(presented: &Presented, now: i64) -> Result<(), AuthFailure> {
+    let amz_date = &presented.amz_date;
+    if presented.signed_at - now > MAX_SKEW_SECONDS {
         return fail(format!(
-            "Signature expired: X-Amz-Date {amz_date} is more than 15 minutes from the server's time"
+            "Signature not yet current: {amz_date} is still later than {} ({} + 15 min.)",
+            format_amz_date(now + MAX_SKEW_SECONDS),
+            format_amz_date(now)
         ));
     }
+    match presented.expires_in {
+        Some(expires_in) if now > presented.signed_at + expires_in => fail(format!(
+            "Request has expired: signed at {amz_date}, valid for {expires_in} seconds, now {}",
+            format_amz_date(now)
+        )),
+        Some(_) => Ok(()),
+        None if now - presented.signed_at > MAX_SKEW_SECONDS => fail(format!(
+            "Signature expired: {amz_date} is now earlier than {} ({} - 15 min.)",
+            format_amz_date(now - MAX_SKEW_SECONDS),
+            format_amz_date(now)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The payload hashes the signature may cover: the body's, or for a presigned request also
+/// `UNSIGNED-PAYLOAD` (what botocore's presigner signs). An `x-amz-content-sha256` header must
+/// agree with the body.
+fn payload_hashes(
+    request: &SignedRequest<'_>,
+    presigned: bool,
+) -> Result<Vec<String>, AuthFailure> {
+    let computed = hex::encode(Sha256::digest(request.body));
+    if let Some(declared) = request.headers.get("x-amz-content-sha256") {
+        let declared = declared.to_str().unwrap_or_default();
+        if declared == UNSIGNED_PAYLOAD && presigned {
+            return Ok(vec![UNSIGNED_PAYLOAD.to_string()]);
+        }
+        if !declared.eq_ignore_ascii_case(&computed) {
+            return fail(
+                "The provided 'x-amz-content-sha256' header does not match what was computed.",
+            );
+        }
+    }
+    let mut hashes = vec![computed];
+    if presigned {
+        hashes.push(UNSIGNED_PAYLOAD.to_string());
+    }
+    Ok(hashes)
+}
+
+/// Verifies a request signed in its `Authorization` header or presigned in its query string.
+/// `secret_for` looks up the secret of an access key id; `now` is seconds since the epoch (from
+/// the server's `Clock`).
+pub fn verify(
+    request: &SignedRequest<'_>,
+    secret_for: impl Fn(&str) -> Option<String>,
+    now: i64,
+) -> Result<Verified, AuthFailure> {
+    let pairs = query_pairs(request.raw_query);
+    if request.headers.contains_key("x-amz-security-token")
+        || pairs.iter().any(|(k, _)| k == "X-Amz-Security-Token")
+    {
+        return fail(
+            "Temporary credentials (x-amz-security-token) are not supported by this server: \
+             sign with a long-term access key",
+        );
+    }
+    let presented = match request.headers.get(http::header::AUTHORIZATION) {
+        Some(header) => from_header(request, header)?,
+        None => match from_query(&pairs)? {
+            Some(presented) => presented,
+            None => {
+                return fail(
+                    "Missing Authentication Token: requests must be signed with AWS Signature Version 4",
+                );
+            }
+        },
+    };
+    let presigned = presented.expires_in.is_some();
+    let auth = &presented.auth;
+    if auth.service != SERVICE {
+        return fail(format!(
+            "Credential should be scoped to correct service: '{SERVICE}'. Found '{}'",
+            auth.service
+        ));
+    }
+    if !presented.amz_date.starts_with(&auth.date) {
+        return fail(format!(
+            "Credential should be scoped to a valid date: '{}'. Found '{}'",
+            presented.amz_date.get(..8).unwrap_or_default(),
+            auth.date
+        ));
+    }
+    check_time(&presented, now)?;
     let Some(secret) = secret_for(&auth.access_key_id) else {
-        return fail("The security token included in the request is invalid: unknown access key");
+        return fail("The security token included in the request is invalid.");
     };
-    let canonical = canonical_request(request, &auth.signed_headers)?;
+    // A presigned request's canonical query is every parameter but the signature itself.
+    let unsigned_query;
+    let raw_query = if presigned {
+        unsigned_query = request.raw_query.map(|query| {
+            query
+                .split('&')
+                .filter(|pair| !pair.starts_with("X-Amz-Signature="))
+                .collect::<Vec<_>>()
+                .join("&")
+        });
+        unsigned_query.as_deref()
+    } else {
+        request.raw_query
+    };
+    let canonical_without_payload =
+        canonical_request_prefix(request, raw_query, &auth.signed_headers)?;
     let scope = format!(
         "{}/{}/{}/aws4_request",
         auth.date, auth.region, auth.service
     );
-    let string_to_sign = format!(
-        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
-        hex::encode(Sha256::digest(canonical.as_bytes()))
-    );
     let key = signing_key(&secret, &auth.date, &auth.region, &auth.service);
-    let expected = hex::encode(hmac_sha256(&key, string_to_sign.as_bytes()));
-    if !constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
-        return fail(
-            "The request signature we calculated does not match the signature you provided",
+    for payload_hash in payload_hashes(request, presigned)? {
+        let canonical = format!("{canonical_without_payload}{payload_hash}");
+        let string_to_sign = format!(
+            "{ALGORITHM}\n{}\n{scope}\n{}",
+            presented.amz_date,
+            hex::encode(Sha256::digest(canonical.as_bytes()))
         );
+        let expected = hex::encode(hmac_sha256(&key, string_to_sign.as_bytes()));
+        if constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
+            return Ok(Verified {
+                access_key_id: auth.access_key_id.clone(),
+                region: auth.region.clone(),
+            });
+        }
     }
-    Ok(Verified {
-        access_key_id: auth.access_key_id,
-        region: auth.region,
-    })
+    fail(
+        "The request signature we calculated does not match the signature you provided. \
+         Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
+    )
 }
 
 #[cfg(test)]
@@ -375,6 +593,14 @@ mod tests {
             "operation=batch-create"
         );
         assert_eq!(canonical_query(None), "");
+    }
+
+    #[test]
+    fn amz_dates_format_back() {
+        for unix in [0, 1_795_819_438, 951_782_400, 4_102_444_799] {
+            assert_eq!(parse_amz_date(&format_amz_date(unix)), Some(unix));
+        }
+        assert_eq!(format_amz_date(1_795_819_438), "20261127T224358Z");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Persistence behind one trait, so the embedded default (SQLite) and a distributed SQL engine
 //! can be swapped without touching the API layer. Every write is durable before it returns.
 
+pub mod gate;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -91,7 +92,11 @@ pub struct CreatedMeeting {
 pub enum StoreError {
     MeetingNotFound,
     AttendeeNotFound,
-    TooManyTags { limit: usize },
+    TooManyTags {
+        limit: usize,
+    },
+    /// The request timed out before this write committed; nothing was kept.
+    Abandoned,
     Backend(String),
 }
 
@@ -101,6 +106,7 @@ impl std::fmt::Display for StoreError {
             StoreError::MeetingNotFound => write!(f, "meeting not found"),
             StoreError::AttendeeNotFound => write!(f, "attendee not found"),
             StoreError::TooManyTags { limit } => write!(f, "more than {limit} tags"),
+            StoreError::Abandoned => write!(f, "the request timed out before committing"),
             StoreError::Backend(e) => write!(f, "storage backend: {e}"),
         }
     }

@@ -134,12 +134,18 @@ impl SqliteStore {
         work: impl FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let conn = self.conn.clone();
+        let gate = super::gate::CommitGate::current();
         tokio::task::spawn_blocking(move || {
             let mut guard = conn.lock().map_err(|_| backend("store mutex poisoned"))?;
             let tx = guard
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(backend)?;
             let value = work(&tx)?;
+            if gate.is_some_and(|gate| !gate.pass()) {
+                // The request timed out and its caller was told so: dropping the transaction
+                // rolls it back.
+                return Err(StoreError::Abandoned);
+            }
             tx.commit().map_err(backend)?;
             Ok(value)
         })
