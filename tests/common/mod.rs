@@ -76,18 +76,35 @@ impl TestServer {
 }
 
 pub fn sdk_client(endpoint: &str, region: &str) -> meetings::Client {
+    sdk_client_as(endpoint, region, ACCESS_KEY_ID, SECRET_ACCESS_KEY, false)
+}
+
+/// An SDK client signing with the given key; `retries` turns on the SDK's standard retries
+/// (3 attempts, with backoff) instead of none.
+pub fn sdk_client_as(
+    endpoint: &str,
+    region: &str,
+    access_key_id: &str,
+    secret: &str,
+    retries: bool,
+) -> meetings::Client {
+    let retry = if retries {
+        meetings::config::retry::RetryConfig::standard().with_max_attempts(5)
+    } else {
+        meetings::config::retry::RetryConfig::disabled()
+    };
     let config = meetings::Config::builder()
         .behavior_version(meetings::config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(meetings::config::Region::new(region.to_string()))
         .credentials_provider(Credentials::new(
-            ACCESS_KEY_ID,
-            SECRET_ACCESS_KEY,
+            access_key_id.to_string(),
+            secret.to_string(),
             None,
             None,
             "carillon-tests",
         ))
-        .retry_config(meetings::config::retry::RetryConfig::disabled())
+        .retry_config(retry)
         .http_client(aws_smithy_http_client::Builder::new().build_http())
         .build();
     meetings::Client::from_conf(config)
@@ -148,6 +165,11 @@ pub enum Signing<'a> {
         region: &'a str,
         time: SystemTime,
     },
+    /// Signed now, for us-east-1, by another access key.
+    Key {
+        id: &'a str,
+        secret: &'a str,
+    },
 }
 
 impl Signing<'_> {
@@ -174,9 +196,32 @@ pub fn sign_headers(
     region: &str,
     time: SystemTime,
 ) -> Vec<(String, String)> {
+    sign_headers_as(
+        ACCESS_KEY_ID,
+        method,
+        url,
+        headers,
+        body,
+        secret,
+        region,
+        time,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn sign_headers_as(
+    access_key_id: &str,
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    secret: &str,
+    region: &str,
+    time: SystemTime,
+) -> Vec<(String, String)> {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
     use aws_sigv4::sign::v4;
-    let identity = Credentials::new(ACCESS_KEY_ID, secret, None, None, "raw").into();
+    let identity = Credentials::new(access_key_id, secret, None, None, "raw").into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region(region)
@@ -241,15 +286,30 @@ impl Raw {
         if !body.is_empty() {
             headers.push(("content-type".into(), "application/json".into()));
         }
-        if let Signing::With {
-            secret,
-            region,
-            time,
-        } = signing
-        {
-            let url = format!("http://{host}{path_and_query}");
-            let signed = sign_headers(method, &url, &headers, body, secret, region, time);
-            headers.extend(signed);
+        let url = format!("http://{host}{path_and_query}");
+        match signing {
+            Signing::Unsigned => {}
+            Signing::With {
+                secret,
+                region,
+                time,
+            } => {
+                let signed = sign_headers(method, &url, &headers, body, secret, region, time);
+                headers.extend(signed);
+            }
+            Signing::Key { id, secret } => {
+                let signed = sign_headers_as(
+                    id,
+                    method,
+                    &url,
+                    &headers,
+                    body,
+                    secret,
+                    "us-east-1",
+                    SystemTime::now(),
+                );
+                headers.extend(signed);
+            }
         }
         for (k, v) in extra {
             headers.retain(|(name, _)| !name.eq_ignore_ascii_case(k));
