@@ -122,7 +122,7 @@ async fn join(State(demo): State<Arc<Demo>>, body: axum::body::Bytes) -> Respons
         Operation::CreateMeeting,
         None,
         json!({
-            "ClientRequestToken": format!("demo-{}", &digest[..40]),
+            "ClientRequestToken": format!("demo-{}", digest.get(..40).unwrap_or(&digest)),
             "MediaRegion": "us-east-1",
             "ExternalMeetingId": request.meeting,
         }),
@@ -134,7 +134,11 @@ async fn join(State(demo): State<Arc<Demo>>, body: axum::body::Bytes) -> Respons
         }
         Err(error) => return failure(error),
     };
-    let meeting_id = meeting["Meeting"]["MeetingId"].as_str().map(str::to_string);
+    let meeting = meeting.get("Meeting").cloned().unwrap_or_default();
+    let meeting_id = meeting
+        .get("MeetingId")
+        .and_then(|id| id.as_str())
+        .map(str::to_string);
     let add = call(
         Operation::CreateAttendee,
         meeting_id,
@@ -143,7 +147,7 @@ async fn join(State(demo): State<Arc<Demo>>, body: axum::body::Bytes) -> Respons
     match api::attendees::create(&demo.api, &add).await {
         Ok(Reply::Json(_, attendee)) => json_response(
             StatusCode::OK,
-            json!({ "Meeting": meeting["Meeting"], "Attendee": attendee["Attendee"] }),
+            json!({ "Meeting": meeting, "Attendee": attendee.get("Attendee") }),
         ),
         Ok(Reply::Empty(_) | Reply::JsonText(..)) => {
             StatusCode::INTERNAL_SERVER_ERROR.into_response()

@@ -1,5 +1,12 @@
 //! Carillon: a self-hosted Amazon Chime SDK meetings service.
 
+// Request code must not panic on what a caller sends: no byte-slicing of strings, no unchecked
+// indexing, no unwrap. Tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::string_slice, clippy::indexing_slicing, clippy::unwrap_used)
+)]
+
 pub mod admin_client;
 pub mod api;
 pub mod auth;

@@ -150,7 +150,8 @@ fn random_string(alphabet: &[u8], len: usize) -> String {
     rand::rng().fill_bytes(&mut bytes);
     bytes
         .iter()
-        .map(|b| alphabet[*b as usize % alphabet.len()] as char)
+        .filter_map(|b| alphabet.get(*b as usize % alphabet.len()))
+        .map(|b| *b as char)
         .collect()
 }
 

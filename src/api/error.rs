@@ -191,8 +191,8 @@ impl ApiError {
             "Message": error.message,
             "RequestId": request_id,
         });
-        if let Some(resource) = &error.resource_name {
-            body["ResourceName"] = serde_json::Value::String(resource.clone());
+        if let (Some(resource), Some(fields)) = (&error.resource_name, body.as_object_mut()) {
+            fields.insert("ResourceName".into(), resource.clone().into());
         }
         let mut response = (
             error.kind.status(),

@@ -234,8 +234,10 @@ pub async fn create(
     if with_attendees {
         let (attendees, full) = outcomes_json(call, &outcomes);
         errors.extend(full);
-        response["Attendees"] = json!(attendees);
-        response["Errors"] = json!(errors);
+        if let Some(fields) = response.as_object_mut() {
+            fields.insert("Attendees".into(), json!(attendees));
+            fields.insert("Errors".into(), json!(errors));
+        }
     }
     Ok(Reply::created(call, response))
 }
@@ -296,11 +298,14 @@ pub async fn list(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
         "Meetings": meetings.iter().map(|m| meeting_json(call, m)).collect::<Vec<_>>(),
     });
     if let (true, Some(last)) = (more, meetings.last()) {
-        response["NextToken"] = json!(state.pages.encode(
+        let next_token = json!(state.pages.encode(
             PageKind::Meetings,
             &call.account_id,
             &last.meeting_id
         ));
+        if let Some(fields) = response.as_object_mut() {
+            fields.insert("NextToken".into(), next_token);
+        }
     }
     Ok(Reply::Json(axum::http::StatusCode::OK, response))
 }

@@ -109,7 +109,7 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, AuthFailure> {
 /// Parses `YYYYMMDDTHHMMSSZ` into seconds since the Unix epoch.
 pub fn parse_amz_date(value: &str) -> Option<i64> {
     let b = value.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+    if b.len() != 16 || b.get(8) != Some(&b'T') || b.get(15) != Some(&b'Z') {
         return None;
     }
     let num = |range: std::ops::Range<usize>| -> Option<i64> {

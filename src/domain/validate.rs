@@ -144,7 +144,10 @@ pub fn tenant_id(member: &str, value: &str) -> Result<(), Violation> {
         c.is_ascii_alphanumeric() || "-_!@#$".contains(c)
     })?;
     let chars: Vec<char> = value.chars().collect();
-    if chars.windows(4).any(|w| w.iter().all(|c| *c == w[0])) {
+    if chars
+        .windows(4)
+        .any(|w| w.first().is_some_and(|first| w.iter().all(|c| c == first)))
+    {
         return Err(format!(
             "{member} must not repeat a character four or more times in a row"
         ));

@@ -259,7 +259,8 @@ async fn run(
             },
             received = socket.recv_from(&mut buf) => {
                 if let Ok((n, source)) = received
-                    && let Ok(contents) = buf[..n].try_into()
+                    && let Some(datagram) = buf.get(..n)
+                    && let Ok(contents) = datagram.try_into()
                 {
                     let input = Input::Receive(
                         Instant::now(),

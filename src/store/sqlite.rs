@@ -164,7 +164,7 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || {
             let conn = match readers.len() {
                 0 => &*writer,
-                n => &readers[turn % n],
+                n => readers.get(turn % n).unwrap_or(&*writer),
             };
             let guard = conn.lock().map_err(|_| backend("store mutex poisoned"))?;
             work(&guard)
