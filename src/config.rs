@@ -97,8 +97,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
-    /// Seconds a client has to send a request's headers. An idle keep-alive connection is
-    /// closed after the same time.
+    /// Seconds a client has to send a request's headers, and again its body. An idle
+    /// keep-alive connection is closed after the same time.
     #[arg(long, env = "CARILLON_HEADER_READ_TIMEOUT", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub header_read_timeout: u64,

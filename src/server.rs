@@ -337,6 +337,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
             body_limit: config.max_body_bytes,
             request_timeout: Duration::from_secs(config.request_timeout),
             max_inflight,
+            body_read_timeout: Duration::from_secs(config.header_read_timeout),
         },
         events: join.clone(),
     });

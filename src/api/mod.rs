@@ -59,6 +59,8 @@ pub struct ApiSettings {
     pub request_timeout: Duration,
     /// Requests served at once; past it the server answers 503 at once instead of queueing.
     pub max_inflight: usize,
+    /// How long a client has to send a request's body once its headers have arrived.
+    pub body_read_timeout: Duration,
 }
 
 pub struct ApiState {
@@ -141,9 +143,25 @@ pub async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> R
     let (namespace, _) = namespace_of(request.uri().path());
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let (operation, result) = match state.inflight.try_acquire() {
-        Ok(_permit) => run_guarded(&state, request, &request_id).await,
-        Err(_) => (
+    // The body arrives first, under its own deadline and outside the in-flight limit, so that
+    // clients trickling bodies hold connections (bounded by --max-connections) but never the
+    // slots of requests being served.
+    let (parts, body) = request.into_parts();
+    let body = tokio::time::timeout(
+        state.settings.body_read_timeout,
+        read_body(body, &parts.headers, state.settings.body_limit),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(ApiError::bad_request(format!(
+            "The request body did not arrive within {} seconds",
+            state.settings.body_read_timeout.as_secs()
+        )))
+    });
+    let (operation, result) = match (body, state.inflight.try_acquire()) {
+        (Err(error), _) => (None, Err(error)),
+        (Ok(body), Ok(_permit)) => run_guarded(&state, parts, body, &request_id).await,
+        (Ok(_), Err(_)) => (
             None,
             Err(ApiError::new(
                 ErrorKind::ServiceUnavailable,
@@ -191,12 +209,13 @@ pub async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> R
 /// case it finishes and its real answer goes out: a caller told 503 never finds the write done.
 async fn run_guarded(
     state: &ApiState,
-    request: Request,
+    parts: axum::http::request::Parts,
+    body: Bytes,
     request_id: &str,
 ) -> (Option<Operation>, Result<Reply, ApiError>) {
     let gate = CommitGate::new();
     let span = tracing::info_span!("request", request_id = %request_id);
-    let work = AssertUnwindSafe(gate.clone().scope(process(state, request, request_id)))
+    let work = AssertUnwindSafe(gate.clone().scope(process(state, parts, body, request_id)))
         .catch_unwind()
         .instrument(span);
     tokio::pin!(work);
@@ -237,17 +256,13 @@ pub fn forbidden(key: &AccessKey, action: &str) -> ApiError {
 
 async fn process(
     state: &ApiState,
-    request: Request,
+    parts: axum::http::request::Parts,
+    body: Bytes,
     request_id: &str,
 ) -> (Option<Operation>, Result<Reply, ApiError>) {
-    let (parts, body) = request.into_parts();
     let raw_path = parts.uri.path().to_string();
     let raw_query = parts.uri.query().map(str::to_string);
     let (namespace, api_path) = namespace_of(&raw_path);
-    let body = match read_body(body, &parts.headers, state.settings.body_limit).await {
-        Ok(body) => body,
-        Err(error) => return (None, Err(error)),
-    };
 
     let signed = sigv4::SignedRequest {
         method: parts.method.as_str(),
