@@ -99,3 +99,27 @@ def test_legacy_unauthorized(endpoint):
     )
     with pytest.raises(stranger.exceptions.UnauthorizedClientException):
         stranger.list_attendees(MeetingId=str(uuid.uuid4()))
+
+
+def test_legacy_throttling_is_throttled_client_exception(teams_endpoint):
+    from conftest import team_credentials
+
+    one = boto3.client("chime", endpoint_url=f"{teams_endpoint}/legacy",
+                       config=Config(retries={"total_max_attempts": 1}), **team_credentials("slow"))
+    meeting_id = one.create_meeting(ClientRequestToken=str(uuid.uuid4()))["Meeting"]["MeetingId"]
+    throttled = 0
+    for _ in range(8):
+        try:
+            one.get_meeting(MeetingId=meeting_id)
+        except one.exceptions.ThrottledClientException as error:
+            assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+            throttled += 1
+    assert throttled > 0
+    # boto3 1.37.1's legacy retry mode (5 attempts) retries any 429 and gets through.
+    retrying = boto3.client("chime", endpoint_url=f"{teams_endpoint}/legacy", **team_credentials("slow"))
+    for _ in range(10):
+        assert retrying.get_meeting(MeetingId=meeting_id)["Meeting"]["MeetingId"] == meeting_id
+    reader = boto3.client("chime", endpoint_url=f"{teams_endpoint}/legacy",
+                          config=Config(retries={"total_max_attempts": 1}), **team_credentials("reader"))
+    with pytest.raises(reader.exceptions.ForbiddenException):
+        reader.create_attendee(MeetingId=meeting_id, ExternalUserId="Zoë")
