@@ -239,9 +239,40 @@ async fn suite(store: &dyn Store) {
     );
 }
 
+/// A write inside a request whose gate was closed (the request timed out) keeps nothing; one
+/// that passed the gate keeps its write and the gate can no longer be closed.
+async fn commit_gate(store: &dyn Store) {
+    let closed = gate::CommitGate::new();
+    assert!(closed.close());
+    let abandoned = meeting("gate", "late", 3);
+    let outcome = closed
+        .clone()
+        .scope(store.create_meeting(abandoned.clone(), vec![], vec![]))
+        .await;
+    assert!(matches!(outcome, Err(StoreError::Abandoned)));
+    assert!(matches!(
+        store.get_meeting("gate", &abandoned.meeting_id).await,
+        Err(StoreError::MeetingNotFound)
+    ));
+
+    let open = gate::CommitGate::new();
+    let kept = meeting("gate", "in-time", 3);
+    open.clone()
+        .scope(store.create_meeting(kept.clone(), vec![], vec![]))
+        .await
+        .expect("an open gate commits");
+    assert!(!open.close(), "a committed request cannot be abandoned");
+    store
+        .get_meeting("gate", &kept.meeting_id)
+        .await
+        .expect("kept");
+}
+
 #[tokio::test]
 async fn sqlite_in_memory() {
-    suite(&sqlite::SqliteStore::open_in_memory().expect("open")).await;
+    let store = sqlite::SqliteStore::open_in_memory().expect("open");
+    suite(&store).await;
+    commit_gate(&store).await;
 }
 
 #[tokio::test]
