@@ -516,6 +516,15 @@ impl Rooms {
         })
     }
 
+    /// Sessions of the meeting told to close as slow consumers whose tasks have not ended yet.
+    pub fn slow_consumers(&self, meeting_id: &str) -> usize {
+        self.with(|rooms| {
+            rooms.get(meeting_id).map_or(0, |room| {
+                room.participants.values().filter(|p| p.slow).count()
+            })
+        })
+    }
+
     /// Sessions connected across all meetings.
     pub fn session_count(&self) -> usize {
         self.with(|rooms| rooms.values().map(|r| r.participants.len()).sum())
@@ -573,6 +582,7 @@ mod tests {
             rooms.set_muted("m", 2, muted);
         }
         assert_eq!(slow.queue.len(), 8, "the queue stops at its capacity");
+        assert_eq!(rooms.slow_consumers("m"), 2, "neither session reads here");
         match slow.control.try_recv() {
             Ok(Outbound::Close(code, reason)) => {
                 assert_eq!((code, reason), (close_code::SLOW_CONSUMER, "slow consumer"))
