@@ -829,3 +829,22 @@ async fn sockets_waiting_to_join_are_capped_with_a_retryable_code() {
     zoe.join().await;
     assert_eq!(limited.plane.unjoined_count(), 0);
 }
+
+#[tokio::test]
+async fn a_close_from_the_client_is_answered_with_a_close_frame() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let server = TestServer::start().await;
+    let m = meeting(&server).await;
+    let (_, token) = attendee(&server, &m, "Zoë").await;
+    let mut client = SignalClient::connect(&m.signaling_url, &token).await;
+    client.join().await;
+    client
+        .send_message(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "adiós".into(),
+        })))
+        .await;
+    // Without the server's reply the client would see the TCP end first (1006).
+    assert_eq!(client.closed().await, (1000, "adiós".into()));
+}

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::Instant;
 
@@ -17,7 +18,9 @@ use super::limits::{JoinLimits, TokenBucket};
 /// What the session task of one connection is told to do.
 #[derive(Debug)]
 pub enum Outbound {
-    Frame(Box<SdkSignalFrame>),
+    /// An encoded signaling frame (type byte and protobuf). A broadcast is encoded once and
+    /// shared by every queue it sits in, so a meeting's fan-out does not copy it per session.
+    Frame(Bytes),
     /// Close the WebSocket with this code and reason, ending the session.
     Close(u16, &'static str),
 }
@@ -66,8 +69,8 @@ enum Delivery {
 }
 
 impl Outlet {
-    fn push(&self, frame: SdkSignalFrame) -> Delivery {
-        match self.queue.try_send(Outbound::Frame(Box::new(frame))) {
+    fn push(&self, frame: Bytes) -> Delivery {
+        match self.queue.try_send(Outbound::Frame(frame)) {
             Ok(()) => Delivery::Queued,
             Err(TrySendError::Closed(_)) => Delivery::Gone,
             Err(TrySendError::Full(_)) => {
@@ -85,7 +88,7 @@ impl Outlet {
     /// status still comes right before the close.
     fn end(&self, status: Option<SdkSignalFrame>, code: u16, reason: &'static str) {
         let orders: Vec<Outbound> = status
-            .map(|frame| Outbound::Frame(Box::new(frame)))
+            .map(|frame| Outbound::Frame(encode(&frame)))
             .into_iter()
             .chain(std::iter::once(Outbound::Close(code, reason)))
             .collect();
@@ -118,7 +121,7 @@ struct Participant {
 
 impl Participant {
     /// Queues a frame for this session, dropping the session when its queue is full.
-    fn deliver(&mut self, meeting_id: &str, session: u64, frame: SdkSignalFrame) {
+    fn deliver(&mut self, meeting_id: &str, session: u64, frame: Bytes) {
         if self.slow {
             return;
         }
@@ -148,8 +151,8 @@ struct DataQuota {
 }
 
 impl DataQuota {
-    fn refused(&mut self, meeting_id: &str, attendee_id: &str, reason: &'static str) {
-        self.refused += 1;
+    fn refused(&mut self, meeting_id: &str, attendee_id: &str, count: u64, reason: &'static str) {
+        self.refused += count;
         let now = Instant::now();
         if self
             .last_report
@@ -160,7 +163,7 @@ impl DataQuota {
                 attendee_id,
                 refused = self.refused,
                 reason,
-                "data messages returned to their sender as throttled"
+                "data messages refused (returned as throttled unless dropped)"
             );
             self.refused = 0;
             self.last_report = Some(now);
@@ -178,6 +181,7 @@ struct Room {
 
 impl Room {
     fn broadcast(&mut self, meeting_id: &str, except: Option<u64>, frame: &SdkSignalFrame) {
+        let frame = encode(frame);
         for (session, p) in &mut self.participants {
             if Some(*session) != except {
                 p.deliver(meeting_id, *session, frame.clone());
@@ -196,6 +200,10 @@ pub struct Rooms {
 #[derive(Debug, PartialEq, Eq)]
 pub struct AtCapacity {
     pub sessions: usize,
+}
+
+fn encode(frame: &SdkSignalFrame) -> Bytes {
+    Bytes::from(frames::encode(frame))
 }
 
 /// Wall-clock milliseconds for frame timestamps (the client estimates clock skew from them).
@@ -300,7 +308,7 @@ impl Rooms {
                 me.deliver(
                     meeting_id,
                     session,
-                    frames::stream_info(timestamp_ms(), roster),
+                    encode(&frames::stream_info(timestamp_ms(), roster)),
                 );
             }
             room.broadcast(
@@ -360,11 +368,12 @@ impl Rooms {
                     last_report: None,
                 });
             if messages.len() > limits.data_messages_per_frame {
-                tracing::info!(
+                let extra = messages.len() - limits.data_messages_per_frame;
+                quota.refused(
                     meeting_id,
-                    attendee_id,
-                    messages = messages.len(),
-                    "dropping data messages past the per-frame cap"
+                    &attendee_id,
+                    extra as u64,
+                    "past the per-frame cap, dropped",
                 );
                 messages.truncate(limits.data_messages_per_frame);
             }
@@ -376,7 +385,7 @@ impl Rooms {
                     .or_else(|| (!quota.bucket.try_take()).then_some("rate limit"));
                 match refusal {
                     Some(reason) => {
-                        quota.refused(meeting_id, &attendee_id, reason);
+                        quota.refused(meeting_id, &attendee_id, 1, reason);
                         refused.push(message);
                     }
                     None => relayed.push(message),
@@ -549,7 +558,7 @@ mod tests {
 
     fn kind(order: &Outbound) -> Option<i32> {
         match order {
-            Outbound::Frame(frame) => Some(frame.r#type),
+            Outbound::Frame(bytes) => Some(frames::decode(bytes).expect("decodes").r#type),
             Outbound::Close(..) => None,
         }
     }
@@ -660,9 +669,10 @@ mod tests {
         many[1] = data(&"x".repeat(37), 1);
         let back = rooms.relay_data("m", 2, many, &limits).expect("returned");
         assert_eq!(back.data_message.map(|d| d.messages.len()), Some(2));
-        let Ok(Outbound::Frame(frame)) = first.queue.try_recv() else {
+        let Ok(Outbound::Frame(bytes)) = first.queue.try_recv() else {
             panic!("relayed")
         };
+        let frame = frames::decode(&bytes).expect("decodes");
         let relayed = frame.data_message.expect("data").messages;
         assert_eq!(relayed.len(), 8);
         assert_eq!(relayed[0].sender_external_user_id.as_deref(), Some("Zoë"));

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -74,6 +75,12 @@ fn close_for_error(error: &axum::Error) -> Option<(u16, &'static str)> {
     }
 }
 
+/// A meeting id from the URL as a log line may show it: nobody has checked it before JOIN, so
+/// control characters are escaped and it is cut to 64 characters (real ids have 36).
+fn loggable(id: &str) -> String {
+    id.chars().take(64).flat_map(char::escape_debug).collect()
+}
+
 /// How the session loop goes on after one event.
 enum Step {
     Continue,
@@ -88,6 +95,8 @@ struct Session<'a> {
     plane: &'a JoinPlane,
     limits: &'a JoinLimits,
     meeting_id: String,
+    /// The meeting id as log lines show it (see [`loggable`]).
+    meeting_log: String,
     token: Option<String>,
     id: u64,
     socket: WebSocket,
@@ -104,12 +113,17 @@ impl Session<'_> {
     /// Sends one frame; false when the socket is gone or the client has not taken it within the
     /// send timeout (it stopped reading: waiting longer would only pile frames up for it).
     async fn send(&mut self, frame: &frames::proto::SdkSignalFrame) -> bool {
-        let message = Message::Binary(frames::encode(frame).into());
+        self.send_encoded(frames::encode(frame).into()).await
+    }
+
+    /// Sends one already encoded frame, as `send` does.
+    async fn send_encoded(&mut self, bytes: Bytes) -> bool {
+        let message = Message::Binary(bytes);
         match tokio::time::timeout(self.limits.send_timeout, self.socket.send(message)).await {
             Ok(result) => result.is_ok(),
             Err(_) => {
                 tracing::info!(
-                    meeting_id = %self.meeting_id,
+                    meeting_id = %self.meeting_log,
                     attendee_id = self.attendee_id(),
                     session = self.id,
                     "dropping a slow consumer: a write did not complete in time"
@@ -122,7 +136,7 @@ impl Session<'_> {
     /// Closes with a code and reason, as far as the socket still takes a close frame.
     async fn close(&mut self, code: u16, reason: &'static str) {
         tracing::info!(
-            meeting_id = %self.meeting_id,
+            meeting_id = %self.meeting_log,
             attendee_id = self.attendee_id(),
             session = self.id,
             code,
@@ -145,8 +159,8 @@ impl Session<'_> {
     /// An order from the rooms (a frame, or the end of the session).
     async fn on_order(&mut self, order: Outbound) -> Step {
         match order {
-            Outbound::Frame(frame) => {
-                if self.send(&frame).await {
+            Outbound::Frame(bytes) => {
+                if self.send_encoded(bytes).await {
                     Step::Continue
                 } else {
                     Step::End { dropped: true }
@@ -170,7 +184,12 @@ impl Session<'_> {
     ) -> Step {
         let bytes = match message {
             Some(Ok(Message::Binary(bytes))) => bytes,
-            Some(Ok(Message::Close(_))) => return Step::End { dropped: false },
+            Some(Ok(Message::Close(_))) => {
+                // tungstenite has queued the close reply but writes it only on its next read
+                // (which then reports the end); without it the browser sees an unclean close.
+                let _ = tokio::time::timeout(self.limits.send_timeout, self.socket.recv()).await;
+                return Step::End { dropped: false };
+            }
             Some(Ok(Message::Text(_))) => {
                 // 1003 rather than 1007: the text is valid, it is the kind of data that is not
                 // accepted (the SDK only ever sends binary frames).
@@ -187,7 +206,7 @@ impl Session<'_> {
                 return match close_for_error(&error) {
                     Some((code, reason)) => {
                         tracing::info!(
-                            meeting_id = %self.meeting_id,
+                            meeting_id = %self.meeting_log,
                             attendee_id = self.attendee_id(),
                             session = self.id,
                             %error,
@@ -327,7 +346,7 @@ impl Session<'_> {
             Ok(count) => count,
             Err(full) => {
                 tracing::info!(
-                    meeting_id = %self.meeting_id,
+                    meeting_id = %self.meeting_log,
                     attendee_id = %attendee.attendee_id,
                     sessions = full.sessions,
                     "refusing a JOIN: the meeting is at capacity"
@@ -379,6 +398,7 @@ async fn run_session(
     let mut session = Session {
         plane: &plane,
         limits,
+        meeting_log: loggable(&meeting_id),
         meeting_id,
         token,
         id: plane.next_session_id(),
@@ -387,7 +407,7 @@ async fn run_session(
     };
     let Some(slot) = plane.unjoined.try_take(limits.max_unjoined_sockets) else {
         tracing::info!(
-            meeting_id = %session.meeting_id,
+            meeting_id = %session.meeting_log,
             waiting = limits.max_unjoined_sockets,
             "refusing a socket: too many sockets are waiting to join"
         );
@@ -464,6 +484,13 @@ mod tests {
             "_aws_wt_session".parse().expect("header"),
         );
         assert_eq!(join_token(&headers), None);
+    }
+
+    #[test]
+    fn meeting_ids_are_logged_escaped_and_short() {
+        assert_eq!(loggable("abc-123"), "abc-123");
+        assert_eq!(loggable("a\nfake line"), "a\\nfake line");
+        assert_eq!(loggable(&"é".repeat(100)).chars().count(), 64);
     }
 
     #[test]
