@@ -848,3 +848,21 @@ async fn a_close_from_the_client_is_answered_with_a_close_frame() {
     // Without the server's reply the client would see the TCP end first (1006).
     assert_eq!(client.closed().await, (1000, "adiós".into()));
 }
+
+#[tokio::test]
+async fn a_websocket_protocol_error_closes_with_1002() {
+    let server = TestServer::start().await;
+    let m = meeting(&server).await;
+    let (_, token) = attendee(&server, &m, "José").await;
+    let mut client = SignalClient::connect(&m.signaling_url, &token).await;
+    client.join().await;
+    // RSV1 set without a negotiated extension: the server must fail the connection, and now
+    // says so in a close frame instead of dropping TCP.
+    let mut frame = Frame::message(vec![0x05], OpCode::Data(Data::Binary), true);
+    frame.header_mut().rsv1 = true;
+    client.send_message(Message::Frame(frame)).await;
+    assert_eq!(
+        client.closed().await,
+        (close_code::PROTOCOL_ERROR, "protocol error".into())
+    );
+}
