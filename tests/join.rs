@@ -1,13 +1,23 @@
 //! The join plane, driven by a native Rust signaling client: handshake, refused tokens and
-//! their close codes, ping, roster deltas, kick on DeleteAttendee, meeting end, second device.
+//! their close codes, ping, roster deltas, kick on DeleteAttendee, meeting end, second device;
+//! and what a hostile client meets: size limits, the JOIN deadline, protocol errors, data
+//! message rules, slow consumers and the caps on sockets and sessions.
 
 mod common;
 
 use carillon::join::frames::proto::sdk_signal_frame::Type;
 use carillon::join::frames::proto::*;
+use std::time::{Duration, Instant};
+
+use carillon::join::JoinLimits;
 use carillon::join::frames::{audio_status, close_code};
 use common::TestServer;
-use common::signal::{SignalClient, attendee, client_frame, meeting};
+use common::signal::{
+    LimitedPlane, SignalClient, attendee, client_frame, data_frame, meeting, ping_frame,
+};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 #[tokio::test]
 async fn a_join_token_admits_its_attendee() {
@@ -426,5 +436,433 @@ async fn data_messages_reach_the_others_stamped_with_their_sender() {
     assert!(
         message.ingest_time_ns.unwrap_or_default() > 0,
         "not throttled"
+    );
+}
+
+/// The data messages in a frame, or none for other frames.
+fn data_messages(frame: &SdkSignalFrame) -> Vec<SdkDataMessagePayload> {
+    frame
+        .data_message
+        .as_ref()
+        .map(|d| d.messages.clone())
+        .unwrap_or_default()
+}
+
+/// The next data message the client receives.
+async fn next_data_message(client: &mut SignalClient) -> SdkDataMessagePayload {
+    let frame = client.expect(Type::DataMessage).await;
+    data_messages(&frame).into_iter().next().expect("a message")
+}
+
+#[tokio::test]
+async fn a_socket_that_pings_but_never_joins_is_closed_at_the_join_deadline() {
+    let server = TestServer::start().await;
+    let limited = LimitedPlane::start(
+        &server,
+        JoinLimits {
+            join_timeout: Duration::from_secs(1),
+            ..JoinLimits::default()
+        },
+    )
+    .await;
+    let m = meeting(&server).await;
+    let (_, token) = attendee(&server, &m, "José").await;
+    let mut client = SignalClient::connect(&limited.signaling_url(&m), &token).await;
+    let start = Instant::now();
+    let mut pongs = 0;
+    let closed = loop {
+        client.send(ping_frame(pongs)).await;
+        match client.recv().await {
+            common::signal::Received::Frame(frame) => {
+                assert_eq!(frame.r#type, Type::PingPong as i32);
+                pongs += 1;
+            }
+            common::signal::Received::Closed(code, reason) => break (code, reason),
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "still open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(closed, (1000, "no JOIN in time".to_string()));
+    assert!(pongs >= 3, "pings were answered meanwhile ({pongs})");
+    assert!(start.elapsed() >= Duration::from_millis(900));
+    for _ in 0..100 {
+        if limited.plane.unjoined_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the socket still counts as waiting to join");
+}
+
+#[tokio::test]
+async fn an_oversized_message_before_join_closes_with_1009() {
+    let server = TestServer::start().await;
+    let m = meeting(&server).await;
+    let mut client = SignalClient::connect(&m.signaling_url, "not-a-token").await;
+    // 5 KB: under the 64 KiB cap of any message, over the 4 KiB allowed before JOIN.
+    client
+        .send_message(Message::Binary(vec![0x05; 5 * 1024].into()))
+        .await;
+    assert_eq!(
+        client.closed().await,
+        (
+            close_code::MESSAGE_TOO_BIG,
+            "message too big before JOIN".into()
+        )
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_fragmented_message_is_refused_with_a_close_frame() {
+    let server = TestServer::start().await;
+    let m = meeting(&server).await;
+    let mut client = SignalClient::connect(&m.signaling_url, "not-a-token").await;
+    // Five unfinished 16 KiB fragments: each frame is small, but the message passes 64 KiB on
+    // the fifth, which the server refuses without waiting for (or buffering) the rest.
+    let fragment = vec![0u8; 16 * 1024];
+    client
+        .send_message(Message::Frame(Frame::message(
+            fragment.clone(),
+            OpCode::Data(Data::Binary),
+            false,
+        )))
+        .await;
+    for _ in 0..4 {
+        client
+            .send_message(Message::Frame(Frame::message(
+                fragment.clone(),
+                OpCode::Data(Data::Continue),
+                false,
+            )))
+            .await;
+    }
+    assert_eq!(
+        client.closed().await,
+        (close_code::MESSAGE_TOO_BIG, "message too big".into())
+    );
+}
+
+#[tokio::test]
+async fn an_undecodable_binary_frame_closes_with_1007() {
+    let server = TestServer::start().await;
+    let m = meeting(&server).await;
+    let (_, token) = attendee(&server, &m, "Zoë").await;
+    let mut client = SignalClient::connect(&m.signaling_url, &token).await;
+    client.join().await;
+    client
+        .send_message(Message::Binary(vec![0x05, 0xff, 0xff].into()))
+        .await;
+    assert_eq!(
+        client.closed().await,
+        (
+            close_code::INVALID_PAYLOAD,
+            "undecodable signaling frame".into()
+        )
+    );
+}
+
+/// Text frames are not part of the protocol: a valid one gets 1003 (unsupported data, the kind
+/// of data is wrong), one with invalid UTF-8 gets 1007 (invalid payload), as RFC 6455 has them.
+#[tokio::test]
+async fn text_frames_close_with_1003_and_invalid_utf8_with_1007() {
+    let server = TestServer::start().await;
+    let m = meeting(&server).await;
+    let (_, token) = attendee(&server, &m, "José").await;
+    let mut client = SignalClient::connect(&m.signaling_url, &token).await;
+    client.join().await;
+    client.send_message(Message::text("¡hola, Zoë!")).await;
+    assert_eq!(
+        client.closed().await,
+        (
+            close_code::UNSUPPORTED_DATA,
+            "text frames are not part of the protocol".into()
+        )
+    );
+
+    let mut raw = SignalClient::connect(&m.signaling_url, &token).await;
+    raw.send_message(Message::Frame(Frame::message(
+        vec![b'J', b'o', b's', 0xc3, 0x28],
+        OpCode::Data(Data::Text),
+        true,
+    )))
+    .await;
+    assert_eq!(
+        raw.closed().await,
+        (close_code::INVALID_PAYLOAD, "invalid UTF-8".into())
+    );
+}
+
+/// Joins José and Zoë to a new meeting.
+async fn two_attendees(server: &TestServer) -> (String, SignalClient, SignalClient) {
+    let m = meeting(server).await;
+    let (jose_id, a) = attendee(server, &m, "José").await;
+    let (_, b) = attendee(server, &m, "Zoë").await;
+    let mut jose = SignalClient::connect(&m.signaling_url, &a).await;
+    jose.join().await;
+    let mut zoe = SignalClient::connect(&m.signaling_url, &b).await;
+    zoe.join().await;
+    (jose_id, jose, zoe)
+}
+
+#[tokio::test]
+async fn a_3_kb_data_message_comes_back_throttled_and_is_not_relayed() {
+    let server = TestServer::start().await;
+    let (jose_id, mut jose, mut zoe) = two_attendees(&server).await;
+    jose.send(data_frame("chat", &[b'x'; 3 * 1024])).await;
+    let back = next_data_message(&mut jose).await;
+    assert_eq!(
+        back.ingest_time_ns,
+        Some(0),
+        "the client reports it throttled"
+    );
+    assert_eq!(back.topic.as_deref(), Some("chat"));
+    assert_eq!(back.data.as_ref().map(Vec::len), Some(3 * 1024));
+    assert_eq!(back.sender_attendee_id.as_deref(), Some(jose_id.as_str()));
+    assert_eq!(back.sender_external_user_id.as_deref(), Some("José"));
+
+    // 2048 bytes is still allowed; Zoë's first data message is that one, not the 3 KB one.
+    jose.send(data_frame("chat", &[b'y'; 2048])).await;
+    let relayed = next_data_message(&mut zoe).await;
+    assert_eq!(relayed.data.as_ref().map(Vec::len), Some(2048));
+    assert!(relayed.ingest_time_ns.unwrap_or_default() > 0);
+    assert_eq!(relayed.sender_external_user_id.as_deref(), Some("José"));
+}
+
+#[tokio::test]
+async fn a_topic_of_37_characters_comes_back_throttled_and_is_not_relayed() {
+    let server = TestServer::start().await;
+    let (_, mut jose, mut zoe) = two_attendees(&server).await;
+    let long = "t".repeat(37);
+    jose.send(data_frame(&long, b"hi")).await;
+    let back = next_data_message(&mut jose).await;
+    assert_eq!(
+        (back.topic.as_deref(), back.ingest_time_ns),
+        (Some(long.as_str()), Some(0))
+    );
+    // Outside the SDK's [A-Za-z0-9_-] pattern, short as it is.
+    jose.send(data_frame("Zoë", b"hi")).await;
+    let back = next_data_message(&mut jose).await;
+    assert_eq!(
+        (back.topic.as_deref(), back.ingest_time_ns),
+        (Some("Zoë"), Some(0))
+    );
+
+    let longest = "t".repeat(36);
+    jose.send(data_frame(&longest, b"hi")).await;
+    let relayed = next_data_message(&mut zoe).await;
+    assert_eq!(relayed.topic.as_deref(), Some(longest.as_str()));
+    assert!(relayed.ingest_time_ns.unwrap_or_default() > 0);
+}
+
+#[tokio::test]
+async fn a_burst_of_300_data_messages_is_cut_at_the_bucket() {
+    let server = TestServer::start().await;
+    let (_, mut jose, mut zoe) = two_attendees(&server).await;
+    let start = Instant::now();
+    let mut throttled = 0;
+    for i in 0..300u32 {
+        for frame in jose
+            .send_and_drain(data_frame("burst", &i.to_be_bytes()))
+            .await
+        {
+            throttled += data_messages(&frame).len();
+        }
+    }
+    // Once the PONG is back, every throttled message has come back before it.
+    for frame in jose.ping(1).await {
+        let messages = data_messages(&frame);
+        assert!(messages.iter().all(|m| m.ingest_time_ns == Some(0)));
+        throttled += messages.len();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let relayed = 300 - throttled;
+    let refill = (elapsed * 100.0).ceil() as usize;
+    assert!(
+        (200..=200 + refill).contains(&relayed),
+        "{relayed} relayed in {elapsed:.2} s, {throttled} throttled"
+    );
+    // Within the first second the refill is under 100, so the bound above leaves some throttled.
+    for _ in 0..relayed {
+        let message = next_data_message(&mut zoe).await;
+        assert!(message.ingest_time_ns.unwrap_or_default() > 0);
+    }
+    // Nothing more is on its way to Zoë: her PONG comes with no data message before it.
+    assert!(zoe.ping(2).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_receiver_that_does_not_read_is_dropped_as_a_slow_consumer() {
+    let server = TestServer::start().await;
+    // The default rate (100/s) would take tens of seconds to fill the kernel's socket buffers
+    // (megabytes on loopback) and then the 512-frame queue; the queue is what is tested here.
+    let limited = LimitedPlane::start(
+        &server,
+        JoinLimits {
+            data_messages_per_second: 1_000_000.0,
+            data_message_burst: 1_000_000.0,
+            send_timeout: Duration::from_secs(30),
+            ..JoinLimits::default()
+        },
+    )
+    .await;
+    let m = meeting(&server).await;
+    let (_, a) = attendee(&server, &m, "José").await;
+    let (_, b) = attendee(&server, &m, "Zoë").await;
+    let url = limited.signaling_url(&m);
+    let mut jose = SignalClient::connect(&url, &a).await;
+    jose.join().await;
+    let mut zoe = SignalClient::connect_with_receive_buffer(&url, &b, 4096).await;
+    zoe.join().await;
+
+    let rooms = &limited.plane.rooms;
+    let payload = vec![b'z'; 2000];
+    let mut sent = 0;
+    while rooms.slow_consumers(&m.id) == 0 {
+        assert!(sent < 20_000, "Zoë was never dropped");
+        jose.send(data_frame("flood", &payload)).await;
+        sent += 1;
+        if sent % 100 == 0 {
+            // Let the server catch up with José before looking again.
+            jose.ping(sent).await;
+        }
+    }
+    // José keeps working while Zoë is on her way out.
+    assert!(jose.ping(0).await.is_empty(), "nothing came back throttled");
+    jose.send(data_frame("after", b"still here")).await;
+
+    // Zoë reads again: what was already on the wire, then the close.
+    let mut received = 0;
+    let closed = loop {
+        match zoe.recv().await {
+            common::signal::Received::Frame(_) => received += 1,
+            common::signal::Received::Closed(code, reason) => break (code, reason),
+        }
+    };
+    assert_eq!(
+        closed,
+        (close_code::SLOW_CONSUMER, "slow consumer".to_string())
+    );
+    assert!(
+        received < sent,
+        "{received} of {sent} reached Zoë before the drop"
+    );
+    for _ in 0..100 {
+        if rooms.session_count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rooms.session_count(), 1, "Zoë's session is released");
+    assert!(jose.ping(1).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_full_meeting_refuses_the_next_join_with_at_capacity() {
+    let server = TestServer::start().await;
+    let limited = LimitedPlane::start(
+        &server,
+        JoinLimits {
+            max_sessions_per_meeting: 2,
+            ..JoinLimits::default()
+        },
+    )
+    .await;
+    let m = meeting(&server).await;
+    let url = limited.signaling_url(&m);
+    let (_, a) = attendee(&server, &m, "José").await;
+    let (_, b) = attendee(&server, &m, "Zoë").await;
+    let (_, c) = attendee(&server, &m, "Renée").await;
+    let mut jose = SignalClient::connect(&url, &a).await;
+    jose.join().await;
+    let mut zoe = SignalClient::connect(&url, &b).await;
+    zoe.join().await;
+
+    let mut renee = SignalClient::connect(&url, &c).await;
+    renee.send(client_frame(Type::Join)).await;
+    let status = renee
+        .expect(Type::AudioStatus)
+        .await
+        .audio_status
+        .and_then(|s| s.audio_status);
+    assert_eq!(status, Some(audio_status::CALL_AT_CAPACITY));
+    assert_eq!(
+        renee.closed().await,
+        (
+            close_code::MEETING_AT_CAPACITY,
+            "meeting at capacity".into()
+        )
+    );
+
+    // José on a second device replaces his first session instead of needing a third place.
+    let mut jose_again = SignalClient::connect(&url, &a).await;
+    let (_, index) = jose_again.join().await;
+    assert_eq!(index.index.and_then(|i| i.num_participants), Some(3));
+    jose.closed().await;
+}
+
+#[tokio::test]
+async fn sockets_waiting_to_join_are_capped_with_a_retryable_code() {
+    let server = TestServer::start().await;
+    let limited = LimitedPlane::start(
+        &server,
+        JoinLimits {
+            max_unjoined_sockets: 1,
+            ..JoinLimits::default()
+        },
+    )
+    .await;
+    let m = meeting(&server).await;
+    let url = limited.signaling_url(&m);
+    let (_, a) = attendee(&server, &m, "José").await;
+    let (_, b) = attendee(&server, &m, "Zoë").await;
+    let mut waiting = SignalClient::connect(&url, &a).await;
+    // The PONG shows the first socket's session is running (and holds the one place).
+    assert!(waiting.ping(1).await.is_empty());
+    let mut refused = SignalClient::connect(&url, &b).await;
+    let closed = refused.closed().await;
+    assert_eq!(closed, (close_code::SERVER_BUSY, "server busy".into()));
+    assert!((4500..4600).contains(&closed.0), "the client retries 45xx");
+
+    // Joining frees the place.
+    waiting.join().await;
+    let mut zoe = SignalClient::connect(&url, &b).await;
+    zoe.join().await;
+    assert_eq!(limited.plane.unjoined_count(), 0);
+}
+
+#[tokio::test]
+async fn a_close_from_the_client_is_answered_with_a_close_frame() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let server = TestServer::start().await;
+    let m = meeting(&server).await;
+    let (_, token) = attendee(&server, &m, "Zoë").await;
+    let mut client = SignalClient::connect(&m.signaling_url, &token).await;
+    client.join().await;
+    client
+        .send_message(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "adiós".into(),
+        })))
+        .await;
+    // Without the server's reply the client would see the TCP end first (1006).
+    assert_eq!(client.closed().await, (1000, "adiós".into()));
+}
+
+#[tokio::test]
+async fn a_websocket_protocol_error_closes_with_1002() {
+    let server = TestServer::start().await;
+    let m = meeting(&server).await;
+    let (_, token) = attendee(&server, &m, "José").await;
+    let mut client = SignalClient::connect(&m.signaling_url, &token).await;
+    client.join().await;
+    // RSV1 set without a negotiated extension: the server must fail the connection, and now
+    // says so in a close frame instead of dropping TCP.
+    let mut frame = Frame::message(vec![0x05], OpCode::Data(Data::Binary), true);
+    frame.header_mut().rsv1 = true;
+    client.send_message(Message::Frame(frame)).await;
+    assert_eq!(
+        client.closed().await,
+        (close_code::PROTOCOL_ERROR, "protocol error".into())
     );
 }

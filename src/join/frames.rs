@@ -16,18 +16,41 @@ pub const FRAME_TYPE_RTC: u8 = 0x05;
 /// Audio status codes the client treats as the end of its session.
 pub mod audio_status {
     pub const JOINED_FROM_ANOTHER_DEVICE: u32 = 301;
+    /// AudioCallAtCapacity: what real Chime tells a client joining a full call.
+    pub const CALL_AT_CAPACITY: u32 = 409;
     pub const MEETING_ENDED: u32 = 410;
     pub const ATTENDEE_REMOVED: u32 = 411;
 }
 
-/// WebSocket close codes the client understands during the join.
+/// WebSocket close codes. During the join the client maps 4410 to MeetingEnded, 4500–4599 to a
+/// retried server error and any other code to the terminal SignalingBadRequest; once connected,
+/// 1006 and 4500–4599 make it reconnect (join-protocol.md §2.3).
 pub mod close_code {
     /// "attendee unavailable": the JoinToken is unknown or its attendee was deleted.
     pub const ATTENDEE_UNAVAILABLE: u16 = 4403;
+    /// The meeting already has as many sessions as it may. Preceded by AUDIO_STATUS 409
+    /// (AudioCallAtCapacity, which the client reports as such); the code itself is outside
+    /// 4410 and 45xx on purpose, so the client stops instead of retrying against a full meeting.
+    pub const MEETING_AT_CAPACITY: u16 = 4409;
     /// The meeting has ended (or never existed).
     pub const MEETING_ENDED: u16 = 4410;
     /// In the 4500–4599 range the client treats as a server error and reconnects.
     pub const SERVER_GOING_AWAY: u16 = 4503;
+    /// The session's outbound queue (or a write to its socket) did not keep up: in 45xx so the
+    /// client reconnects and gets a fresh roster instead of the server buffering for it.
+    pub const SLOW_CONSUMER: u16 = 4504;
+    /// Too many sockets are waiting to join: in 45xx so the client retries later (HTTP 429 in
+    /// spirit; a refused handshake would make the browser retry for two minutes instead).
+    pub const SERVER_BUSY: u16 = 4529;
+    /// RFC 6455 codes for a client that breaks the WebSocket or signaling protocol; none is one
+    /// the client retries, which is right for a client that sends what the SDK never sends.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame: the signaling protocol is binary only.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// Invalid UTF-8 in a text frame, or a binary frame that is no signaling frame.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// A message over the size limit (a small one before JOIN).
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
 }
 
 pub fn encode(frame: &SdkSignalFrame) -> Vec<u8> {
@@ -124,6 +147,25 @@ pub fn data_messages(
         message.sender_attendee_id = Some(sender_attendee_id.to_string());
         message.sender_external_user_id = Some(sender_external_user_id.to_string());
         message.ingest_time_ns = Some(ingest_time_ns);
+    }
+    SdkSignalFrame {
+        data_message: Some(SdkDataMessageFrame { messages }),
+        ..frame(Type::DataMessage, now_ms)
+    }
+}
+
+/// Data messages handed back to their sender unrelayed: a zero ingest time is how the client
+/// learns they were throttled (amazon-chime-sdk-js `SendAndReceiveDataMessagesTask`).
+pub fn throttled_data_messages(
+    now_ms: u64,
+    mut messages: Vec<SdkDataMessagePayload>,
+    sender_attendee_id: &str,
+    sender_external_user_id: &str,
+) -> SdkSignalFrame {
+    for message in &mut messages {
+        message.sender_attendee_id = Some(sender_attendee_id.to_string());
+        message.sender_external_user_id = Some(sender_external_user_id.to_string());
+        message.ingest_time_ns = Some(0);
     }
     SdkSignalFrame {
         data_message: Some(SdkDataMessageFrame { messages }),

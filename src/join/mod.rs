@@ -3,6 +3,7 @@
 
 pub mod client_events;
 pub mod frames;
+pub mod limits;
 pub mod media;
 pub mod session;
 pub mod signaling;
@@ -17,6 +18,7 @@ use crate::clock::Clock;
 use crate::events::MeetingEvents;
 use crate::store::{AttendeeRecord, Store};
 use frames::{audio_status, close_code};
+pub use limits::JoinLimits;
 
 const VOLUME_INDICATOR_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -25,6 +27,10 @@ pub struct JoinPlane {
     pub rooms: session::Rooms,
     pub media: media::Media,
     pub clock: Arc<dyn Clock>,
+    /// What one client may cost; [`JoinLimits::default`] unless set with [`JoinPlane::with_limits`].
+    pub limits: JoinLimits,
+    /// Sockets that have not joined yet, capped by `limits.max_unjoined_sockets`.
+    unjoined: limits::Unjoined,
     next_session: AtomicU64,
 }
 
@@ -41,8 +47,21 @@ impl JoinPlane {
             rooms: session::Rooms::default(),
             media,
             clock,
+            limits: JoinLimits::default(),
+            unjoined: limits::Unjoined::default(),
             next_session: AtomicU64::new(1),
         }
+    }
+
+    /// The same join plane with other limits (before it is shared and serving).
+    pub fn with_limits(mut self, limits: JoinLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sockets open but not joined yet.
+    pub fn unjoined_count(&self) -> usize {
+        self.unjoined.count()
     }
 
     /// Sends volume indicators (AUDIO_METADATA) to every meeting five times a second, for as

@@ -1,19 +1,111 @@
 //! Presence: who is connected to which meeting, their audio stream ids and mute state, and the
 //! roster frames (AUDIO_STREAM_ID_INFO) that tell every client about the others.
+//!
+//! Frames reach each session task through a bounded queue: a session that does not keep up is
+//! dropped as a slow consumer (it reconnects and gets a fresh roster) rather than buffered for.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
-use tokio::sync::mpsc::UnboundedSender;
+use axum::body::Bytes;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::time::Instant;
 
-use super::frames::{self, audio_status, proto::SdkSignalFrame};
+use super::frames::{self, audio_status, close_code, proto::SdkSignalFrame};
+use super::limits::{JoinLimits, TokenBucket};
 
 /// What the session task of one connection is told to do.
 #[derive(Debug)]
 pub enum Outbound {
-    Frame(Box<SdkSignalFrame>),
+    /// An encoded signaling frame (type byte and protobuf). A broadcast is encoded once and
+    /// shared by every queue it sits in, so a meeting's fan-out does not copy it per session.
+    Frame(Bytes),
     /// Close the WebSocket with this code and reason, ending the session.
     Close(u16, &'static str),
+}
+
+/// Room for the last orders of a session on the control path: a status frame and its close, and
+/// a second ending racing the first (which wins anyway, as the session stops at the first close).
+const CONTROL_CAPACITY: usize = 4;
+
+/// How the rooms reach one session task: its bounded frame queue, and a small control channel
+/// that the task serves first, for orders that must get through when the queue is full.
+#[derive(Debug, Clone)]
+pub struct Outlet {
+    queue: mpsc::Sender<Outbound>,
+    control: mpsc::Sender<Outbound>,
+}
+
+/// The receiving ends of an [`Outlet`], held by the session task.
+#[derive(Debug)]
+pub struct Inlet {
+    pub queue: mpsc::Receiver<Outbound>,
+    pub control: mpsc::Receiver<Outbound>,
+}
+
+/// A session's way in, with room for `queue_frames` frames (at least two, so that a status frame
+/// and its close always fit an empty queue together).
+pub fn outlet(queue_frames: usize) -> (Outlet, Inlet) {
+    let (queue_tx, queue) = mpsc::channel(queue_frames.max(2));
+    let (control_tx, control) = mpsc::channel(CONTROL_CAPACITY);
+    (
+        Outlet {
+            queue: queue_tx,
+            control: control_tx,
+        },
+        Inlet { queue, control },
+    )
+}
+
+/// Whether a frame reached a session's queue.
+#[derive(Debug, PartialEq, Eq)]
+enum Delivery {
+    Queued,
+    /// The session task has ended; its departure is on its way.
+    Gone,
+    /// The queue was full: the session has been told to close as a slow consumer.
+    Overflowed,
+}
+
+impl Outlet {
+    fn push(&self, frame: Bytes) -> Delivery {
+        match self.queue.try_send(Outbound::Frame(frame)) {
+            Ok(()) => Delivery::Queued,
+            Err(TrySendError::Closed(_)) => Delivery::Gone,
+            Err(TrySendError::Full(_)) => {
+                // The control channel being full means an ending is already pending.
+                let _ = self
+                    .control
+                    .try_send(Outbound::Close(close_code::SLOW_CONSUMER, "slow consumer"));
+                Delivery::Overflowed
+            }
+        }
+    }
+
+    /// Ends the session: `status` first (when given), then the close. When the queue has no room
+    /// for both, both take the control path, which the session serves before its queue, so the
+    /// status still comes right before the close.
+    fn end(&self, status: Option<SdkSignalFrame>, code: u16, reason: &'static str) {
+        let orders: Vec<Outbound> = status
+            .map(|frame| Outbound::Frame(encode(&frame)))
+            .into_iter()
+            .chain(std::iter::once(Outbound::Close(code, reason)))
+            .collect();
+        match self.queue.try_reserve_many(orders.len()) {
+            Ok(permits) => {
+                for (permit, order) in permits.zip(orders) {
+                    permit.send(order);
+                }
+            }
+            Err(TrySendError::Closed(())) => {}
+            Err(TrySendError::Full(())) => {
+                for order in orders {
+                    let _ = self.control.try_send(order);
+                }
+            }
+        }
+    }
 }
 
 struct Participant {
@@ -22,20 +114,77 @@ struct Participant {
     /// Assigned at audio check-in (the first SUBSCRIBE with `audio_host`).
     stream_id: Option<u32>,
     muted: bool,
-    tx: UnboundedSender<Outbound>,
+    outlet: Outlet,
+    /// Told to close as a slow consumer: nothing more is queued for it.
+    slow: bool,
+}
+
+impl Participant {
+    /// Queues a frame for this session, dropping the session when its queue is full.
+    fn deliver(&mut self, meeting_id: &str, session: u64, frame: Bytes) {
+        if self.slow {
+            return;
+        }
+        if self.outlet.push(frame) == Delivery::Overflowed {
+            self.slow = true;
+            tracing::info!(
+                meeting_id,
+                attendee_id = %self.attendee_id,
+                session,
+                code = close_code::SLOW_CONSUMER,
+                "dropping a slow consumer: its outbound queue is full"
+            );
+        }
+    }
+}
+
+/// How often at most refused data messages of one attendee are logged.
+const DATA_REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// One attendee's data-message allowance, kept while any of its sessions is in the meeting so
+/// that a second device does not start with a fresh burst.
+struct DataQuota {
+    bucket: TokenBucket,
+    /// Refused since the last log line, so that a flood costs one log line per interval.
+    refused: u64,
+    last_report: Option<Instant>,
+}
+
+impl DataQuota {
+    fn refused(&mut self, meeting_id: &str, attendee_id: &str, count: u64, reason: &'static str) {
+        self.refused += count;
+        let now = Instant::now();
+        if self
+            .last_report
+            .is_none_or(|last| now.saturating_duration_since(last) >= DATA_REFUSAL_LOG_INTERVAL)
+        {
+            tracing::info!(
+                meeting_id,
+                attendee_id,
+                refused = self.refused,
+                reason,
+                "data messages refused (returned as throttled unless dropped)"
+            );
+            self.refused = 0;
+            self.last_report = Some(now);
+        }
+    }
 }
 
 #[derive(Default)]
 struct Room {
     participants: HashMap<u64, Participant>,
     next_stream_id: u32,
+    /// Keyed by attendee id.
+    data_quotas: HashMap<String, DataQuota>,
 }
 
 impl Room {
-    fn broadcast(&self, except: Option<u64>, frame: &SdkSignalFrame) {
-        for (session, p) in &self.participants {
+    fn broadcast(&mut self, meeting_id: &str, except: Option<u64>, frame: &SdkSignalFrame) {
+        let frame = encode(frame);
+        for (session, p) in &mut self.participants {
             if Some(*session) != except {
-                let _ = p.tx.send(Outbound::Frame(Box::new(frame.clone())));
+                p.deliver(meeting_id, *session, frame.clone());
             }
         }
     }
@@ -45,6 +194,16 @@ impl Room {
 #[derive(Default)]
 pub struct Rooms {
     rooms: Mutex<HashMap<String, Room>>,
+}
+
+/// Why a JOIN found no place in its meeting.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AtCapacity {
+    pub sessions: usize,
+}
+
+fn encode(frame: &SdkSignalFrame) -> Bytes {
+    Bytes::from(frames::encode(frame))
 }
 
 /// Wall-clock milliseconds for frame timestamps (the client estimates clock skew from them).
@@ -66,30 +225,43 @@ impl Rooms {
         f(&mut rooms)
     }
 
-    /// Registers a joined session and returns how many sessions the meeting now has. An older
-    /// session of the same attendee is told AUDIO_STATUS 301 (joined from another device) and
-    /// closed.
+    /// Registers a joined session and returns how many sessions the meeting now has, unless the
+    /// meeting already has `max_sessions`. An older session of the same attendee is told
+    /// AUDIO_STATUS 301 (joined from another device) and closed; it does not count against the
+    /// cap, since the newcomer replaces it.
     pub fn join(
         &self,
         meeting_id: &str,
         session: u64,
         attendee_id: &str,
         external_user_id: &str,
-        tx: UnboundedSender<Outbound>,
-    ) -> usize {
+        outlet: Outlet,
+        max_sessions: usize,
+    ) -> Result<usize, AtCapacity> {
         self.with(|rooms| {
+            let others = rooms.get(meeting_id).map_or(0, |room| {
+                room.participants
+                    .values()
+                    .filter(|p| p.attendee_id != attendee_id)
+                    .count()
+            });
+            if others >= max_sessions {
+                return Err(AtCapacity { sessions: others });
+            }
             let room = rooms.entry(meeting_id.to_string()).or_default();
             for p in room
                 .participants
                 .values()
                 .filter(|p| p.attendee_id == attendee_id)
             {
-                let _ = p.tx.send(Outbound::Frame(Box::new(frames::audio_status(
-                    timestamp_ms(),
-                    audio_status::JOINED_FROM_ANOTHER_DEVICE,
-                ))));
-                let _ =
-                    p.tx.send(Outbound::Close(1000, "joined from another device"));
+                p.outlet.end(
+                    Some(frames::audio_status(
+                        timestamp_ms(),
+                        audio_status::JOINED_FROM_ANOTHER_DEVICE,
+                    )),
+                    1000,
+                    "joined from another device",
+                );
             }
             room.participants.insert(
                 session,
@@ -98,10 +270,11 @@ impl Rooms {
                     external_user_id: external_user_id.to_string(),
                     stream_id: None,
                     muted: false,
-                    tx,
+                    outlet,
+                    slow: false,
                 },
             );
-            room.participants.len()
+            Ok(room.participants.len())
         })
     }
 
@@ -131,13 +304,15 @@ impl Rooms {
                         .map(|id| frames::present(id, &p.attendee_id, &p.external_user_id, p.muted))
                 })
                 .collect();
-            if let Some(me) = room.participants.get(&session) {
-                let _ = me.tx.send(Outbound::Frame(Box::new(frames::stream_info(
-                    timestamp_ms(),
-                    roster,
-                ))));
+            if let Some(me) = room.participants.get_mut(&session) {
+                me.deliver(
+                    meeting_id,
+                    session,
+                    encode(&frames::stream_info(timestamp_ms(), roster)),
+                );
             }
             room.broadcast(
+                meeting_id,
                 Some(session),
                 &frames::stream_info(timestamp_ms(), vec![entry]),
             );
@@ -155,6 +330,7 @@ impl Rooms {
             me.muted = muted;
             if let Some(stream) = me.stream_id {
                 room.broadcast(
+                    meeting_id,
                     None,
                     &frames::stream_info(timestamp_ms(), vec![frames::muted(stream, muted)]),
                 );
@@ -163,27 +339,71 @@ impl Rooms {
     }
 
     /// Relays realtime data messages from one session to the others in its meeting (the sending
-    /// client delivers its own messages locally).
+    /// client delivers its own messages locally), as Chime does: a message that is too big, has
+    /// a topic the SDK would not send, or finds its attendee's token bucket empty is not relayed
+    /// but returned in the frame this gives back, for the sender, stamped as throttled. Messages
+    /// past `data_messages_per_frame` are dropped without an answer, so that one frame cannot
+    /// make the server answer with thousands.
     pub fn relay_data(
         &self,
         meeting_id: &str,
         session: u64,
-        messages: Vec<frames::proto::SdkDataMessagePayload>,
-    ) {
+        mut messages: Vec<frames::proto::SdkDataMessagePayload>,
+        limits: &JoinLimits,
+    ) -> Option<SdkSignalFrame> {
         self.with(|rooms| {
-            let Some(room) = rooms.get(meeting_id) else {
-                return;
-            };
-            let Some(sender) = room.participants.get(&session) else {
-                return;
-            };
-            let frame = frames::data_messages(
-                timestamp_ms(),
-                messages,
-                &sender.attendee_id,
-                &sender.external_user_id,
-            );
-            room.broadcast(Some(session), &frame);
+            let room = rooms.get_mut(meeting_id)?;
+            let sender = room.participants.get(&session)?;
+            let (attendee_id, external_user_id) =
+                (sender.attendee_id.clone(), sender.external_user_id.clone());
+            let quota = room
+                .data_quotas
+                .entry(attendee_id.clone())
+                .or_insert_with(|| DataQuota {
+                    bucket: TokenBucket::new(
+                        limits.data_messages_per_second,
+                        limits.data_message_burst,
+                    ),
+                    refused: 0,
+                    last_report: None,
+                });
+            if messages.len() > limits.data_messages_per_frame {
+                let extra = messages.len() - limits.data_messages_per_frame;
+                quota.refused(
+                    meeting_id,
+                    &attendee_id,
+                    extra as u64,
+                    "past the per-frame cap, dropped",
+                );
+                messages.truncate(limits.data_messages_per_frame);
+            }
+            let mut relayed = Vec::with_capacity(messages.len());
+            let mut refused = Vec::new();
+            for message in messages {
+                let refusal = limits
+                    .data_message_refusal(&message)
+                    .or_else(|| (!quota.bucket.try_take()).then_some("rate limit"));
+                match refusal {
+                    Some(reason) => {
+                        quota.refused(meeting_id, &attendee_id, 1, reason);
+                        refused.push(message);
+                    }
+                    None => relayed.push(message),
+                }
+            }
+            if !relayed.is_empty() {
+                let frame =
+                    frames::data_messages(timestamp_ms(), relayed, &attendee_id, &external_user_id);
+                room.broadcast(meeting_id, Some(session), &frame);
+            }
+            (!refused.is_empty()).then(|| {
+                frames::throttled_data_messages(
+                    timestamp_ms(),
+                    refused,
+                    &attendee_id,
+                    &external_user_id,
+                )
+            })
         })
     }
 
@@ -193,11 +413,22 @@ impl Rooms {
             let Some(room) = rooms.get_mut(meeting_id) else {
                 return;
             };
-            if let Some(stream) = room.participants.remove(&session).and_then(|p| p.stream_id) {
+            let Some(gone) = room.participants.remove(&session) else {
+                return;
+            };
+            if let Some(stream) = gone.stream_id {
                 room.broadcast(
+                    meeting_id,
                     None,
                     &frames::stream_info(timestamp_ms(), vec![frames::departed(stream, dropped)]),
                 );
+            }
+            if !room
+                .participants
+                .values()
+                .any(|p| p.attendee_id == gone.attendee_id)
+            {
+                room.data_quotas.remove(&gone.attendee_id);
             }
             if room.participants.is_empty() {
                 rooms.remove(meeting_id);
@@ -216,11 +447,11 @@ impl Rooms {
                 .values()
                 .filter(|p| p.attendee_id == attendee_id)
             {
-                let _ = p.tx.send(Outbound::Frame(Box::new(frames::audio_status(
-                    timestamp_ms(),
-                    status,
-                ))));
-                let _ = p.tx.send(Outbound::Close(1000, "attendee removed"));
+                p.outlet.end(
+                    Some(frames::audio_status(timestamp_ms(), status)),
+                    1000,
+                    "attendee removed",
+                );
             }
         })
     }
@@ -231,12 +462,15 @@ impl Rooms {
             let Some(room) = rooms.get(meeting_id) else {
                 return;
             };
-            room.broadcast(
-                None,
-                &frames::audio_status(timestamp_ms(), audio_status::MEETING_ENDED),
-            );
             for p in room.participants.values() {
-                let _ = p.tx.send(Outbound::Close(1000, "meeting ended"));
+                p.outlet.end(
+                    Some(frames::audio_status(
+                        timestamp_ms(),
+                        audio_status::MEETING_ENDED,
+                    )),
+                    1000,
+                    "meeting ended",
+                );
             }
         })
     }
@@ -254,9 +488,9 @@ impl Rooms {
 
     /// Sends each meeting's checked-in sessions an AUDIO_METADATA frame built from the media
     /// task's current levels (session → minus-dB volume).
-    pub fn send_volume_indicators(&self, levels: &std::collections::HashMap<u64, Option<u8>>) {
+    pub fn send_volume_indicators(&self, levels: &HashMap<u64, Option<u8>>) {
         self.with(|rooms| {
-            for room in rooms.values() {
+            for (meeting_id, room) in rooms.iter_mut() {
                 let states: Vec<_> = room
                     .participants
                     .iter()
@@ -272,7 +506,11 @@ impl Rooms {
                     })
                     .collect();
                 if !states.is_empty() {
-                    room.broadcast(None, &frames::audio_metadata(timestamp_ms(), states));
+                    room.broadcast(
+                        meeting_id,
+                        None,
+                        &frames::audio_metadata(timestamp_ms(), states),
+                    );
                 }
             }
         })
@@ -282,13 +520,173 @@ impl Rooms {
     pub fn close_all(&self, code: u16, reason: &'static str) {
         self.with(|rooms| {
             for p in rooms.values().flat_map(|r| r.participants.values()) {
-                let _ = p.tx.send(Outbound::Close(code, reason));
+                p.outlet.end(None, code, reason);
             }
+        })
+    }
+
+    /// Sessions of the meeting told to close as slow consumers whose tasks have not ended yet.
+    pub fn slow_consumers(&self, meeting_id: &str) -> usize {
+        self.with(|rooms| {
+            rooms.get(meeting_id).map_or(0, |room| {
+                room.participants.values().filter(|p| p.slow).count()
+            })
         })
     }
 
     /// Sessions connected across all meetings.
     pub fn session_count(&self) -> usize {
         self.with(|rooms| rooms.values().map(|r| r.participants.len()).sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::join::frames::proto::{SdkDataMessagePayload, sdk_signal_frame::Type};
+
+    fn join(
+        rooms: &Rooms,
+        session: u64,
+        attendee: &str,
+        user: &str,
+        max: usize,
+    ) -> (Result<usize, AtCapacity>, Inlet) {
+        let (outlet, inlet) = outlet(8);
+        (rooms.join("m", session, attendee, user, outlet, max), inlet)
+    }
+
+    fn kind(order: &Outbound) -> Option<i32> {
+        match order {
+            Outbound::Frame(bytes) => Some(frames::decode(bytes).expect("decodes").r#type),
+            Outbound::Close(..) => None,
+        }
+    }
+
+    #[test]
+    fn a_full_meeting_refuses_newcomers_but_not_a_second_device() {
+        let rooms = Rooms::default();
+        let (first, _a) = join(&rooms, 1, "a", "José", 2);
+        let (second, _b) = join(&rooms, 2, "b", "Zoë", 2);
+        assert_eq!((first, second), (Ok(1), Ok(2)));
+        let (third, _c) = join(&rooms, 3, "c", "Renée", 2);
+        assert_eq!(third, Err(AtCapacity { sessions: 2 }));
+        assert_eq!(rooms.session_count(), 2, "the refused session is not kept");
+        // The same attendee from another device replaces its session instead of adding one.
+        let (again, _a2) = join(&rooms, 4, "a", "José", 2);
+        assert_eq!(again, Ok(3));
+        // A refusal in a meeting nobody is in leaves no empty room behind.
+        let (way_in, _inlet) = outlet(8);
+        assert!(rooms.join("empty", 9, "z", "Zoë", way_in, 0).is_err());
+        assert!(!rooms.with(|r| r.contains_key("empty")));
+    }
+
+    #[test]
+    fn a_session_that_does_not_read_is_dropped_not_buffered() {
+        let rooms = Rooms::default();
+        let (_, mut slow) = join(&rooms, 1, "a", "José", 10);
+        let (_, _talker) = join(&rooms, 2, "b", "Zoë", 10);
+        rooms.check_in("m", 2, false);
+        for muted in (0..20).map(|i| i % 2 == 0) {
+            rooms.set_muted("m", 2, muted);
+        }
+        assert_eq!(slow.queue.len(), 8, "the queue stops at its capacity");
+        assert_eq!(rooms.slow_consumers("m"), 2, "neither session reads here");
+        match slow.control.try_recv() {
+            Ok(Outbound::Close(code, reason)) => {
+                assert_eq!((code, reason), (close_code::SLOW_CONSUMER, "slow consumer"))
+            }
+            other => panic!("expected a slow-consumer close, got {other:?}"),
+        }
+        assert!(slow.control.try_recv().is_err(), "told once");
+    }
+
+    #[test]
+    fn a_kick_keeps_its_status_before_its_close_even_when_the_queue_is_full() {
+        let rooms = Rooms::default();
+        let (_, mut roomy) = join(&rooms, 1, "a", "José", 10);
+        rooms.remove_attendee("m", "a", audio_status::ATTENDEE_REMOVED);
+        let first = roomy.queue.try_recv().expect("status");
+        assert_eq!(kind(&first), Some(Type::AudioStatus as i32));
+        assert!(matches!(
+            roomy.queue.try_recv(),
+            Ok(Outbound::Close(1000, "attendee removed"))
+        ));
+
+        let (_, mut full) = join(&rooms, 2, "b", "Zoë", 10);
+        let (_, _other) = join(&rooms, 3, "c", "Renée", 10);
+        rooms.check_in("m", 2, false);
+        for muted in (0..6).map(|i| i % 2 == 0) {
+            rooms.set_muted("m", 2, muted);
+        }
+        assert_eq!(
+            full.queue.len(),
+            7,
+            "one slot: too few for status and close"
+        );
+        rooms.remove_attendee("m", "b", audio_status::ATTENDEE_REMOVED);
+        let status = full.control.try_recv().expect("status on the control path");
+        assert_eq!(kind(&status), Some(Type::AudioStatus as i32));
+        assert!(matches!(
+            full.control.try_recv(),
+            Ok(Outbound::Close(1000, "attendee removed"))
+        ));
+    }
+
+    fn data(topic: &str, len: usize) -> SdkDataMessagePayload {
+        SdkDataMessagePayload {
+            topic: Some(topic.into()),
+            data: Some(vec![b'x'; len]),
+            lifetime_ms: Some(0),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn data_messages_past_the_burst_come_back_throttled() {
+        let rooms = Rooms::default();
+        let limits = JoinLimits::default();
+        let (_, _sender) = join(&rooms, 1, "a", "José", 10);
+        let (way_in, mut receiver) = outlet(1000);
+        rooms.join("m", 2, "b", "Zoë", way_in, 10).expect("joins");
+        let mut returned = 0;
+        for _ in 0..300 {
+            if let Some(back) = rooms.relay_data("m", 1, vec![data("chat", 10)], &limits) {
+                let messages = back.data_message.expect("data").messages;
+                assert_eq!(messages[0].ingest_time_ns, Some(0));
+                assert_eq!(messages[0].sender_external_user_id.as_deref(), Some("José"));
+                returned += messages.len();
+            }
+        }
+        assert_eq!((receiver.queue.len(), returned), (200, 100));
+
+        // Another attendee has a bucket of its own; past ten messages a frame, the extras get
+        // no answer at all, and invalid messages come back whatever the bucket holds.
+        while receiver.queue.try_recv().is_ok() {}
+        let (_, mut first) = join(&rooms, 3, "c", "Renée", 10);
+        let mut many: Vec<_> = (0..50).map(|_| data("chat", 1)).collect();
+        many[0] = data("chat", 2049);
+        many[1] = data(&"x".repeat(37), 1);
+        let back = rooms.relay_data("m", 2, many, &limits).expect("returned");
+        assert_eq!(back.data_message.map(|d| d.messages.len()), Some(2));
+        let Ok(Outbound::Frame(bytes)) = first.queue.try_recv() else {
+            panic!("relayed")
+        };
+        let frame = frames::decode(&bytes).expect("decodes");
+        let relayed = frame.data_message.expect("data").messages;
+        assert_eq!(relayed.len(), 8);
+        assert_eq!(relayed[0].sender_external_user_id.as_deref(), Some("Zoë"));
+        assert!(relayed[0].ingest_time_ns.unwrap_or_default() > 0);
+    }
+
+    #[test]
+    fn a_meeting_with_room_keeps_no_quota_after_its_attendee_leaves() {
+        let rooms = Rooms::default();
+        let (_, _a) = join(&rooms, 1, "a", "José", 10);
+        let (_, _b) = join(&rooms, 2, "b", "Zoë", 10);
+        rooms.relay_data("m", 1, vec![data("chat", 1)], &JoinLimits::default());
+        rooms.leave("m", 1, false);
+        let quotas = rooms.with(|r| r.get("m").map(|room| room.data_quotas.len()));
+        assert_eq!(quotas, Some(0));
     }
 }

@@ -3,20 +3,18 @@
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-use super::frames::{self, proto::SdkPingPongType, proto::sdk_signal_frame::Type};
-use super::session::{Outbound, timestamp_ms};
+use super::frames::{self, close_code, proto::SdkPingPongType, proto::sdk_signal_frame::Type};
+use super::limits::{JoinLimits, UnjoinedSlot};
+use super::session::{self, Outbound, Outlet, timestamp_ms};
 use super::{Admission, JoinPlane};
-
-/// How long a new socket may wait before its JOIN.
-const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// How long a socket may stay silent (clients ping every 10 s) before it is taken as dropped.
-const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+use crate::store::AttendeeRecord;
 
 /// The subprotocol the client offers beside its JoinToken, and that the server must echo.
 pub const SESSION_PROTOCOL: &str = "_aws_wt_session";
@@ -34,7 +32,9 @@ fn join_token(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Accepts every upgrade: a bad token is refused after JOIN with a close code the client
-/// understands, because a failed handshake only makes the client retry for two minutes.
+/// understands, because a failed handshake only makes the client retry for two minutes. What an
+/// unauthenticated socket can make the server hold is bounded instead: small read and write
+/// buffers, a message size cap, a JOIN deadline and a cap on sockets waiting to join.
 pub async fn upgrade(
     ws: WebSocketUpgrade,
     Path(meeting_id): Path<String>,
@@ -42,151 +42,428 @@ pub async fn upgrade(
     State(plane): State<Arc<JoinPlane>>,
 ) -> Response {
     let token = join_token(&headers);
-    ws.protocols([SESSION_PROTOCOL]).on_upgrade(move |socket| {
-        run_session(plane, meeting_id.to_ascii_lowercase(), token, socket)
-    })
+    let limits = &plane.limits;
+    // tungstenite panics on a write-buffer cap not above the write buffer, or on an empty read
+    // buffer; odd operator values must not take the server down.
+    let write_buffer = limits.write_buffer_bytes;
+    let max_write_buffer = limits.max_write_buffer_bytes.max(write_buffer + 1);
+    ws.protocols([SESSION_PROTOCOL])
+        .max_message_size(limits.max_message_bytes)
+        .max_frame_size(limits.max_message_bytes)
+        .read_buffer_size(limits.read_buffer_bytes.max(1024))
+        .write_buffer_size(write_buffer)
+        .max_write_buffer_size(max_write_buffer)
+        .on_upgrade(move |socket| {
+            run_session(plane, meeting_id.to_ascii_lowercase(), token, socket)
+        })
 }
 
-async fn send(socket: &mut WebSocket, frame: &frames::proto::SdkSignalFrame) -> bool {
-    socket
-        .send(Message::Binary(frames::encode(frame).into()))
-        .await
-        .is_ok()
+/// The close a WebSocket-level failure deserves, if the socket can still carry one. tungstenite
+/// is not a direct dependency, so its errors are told apart by their messages (the unit tests
+/// pin them against the tungstenite in use).
+fn close_for_error(error: &axum::Error) -> Option<(u16, &'static str)> {
+    let text = error.to_string();
+    if text.starts_with("Space limit exceeded") {
+        Some((close_code::MESSAGE_TOO_BIG, "message too big"))
+    } else if text.starts_with("UTF-8 encoding error") {
+        Some((close_code::INVALID_PAYLOAD, "invalid UTF-8"))
+    } else if text.starts_with("WebSocket protocol error") {
+        Some((close_code::PROTOCOL_ERROR, "protocol error"))
+    } else {
+        // I/O errors and a connection already closed: nothing more can be written.
+        None
+    }
 }
 
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
+/// A meeting id from the URL as a log line may show it: nobody has checked it before JOIN, so
+/// control characters are escaped and it is cut to 64 characters (real ids have 36).
+fn loggable(id: &str) -> String {
+    id.chars().take(64).flat_map(char::escape_debug).collect()
+}
+
+/// How the session loop goes on after one event.
+enum Step {
+    Continue,
+    /// The session is over; `dropped` tells the others whether it ended unexpectedly.
+    End {
+        dropped: bool,
+    },
+}
+
+/// One signaling connection, from upgrade to departure.
+struct Session<'a> {
+    plane: &'a JoinPlane,
+    limits: &'a JoinLimits,
+    meeting_id: String,
+    /// The meeting id as log lines show it (see [`loggable`]).
+    meeting_log: String,
+    token: Option<String>,
+    id: u64,
+    socket: WebSocket,
+    joined: Option<AttendeeRecord>,
+}
+
+impl Session<'_> {
+    fn attendee_id(&self) -> &str {
+        self.joined
+            .as_ref()
+            .map_or("", |attendee| attendee.attendee_id.as_str())
+    }
+
+    /// Sends one frame; false when the socket is gone or the client has not taken it within the
+    /// send timeout (it stopped reading: waiting longer would only pile frames up for it).
+    async fn send(&mut self, frame: &frames::proto::SdkSignalFrame) -> bool {
+        self.send_encoded(frames::encode(frame).into()).await
+    }
+
+    /// Sends one already encoded frame, as `send` does.
+    async fn send_encoded(&mut self, bytes: Bytes) -> bool {
+        let message = Message::Binary(bytes);
+        match tokio::time::timeout(self.limits.send_timeout, self.socket.send(message)).await {
+            Ok(result) => result.is_ok(),
+            Err(_) => {
+                tracing::info!(
+                    meeting_id = %self.meeting_log,
+                    attendee_id = self.attendee_id(),
+                    session = self.id,
+                    "dropping a slow consumer: a write did not complete in time"
+                );
+                false
+            }
+        }
+    }
+
+    /// Closes with a code and reason, as far as the socket still takes a close frame.
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        tracing::info!(
+            meeting_id = %self.meeting_log,
+            attendee_id = self.attendee_id(),
+            session = self.id,
+            code,
+            reason,
+            "closing a signaling socket"
+        );
+        let frame = Message::Close(Some(CloseFrame {
             code,
             reason: reason.into(),
-        })))
-        .await;
+        }));
+        let _ = tokio::time::timeout(self.limits.send_timeout, self.socket.send(frame)).await;
+    }
+
+    /// Closes for a fault of the client's, which is never a graceful departure.
+    async fn refuse(&mut self, code: u16, reason: &'static str) -> Step {
+        self.close(code, reason).await;
+        Step::End { dropped: true }
+    }
+
+    /// An order from the rooms (a frame, or the end of the session).
+    async fn on_order(&mut self, order: Outbound) -> Step {
+        match order {
+            Outbound::Frame(bytes) => {
+                if self.send_encoded(bytes).await {
+                    Step::Continue
+                } else {
+                    Step::End { dropped: true }
+                }
+            }
+            Outbound::Close(code, reason) => {
+                self.close(code, reason).await;
+                // A code the client answers by reconnecting is a drop, not a departure.
+                Step::End {
+                    dropped: (4500..4600).contains(&code),
+                }
+            }
+        }
+    }
+
+    async fn on_message(
+        &mut self,
+        message: Option<Result<Message, axum::Error>>,
+        outlet: &Outlet,
+        unjoined: &mut Option<UnjoinedSlot<'_>>,
+    ) -> Step {
+        let bytes = match message {
+            Some(Ok(Message::Binary(bytes))) => bytes,
+            Some(Ok(Message::Close(_))) => {
+                // tungstenite has queued the close reply but writes it only on its next read
+                // (which then reports the end); without it the browser sees an unclean close.
+                let _ = tokio::time::timeout(self.limits.send_timeout, self.socket.recv()).await;
+                return Step::End { dropped: false };
+            }
+            Some(Ok(Message::Text(_))) => {
+                // 1003 rather than 1007: the text is valid, it is the kind of data that is not
+                // accepted (the SDK only ever sends binary frames).
+                return self
+                    .refuse(
+                        close_code::UNSUPPORTED_DATA,
+                        "text frames are not part of the protocol",
+                    )
+                    .await;
+            }
+            // tungstenite answers pings itself.
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Step::Continue,
+            Some(Err(error)) => {
+                return match close_for_error(&error) {
+                    Some((code, reason)) => {
+                        tracing::info!(
+                            meeting_id = %self.meeting_log,
+                            attendee_id = self.attendee_id(),
+                            session = self.id,
+                            %error,
+                            "WebSocket protocol failure"
+                        );
+                        self.refuse(code, reason).await
+                    }
+                    None => {
+                        tracing::debug!(session = self.id, %error, "signaling socket failed");
+                        Step::End { dropped: true }
+                    }
+                };
+            }
+            None => return Step::End { dropped: true },
+        };
+        if self.joined.is_none() && bytes.len() > self.limits.max_unjoined_message_bytes {
+            return self
+                .refuse(close_code::MESSAGE_TOO_BIG, "message too big before JOIN")
+                .await;
+        }
+        let Ok(frame) = frames::decode(&bytes) else {
+            return self
+                .refuse(close_code::INVALID_PAYLOAD, "undecodable signaling frame")
+                .await;
+        };
+        self.on_frame(frame, outlet, unjoined).await
+    }
+
+    async fn on_frame(
+        &mut self,
+        frame: frames::proto::SdkSignalFrame,
+        outlet: &Outlet,
+        unjoined: &mut Option<UnjoinedSlot<'_>>,
+    ) -> Step {
+        let ok = match Type::try_from(frame.r#type) {
+            Ok(Type::Join) if self.joined.is_none() => return self.on_join(outlet, unjoined).await,
+            Ok(Type::Subscribe) if self.joined.is_some() => {
+                let Some(sub) = frame.sub else {
+                    return Step::Continue;
+                };
+                let Some(offer) = sub.sdp_offer.clone() else {
+                    return Step::Continue;
+                };
+                match self
+                    .plane
+                    .media
+                    .accept_offer(self.id, &self.meeting_id, offer)
+                    .await
+                {
+                    Ok(answer) => {
+                        let ok = self
+                            .send(&frames::subscribe_ack(timestamp_ms(), sub.duplex, answer))
+                            .await;
+                        if ok && sub.audio_host.is_some() {
+                            self.plane.rooms.check_in(
+                                &self.meeting_id,
+                                self.id,
+                                sub.audio_muted.unwrap_or(false),
+                            );
+                        }
+                        ok
+                    }
+                    Err(error) => {
+                        tracing::info!(session = self.id, %error, "refusing an SDP offer");
+                        let refusal = frames::proto::SdkSignalFrame {
+                            error: Some(frames::proto::SdkErrorFrame {
+                                status: Some(400),
+                                description: Some(error),
+                            }),
+                            ..frames::subscribe_ack(timestamp_ms(), sub.duplex, String::new())
+                        };
+                        self.send(&refusal).await
+                    }
+                }
+            }
+            Ok(Type::PingPong) => match frame
+                .ping_pong
+                .filter(|p| p.r#type == SdkPingPongType::Ping as i32)
+            {
+                Some(ping) => self.send(&frames::pong(timestamp_ms(), ping.ping_id)).await,
+                None => true,
+            },
+            Ok(Type::AudioControl) if self.joined.is_some() => {
+                if let Some(muted) = frame.audio_control.and_then(|c| c.muted) {
+                    self.plane.rooms.set_muted(&self.meeting_id, self.id, muted);
+                }
+                true
+            }
+            Ok(Type::DataMessage) if self.joined.is_some() => {
+                let messages = frame.data_message.map(|d| d.messages).unwrap_or_default();
+                if messages.is_empty() {
+                    return Step::Continue;
+                }
+                // Refused messages go straight back on this socket: the sender's own task, so no
+                // queue of anyone else's grows for them.
+                match self
+                    .plane
+                    .rooms
+                    .relay_data(&self.meeting_id, self.id, messages, self.limits)
+                {
+                    Some(throttled) => self.send(&throttled).await,
+                    None => true,
+                }
+            }
+            Ok(Type::Leave) => {
+                let _ = self.send(&frames::leave_ack(timestamp_ms())).await;
+                return Step::End { dropped: false };
+            }
+            // CLIENT_METRIC, MEETING_SESSION_TIMING and video frames: not needed for an
+            // audio meeting, and never a reason to close.
+            _ => true,
+        };
+        if ok {
+            Step::Continue
+        } else {
+            Step::End { dropped: true }
+        }
+    }
+
+    async fn on_join(&mut self, outlet: &Outlet, unjoined: &mut Option<UnjoinedSlot<'_>>) -> Step {
+        let attendee = match self
+            .plane
+            .admit(&self.meeting_id, self.token.as_deref())
+            .await
+        {
+            Admission::Refused(code, reason) => return self.refuse(code, reason).await,
+            Admission::Admitted(attendee) => attendee,
+        };
+        let count = match self.plane.rooms.join(
+            &self.meeting_id,
+            self.id,
+            &attendee.attendee_id,
+            &attendee.external_user_id,
+            outlet.clone(),
+            self.limits.max_sessions_per_meeting,
+        ) {
+            Ok(count) => count,
+            Err(full) => {
+                tracing::info!(
+                    meeting_id = %self.meeting_log,
+                    attendee_id = %attendee.attendee_id,
+                    sessions = full.sessions,
+                    "refusing a JOIN: the meeting is at capacity"
+                );
+                let _ = self
+                    .send(&frames::audio_status(
+                        timestamp_ms(),
+                        frames::audio_status::CALL_AT_CAPACITY,
+                    ))
+                    .await;
+                return self
+                    .refuse(close_code::MEETING_AT_CAPACITY, "meeting at capacity")
+                    .await;
+            }
+        };
+        // Joined: this socket no longer counts against the sockets waiting to join.
+        unjoined.take();
+        // A DeleteAttendee between the admission and the line above found no session to
+        // remove: check once more now that we are findable.
+        if !self.plane.still_admitted(self.token.as_deref()).await {
+            self.plane.rooms.leave(&self.meeting_id, self.id, false);
+            return self
+                .refuse(close_code::ATTENDEE_UNAVAILABLE, "attendee unavailable")
+                .await;
+        }
+        self.plane
+            .record_presence(&self.meeting_id, &attendee.attendee_id, true)
+            .await;
+        self.joined = Some(attendee);
+        let ok = self.send(&frames::join_ack(timestamp_ms())).await
+            && self
+                .send(&frames::index(timestamp_ms(), count as u32))
+                .await;
+        if ok {
+            Step::Continue
+        } else {
+            Step::End { dropped: true }
+        }
+    }
 }
 
 async fn run_session(
     plane: Arc<JoinPlane>,
     meeting_id: String,
     token: Option<String>,
-    mut socket: WebSocket,
+    socket: WebSocket,
 ) {
-    let session = plane.next_session_id();
-    let (tx, mut outbound) = mpsc::unbounded_channel::<Outbound>();
-    let mut joined = None;
-    let mut dropped = true;
-    // A client sends JOIN at once and pings every 10 s; a silent socket is a vanished client.
-    let mut idle_deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(idle_deadline) => {
-                close(&mut socket, 1000, "idle").await;
-                break;
+    let limits = &plane.limits;
+    let mut session = Session {
+        plane: &plane,
+        limits,
+        meeting_log: loggable(&meeting_id),
+        meeting_id,
+        token,
+        id: plane.next_session_id(),
+        socket,
+        joined: None,
+    };
+    let Some(slot) = plane.unjoined.try_take(limits.max_unjoined_sockets) else {
+        tracing::info!(
+            meeting_id = %session.meeting_log,
+            waiting = limits.max_unjoined_sockets,
+            "refusing a socket: too many sockets are waiting to join"
+        );
+        session.close(close_code::SERVER_BUSY, "server busy").await;
+        return;
+    };
+    let mut unjoined = Some(slot);
+    let (outlet, mut inlet) = session::outlet(limits.outbound_queue_frames);
+    // Before JOIN the deadline is fixed: pings and other frames do not extend it.
+    let mut deadline = Instant::now() + limits.join_timeout;
+    let dropped = loop {
+        // Control orders (a kick's last words, a slow-consumer drop) come before queued frames:
+        // they took this path because the queue may be full.
+        if let Ok(order) = inlet.control.try_recv() {
+            match session.on_order(order).await {
+                Step::Continue => continue,
+                Step::End { dropped } => break dropped,
             }
-            message = socket.recv() => {
-                idle_deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
-                let bytes = match message {
-                    Some(Ok(Message::Binary(bytes))) => bytes,
-                    Some(Ok(Message::Close(_))) => { dropped = false; break }
-                    Some(Ok(_)) => continue,
-                    None | Some(Err(_)) => break,
-                };
-                let Ok(frame) = frames::decode(&bytes) else {
-                    tracing::debug!(session, "ignoring an undecodable signaling frame");
-                    continue;
-                };
-                match Type::try_from(frame.r#type) {
-                    Ok(Type::Join) if joined.is_none() => {
-                        match plane.admit(&meeting_id, token.as_deref()).await {
-                            Admission::Refused(code, reason) => {
-                                close(&mut socket, code, reason).await;
-                                return;
-                            }
-                            Admission::Admitted(attendee) => {
-                                let count = plane.rooms.join(&meeting_id, session, &attendee.attendee_id, &attendee.external_user_id, tx.clone());
-                                // A DeleteAttendee between the admission and the line above found
-                                // no session to remove: check once more now that we are findable.
-                                if !plane.still_admitted(token.as_deref()).await {
-                                    plane.rooms.leave(&meeting_id, session, false);
-                                    close(&mut socket, frames::close_code::ATTENDEE_UNAVAILABLE, "attendee unavailable").await;
-                                    return;
-                                }
-                                plane.record_presence(&meeting_id, &attendee.attendee_id, true).await;
-                                let ok = send(&mut socket, &frames::join_ack(timestamp_ms())).await
-                                    && send(&mut socket, &frames::index(timestamp_ms(), count as u32)).await;
-                                joined = Some(attendee);
-                                if !ok { break }
-                            }
-                        }
-                    }
-                    Ok(Type::Subscribe) if joined.is_some() => {
-                        let Some(sub) = frame.sub else { continue };
-                        let Some(offer) = sub.sdp_offer.clone() else { continue };
-                        match plane.media.accept_offer(session, &meeting_id, offer).await {
-                            Ok(answer) => {
-                                if !send(&mut socket, &frames::subscribe_ack(timestamp_ms(), sub.duplex, answer)).await { break }
-                                if sub.audio_host.is_some() {
-                                    plane.rooms.check_in(&meeting_id, session, sub.audio_muted.unwrap_or(false));
-                                }
-                            }
-                            Err(error) => {
-                                tracing::info!(session, %error, "refusing an SDP offer");
-                                let refusal = frames::proto::SdkSignalFrame {
-                                    error: Some(frames::proto::SdkErrorFrame { status: Some(400), description: Some(error) }),
-                                    ..frames::subscribe_ack(timestamp_ms(), sub.duplex, String::new())
-                                };
-                                if !send(&mut socket, &refusal).await { break }
-                            }
-                        }
-                    }
-                    Ok(Type::PingPong) => {
-                        if let Some(ping) = frame.ping_pong.filter(|p| p.r#type == SdkPingPongType::Ping as i32)
-                            && !send(&mut socket, &frames::pong(timestamp_ms(), ping.ping_id)).await
-                        {
-                            break;
-                        }
-                    }
-                    Ok(Type::AudioControl) if joined.is_some() => {
-                        if let Some(muted) = frame.audio_control.and_then(|c| c.muted) {
-                            plane.rooms.set_muted(&meeting_id, session, muted);
-                        }
-                    }
-                    Ok(Type::DataMessage) if joined.is_some() => {
-                        if let Some(data) = frame.data_message.filter(|d| !d.messages.is_empty()) {
-                            plane.rooms.relay_data(&meeting_id, session, data.messages);
-                        }
-                    }
-                    Ok(Type::Leave) => {
-                        let _ = send(&mut socket, &frames::leave_ack(timestamp_ms())).await;
-                        dropped = false;
-                        break;
-                    }
-                    // CLIENT_METRIC, MEETING_SESSION_TIMING and video frames: not needed for an
-                    // audio meeting, and never a reason to close.
-                    _ => {}
-                }
-            }
-            Some(order) = outbound.recv() => match order {
-                Outbound::Frame(frame) => { if !send(&mut socket, &frame).await { break } }
-                Outbound::Close(code, reason) => {
-                    close(&mut socket, code, reason).await;
-                    dropped = false;
-                    break;
-                }
-            },
         }
-    }
-    if let Some(attendee) = joined {
+        let step = tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                if session.joined.is_some() {
+                    session.close(1000, "idle").await;
+                } else {
+                    session.close(1000, "no JOIN in time").await;
+                }
+                Step::End { dropped: true }
+            }
+            Some(order) = inlet.control.recv() => session.on_order(order).await,
+            Some(order) = inlet.queue.recv() => session.on_order(order).await,
+            message = session.socket.recv() => {
+                let step = session.on_message(message, &outlet, &mut unjoined).await;
+                // Once joined, a silent socket is a vanished client (clients ping every 10 s).
+                if session.joined.is_some() {
+                    deadline = Instant::now() + limits.idle_timeout;
+                }
+                step
+            }
+        };
+        if let Step::End { dropped } = step {
+            break dropped;
+        }
+    };
+    if let Some(attendee) = session.joined.take() {
         // Stored before it is announced, so whoever sees the departure finds it recorded; not
         // when the attendee is still there on another device (a 301 replacement).
         if !plane
             .rooms
-            .has_other_session(&meeting_id, &attendee.attendee_id, session)
+            .has_other_session(&session.meeting_id, &attendee.attendee_id, session.id)
         {
             plane
-                .record_presence(&meeting_id, &attendee.attendee_id, false)
+                .record_presence(&session.meeting_id, &attendee.attendee_id, false)
                 .await;
         }
-        plane.rooms.leave(&meeting_id, session, dropped);
-        plane.media.remove(session);
+        plane.rooms.leave(&session.meeting_id, session.id, dropped);
+        plane.media.remove(session.id);
     }
 }
 
@@ -207,5 +484,39 @@ mod tests {
             "_aws_wt_session".parse().expect("header"),
         );
         assert_eq!(join_token(&headers), None);
+    }
+
+    #[test]
+    fn meeting_ids_are_logged_escaped_and_short() {
+        assert_eq!(loggable("abc-123"), "abc-123");
+        assert_eq!(loggable("a\nfake line"), "a\\nfake line");
+        assert_eq!(loggable(&"é".repeat(100)).chars().count(), 64);
+    }
+
+    #[test]
+    fn websocket_failures_map_to_close_codes() {
+        use tokio_tungstenite::tungstenite::error::{CapacityError, Error, ProtocolError};
+        let close = |error: Error| close_for_error(&axum::Error::new(error)).map(|(code, _)| code);
+        assert_eq!(
+            close(Error::Capacity(CapacityError::MessageTooLong {
+                size: 70_000,
+                max_size: 65_536,
+            })),
+            Some(close_code::MESSAGE_TOO_BIG)
+        );
+        assert_eq!(
+            close(Error::Protocol(ProtocolError::UnmaskedFrameFromClient)),
+            Some(close_code::PROTOCOL_ERROR)
+        );
+        let invalid = String::from_utf8(vec![0xc3, 0x28]).expect_err("invalid UTF-8");
+        assert_eq!(
+            close(Error::Utf8(invalid.utf8_error().to_string())),
+            Some(close_code::INVALID_PAYLOAD)
+        );
+        assert_eq!(close(Error::ConnectionClosed), None);
+        assert_eq!(
+            close(Error::Io(std::io::ErrorKind::BrokenPipe.into())),
+            None
+        );
     }
 }

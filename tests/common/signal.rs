@@ -2,14 +2,20 @@
 //! does, plus helpers to create the meeting and attendees it joins with.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use carillon::join::frames;
 use carillon::join::frames::proto::sdk_signal_frame::Type;
 use carillon::join::frames::proto::*;
+use carillon::join::media::Media;
+use carillon::join::{JoinLimits, JoinPlane};
 use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 
 use super::TestServer;
 
@@ -41,21 +47,85 @@ pub fn client_frame(kind: Type) -> SdkSignalFrame {
     }
 }
 
+/// A data message as the SDK's realtimeSendDataMessage sends it.
+pub fn data_frame(topic: &str, data: &[u8]) -> SdkSignalFrame {
+    SdkSignalFrame {
+        data_message: Some(SdkDataMessageFrame {
+            messages: vec![SdkDataMessagePayload {
+                topic: Some(topic.into()),
+                data: Some(data.to_vec()),
+                lifetime_ms: Some(0),
+                ..Default::default()
+            }],
+        }),
+        ..client_frame(Type::DataMessage)
+    }
+}
+
+pub fn ping_frame(ping_id: u32) -> SdkSignalFrame {
+    SdkSignalFrame {
+        ping_pong: Some(SdkPingPongFrame {
+            r#type: SdkPingPongType::Ping as i32,
+            ping_id,
+        }),
+        ..client_frame(Type::PingPong)
+    }
+}
+
+/// The upgrade request amazon-chime-sdk-js makes: the SignalingUrl plus its query string, with
+/// `_aws_wt_session` and the JoinToken as subprotocols.
+fn upgrade_request(signaling_url: &str, token: &str) -> Request {
+    let url = format!(
+        "{signaling_url}?X-Chime-Control-Protocol-Version=3&X-Amzn-Chime-Send-Close-On-Error=1"
+    );
+    let mut request = url.into_client_request().expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("_aws_wt_session, {token}").parse().expect("header"),
+    );
+    request
+}
+
 impl SignalClient {
-    /// Opens the WebSocket the way amazon-chime-sdk-js does: the SignalingUrl plus its query
-    /// string, with `_aws_wt_session` and the JoinToken as subprotocols.
+    /// Opens the WebSocket the way amazon-chime-sdk-js does.
     pub async fn connect(signaling_url: &str, token: &str) -> SignalClient {
-        let url = format!(
-            "{signaling_url}?X-Chime-Control-Protocol-Version=3&X-Amzn-Chime-Send-Close-On-Error=1"
-        );
-        let mut request = url.into_client_request().expect("request");
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            format!("_aws_wt_session, {token}").parse().expect("header"),
-        );
-        let (socket, response) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("upgrade");
+        let (socket, response) =
+            tokio_tungstenite::connect_async(upgrade_request(signaling_url, token))
+                .await
+                .expect("upgrade");
+        Self::upgraded(socket, response)
+    }
+
+    /// Like `connect`, with the socket's receive buffer shrunk to `bytes`, so that when this
+    /// client stops reading the server backs up after little data rather than megabytes.
+    pub async fn connect_with_receive_buffer(
+        signaling_url: &str,
+        token: &str,
+        bytes: u32,
+    ) -> SignalClient {
+        let request = upgrade_request(signaling_url, token);
+        let uri = request.uri();
+        let addr: SocketAddr = format!(
+            "{}:{}",
+            uri.host().expect("host"),
+            uri.port_u16().expect("port")
+        )
+        .parse()
+        .expect("an IP address in the SignalingUrl");
+        let tcp = tokio::net::TcpSocket::new_v4().expect("socket");
+        tcp.set_recv_buffer_size(bytes).expect("receive buffer");
+        let stream = tcp.connect(addr).await.expect("connects");
+        let (socket, response) =
+            tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+                .await
+                .expect("upgrade");
+        Self::upgraded(socket, response)
+    }
+
+    fn upgraded(
+        socket: Socket,
+        response: tokio_tungstenite::tungstenite::handshake::client::Response,
+    ) -> SignalClient {
         assert_eq!(
             response
                 .headers()
@@ -72,6 +142,42 @@ impl SignalClient {
             .send(Message::Binary(frames::encode(&frame).into()))
             .await
             .expect("send");
+    }
+
+    /// Sends any WebSocket message, well-formed for the protocol or not.
+    pub async fn send_message(&mut self, message: Message) {
+        self.socket.send(message).await.expect("send");
+    }
+
+    /// Sends a PING and waits for its PONG, skipping other frames: once it is back, the server
+    /// has handled everything this client sent before it.
+    pub async fn ping(&mut self, ping_id: u32) -> Vec<SdkSignalFrame> {
+        self.send(ping_frame(ping_id)).await;
+        let mut before = Vec::new();
+        loop {
+            let frame = self.frame().await;
+            if frame.r#type == Type::PingPong as i32
+                && frame.ping_pong.as_ref().map(|p| p.ping_id) == Some(ping_id)
+            {
+                return before;
+            }
+            before.push(frame);
+        }
+    }
+
+    /// Sends a frame, then reads (and returns) whatever has already arrived, without waiting:
+    /// a client that floods others must keep reading, or it becomes a slow consumer itself.
+    pub async fn send_and_drain(&mut self, frame: SdkSignalFrame) -> Vec<SdkSignalFrame> {
+        self.send(frame).await;
+        let mut arrived = Vec::new();
+        while let Ok(Some(Ok(message))) =
+            tokio::time::timeout(Duration::ZERO, self.socket.next()).await
+        {
+            if let Message::Binary(bytes) = message {
+                arrived.push(frames::decode(&bytes).expect("decodes"));
+            }
+        }
+        arrived
     }
 
     pub async fn recv(&mut self) -> Received {
@@ -221,4 +327,49 @@ pub async fn attendee(server: &TestServer, meeting: &Meeting, user: &str) -> (St
         attendee.attendee_id.expect("id"),
         attendee.join_token.expect("token"),
     )
+}
+
+/// A second join plane with its own limits, sharing the test server's store (meetings and
+/// attendees come from the API as usual), served on a port of its own. `server::start` builds
+/// its plane with the default limits; this is how tests get small ones without changing it.
+pub struct LimitedPlane {
+    pub plane: Arc<JoinPlane>,
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LimitedPlane {
+    pub async fn start(server: &TestServer, limits: JoinLimits) -> LimitedPlane {
+        let running = server.running.as_ref().expect("running");
+        let media = Media::start("127.0.0.1:0".parse().expect("address"), None)
+            .await
+            .expect("media socket");
+        let plane = Arc::new(
+            JoinPlane::new(
+                running.join.store.clone(),
+                media,
+                running.join.clock.clone(),
+            )
+            .with_limits(limits),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("listener");
+        let addr = listener.local_addr().expect("address");
+        let router = plane.clone().router();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        LimitedPlane { plane, addr, task }
+    }
+
+    pub fn signaling_url(&self, meeting: &Meeting) -> String {
+        format!("ws://{}/control/{}", self.addr, meeting.id)
+    }
+}
+
+impl Drop for LimitedPlane {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
