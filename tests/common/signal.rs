@@ -145,6 +145,14 @@ impl SignalClient {
     }
 
     /// Sends any WebSocket message, well-formed for the protocol or not.
+    /// Sends a frame; false once the server has closed the socket.
+    pub async fn try_send(&mut self, frame: SdkSignalFrame) -> bool {
+        self.socket
+            .send(Message::Binary(frames::encode(&frame).into()))
+            .await
+            .is_ok()
+    }
+
     pub async fn send_message(&mut self, message: Message) {
         self.socket.send(message).await.expect("send");
     }
