@@ -4,9 +4,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use rand::RngCore;
 
 use crate::auth::keys;
+use crate::domain::ids::random_string;
 
 #[derive(Debug, clap::Args)]
 pub struct CreateKey {
@@ -25,16 +25,6 @@ pub struct CreateKey {
     /// Burst for this key's rate.
     #[arg(long, requires = "rate")]
     pub burst: Option<f64>,
-}
-
-fn random_from(alphabet: &[u8], len: usize) -> String {
-    let mut bytes = vec![0u8; len];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes
-        .iter()
-        .filter_map(|b| alphabet.get(*b as usize % alphabet.len()))
-        .map(|b| *b as char)
-        .collect()
 }
 
 /// The TOML block of one key.
@@ -61,9 +51,9 @@ fn key_block(create: &CreateKey, access_key_id: &str, secret: &str) -> String {
 pub fn create(create: &CreateKey) -> anyhow::Result<()> {
     let access_key_id = format!(
         "AKIA{}",
-        random_from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
+        random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
     );
-    let secret = random_from(
+    let secret = random_string(
         b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
         40,
     );

@@ -145,16 +145,6 @@ pub struct Boot {
     pub demo_url: Option<String>,
 }
 
-fn random_string(alphabet: &[u8], len: usize) -> String {
-    let mut bytes = vec![0u8; len];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes
-        .iter()
-        .filter_map(|b| alphabet.get(*b as usize % alphabet.len()))
-        .map(|b| *b as char)
-        .collect()
-}
-
 /// Loads the root key: from the configuration if given, else generated once and kept in the
 /// store so that it is the same after every restart.
 async fn root_key(config: &Config, store: &dyn Store) -> anyhow::Result<(AccessKey, bool)> {
@@ -168,7 +158,10 @@ async fn root_key(config: &Config, store: &dyn Store) -> anyhow::Result<(AccessK
         }
         None => {
             store
-                .setting_or_insert("root_account_id", &random_string(b"0123456789", 12))
+                .setting_or_insert(
+                    "root_account_id",
+                    &crate::domain::ids::random_string(b"0123456789", 12),
+                )
                 .await?
         }
     };
@@ -182,7 +175,7 @@ async fn root_key(config: &Config, store: &dyn Store) -> anyhow::Result<(AccessK
     let id = store
         .setting_or_insert(
             "root_access_key_id",
-            &format!("AKIA{}", random_string(upper, 16)),
+            &format!("AKIA{}", crate::domain::ids::random_string(upper, 16)),
         )
         .await?;
     let mut secret = [0u8; 30];

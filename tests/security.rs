@@ -42,7 +42,7 @@ access_key_id = "AKIAEXAMPLESLOWKEY04"
 secret_access_key = "slow-secret-00004"
 account_id = "111111111111"
 actions = ["chime:*"]
-rate = 2
+rate = 10
 burst = 3
 "#;
 
@@ -292,7 +292,7 @@ async fn a_burst_over_the_rate_is_throttled_and_a_retrying_client_gets_through()
     let server = start_with_keys(|_| {}).await;
     let slow = client(&server, SLOW);
     let meeting_id = common::create_meeting_id(&slow, "throttled").await;
-    // The bucket holds 3 and refills at 2 per second; one went on CreateMeeting.
+    // The bucket holds 3 and refills at 10 per second; one went on CreateMeeting.
     let mut outcomes = Vec::new();
     for _ in 0..6 {
         outcomes.push(code(

@@ -423,22 +423,7 @@ pub fn path_segments(path: &str) -> Result<Vec<String>, ApiError> {
 
 #[doc(hidden)]
 pub fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
-    let Some(query) = query else {
-        return Vec::new();
-    };
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            (decode(k), decode(v))
-        })
-        .collect()
+    sigv4::query_pairs(query)
 }
 
 #[cfg(test)]

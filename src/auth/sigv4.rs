@@ -340,7 +340,8 @@ pub fn format_amz_date(unix: i64) -> String {
     )
 }
 
-fn query_pairs(raw_query: Option<&str>) -> Vec<(String, String)> {
+/// The query's `name=value` pairs, percent-decoded (invalid UTF-8 replaced).
+pub fn query_pairs(raw_query: Option<&str>) -> Vec<(String, String)> {
     raw_query
         .unwrap_or_default()
         .split('&')

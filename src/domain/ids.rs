@@ -23,6 +23,18 @@ pub fn normalize(id: &str) -> String {
     id.to_ascii_lowercase()
 }
 
+/// `len` characters drawn at random from `alphabet` (key ids, secrets, account ids).
+pub fn random_string(alphabet: &[u8], len: usize) -> String {
+    use rand::RngCore;
+    let mut bytes = vec![0u8; len];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+        .iter()
+        .filter_map(|b| alphabet.get(*b as usize % alphabet.len()))
+        .map(|b| *b as char)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,10 +11,11 @@ SECRET_ACCESS_KEY = "compat-test-secret"
 ACCOUNT_ID = "444455556666"
 
 
-@pytest.fixture(scope="session")
-def endpoint():
+def start_server(prefix, extra_env=None, write_files=None):
+    """Starts the binary on a free loopback port with a fresh data directory; `write_files`
+    may put files into that directory first. Returns the process and its endpoint."""
     binary = os.environ.get("CARILLON_BIN", "target/debug/carillon")
-    data_dir = tempfile.mkdtemp(prefix="carillon-compat-")
+    data_dir = tempfile.mkdtemp(prefix=prefix)
     env = dict(
         os.environ,
         CARILLON_ACCESS_KEY_ID=ACCESS_KEY_ID,
@@ -22,6 +23,9 @@ def endpoint():
         CARILLON_ACCOUNT_ID=ACCOUNT_ID,
         RUST_LOG="warn",
     )
+    if write_files:
+        env.update(write_files(data_dir))
+    env.update(extra_env or {})
     process = subprocess.Popen(
         [binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir],
         stdout=subprocess.PIPE,
@@ -32,9 +36,19 @@ def endpoint():
     # "carillon is listening on 127.0.0.1:PORT (public URL http://127.0.0.1:PORT)"
     assert "listening on" in first_line, first_line
     address = first_line.split("listening on ")[1].split()[0]
-    yield f"http://{address}"
+    return process, f"http://{address}"
+
+
+def stop_server(process):
     process.terminate()
     assert process.wait(timeout=10) == 0, "carillon exits cleanly on SIGTERM"
+
+
+@pytest.fixture(scope="session")
+def endpoint():
+    process, url = start_server("carillon-compat-")
+    yield url
+    stop_server(process)
 
 
 @pytest.fixture(scope="session")
@@ -57,15 +71,11 @@ TEAM_ACTIONS = {
     "alice": '["chime:*"]',
     "bob": '["chime:*"]',
     "reader": '["chime:Get*", "chime:List*"]',
-    "slow": '["chime:*"]\nrate = 2\nburst = 4',
+    "slow": '["chime:*"]\nrate = 20\nburst = 4',
 }
 
 
-@pytest.fixture(scope="session")
-def teams_endpoint():
-    """A second server whose keys file gives two teams their own keys."""
-    binary = os.environ.get("CARILLON_BIN", "target/debug/carillon")
-    data_dir = tempfile.mkdtemp(prefix="carillon-teams-")
+def write_team_keys(data_dir):
     keys_file = os.path.join(data_dir, "keys.toml")
     with open(keys_file, "w") as f:
         for name, (key_id, secret, account) in TEAM_KEYS.items():
@@ -73,26 +83,15 @@ def teams_endpoint():
                 f'[[key]]\naccess_key_id = "{key_id}"\nsecret_access_key = "{secret}"\n'
                 f'account_id = "{account}"\nactions = {TEAM_ACTIONS[name]}\n\n'
             )
-    env = dict(
-        os.environ,
-        CARILLON_ACCESS_KEY_ID=ACCESS_KEY_ID,
-        CARILLON_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY,
-        CARILLON_ACCOUNT_ID=ACCOUNT_ID,
-        CARILLON_KEYS_FILE=keys_file,
-        RUST_LOG="warn",
-    )
-    process = subprocess.Popen(
-        [binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir],
-        stdout=subprocess.PIPE,
-        env=env,
-        text=True,
-    )
-    first_line = process.stdout.readline()
-    assert "listening on" in first_line, first_line
-    address = first_line.split("listening on ")[1].split()[0]
-    yield f"http://{address}"
-    process.terminate()
-    assert process.wait(timeout=10) == 0
+    return {"CARILLON_KEYS_FILE": keys_file}
+
+
+@pytest.fixture(scope="session")
+def teams_endpoint():
+    """A second server whose keys file gives two teams their own keys."""
+    process, url = start_server("carillon-teams-", write_files=write_team_keys)
+    yield url
+    stop_server(process)
 
 
 def team_credentials(name):

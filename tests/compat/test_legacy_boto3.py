@@ -108,7 +108,7 @@ def test_legacy_throttling_is_throttled_client_exception(teams_endpoint):
                        config=Config(retries={"total_max_attempts": 1}), **team_credentials("slow"))
     meeting_id = one.create_meeting(ClientRequestToken=str(uuid.uuid4()))["Meeting"]["MeetingId"]
     throttled = 0
-    for _ in range(8):
+    for _ in range(12):
         try:
             one.get_meeting(MeetingId=meeting_id)
         except one.exceptions.ThrottledClientException as error:

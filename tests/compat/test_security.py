@@ -50,7 +50,7 @@ def test_a_burst_is_throttled_and_default_retries_get_through(teams_endpoint):
     slow = client(teams_endpoint, "slow")
     meeting = new_meeting(slow)
     throttled = 0
-    for _ in range(8):
+    for _ in range(12):
         try:
             slow.get_meeting(MeetingId=meeting["MeetingId"])
         except slow.exceptions.ThrottlingException as error:
