@@ -218,11 +218,23 @@ mod tests {
     /// prefix check would have split it (it used to panic and answer 500).
     #[test]
     fn accented_and_quoted_names_are_accepted() {
-        for name in ["José", "Zoë", "Renée", "«Ana»", "abc«d", "ab\u{3000}c", "a\u{a0}b", "ÿÿÿÿ"] {
+        for name in [
+            "José",
+            "Zoë",
+            "Renée",
+            "«Ana»",
+            "abc«d",
+            "ab\u{3000}c",
+            "a\u{a0}b",
+            "ÿÿÿÿ",
+        ] {
             assert!(external_id("ExternalUserId", name).is_ok(), "{name}");
         }
         assert!(external_id("ExternalUserId", "aws\u{e9}x").is_ok());
-        assert!(tag_key("Key", "aws\u{e9}").is_err(), "é is outside the TagKey pattern");
+        assert!(
+            tag_key("Key", "aws\u{e9}").is_err(),
+            "é is outside the TagKey pattern"
+        );
     }
 
     #[test]
