@@ -115,7 +115,8 @@ impl Reply {
     }
 }
 
-fn namespace_of(path: &str) -> (Namespace, &str) {
+#[doc(hidden)]
+pub fn namespace_of(path: &str) -> (Namespace, &str) {
     match path.strip_prefix(LEGACY_PREFIX) {
         Some(rest) if rest.is_empty() || rest.starts_with('/') => (Namespace::Legacy, rest),
         _ => (Namespace::Meetings, path),
@@ -295,7 +296,8 @@ async fn read_body(
         .map_err(|_| too_large())
 }
 
-fn path_segments(path: &str) -> Result<Vec<String>, ApiError> {
+#[doc(hidden)]
+pub fn path_segments(path: &str) -> Result<Vec<String>, ApiError> {
     path.split('/')
         .filter(|s| !s.is_empty())
         .map(|segment| {
@@ -307,7 +309,8 @@ fn path_segments(path: &str) -> Result<Vec<String>, ApiError> {
         .collect()
 }
 
-fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
+#[doc(hidden)]
+pub fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
     let Some(query) = query else {
         return Vec::new();
     };
