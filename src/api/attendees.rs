@@ -3,12 +3,9 @@
 use axum::http::StatusCode;
 use serde_json::json;
 
-use super::dto::{
-    AttendeeItemIn, AttendeeOut, AttendeePageOut, BatchCreateAttendeeIn,
-    BatchUpdateCapabilitiesExceptIn, CreateAttendeeErrorOut, UpdateCapabilitiesIn,
-};
+use super::dto::{AttendeeItemIn, AttendeeOut, AttendeePageOut, CreateAttendeeErrorOut};
 use super::error::{ApiError, ErrorKind};
-use super::input::{self, TagRules, required};
+use super::input;
 use super::{ApiState, Call, Reply};
 use crate::domain::capabilities::MeetingFeatures;
 use crate::domain::tokens::{self, PageKind};
@@ -37,33 +34,14 @@ fn attendee_item(
     features: &MeetingFeatures,
     now: i64,
 ) -> Result<NewAttendee, ApiError> {
-    let external_user_id = required(&format!("{member}ExternalUserId"), &item.external_user_id)?;
-    let mut tags = Vec::new();
-    let capabilities = if call.is_legacy() {
-        validate::length(&format!("{member}ExternalUserId"), external_user_id, 2, 64)?;
-        if let Some(item_tags) = &item.tags {
-            validate::count(&format!("{member}Tags"), item_tags.len(), 1, 10)?;
-            tags = input::tags(&format!("{member}Tags"), item_tags, TagRules::Legacy)?;
-        }
-        features.default_capabilities()
-    } else {
-        validate::external_id(&format!("{member}ExternalUserId"), external_user_id)?;
-        match &item.capabilities {
-            Some(caps) => {
-                let caps = input::capabilities(&format!("{member}Capabilities"), caps)?;
-                features.check_capabilities(&caps)?;
-                caps
-            }
-            None => features.default_capabilities(),
-        }
-    };
+    let item = input::attendee_item(call.is_legacy(), member, item, features)?;
     let attendee_id = ids::new_id();
     Ok(NewAttendee {
         join_token: tokens::new_join_token(&attendee_id),
         attendee_id,
-        external_user_id: external_user_id.clone(),
-        capabilities,
-        tags,
+        external_user_id: item.external_user_id,
+        capabilities: item.capabilities,
+        tags: item.tags,
         created_at: now,
     })
 }
@@ -166,17 +144,14 @@ pub async fn create(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
 
 pub async fn batch_create(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let meeting_id = call.meeting_id()?;
-    let body: BatchCreateAttendeeIn = input::json_body(&call.body)?;
-    let items = required("Attendees", &body.attendees)?;
-    // The legacy model gives no bounds, but its documentation says "up to 100".
-    validate::count("Attendees", items.len(), 1, 100)?;
+    let items = input::batch_create_attendee(&call.body)?;
     let meeting = state
         .store
         .get_meeting(&call.account_id, &meeting_id)
         .await?;
     let (valid, mut errors) = attendee_items(
         call,
-        items,
+        &items,
         &meeting_features(&meeting),
         state.clock.now_unix(),
     )?;
@@ -267,14 +242,13 @@ pub async fn delete(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     Ok(Reply::Empty(StatusCode::NO_CONTENT))
 }
 
-/// The required `Capabilities` member, checked against the meeting's features.
-async fn requested_capabilities(
+/// Requested capabilities, checked against the features of the meeting.
+async fn allowed_capabilities(
     state: &ApiState,
     call: &Call,
     meeting_id: &str,
-    capabilities: &Option<super::dto::CapabilitiesIn>,
+    caps: crate::domain::capabilities::Capabilities,
 ) -> Result<crate::domain::capabilities::Capabilities, ApiError> {
-    let caps = input::capabilities("Capabilities", required("Capabilities", capabilities)?)?;
     let meeting = state
         .store
         .get_meeting(&call.account_id, meeting_id)
@@ -286,8 +260,8 @@ async fn requested_capabilities(
 pub async fn update_capabilities(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let meeting_id = call.meeting_id()?;
     let attendee_id = call.attendee_id()?;
-    let body: UpdateCapabilitiesIn = input::json_body(&call.body)?;
-    let caps = requested_capabilities(state, call, &meeting_id, &body.capabilities).await?;
+    let caps = input::update_capabilities(&call.body)?;
+    let caps = allowed_capabilities(state, call, &meeting_id, caps).await?;
     let attendee = state
         .store
         .update_capabilities(&call.account_id, &meeting_id, &attendee_id, caps)
@@ -300,20 +274,8 @@ pub async fn update_capabilities(state: &ApiState, call: &Call) -> Result<Reply,
 
 pub async fn update_capabilities_except(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let meeting_id = call.meeting_id()?;
-    let body: BatchUpdateCapabilitiesExceptIn = input::json_body(&call.body)?;
-    let excluded = required("ExcludedAttendeeIds", &body.excluded_attendee_ids)?;
-    validate::count("ExcludedAttendeeIds", excluded.len(), 1, 250)?;
-    let excluded = excluded
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            let member = format!("ExcludedAttendeeIds[{i}].AttendeeId");
-            let id = required(&member, &item.attendee_id)?;
-            validate::guid(&member, id)?;
-            Ok(ids::normalize(id))
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
-    let caps = requested_capabilities(state, call, &meeting_id, &body.capabilities).await?;
+    let (excluded, caps) = input::update_capabilities_except(&call.body)?;
+    let caps = allowed_capabilities(state, call, &meeting_id, caps).await?;
     state
         .store
         .update_capabilities_except(&call.account_id, &meeting_id, &excluded, caps)

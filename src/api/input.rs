@@ -3,11 +3,18 @@
 
 use serde::de::DeserializeOwned;
 
-use super::dto::{CapabilitiesIn, TagIn, TranscriptionConfigurationIn};
-use super::error::ApiError;
+use serde_json::json;
+
+use super::dto::{
+    AttendeeItemIn, BatchCreateAttendeeIn, BatchUpdateCapabilitiesExceptIn, CapabilitiesIn,
+    CreateMeetingIn, TagIn, TagsIn, TranscriptionConfigurationIn, TranscriptionIn,
+    UpdateCapabilitiesIn,
+};
+use super::error::{ApiError, ErrorKind};
 use crate::domain::capabilities::{Capabilities, MediaCapability, MeetingFeatures};
 use crate::domain::validate::{self, Violation};
-use crate::store::Tag;
+use crate::domain::{arn, ids, regions};
+use crate::store::{Tag, TagTarget};
 
 impl From<Violation> for ApiError {
     fn from(violation: Violation) -> Self {
@@ -337,6 +344,394 @@ pub fn transcription(
         }
     }
     Ok(())
+}
+
+// ---- whole operation inputs ----
+//
+// Each function below is everything a handler does with its request before it first touches the
+// store: decoding and every check that needs nothing stored. Handlers call them, and the fuzz
+// target `request_json` drives them directly.
+
+/// A CreateMeeting or CreateMeetingWithAttendees request that passed every check that needs no
+/// store. The handler then looks up the PrimaryMeetingId and checks each attendee item.
+#[derive(Debug)]
+pub struct CreateMeetingInput {
+    pub client_request_token: String,
+    pub media_region: String,
+    pub external_meeting_id: Option<String>,
+    pub meeting_host_id: Option<String>,
+    /// NotificationsConfiguration, kept as given (only the members of the caller's model).
+    pub notifications: Option<serde_json::Value>,
+    pub features: Option<MeetingFeatures>,
+    pub primary_meeting_id: Option<String>,
+    pub tenant_ids: Option<Vec<String>>,
+    pub network_type: Option<String>,
+    pub tags: Vec<Tag>,
+    /// The attendee items, each still to be checked with [`attendee_item`]: an invalid one is an
+    /// `Errors` entry of the response, not a failed call.
+    pub attendees: Vec<AttendeeItemIn>,
+}
+
+/// `ExternalMeetingId` and `MeetingHostId`: the legacy model only bounds the length.
+fn meeting_external_id(legacy: bool, member: &str, value: &str) -> Result<(), ApiError> {
+    if legacy {
+        validate::length(member, value, 2, 64)?;
+    } else {
+        validate::external_id(member, value)?;
+    }
+    Ok(())
+}
+
+/// Decodes and checks a CreateMeeting (`with_attendees`: CreateMeetingWithAttendees) body.
+pub fn create_meeting(
+    body: &[u8],
+    legacy: bool,
+    with_attendees: bool,
+) -> Result<CreateMeetingInput, ApiError> {
+    let body: CreateMeetingIn = json_body(body)?;
+
+    let token = required("ClientRequestToken", &body.client_request_token)?;
+    validate::client_request_token(token)?;
+
+    let media_region = match (&body.media_region, legacy) {
+        (Some(region), _) => region.clone(),
+        (None, true) => regions::LEGACY_DEFAULT_MEDIA_REGION.to_string(),
+        (None, false) => return Err(ApiError::bad_request("MediaRegion is required")),
+    };
+    if !legacy {
+        validate::length("MediaRegion", &media_region, 2, 64)?;
+    }
+    if !regions::is_media_region(&media_region) {
+        return Err(ApiError::bad_request(format!(
+            "MediaRegion '{media_region}' is not a supported media region; use one of [{}]",
+            regions::MEDIA_REGIONS.join(", ")
+        )));
+    }
+    if !legacy {
+        required("ExternalMeetingId", &body.external_meeting_id)?;
+    }
+    if let Some(id) = &body.external_meeting_id {
+        meeting_external_id(legacy, "ExternalMeetingId", id)?;
+    }
+    if let Some(id) = &body.meeting_host_id {
+        meeting_external_id(legacy, "MeetingHostId", id)?;
+    }
+
+    let notifications = match &body.notifications_configuration {
+        Some(n) => {
+            let mut value = serde_json::Map::new();
+            let targets = [
+                ("LambdaFunctionArn", &n.lambda_function_arn, !legacy),
+                ("SnsTopicArn", &n.sns_topic_arn, true),
+                ("SqsQueueArn", &n.sqs_queue_arn, true),
+            ];
+            for (name, target, in_model) in targets {
+                if let (Some(target), true) = (target, in_model) {
+                    validate::arn(&format!("NotificationsConfiguration.{name}"), target)?;
+                    value.insert(name.to_string(), json!(target));
+                }
+            }
+            Some(serde_json::Value::Object(value))
+        }
+        None => None,
+    };
+
+    // Members only the chime-sdk-meetings model has; the legacy API ignores them as unknown.
+    let features = if legacy {
+        None
+    } else {
+        body.meeting_features.clone()
+    };
+    if let Some(features) = &features {
+        meeting_features(features)?;
+    }
+    let primary_meeting_id = if legacy {
+        None
+    } else {
+        body.primary_meeting_id.clone()
+    };
+    if let Some(primary) = &primary_meeting_id {
+        validate::length("PrimaryMeetingId", primary, 2, 64)?;
+        if !ids::is_guid(primary) {
+            return Err(invalid_primary(primary));
+        }
+    }
+    let tenant_ids = if legacy {
+        None
+    } else {
+        body.tenant_ids.clone()
+    };
+    if let Some(tenants) = &tenant_ids {
+        validate::count("TenantIds", tenants.len(), 1, 5)?;
+        for (i, tenant) in tenants.iter().enumerate() {
+            validate::tenant_id(&format!("TenantIds[{i}]"), tenant)?;
+        }
+    }
+    let network_type = if legacy {
+        None
+    } else {
+        body.media_placement_network_type.clone()
+    };
+    if let Some(kind) = &network_type {
+        validate::one_of(
+            "MediaPlacementNetworkType",
+            kind,
+            &["Ipv4Only", "DualStack"],
+        )?;
+    }
+    let tags = match &body.tags {
+        Some(tags) if legacy => {
+            validate::count("Tags", tags.len(), 1, 50)?;
+            self::tags("Tags", tags, TagRules::Legacy)?
+        }
+        Some(tags) => {
+            validate::count("Tags", tags.len(), 0, 50)?;
+            self::tags("Tags", tags, TagRules::Meetings)?
+        }
+        None => Vec::new(),
+    };
+
+    let attendees = match (body.attendees, with_attendees) {
+        (Some(items), true) => {
+            let max = if legacy { 10 } else { 20 };
+            validate::count("Attendees", items.len(), 1, max)?;
+            items
+        }
+        (None, true) if !legacy => return Err(ApiError::bad_request("Attendees is required")),
+        _ => Vec::new(),
+    };
+    Ok(CreateMeetingInput {
+        client_request_token: token.clone(),
+        media_region,
+        external_meeting_id: body.external_meeting_id,
+        meeting_host_id: body.meeting_host_id,
+        notifications,
+        features,
+        primary_meeting_id,
+        tenant_ids,
+        network_type,
+        tags,
+        attendees,
+    })
+}
+
+/// The error for a PrimaryMeetingId that names no active primary meeting of the caller.
+pub fn invalid_primary(primary: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "PrimaryMeetingId '{primary}' does not name an active primary meeting"
+    ))
+}
+
+/// An attendee item that passed validation: what the handler mints an AttendeeId and a JoinToken
+/// for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttendeeItem {
+    pub external_user_id: String,
+    pub capabilities: Capabilities,
+    pub tags: Vec<Tag>,
+}
+
+/// Checks one attendee item (a CreateAttendee body, or one item of a batch; `member` prefixes the
+/// member names, e.g. `Attendees[3].`) against the meeting's features.
+pub fn attendee_item(
+    legacy: bool,
+    member: &str,
+    item: &AttendeeItemIn,
+    features: &MeetingFeatures,
+) -> Result<AttendeeItem, ApiError> {
+    let external_user_id = required(&format!("{member}ExternalUserId"), &item.external_user_id)?;
+    let mut tags = Vec::new();
+    let capabilities = if legacy {
+        validate::length(&format!("{member}ExternalUserId"), external_user_id, 2, 64)?;
+        if let Some(item_tags) = &item.tags {
+            validate::count(&format!("{member}Tags"), item_tags.len(), 1, 10)?;
+            tags = self::tags(&format!("{member}Tags"), item_tags, TagRules::Legacy)?;
+        }
+        features.default_capabilities()
+    } else {
+        validate::external_id(&format!("{member}ExternalUserId"), external_user_id)?;
+        match &item.capabilities {
+            Some(caps) => {
+                let caps = capabilities(&format!("{member}Capabilities"), caps)?;
+                features.check_capabilities(&caps)?;
+                caps
+            }
+            None => features.default_capabilities(),
+        }
+    };
+    Ok(AttendeeItem {
+        external_user_id: external_user_id.clone(),
+        capabilities,
+        tags,
+    })
+}
+
+/// Decodes a BatchCreateAttendee body: 1..100 items, each checked later on its own.
+pub fn batch_create_attendee(body: &[u8]) -> Result<Vec<AttendeeItemIn>, ApiError> {
+    let body: BatchCreateAttendeeIn = json_body(body)?;
+    let items = body
+        .attendees
+        .ok_or_else(|| ApiError::bad_request("Attendees is required"))?;
+    // The legacy model gives no bounds, but its documentation says "up to 100".
+    validate::count("Attendees", items.len(), 1, 100)?;
+    Ok(items)
+}
+
+/// The required `Capabilities` member of the capability updates (checked against the meeting's
+/// features once the meeting is loaded).
+pub fn required_capabilities(caps: &Option<CapabilitiesIn>) -> Result<Capabilities, ApiError> {
+    capabilities("Capabilities", required("Capabilities", caps)?)
+}
+
+/// Decodes an UpdateAttendeeCapabilities body.
+pub fn update_capabilities(body: &[u8]) -> Result<Capabilities, ApiError> {
+    let body: UpdateCapabilitiesIn = json_body(body)?;
+    required_capabilities(&body.capabilities)
+}
+
+/// Decodes a BatchUpdateAttendeeCapabilitiesExcept body: the normalised excluded attendee ids and
+/// the capabilities.
+pub fn update_capabilities_except(body: &[u8]) -> Result<(Vec<String>, Capabilities), ApiError> {
+    let body: BatchUpdateCapabilitiesExceptIn = json_body(body)?;
+    let excluded = required("ExcludedAttendeeIds", &body.excluded_attendee_ids)?;
+    validate::count("ExcludedAttendeeIds", excluded.len(), 1, 250)?;
+    let excluded = excluded
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let member = format!("ExcludedAttendeeIds[{i}].AttendeeId");
+            let id = required(&member, &item.attendee_id)?;
+            validate::guid(&member, id)?;
+            Ok(ids::normalize(id))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let caps = required_capabilities(&body.capabilities)?;
+    Ok((excluded, caps))
+}
+
+/// Decodes a StartMeetingTranscription body.
+pub fn start_transcription(body: &[u8], legacy: bool) -> Result<(), ApiError> {
+    let body: TranscriptionIn = json_body(body)?;
+    let config = required(
+        "TranscriptionConfiguration",
+        &body.transcription_configuration,
+    )?;
+    transcription(config, !legacy)
+}
+
+fn tag_rules(legacy: bool) -> TagRules {
+    if legacy {
+        TagRules::Legacy
+    } else {
+        TagRules::Meetings
+    }
+}
+
+/// The ResourceNotFound error of the ARN-addressed tag operations.
+pub fn resource_not_found(resource_arn: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::ResourceNotFound,
+        format!("Resource {resource_arn} was not found"),
+    )
+    .with_resource(resource_arn)
+}
+
+/// Checks a ResourceARN against its namespace's model and resolves it to one of the caller's
+/// meetings; any other ARN names no resource here.
+pub fn meeting_target(
+    legacy: bool,
+    account_id: &str,
+    resource_arn: &str,
+) -> Result<TagTarget, ApiError> {
+    if legacy {
+        validate::arn("ResourceARN", resource_arn)?;
+    } else {
+        validate::amazon_resource_name("ResourceARN", resource_arn)?;
+    }
+    match arn::parse_meeting_arn(resource_arn) {
+        Some(parsed) if parsed.account == account_id => Ok(TagTarget::Meeting(parsed.meeting_id)),
+        _ => Err(resource_not_found(resource_arn)),
+    }
+}
+
+/// The required `Tags` of a tag operation, at most `max`.
+pub fn tag_list(legacy: bool, tags: &Option<Vec<TagIn>>, max: usize) -> Result<Vec<Tag>, ApiError> {
+    let tags = required("Tags", tags)?;
+    let min = if legacy { 1 } else { 0 };
+    validate::count("Tags", tags.len(), min, max)?;
+    self::tags("Tags", tags, tag_rules(legacy))
+}
+
+/// The required `TagKeys` of an untag operation, at most `max`.
+pub fn tag_key_list(
+    legacy: bool,
+    keys: &Option<Vec<String>>,
+    max: usize,
+) -> Result<Vec<String>, ApiError> {
+    let keys = required("TagKeys", keys)?;
+    let min = if legacy { 1 } else { 0 };
+    validate::count("TagKeys", keys.len(), min, max)?;
+    tag_keys("TagKeys", keys, tag_rules(legacy))?;
+    Ok(keys.clone())
+}
+
+/// A TagResource or UntagResource body: the ARN as sent, the meeting it names, and the tags
+/// (TagResource) or tag keys (UntagResource).
+#[derive(Debug)]
+pub struct ResourceTagsInput<T> {
+    pub resource_arn: String,
+    pub target: TagTarget,
+    pub tags: T,
+}
+
+/// Decodes a TagResource body; at most `max` tags.
+pub fn tag_resource(
+    body: &[u8],
+    legacy: bool,
+    account_id: &str,
+    max: usize,
+) -> Result<ResourceTagsInput<Vec<Tag>>, ApiError> {
+    let body: TagsIn = json_body(body)?;
+    let resource_arn = required("ResourceARN", &body.resource_arn)?;
+    let target = meeting_target(legacy, account_id, resource_arn)?;
+    let tags = tag_list(legacy, &body.tags, max)?;
+    Ok(ResourceTagsInput {
+        resource_arn: resource_arn.clone(),
+        target,
+        tags,
+    })
+}
+
+/// Decodes an UntagResource body; at most `max` keys.
+pub fn untag_resource(
+    body: &[u8],
+    legacy: bool,
+    account_id: &str,
+    max: usize,
+) -> Result<ResourceTagsInput<Vec<String>>, ApiError> {
+    let body: TagsIn = json_body(body)?;
+    let resource_arn = required("ResourceARN", &body.resource_arn)?;
+    let target = meeting_target(legacy, account_id, resource_arn)?;
+    let tags = tag_key_list(legacy, &body.tag_keys, max)?;
+    Ok(ResourceTagsInput {
+        resource_arn: resource_arn.clone(),
+        target,
+        tags,
+    })
+}
+
+/// Decodes the body of the legacy path-addressed TagMeeting and TagAttendee: 1..`limit` tags.
+pub fn tag_path(body: &[u8], limit: usize) -> Result<Vec<Tag>, ApiError> {
+    let body: TagsIn = json_body(body)?;
+    let tags = required("Tags", &body.tags)?;
+    validate::count("Tags", tags.len(), 1, limit)?;
+    self::tags("Tags", tags, TagRules::Legacy)
+}
+
+/// Decodes the body of the legacy path-addressed UntagMeeting and UntagAttendee.
+pub fn untag_path(body: &[u8], legacy: bool, limit: usize) -> Result<Vec<String>, ApiError> {
+    let body: TagsIn = json_body(body)?;
+    tag_key_list(legacy, &body.tag_keys, limit)
 }
 
 #[cfg(test)]

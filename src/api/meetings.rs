@@ -4,12 +4,12 @@
 use serde_json::json;
 
 use super::attendees::{attendee_items, outcomes_json};
-use super::dto::{CreateMeetingIn, MediaPlacementOut, MeetingOut, TranscriptionIn};
+use super::dto::{MediaPlacementOut, MeetingOut};
 use super::error::{ApiError, ErrorKind};
-use super::input::{self, TagRules, required};
+use super::input;
 use super::{ApiState, Call, Reply};
 use crate::domain::tokens::PageKind;
-use crate::domain::{arn, ids, regions, validate};
+use crate::domain::{arn, ids};
 use crate::store::MeetingRecord;
 
 /// Builds the MediaPlacement URLs from the public base URL of the node hosting the meeting.
@@ -67,155 +67,41 @@ pub fn meeting_json(call: &Call, meeting: &MeetingRecord) -> serde_json::Value {
     serde_json::to_value(out).unwrap_or_default()
 }
 
-fn external_id(call: &Call, member: &str, value: &str) -> Result<(), ApiError> {
-    if call.is_legacy() {
-        validate::length(member, value, 2, 64)?;
-    } else {
-        validate::external_id(member, value)?;
-    }
-    Ok(())
-}
-
 pub async fn create(
     state: &ApiState,
     call: &Call,
     with_attendees: bool,
 ) -> Result<Reply, ApiError> {
-    let legacy = call.is_legacy();
-    let body: CreateMeetingIn = input::json_body(&call.body)?;
-
-    let token = required("ClientRequestToken", &body.client_request_token)?;
-    validate::client_request_token(token)?;
-
-    let media_region = match (&body.media_region, legacy) {
-        (Some(region), _) => region.clone(),
-        (None, true) => regions::LEGACY_DEFAULT_MEDIA_REGION.to_string(),
-        (None, false) => return Err(ApiError::bad_request("MediaRegion is required")),
-    };
-    if !legacy {
-        validate::length("MediaRegion", &media_region, 2, 64)?;
-    }
-    if !regions::is_media_region(&media_region) {
-        return Err(ApiError::bad_request(format!(
-            "MediaRegion '{media_region}' is not a supported media region; use one of [{}]",
-            regions::MEDIA_REGIONS.join(", ")
-        )));
-    }
-    if !legacy {
-        required("ExternalMeetingId", &body.external_meeting_id)?;
-    }
-    if let Some(id) = &body.external_meeting_id {
-        external_id(call, "ExternalMeetingId", id)?;
-    }
-    if let Some(id) = &body.meeting_host_id {
-        external_id(call, "MeetingHostId", id)?;
-    }
-
-    let notifications = match &body.notifications_configuration {
-        Some(n) => {
-            let mut value = serde_json::Map::new();
-            let targets = [
-                ("LambdaFunctionArn", &n.lambda_function_arn, !legacy),
-                ("SnsTopicArn", &n.sns_topic_arn, true),
-                ("SqsQueueArn", &n.sqs_queue_arn, true),
-            ];
-            for (name, target, in_model) in targets {
-                if let (Some(target), true) = (target, in_model) {
-                    validate::arn(&format!("NotificationsConfiguration.{name}"), target)?;
-                    value.insert(name.to_string(), json!(target));
-                }
-            }
-            Some(serde_json::Value::Object(value))
-        }
-        None => None,
-    };
-
-    // Members only the chime-sdk-meetings model has; the legacy API ignores them as unknown.
-    let features = if legacy {
-        None
-    } else {
-        body.meeting_features.clone()
-    };
-    if let Some(features) = &features {
-        input::meeting_features(features)?;
-    }
-    let primary_meeting_id = if legacy {
-        None
-    } else {
-        body.primary_meeting_id.clone()
-    };
-    if let Some(primary) = &primary_meeting_id {
-        validate::length("PrimaryMeetingId", primary, 2, 64)?;
+    let input = input::create_meeting(&call.body, call.is_legacy(), with_attendees)?;
+    if let Some(primary) = &input.primary_meeting_id {
         check_primary(state, call, primary).await?;
     }
-    let tenant_ids = if legacy {
-        None
-    } else {
-        body.tenant_ids.clone()
-    };
-    if let Some(tenants) = &tenant_ids {
-        validate::count("TenantIds", tenants.len(), 1, 5)?;
-        for (i, tenant) in tenants.iter().enumerate() {
-            validate::tenant_id(&format!("TenantIds[{i}]"), tenant)?;
-        }
-    }
-    let network_type = if legacy {
-        None
-    } else {
-        body.media_placement_network_type.clone()
-    };
-    if let Some(kind) = &network_type {
-        validate::one_of(
-            "MediaPlacementNetworkType",
-            kind,
-            &["Ipv4Only", "DualStack"],
-        )?;
-    }
-    let tags = match &body.tags {
-        Some(tags) if legacy => {
-            validate::count("Tags", tags.len(), 1, 50)?;
-            input::tags("Tags", tags, TagRules::Legacy)?
-        }
-        Some(tags) => {
-            validate::count("Tags", tags.len(), 0, 50)?;
-            input::tags("Tags", tags, TagRules::Meetings)?
-        }
-        None => Vec::new(),
-    };
 
-    let effective_features = features.clone().unwrap_or_default();
-    let items = match (&body.attendees, with_attendees) {
-        (Some(items), true) => {
-            let max = if legacy { 10 } else { 20 };
-            validate::count("Attendees", items.len(), 1, max)?;
-            items.as_slice()
-        }
-        (None, true) if !legacy => return Err(ApiError::bad_request("Attendees is required")),
-        _ => &[],
-    };
+    let effective_features = input.features.clone().unwrap_or_default();
     let now = state.clock.now_unix();
-    let (new_attendees, mut errors) = attendee_items(call, items, &effective_features, now)?;
+    let (new_attendees, mut errors) =
+        attendee_items(call, &input.attendees, &effective_features, now)?;
 
     let meeting = MeetingRecord {
         account_id: call.account_id.clone(),
         meeting_id: ids::new_id(),
-        client_request_token: token.clone(),
+        client_request_token: input.client_request_token,
         control_region: call.region.clone(),
-        media_region,
-        external_meeting_id: body.external_meeting_id.clone(),
-        meeting_host_id: body.meeting_host_id.clone(),
-        primary_meeting_id,
-        tenant_ids: tenant_ids.unwrap_or_default(),
+        media_region: input.media_region,
+        external_meeting_id: input.external_meeting_id,
+        meeting_host_id: input.meeting_host_id,
+        primary_meeting_id: input.primary_meeting_id,
+        tenant_ids: input.tenant_ids.unwrap_or_default(),
         max_attendees: effective_features.attendee_cap(state.settings.max_attendees),
-        features,
-        notifications,
-        network_type,
+        features: input.features,
+        notifications: input.notifications,
+        network_type: input.network_type,
         media_base_url: state.settings.public_url.clone(),
         created_at: now,
     };
     let created = state
         .store
-        .create_meeting(meeting, tags, new_attendees.clone())
+        .create_meeting(meeting, input.tags, new_attendees.clone())
         .await?;
     let outcomes = if created.created {
         created.attendees
@@ -242,23 +128,18 @@ pub async fn create(
     Ok(Reply::created(call, response))
 }
 
-/// A replica names an existing meeting of the same account that is not itself a replica.
+/// A replica names an existing meeting of the same account that is not itself a replica (the
+/// id is already known to be a GUID).
 async fn check_primary(state: &ApiState, call: &Call, primary: &str) -> Result<(), ApiError> {
-    let invalid = || {
-        ApiError::bad_request(format!(
-            "PrimaryMeetingId '{primary}' does not name an active primary meeting"
-        ))
-    };
-    if !ids::is_guid(primary) {
-        return Err(invalid());
-    }
     match state
         .store
         .get_meeting(&call.account_id, &ids::normalize(primary))
         .await
     {
         Ok(meeting) if meeting.primary_meeting_id.is_none() => Ok(()),
-        Ok(_) | Err(crate::store::StoreError::MeetingNotFound) => Err(invalid()),
+        Ok(_) | Err(crate::store::StoreError::MeetingNotFound) => {
+            Err(input::invalid_primary(primary))
+        }
         Err(other) => Err(other.into()),
     }
 }
@@ -330,12 +211,7 @@ fn transcription_unavailable() -> ApiError {
 
 pub async fn start_transcription(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let meeting_id = call.meeting_id()?;
-    let body: TranscriptionIn = input::json_body(&call.body)?;
-    let config = required(
-        "TranscriptionConfiguration",
-        &body.transcription_configuration,
-    )?;
-    input::transcription(config, !call.is_legacy())?;
+    input::start_transcription(&call.body, call.is_legacy())?;
     state
         .store
         .get_meeting(&call.account_id, &meeting_id)

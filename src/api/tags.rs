@@ -3,24 +3,15 @@
 use axum::http::StatusCode;
 use serde_json::json;
 
-use super::dto::{TagOut, TagsIn};
-use super::error::{ApiError, ErrorKind};
-use super::input::{self, TagRules, required};
+use super::dto::TagOut;
+use super::error::ApiError;
+use super::input;
 use super::operation::Operation;
 use super::{ApiState, Call, Reply};
-use crate::domain::{arn, validate};
 use crate::store::{StoreError, Tag, TagTarget};
 
 const MEETING_TAG_LIMIT: usize = 50;
 const ATTENDEE_TAG_LIMIT: usize = 10;
-
-fn rules(call: &Call) -> TagRules {
-    if call.is_legacy() {
-        TagRules::Legacy
-    } else {
-        TagRules::Meetings
-    }
-}
 
 fn tags_json(tags: &[Tag]) -> serde_json::Value {
     json!(
@@ -33,76 +24,50 @@ fn tags_json(tags: &[Tag]) -> serde_json::Value {
     )
 }
 
-/// Checks a ResourceARN against its namespace's model and resolves it to one of the caller's
-/// meetings; any other ARN names no resource here.
 fn meeting_target(call: &Call, resource_arn: &str) -> Result<TagTarget, ApiError> {
-    if call.is_legacy() {
-        validate::arn("ResourceARN", resource_arn)?;
-    } else {
-        validate::amazon_resource_name("ResourceARN", resource_arn)?;
-    }
-    match arn::parse_meeting_arn(resource_arn) {
-        Some(parsed) if parsed.account == call.account_id => {
-            Ok(TagTarget::Meeting(parsed.meeting_id))
-        }
-        _ => Err(resource_not_found(resource_arn)),
-    }
-}
-
-fn resource_not_found(resource_arn: &str) -> ApiError {
-    ApiError::new(
-        ErrorKind::ResourceNotFound,
-        format!("Resource {resource_arn} was not found"),
-    )
-    .with_resource(resource_arn)
+    input::meeting_target(call.is_legacy(), &call.account_id, resource_arn)
 }
 
 /// Maps the store's not-found and tag-limit errors onto the ARN-addressed shapes.
 fn for_arn(resource_arn: &str) -> impl Fn(StoreError) -> ApiError + '_ {
     move |error| match error {
-        StoreError::MeetingNotFound => resource_not_found(resource_arn),
+        StoreError::MeetingNotFound => input::resource_not_found(resource_arn),
         other => ApiError::from(other).with_resource(resource_arn),
     }
 }
 
-fn checked_tags(call: &Call, body: &TagsIn) -> Result<Vec<Tag>, ApiError> {
-    let tags = required("Tags", &body.tags)?;
-    let min = if call.is_legacy() { 1 } else { 0 };
-    validate::count("Tags", tags.len(), min, MEETING_TAG_LIMIT)?;
-    input::tags("Tags", tags, rules(call))
-}
-
-fn checked_keys(call: &Call, body: &TagsIn, max: usize) -> Result<Vec<String>, ApiError> {
-    let keys = required("TagKeys", &body.tag_keys)?;
-    let min = if call.is_legacy() { 1 } else { 0 };
-    validate::count("TagKeys", keys.len(), min, max)?;
-    input::tag_keys("TagKeys", keys, rules(call))?;
-    Ok(keys.clone())
-}
-
 pub async fn tag_resource(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
-    let body: TagsIn = input::json_body(&call.body)?;
-    let resource_arn = required("ResourceARN", &body.resource_arn)?;
-    let target = meeting_target(call, resource_arn)?;
-    let tags = checked_tags(call, &body)?;
+    let input = input::tag_resource(
+        &call.body,
+        call.is_legacy(),
+        &call.account_id,
+        MEETING_TAG_LIMIT,
+    )?;
     state
         .store
-        .tag(&call.account_id, &target, tags, MEETING_TAG_LIMIT)
+        .tag(
+            &call.account_id,
+            &input.target,
+            input.tags,
+            MEETING_TAG_LIMIT,
+        )
         .await
-        .map_err(for_arn(resource_arn))?;
+        .map_err(for_arn(&input.resource_arn))?;
     Ok(Reply::Empty(StatusCode::NO_CONTENT))
 }
 
 pub async fn untag_resource(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
-    let body: TagsIn = input::json_body(&call.body)?;
-    let resource_arn = required("ResourceARN", &body.resource_arn)?;
-    let target = meeting_target(call, resource_arn)?;
-    let keys = checked_keys(call, &body, MEETING_TAG_LIMIT)?;
+    let input = input::untag_resource(
+        &call.body,
+        call.is_legacy(),
+        &call.account_id,
+        MEETING_TAG_LIMIT,
+    )?;
     state
         .store
-        .untag(&call.account_id, &target, keys)
+        .untag(&call.account_id, &input.target, input.tags)
         .await
-        .map_err(for_arn(resource_arn))?;
+        .map_err(for_arn(&input.resource_arn))?;
     Ok(Reply::Empty(StatusCode::NO_CONTENT))
 }
 
@@ -136,10 +101,7 @@ fn path_target(call: &Call) -> Result<(TagTarget, usize), ApiError> {
 
 pub async fn tag_path(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let (target, limit) = path_target(call)?;
-    let body: TagsIn = input::json_body(&call.body)?;
-    let tags = required("Tags", &body.tags)?;
-    validate::count("Tags", tags.len(), 1, limit)?;
-    let tags = input::tags("Tags", tags, TagRules::Legacy)?;
+    let tags = input::tag_path(&call.body, limit)?;
     state
         .store
         .tag(&call.account_id, &target, tags, limit)
@@ -149,8 +111,7 @@ pub async fn tag_path(state: &ApiState, call: &Call) -> Result<Reply, ApiError> 
 
 pub async fn untag_path(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let (target, limit) = path_target(call)?;
-    let body: TagsIn = input::json_body(&call.body)?;
-    let keys = checked_keys(call, &body, limit)?;
+    let keys = input::untag_path(&call.body, call.is_legacy(), limit)?;
     state.store.untag(&call.account_id, &target, keys).await?;
     Ok(Reply::Empty(StatusCode::NO_CONTENT))
 }
