@@ -5,6 +5,16 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+/// Which clock the server keeps time by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClockMode {
+    /// The system clock.
+    Real,
+    /// Starts at the real time and moves only through `POST /_carillon/clock` (or
+    /// `carillon clock advance`), so tests can make meetings end in milliseconds.
+    Manual,
+}
+
 /// Whether `/demo` is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DemoMode {
@@ -103,10 +113,31 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub header_read_timeout: u64,
 
+    /// The clock meetings live by: `real`, or `manual` (moved through the admin API).
+    #[arg(long, env = "CARILLON_CLOCK", value_enum, default_value_t = ClockMode::Real)]
+    pub clock: ClockMode,
+
+    /// A meeting with no attendee connected for this long ends (90s, 5m, 1h; AWS: 5m).
+    #[arg(long, env = "CARILLON_IDLE_TIMEOUT", default_value = "5m",
+          value_parser = positive_duration)]
+    pub idle_timeout: i64,
+
+    /// A meeting ends this long after its creation (AWS: 24h).
+    #[arg(long, env = "CARILLON_MAX_DURATION", default_value = "24h",
+          value_parser = positive_duration)]
+    pub max_duration: i64,
+
     /// Seconds one API request may take before it is answered 503 and abandoned.
     #[arg(long, env = "CARILLON_REQUEST_TIMEOUT", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout: u64,
+}
+
+fn positive_duration(value: &str) -> Result<i64, String> {
+    match crate::clock::parse_duration_seconds(value)? {
+        0 => Err("the duration must be above 0".into()),
+        seconds => Ok(seconds),
+    }
 }
 
 fn positive_f64(value: &str) -> Result<f64, String> {
@@ -139,6 +170,9 @@ impl Config {
             max_connections: 4096,
             header_read_timeout: 10,
             request_timeout: 30,
+            clock: ClockMode::Real,
+            idle_timeout: 300,
+            max_duration: 86_400,
         }
     }
 }

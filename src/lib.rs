@@ -17,5 +17,6 @@ pub mod domain;
 pub mod events;
 pub mod join;
 pub mod keys_cli;
+pub mod lifecycle;
 pub mod server;
 pub mod store;

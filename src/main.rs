@@ -30,17 +30,13 @@ enum Command {
     Keys(KeysCommand),
     /// Make a running server's operations fail or answer late, to test clients' retries.
     Faults(FaultsArgs),
+    /// Read or move the clock of a server started with --clock manual.
+    Clock(ClockArgs),
 }
 
-#[derive(Subcommand)]
-enum KeysCommand {
-    /// Create a key, append it to the keys file (never overwriting it) and print it.
-    /// A running server picks it up on SIGHUP.
-    Create(keys_cli::CreateKey),
-}
-
+/// Which running server an admin subcommand talks to, and who signs.
 #[derive(Args)]
-struct FaultsArgs {
+struct AdminTarget {
     /// The server's endpoint.
     #[arg(
         long,
@@ -58,6 +54,44 @@ struct FaultsArgs {
         global = true
     )]
     data_dir: PathBuf,
+}
+
+impl AdminTarget {
+    fn client(&self) -> anyhow::Result<AdminClient> {
+        AdminClient::from_environment(&self.endpoint, &self.data_dir)
+    }
+}
+
+#[derive(Args)]
+struct ClockArgs {
+    #[command(flatten)]
+    target: AdminTarget,
+    #[command(subcommand)]
+    command: ClockCommand,
+}
+
+#[derive(Subcommand)]
+enum ClockCommand {
+    /// Print the server's time (epoch milliseconds) and clock mode.
+    Now,
+    /// Move the manual clock forward (90s, 6m, 2h, 1d) and end the meetings then due.
+    Advance {
+        #[arg(value_parser = carillon::clock::parse_duration_seconds)]
+        by: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key, append it to the keys file (never overwriting it) and print it.
+    /// A running server picks it up on SIGHUP.
+    Create(keys_cli::CreateKey),
+}
+
+#[derive(Args)]
+struct FaultsArgs {
+    #[command(flatten)]
+    target: AdminTarget,
     #[command(subcommand)]
     command: FaultsCommand,
 }
@@ -116,12 +150,38 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(config) => run(config).await,
         Command::Keys(KeysCommand::Create(create)) => keys_cli::create(&create),
         Command::Faults(args) => faults(args).await,
+        Command::Clock(args) => clock(args).await,
     }
 }
 
+async fn clock(args: ClockArgs) -> anyhow::Result<()> {
+    let client = args.target.client()?;
+    let answer = match args.command {
+        ClockCommand::Now => client.send("GET", "/_carillon/clock", b"").await?,
+        ClockCommand::Advance { by } => {
+            let body = serde_json::json!({ "advance_seconds": by }).to_string();
+            client
+                .send("POST", "/_carillon/clock", body.as_bytes())
+                .await?
+        }
+    };
+    print_answer(answer)
+}
+
+/// Prints a 2xx answer's body, or fails with the server's status and message.
+fn print_answer((status, body): (u16, String)) -> anyhow::Result<()> {
+    if !(200..300).contains(&status) {
+        anyhow::bail!("the server answered {status}: {body}");
+    }
+    if !body.is_empty() {
+        println!("{body}");
+    }
+    Ok(())
+}
+
 async fn faults(args: FaultsArgs) -> anyhow::Result<()> {
-    let client = AdminClient::from_environment(&args.endpoint, &args.data_dir)?;
-    let (status, body) = match args.command {
+    let client = args.target.client()?;
+    let answer = match args.command {
         FaultsCommand::Add {
             operation,
             error,
@@ -157,13 +217,7 @@ async fn faults(args: FaultsArgs) -> anyhow::Result<()> {
         }
         FaultsCommand::Clear => client.send("DELETE", "/_carillon/faults", b"").await?,
     };
-    if !(200..300).contains(&status) {
-        anyhow::bail!("the server answered {status}: {body}");
-    }
-    if !body.is_empty() {
-        println!("{body}");
-    }
-    Ok(())
+    print_answer(answer)
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

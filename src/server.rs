@@ -22,8 +22,9 @@ use crate::demo::Demo;
 use crate::domain::tokens::PageTokenCodec;
 use crate::join::JoinPlane;
 use crate::join::media::Media;
-use crate::store::Store;
+use crate::lifecycle::Lifecycle;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{EndRules, Store};
 
 /// The router: a health check, the signaling WebSocket, the demo page (unless turned off) and
 /// the API dispatcher for the rest. Handlers outside the dispatcher (health, demo, client events)
@@ -267,7 +268,11 @@ fn all_keys(
 
 /// Opens the store, loads the keys, binds the listener and starts serving in the background.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
-    start_with_clock(config, Arc::new(SystemClock)).await
+    let clock: Arc<dyn Clock> = match config.clock {
+        crate::config::ClockMode::Real => Arc::new(SystemClock),
+        crate::config::ClockMode::Manual => Arc::new(crate::clock::ManualClock::starting_now()),
+    };
+    start_with_clock(config, clock).await
 }
 
 pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
@@ -310,6 +315,18 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
     let media_addr = media.advertised;
     let join = Arc::new(JoinPlane::new(store.clone(), media, clock.clone()));
     join.start_volume_indicators();
+    // Nobody is connected to a node that just started, whatever the store remembers.
+    store.reset_presence(clock.now_unix()).await?;
+    let lifecycle = Arc::new(Lifecycle::new(
+        store.clone(),
+        clock.clone(),
+        EndRules {
+            idle_seconds: config.idle_timeout,
+            max_seconds: config.max_duration,
+        },
+        join.clone(),
+    ));
+    lifecycle.start();
 
     let default_rate = config.rate_limit.map(|rate| RateLimit {
         rate,
@@ -333,6 +350,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
             body_read_timeout: Duration::from_secs(config.header_read_timeout),
         },
         events: join.clone(),
+        lifecycle,
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let serve_demo = match config.demo {

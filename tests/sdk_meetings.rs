@@ -117,12 +117,25 @@ async fn meeting_lifecycle_with_every_member() {
         .expect_err("no attendees for a deleted meeting")
         .into_service_error();
     assert!(err.is_not_found_exception(), "{err:?}");
-    let err = client
+    // DeleteMeeting is idempotent, as on AWS: an ended meeting is "already ended".
+    client
         .delete_meeting()
         .meeting_id(id)
         .send()
         .await
-        .expect_err("a deleted meeting cannot be deleted again")
+        .expect("deleting an ended meeting again succeeds");
+    client
+        .delete_meeting()
+        .meeting_id(uuid::Uuid::new_v4().to_string())
+        .send()
+        .await
+        .expect("so does deleting one that never existed");
+    let err = client
+        .get_meeting()
+        .meeting_id(id)
+        .send()
+        .await
+        .expect_err("every other operation on it is NotFound")
         .into_service_error();
     assert!(err.is_not_found_exception(), "{err:?}");
 }

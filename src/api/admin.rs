@@ -40,6 +40,25 @@ pub async fn handle(
             tracing::info!(id = fault.id, operation = %fault.operation, error = ?fault.error, "fault armed");
             Ok(Reply::Json(StatusCode::CREATED, json!({ "fault": fault })))
         }
+        ("GET", ["clock"]) => Ok(Reply::Json(
+            StatusCode::OK,
+            json!({
+                "now": state.clock.now_ms(),
+                "mode": if state.clock.as_manual().is_some() { "manual" } else { "real" },
+            }),
+        )),
+        ("POST", ["clock"]) => advance_clock(state, body).await,
+        ("GET", ["meetings", meeting_id, "presence"]) => {
+            let meeting_id = super::input::guid_label("MeetingId", Some(&meeting_id.to_string()))?;
+            let attendees = state
+                .store
+                .meeting_presence(&key.account_id, &meeting_id)
+                .await?;
+            Ok(Reply::Json(
+                StatusCode::OK,
+                json!({ "meeting_id": meeting_id, "attendees": attendees }),
+            ))
+        }
         ("DELETE", ["faults"]) => {
             state.faults.clear();
             Ok(Reply::Empty(StatusCode::NO_CONTENT))
@@ -58,8 +77,43 @@ pub async fn handle(
             }
         }
         _ => Err(ApiError::bad_request(format!(
-            "No admin operation {method} /_carillon/{}; there are GET, POST and DELETE /_carillon/faults and DELETE /_carillon/faults/<id>",
+            "No admin operation {method} /_carillon/{}; there are GET, POST and DELETE /_carillon/faults, DELETE /_carillon/faults/<id>, GET and POST /_carillon/clock and GET /_carillon/meetings/<MeetingId>/presence",
             parts.join("/")
         ))),
     }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Advance {
+    advance_seconds: f64,
+}
+
+/// The longest single step of the manual clock: a year.
+const MAX_ADVANCE_SECONDS: f64 = 366.0 * 86_400.0;
+
+/// Moves the manual clock forward and ends, before answering, every meeting that is then due.
+async fn advance_clock(state: &ApiState, body: &[u8]) -> Result<Reply, ApiError> {
+    let Some(clock) = state.clock.as_manual() else {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            "The server runs on the real clock; start it with --clock manual to move time",
+        ));
+    };
+    let advance: Advance = serde_json::from_slice(body).map_err(|error| {
+        ApiError::bad_request(format!(
+            "Send {{\"advance_seconds\": N}} with N from 0 to {MAX_ADVANCE_SECONDS}: {error}"
+        ))
+    })?;
+    if !(0.0..=MAX_ADVANCE_SECONDS).contains(&advance.advance_seconds) {
+        return Err(ApiError::bad_request(format!(
+            "advance_seconds must be from 0 to {MAX_ADVANCE_SECONDS} (the clock only moves forward)"
+        )));
+    }
+    clock.advance_ms((advance.advance_seconds * 1000.0).round() as i64);
+    let ended = state.lifecycle.sweep().await?;
+    Ok(Reply::Json(
+        StatusCode::OK,
+        json!({ "now": state.clock.now_ms(), "ended_meetings": ended }),
+    ))
 }

@@ -191,14 +191,26 @@ pub async fn list(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     Ok(Reply::Json(axum::http::StatusCode::OK, response))
 }
 
+/// DeleteMeeting is idempotent, as on AWS: a well-formed id of a meeting that ended, was
+/// deleted, never existed or belongs to another account is "already ended", answered 204 with
+/// nothing changed.
 pub async fn delete(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let meeting_id = call.meeting_id()?;
-    state
+    match state
         .store
         .delete_meeting(&call.account_id, &meeting_id)
-        .await?;
-    // The attendees and their JoinTokens went with the meeting; connected clients are told now.
-    state.events.meeting_ended(&meeting_id);
+        .await
+    {
+        // The attendees and their JoinTokens went with the meeting (and its replicas);
+        // connected clients are told now.
+        Ok(ended) => {
+            for id in &ended {
+                state.events.meeting_ended(id);
+            }
+        }
+        Err(crate::store::StoreError::MeetingNotFound) => {}
+        Err(error) => return Err(error.into()),
+    }
     Ok(Reply::Empty(axum::http::StatusCode::NO_CONTENT))
 }
 

@@ -16,7 +16,7 @@ use axum::routing::get;
 
 use crate::clock::Clock;
 use crate::events::MeetingEvents;
-use crate::store::{AttendeeRecord, Store};
+use crate::store::{AttendeeRecord, PresenceChange, Store};
 use frames::{audio_status, close_code};
 pub use limits::JoinLimits;
 
@@ -144,14 +144,14 @@ impl JoinPlane {
         }
     }
 
-    async fn record_presence(&self, meeting_id: &str, attendee_id: &str, joined: bool) {
+    async fn record_presence(&self, meeting_id: &str, attendee_id: &str, change: PresenceChange) {
         let now = self.clock.now_unix();
         if let Err(error) = self
             .store
-            .record_presence(meeting_id, attendee_id, joined, now)
+            .record_presence(meeting_id, attendee_id, change, now)
             .await
         {
-            tracing::warn!(%error, meeting_id, attendee_id, joined, "could not record presence");
+            tracing::warn!(%error, meeting_id, attendee_id, ?change, "could not record presence");
         }
     }
 }

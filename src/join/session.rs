@@ -468,7 +468,7 @@ impl Rooms {
                         timestamp_ms(),
                         audio_status::MEETING_ENDED,
                     )),
-                    1000,
+                    frames::close_code::MEETING_ENDED,
                     "meeting ended",
                 );
             }

@@ -1,6 +1,7 @@
 //! The signaling WebSocket at `/control/<MeetingId>`: the JoinToken arrives as the second
 //! subprotocol beside `_aws_wt_session`; frames are `0x05` + protobuf `SdkSignalFrame`.
 
+use crate::store::PresenceChange;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -373,7 +374,11 @@ impl Session<'_> {
                 .await;
         }
         self.plane
-            .record_presence(&self.meeting_id, &attendee.attendee_id, true)
+            .record_presence(
+                &self.meeting_id,
+                &attendee.attendee_id,
+                PresenceChange::Joined,
+            )
             .await;
         self.joined = Some(attendee);
         let ok = self.send(&frames::join_ack(timestamp_ms())).await
@@ -459,7 +464,15 @@ async fn run_session(
             .has_other_session(&session.meeting_id, &attendee.attendee_id, session.id)
         {
             plane
-                .record_presence(&session.meeting_id, &attendee.attendee_id, false)
+                .record_presence(
+                    &session.meeting_id,
+                    &attendee.attendee_id,
+                    if dropped {
+                        PresenceChange::Dropped
+                    } else {
+                        PresenceChange::Left
+                    },
+                )
                 .await;
         }
         plane.rooms.leave(&session.meeting_id, session.id, dropped);

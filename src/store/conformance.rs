@@ -135,11 +135,11 @@ async fn suite(store: &dyn Store) {
         (None, None, None)
     );
     store
-        .record_presence(&id, &all[1].attendee_id, true, 10)
+        .record_presence(&id, &all[1].attendee_id, PresenceChange::Joined, 10)
         .await
         .expect("joined");
     store
-        .record_presence(&id, &all[1].attendee_id, false, 20)
+        .record_presence(&id, &all[1].attendee_id, PresenceChange::Left, 20)
         .await
         .expect("left");
     assert_eq!(
@@ -239,6 +239,183 @@ async fn suite(store: &dyn Store) {
     );
 }
 
+/// Meetings end when idle (from creation, and from when the last attendee went) or past their
+/// maximum duration; replicas end with their primary and never by their own clock; presence
+/// shows each attendee's connection state; a restart marks connected attendees as dropped.
+async fn lifecycle(store: &dyn Store) {
+    let rules = EndRules {
+        idle_seconds: 300,
+        max_seconds: 86_400,
+    };
+    let mut primary = meeting("life", "primary", 5);
+    primary.created_at = 1_000;
+    let primary_id = primary.meeting_id.clone();
+    let joiner = attendee("José");
+    let joiner_id = joiner.attendee_id.clone();
+    store
+        .create_meeting(primary, vec![], vec![joiner, attendee("Zoë")])
+        .await
+        .expect("primary");
+    let mut replica = meeting("life", "replica", 5);
+    replica.created_at = 1_000;
+    replica.primary_meeting_id = Some(primary_id.clone());
+    let replica_id = replica.meeting_id.clone();
+    store
+        .create_meeting(replica, vec![], vec![])
+        .await
+        .expect("replica");
+
+    // Not yet idle for five minutes.
+    assert!(
+        store
+            .end_due_meetings(1_299, rules)
+            .await
+            .expect("sweep")
+            .is_empty()
+    );
+    // Someone connects at 1,200: the idle clock stops, whatever the time.
+    store
+        .record_presence(&primary_id, &joiner_id, PresenceChange::Joined, 1_200)
+        .await
+        .expect("joined");
+    assert!(
+        store
+            .end_due_meetings(5_000, rules)
+            .await
+            .expect("sweep")
+            .is_empty()
+    );
+    let presence = store
+        .meeting_presence("life", &primary_id)
+        .await
+        .expect("presence");
+    let states: Vec<_> = presence
+        .iter()
+        .map(|p| (p.external_user_id.as_str(), p.state))
+        .collect();
+    assert!(states.contains(&("José", ConnectionState::Connected)));
+    assert!(states.contains(&("Zoë", ConnectionState::NeverJoined)));
+    assert!(matches!(
+        store.meeting_presence("other", &primary_id).await,
+        Err(StoreError::MeetingNotFound)
+    ));
+
+    // The last one drops at 6,000: idle from then on.
+    store
+        .record_presence(&primary_id, &joiner_id, PresenceChange::Dropped, 6_000)
+        .await
+        .expect("dropped");
+    let presence = store
+        .meeting_presence("life", &primary_id)
+        .await
+        .expect("presence");
+    let jose = presence
+        .iter()
+        .find(|p| p.attendee_id == joiner_id)
+        .expect("José");
+    assert_eq!(
+        (jose.state, jose.joined_at, jose.left_at),
+        (ConnectionState::Dropped, Some(1_200), Some(6_000))
+    );
+    assert!(
+        store
+            .end_due_meetings(6_299, rules)
+            .await
+            .expect("sweep")
+            .is_empty()
+    );
+    let mut ended = store.end_due_meetings(6_300, rules).await.expect("sweep");
+    ended.sort();
+    let mut expected = vec![primary_id.clone(), replica_id.clone()];
+    expected.sort();
+    assert_eq!(ended, expected, "the replica ends with its primary");
+    assert!(!store.meeting_exists(&replica_id).await.expect("exists"));
+
+    // Past the maximum duration a meeting ends even with someone connected.
+    let mut busy = meeting("life", "busy", 5);
+    busy.created_at = 10_000;
+    let busy_id = busy.meeting_id.clone();
+    let present = attendee("«Ana»");
+    let present_id = present.attendee_id.clone();
+    store
+        .create_meeting(busy, vec![], vec![present])
+        .await
+        .expect("busy");
+    store
+        .record_presence(&busy_id, &present_id, PresenceChange::Joined, 10_001)
+        .await
+        .expect("joined");
+    assert!(
+        store
+            .end_due_meetings(96_399, rules)
+            .await
+            .expect("sweep")
+            .is_empty()
+    );
+    assert_eq!(
+        store.end_due_meetings(96_400, rules).await.expect("sweep"),
+        vec![busy_id]
+    );
+
+    // A restart: whoever the store remembers as connected is dropped, and idle from then.
+    let mut remembered = meeting("life", "remembered", 5);
+    remembered.created_at = 100_000;
+    let remembered_id = remembered.meeting_id.clone();
+    let someone = attendee("someone");
+    let someone_id = someone.attendee_id.clone();
+    store
+        .create_meeting(remembered, vec![], vec![someone])
+        .await
+        .expect("meeting");
+    store
+        .record_presence(&remembered_id, &someone_id, PresenceChange::Joined, 100_001)
+        .await
+        .expect("joined");
+    store.reset_presence(150_000).await.expect("reset");
+    let presence = store
+        .meeting_presence("life", &remembered_id)
+        .await
+        .expect("presence");
+    assert_eq!(
+        presence.first().map(|p| p.state),
+        Some(ConnectionState::Dropped)
+    );
+    assert!(
+        store
+            .end_due_meetings(150_299, rules)
+            .await
+            .expect("sweep")
+            .is_empty()
+    );
+    assert_eq!(
+        store.end_due_meetings(150_300, rules).await.expect("sweep"),
+        vec![remembered_id]
+    );
+
+    // DeleteMeeting of a primary takes its replicas along.
+    let primary = meeting("life", "primary-2", 5);
+    let primary_id = primary.meeting_id.clone();
+    store
+        .create_meeting(primary, vec![], vec![])
+        .await
+        .expect("primary");
+    let mut replica = meeting("life", "replica-2", 5);
+    replica.primary_meeting_id = Some(primary_id.clone());
+    let replica_id = replica.meeting_id.clone();
+    store
+        .create_meeting(replica, vec![], vec![])
+        .await
+        .expect("replica");
+    let mut deleted = store
+        .delete_meeting("life", &primary_id)
+        .await
+        .expect("delete");
+    deleted.sort();
+    let mut expected = vec![primary_id, replica_id];
+    expected.sort();
+    assert_eq!(deleted, expected);
+}
+
 /// A write inside a request whose gate was closed (the request timed out) keeps nothing; one
 /// that passed the gate keeps its write and the gate can no longer be closed.
 async fn commit_gate(store: &dyn Store) {
@@ -273,6 +450,8 @@ async fn sqlite_in_memory() {
     let store = sqlite::SqliteStore::open_in_memory().expect("open");
     suite(&store).await;
     commit_gate(&store).await;
+    // The lifecycle sweep ends every due meeting of the store, so it gets one of its own.
+    lifecycle(&sqlite::SqliteStore::open_in_memory().expect("open")).await;
 }
 
 #[tokio::test]
@@ -280,6 +459,7 @@ async fn sqlite_on_disk_and_reopened() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("carillon.db");
     suite(&sqlite::SqliteStore::open(&path).expect("open")).await;
+    lifecycle(&sqlite::SqliteStore::open(&dir.path().join("lifecycle.db")).expect("open")).await;
     // Migrations are idempotent across reopenings, and the data is still there.
     let reopened = sqlite::SqliteStore::open(&path).expect("reopen");
     assert_eq!(

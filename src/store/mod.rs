@@ -116,6 +116,47 @@ impl std::error::Error for StoreError {}
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// What happened to an attendee's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceChange {
+    /// Admitted by the signaling endpoint (JOIN answered).
+    Joined,
+    /// Left on purpose (LEAVE, a clean close, a kick).
+    Left,
+    /// Vanished: the socket died or went silent.
+    Dropped,
+}
+
+/// An attendee's connection state, as the admin extension shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectionState {
+    Connected,
+    Left,
+    Dropped,
+    NeverJoined,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AttendeePresence {
+    pub attendee_id: String,
+    pub external_user_id: String,
+    pub state: ConnectionState,
+    /// Seconds since the epoch of the last join, and of the last leave or drop.
+    pub joined_at: Option<i64>,
+    pub left_at: Option<i64>,
+}
+
+/// When meetings end by themselves (`spec/behaviour.md` §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndRules {
+    /// A meeting with no attendee connected for this long ends (counted from its creation, and
+    /// again from whenever its last attendee left).
+    pub idle_seconds: i64,
+    /// A meeting ends this long after its creation, connected or not.
+    pub max_seconds: i64,
+}
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates the meeting with its tags and attendees in one transaction, unless the account
@@ -138,8 +179,13 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreResult<Vec<MeetingRecord>>;
 
-    /// Deletes the meeting with its attendees (and so their JoinTokens) and tags.
-    async fn delete_meeting(&self, account_id: &str, meeting_id: &str) -> StoreResult<()>;
+    /// Deletes the meeting with its attendees (and so their JoinTokens) and tags, and its replica
+    /// meetings, which end with their primary. Returns the ids of every meeting that ended.
+    async fn delete_meeting(&self, account_id: &str, meeting_id: &str) -> StoreResult<Vec<String>>;
+
+    /// Ends every meeting that `rules` say is over at `now` (seconds), with its replicas, and
+    /// returns the ids of all that ended.
+    async fn end_due_meetings(&self, now: i64, rules: EndRules) -> StoreResult<Vec<String>>;
 
     /// Creates attendees atomically against the meeting's cap: concurrent calls never overshoot.
     async fn create_attendees(
@@ -216,14 +262,26 @@ pub trait Store: Send + Sync + 'static {
     /// Whether a meeting exists, in any account (the join plane knows no account).
     async fn meeting_exists(&self, meeting_id: &str) -> StoreResult<bool>;
 
-    /// Records that an attendee's client joined (or left) the meeting at `at`.
+    /// Records that an attendee's client joined, left or dropped at `at`, and keeps the
+    /// meeting's idle clock: it starts when the last connected attendee goes.
     async fn record_presence(
         &self,
         meeting_id: &str,
         attendee_id: &str,
-        joined: bool,
+        change: PresenceChange,
         at: i64,
     ) -> StoreResult<()>;
+
+    /// Every attendee of the account's meeting with its connection state.
+    async fn meeting_presence(
+        &self,
+        account_id: &str,
+        meeting_id: &str,
+    ) -> StoreResult<Vec<AttendeePresence>>;
+
+    /// Marks every connected attendee as dropped at `at`: on a single node, nobody is connected
+    /// when the server starts, whatever the store remembers from before a crash.
+    async fn reset_presence(&self, at: i64) -> StoreResult<()>;
 
     /// The attendee's last recorded presence: (joined, joined_at, left_at).
     async fn presence(

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    AttendeeOutcome, AttendeeRecord, CreatedMeeting, MeetingRecord, NewAttendee, Store, StoreError,
-    StoreResult, Tag, TagTarget,
+    AttendeeOutcome, AttendeePresence, AttendeeRecord, ConnectionState, CreatedMeeting, EndRules,
+    MeetingRecord, NewAttendee, PresenceChange, Store, StoreError, StoreResult, Tag, TagTarget,
 };
 use crate::domain::capabilities::{Capabilities, MediaCapability};
 
@@ -68,6 +68,15 @@ CREATE TABLE tags (
 ALTER TABLE attendees ADD COLUMN joined INTEGER;
 ALTER TABLE attendees ADD COLUMN joined_at INTEGER;
 ALTER TABLE attendees ADD COLUMN left_at INTEGER;
+"#,
+    // The meeting lifecycle: whether anyone is connected, and since when nobody has been (NULL:
+    // since creation). The due-meeting sweep reads both through its own index.
+    r#"
+ALTER TABLE attendees ADD COLUMN dropped INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE meetings ADD COLUMN connected INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE meetings ADD COLUMN idle_since INTEGER;
+CREATE INDEX meetings_by_primary ON meetings (primary_meeting_id);
+CREATE INDEX meetings_by_age ON meetings (created_at);
 "#,
 ];
 
@@ -185,6 +194,59 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
             .map_err(backend)?;
         tx.commit().map_err(backend)?;
     }
+    Ok(())
+}
+
+/// Deletes a meeting of the account and its replicas; returns the ids deleted (none when the
+/// account has no such meeting).
+fn end_meeting(
+    tx: &Transaction<'_>,
+    account_id: &str,
+    meeting_id: &str,
+) -> StoreResult<Vec<String>> {
+    let deleted = tx
+        .execute(
+            "DELETE FROM meetings WHERE account_id = ?1 AND meeting_id = ?2",
+            params![account_id, meeting_id],
+        )
+        .map_err(backend)?;
+    if deleted == 0 {
+        return Ok(Vec::new());
+    }
+    let replicas: Vec<String> = {
+        let mut statement = tx
+            .prepare_cached("SELECT meeting_id FROM meetings WHERE primary_meeting_id = ?1")
+            .map_err(backend)?;
+        let rows = statement
+            .query_map(params![meeting_id], |row| row.get(0))
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)?
+    };
+    tx.execute(
+        "DELETE FROM meetings WHERE primary_meeting_id = ?1",
+        params![meeting_id],
+    )
+    .map_err(backend)?;
+    let mut ended = vec![meeting_id.to_string()];
+    ended.extend(replicas);
+    Ok(ended)
+}
+
+/// Recomputes whether anyone is connected to the meeting; when the last one went, its idle
+/// clock starts at `at`.
+fn refresh_connected(tx: &Transaction<'_>, meeting_id: &str, at: i64) -> StoreResult<()> {
+    // Every right-hand side reads the row as it was, so `connected = 1` is the old state.
+    tx.execute(
+        "UPDATE meetings SET \
+           idle_since = CASE \
+             WHEN EXISTS (SELECT 1 FROM attendees WHERE meeting_id = ?1 AND joined = 1) THEN idle_since \
+             WHEN connected = 1 THEN ?2 \
+             ELSE idle_since END, \
+           connected = EXISTS (SELECT 1 FROM attendees WHERE meeting_id = ?1 AND joined = 1) \
+         WHERE meeting_id = ?1",
+        params![meeting_id, at],
+    )
+    .map_err(backend)?;
     Ok(())
 }
 
@@ -476,19 +538,45 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_meeting(&self, account_id: &str, meeting_id: &str) -> StoreResult<()> {
+    async fn delete_meeting(&self, account_id: &str, meeting_id: &str) -> StoreResult<Vec<String>> {
         let (account_id, meeting_id) = (account_id.to_string(), meeting_id.to_string());
         self.write(move |tx| {
-            let deleted = tx
-                .execute(
-                    "DELETE FROM meetings WHERE account_id = ?1 AND meeting_id = ?2",
-                    params![account_id, meeting_id],
-                )
-                .map_err(backend)?;
-            if deleted == 0 {
+            let ended = end_meeting(tx, &account_id, &meeting_id)?;
+            if ended.is_empty() {
                 return Err(StoreError::MeetingNotFound);
             }
-            Ok(())
+            Ok(ended)
+        })
+        .await
+    }
+
+    async fn end_due_meetings(&self, now: i64, rules: EndRules) -> StoreResult<Vec<String>> {
+        self.write(move |tx| {
+            // Replicas never end by their own clocks, only with their primary.
+            let due: Vec<(String, String)> = {
+                let mut statement = tx
+                    .prepare_cached(
+                        "SELECT account_id, meeting_id FROM meetings \
+                         WHERE primary_meeting_id IS NULL AND (created_at <= ?1 \
+                            OR (connected = 0 AND COALESCE(idle_since, created_at) <= ?2))",
+                    )
+                    .map_err(backend)?;
+                let rows = statement
+                    .query_map(
+                        params![
+                            now.saturating_sub(rules.max_seconds),
+                            now.saturating_sub(rules.idle_seconds)
+                        ],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .map_err(backend)?;
+                rows.collect::<Result<_, _>>().map_err(backend)?
+            };
+            let mut ended = Vec::new();
+            for (account_id, meeting_id) in due {
+                ended.extend(end_meeting(tx, &account_id, &meeting_id)?);
+            }
+            Ok(ended)
         })
         .await
     }
@@ -757,17 +845,77 @@ impl Store for SqliteStore {
         &self,
         meeting_id: &str,
         attendee_id: &str,
-        joined: bool,
+        change: PresenceChange,
         at: i64,
     ) -> StoreResult<()> {
         let (meeting_id, attendee_id) = (meeting_id.to_string(), attendee_id.to_string());
         self.write(move |tx| {
-            let column = if joined { "joined_at" } else { "left_at" };
+            let (joined, dropped, column) = match change {
+                PresenceChange::Joined => (true, false, "joined_at"),
+                PresenceChange::Left => (false, false, "left_at"),
+                PresenceChange::Dropped => (false, true, "left_at"),
+            };
             tx.execute(
                 &format!(
-                    "UPDATE attendees SET joined = ?3, {column} = ?4 WHERE meeting_id = ?1 AND attendee_id = ?2"
+                    "UPDATE attendees SET joined = ?3, dropped = ?4, {column} = ?5 \
+                     WHERE meeting_id = ?1 AND attendee_id = ?2"
                 ),
-                params![meeting_id, attendee_id, joined, at],
+                params![meeting_id, attendee_id, joined, dropped, at],
+            )
+            .map_err(backend)?;
+            refresh_connected(tx, &meeting_id, at)
+        })
+        .await
+    }
+
+    async fn meeting_presence(
+        &self,
+        account_id: &str,
+        meeting_id: &str,
+    ) -> StoreResult<Vec<AttendeePresence>> {
+        let (account_id, meeting_id) = (account_id.to_string(), meeting_id.to_string());
+        self.read(move |conn| {
+            find_meeting(conn, &account_id, &meeting_id)?;
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT attendee_id, external_user_id, joined, dropped, joined_at, left_at \
+                     FROM attendees WHERE meeting_id = ?1 ORDER BY attendee_id",
+                )
+                .map_err(backend)?;
+            let rows = statement
+                .query_map(params![meeting_id], |row| {
+                    let joined: Option<bool> = row.get(2)?;
+                    let dropped: bool = row.get(3)?;
+                    let state = match (joined, dropped) {
+                        (None, _) => ConnectionState::NeverJoined,
+                        (Some(true), _) => ConnectionState::Connected,
+                        (Some(false), true) => ConnectionState::Dropped,
+                        (Some(false), false) => ConnectionState::Left,
+                    };
+                    Ok(AttendeePresence {
+                        attendee_id: row.get(0)?,
+                        external_user_id: row.get(1)?,
+                        state,
+                        joined_at: row.get(4)?,
+                        left_at: row.get(5)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn reset_presence(&self, at: i64) -> StoreResult<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE attendees SET joined = 0, dropped = 1, left_at = ?1 WHERE joined = 1",
+                params![at],
+            )
+            .map_err(backend)?;
+            tx.execute(
+                "UPDATE meetings SET connected = 0, idle_since = ?1 WHERE connected = 1",
+                params![at],
             )
             .map_err(backend)?;
             Ok(())

@@ -1,0 +1,83 @@
+//! Meetings end by themselves, as on AWS: after `EndRules::idle_seconds` with no attendee
+//! connected (counted from creation, and again from whenever the last attendee left), and
+//! `EndRules::max_seconds` after creation. Replicas end with their primary. A sweep finds what is
+//! due by the server's `Clock`, so a manual clock ends idle meetings the moment it is advanced.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::events::MeetingEvents;
+use crate::store::{EndRules, Store, StoreResult};
+
+/// AWS's rules: five idle minutes, 24 hours at most.
+pub const AWS_RULES: EndRules = EndRules {
+    idle_seconds: 5 * 60,
+    max_seconds: 24 * 60 * 60,
+};
+
+/// How often the background sweep looks for meetings that are due.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct Lifecycle {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    rules: EndRules,
+    events: Arc<dyn MeetingEvents>,
+    /// One sweep at a time, so a clock advance and the background tick do not race.
+    sweeping: tokio::sync::Mutex<()>,
+}
+
+impl Lifecycle {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        rules: EndRules,
+        events: Arc<dyn MeetingEvents>,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            rules,
+            events,
+            sweeping: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn rules(&self) -> EndRules {
+        self.rules
+    }
+
+    /// Ends every meeting that is due now, tells the join plane (connected clients get
+    /// AUDIO_STATUS 410 and a 4410 close), and returns the ids that ended.
+    pub async fn sweep(&self) -> StoreResult<Vec<String>> {
+        let _one_at_a_time = self.sweeping.lock().await;
+        let ended = self
+            .store
+            .end_due_meetings(self.clock.now_unix(), self.rules)
+            .await?;
+        for meeting_id in &ended {
+            tracing::info!(%meeting_id, "meeting ended: idle, or past its maximum duration, or its primary ended");
+            self.events.meeting_ended(meeting_id);
+        }
+        Ok(ended)
+    }
+
+    /// Sweeps every second for as long as the lifecycle exists.
+    pub fn start(self: &Arc<Self>) {
+        let lifecycle = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(lifecycle) = lifecycle.upgrade() else {
+                    return;
+                };
+                if let Err(error) = lifecycle.sweep().await {
+                    tracing::warn!(%error, "the meeting-lifecycle sweep failed; retrying");
+                }
+            }
+        });
+    }
+}
