@@ -235,7 +235,12 @@ pub async fn delete(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let attendee_id = call.attendee_id()?;
     state
         .store
-        .delete_attendee(&call.account_id, &meeting_id, &attendee_id)
+        .delete_attendee(
+            &call.account_id,
+            &meeting_id,
+            &attendee_id,
+            state.clock.now_unix(),
+        )
         .await?;
     // The JoinToken is gone with the row; a connected client is removed now.
     state.events.attendee_deleted(&meeting_id, &attendee_id);

@@ -198,7 +198,7 @@ pub async fn delete(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let meeting_id = call.meeting_id()?;
     match state
         .store
-        .delete_meeting(&call.account_id, &meeting_id)
+        .delete_meeting(&call.account_id, &meeting_id, state.clock.now_unix())
         .await
     {
         // The attendees and their JoinTokens went with the meeting (and its replicas);

@@ -5,6 +5,7 @@ pub mod arn;
 pub mod capabilities;
 pub mod digest;
 pub mod ids;
+pub mod meeting_events;
 pub mod regions;
 pub mod tokens;
 pub mod validate;

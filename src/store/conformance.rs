@@ -197,7 +197,7 @@ async fn suite(store: &dyn Store) {
 
     // Deletes cascade and are final.
     store
-        .delete_attendee("a1", &id, &all[0].attendee_id)
+        .delete_attendee("a1", &id, &all[0].attendee_id, 30)
         .await
         .expect("delete attendee");
     assert!(matches!(
@@ -205,11 +205,13 @@ async fn suite(store: &dyn Store) {
         Err(StoreError::AttendeeNotFound)
     ));
     assert!(matches!(
-        store.delete_attendee("a1", &id, &all[0].attendee_id).await,
+        store
+            .delete_attendee("a1", &id, &all[0].attendee_id, 30)
+            .await,
         Err(StoreError::AttendeeNotFound)
     ));
     store
-        .delete_meeting("a1", &id)
+        .delete_meeting("a1", &id, 40)
         .await
         .expect("delete meeting");
     assert!(matches!(
@@ -217,7 +219,7 @@ async fn suite(store: &dyn Store) {
         Err(StoreError::MeetingNotFound)
     ));
     assert!(matches!(
-        store.delete_meeting("a1", &id).await,
+        store.delete_meeting("a1", &id, 40).await,
         Err(StoreError::MeetingNotFound)
     ));
 
@@ -407,13 +409,111 @@ async fn lifecycle(store: &dyn Store) {
         .await
         .expect("replica");
     let mut deleted = store
-        .delete_meeting("life", &primary_id)
+        .delete_meeting("life", &primary_id, 50)
         .await
         .expect("delete");
     deleted.sort();
     let mut expected = vec![primary_id, replica_id];
     expected.sort();
     assert_eq!(deleted, expected);
+}
+
+/// Every change writes its event in its own transaction, in the real order; each sink has a
+/// cursor that only moves forward, and a dead letter moves it past the event it gave up on.
+async fn outbox(store: &dyn Store) {
+    let mut m = meeting("events", "outbox", 5);
+    m.notifications = Some(serde_json::json!({"SqsQueueArn": "arn:aws:sqs:us-east-1:1:q"}));
+    let id = m.meeting_id.clone();
+    let new = attendee("José");
+    let attendee_id = new.attendee_id.clone();
+    store
+        .create_meeting(m, vec![], vec![new])
+        .await
+        .expect("create");
+    store
+        .record_presence(&id, &attendee_id, PresenceChange::Joined, 10)
+        .await
+        .expect("joined");
+    store
+        .record_presence(&id, &attendee_id, PresenceChange::Left, 20)
+        .await
+        .expect("left");
+    store
+        .delete_attendee("events", &id, &attendee_id, 30)
+        .await
+        .expect("deleted");
+    store
+        .delete_meeting("events", &id, 40)
+        .await
+        .expect("ended");
+    let events = store.outbox_after(0, 100).await.expect("outbox");
+    let types: Vec<String> = events
+        .iter()
+        .map(|e| {
+            let body: serde_json::Value = serde_json::from_str(&e.body).expect("json");
+            body["detail"]["eventType"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "chime:MeetingStarted",
+            "chime:AttendeeAdded",
+            "chime:AttendeeAuthorized",
+            "chime:AttendeeJoined",
+            "chime:AttendeeLeft",
+            "chime:AttendeeDeleted",
+            "chime:MeetingEnded"
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.meeting_id == id && e.targets == ["arn:aws:sqs:us-east-1:1:q"])
+    );
+    let joined: serde_json::Value = serde_json::from_str(&events[3].body).expect("json");
+    assert_eq!(joined["detail"]["externalUserId"], "José");
+    assert_eq!(joined["detail"]["timestamp"], 10_000);
+
+    assert_eq!(store.sink_cursor("hook").await.expect("cursor"), 0);
+    store
+        .advance_sink("hook", events[2].seq)
+        .await
+        .expect("advance");
+    store
+        .advance_sink("hook", events[1].seq)
+        .await
+        .expect("never back");
+    assert_eq!(
+        store.sink_cursor("hook").await.expect("cursor"),
+        events[2].seq
+    );
+    store
+        .dead_letter("hook", &events[3], "HTTP 500", 99)
+        .await
+        .expect("dead letter");
+    assert_eq!(
+        store.sink_cursor("hook").await.expect("cursor"),
+        events[3].seq
+    );
+    let dead = store.dead_letters().await.expect("dead letters");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].seq, dead[0].error.as_str()),
+        (events[3].seq, "HTTP 500")
+    );
+    assert_eq!(
+        store
+            .outbox_after(events[5].seq, 100)
+            .await
+            .expect("tail")
+            .len(),
+        1
+    );
 }
 
 /// A write inside a request whose gate was closed (the request timed out) keeps nothing; one
@@ -452,6 +552,7 @@ async fn sqlite_in_memory() {
     commit_gate(&store).await;
     // The lifecycle sweep ends every due meeting of the store, so it gets one of its own.
     lifecycle(&sqlite::SqliteStore::open_in_memory().expect("open")).await;
+    outbox(&sqlite::SqliteStore::open_in_memory().expect("open")).await;
 }
 
 #[tokio::test]

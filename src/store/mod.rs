@@ -147,6 +147,31 @@ pub struct AttendeePresence {
     pub left_at: Option<i64>,
 }
 
+/// One meeting event in the transactional outbox, written in the same transaction as the change
+/// it announces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    /// Increasing in the order the changes committed.
+    pub seq: i64,
+    pub meeting_id: String,
+    /// The meeting's NotificationsConfiguration ARNs when the event happened.
+    pub targets: Vec<String>,
+    /// The EventBridge-shaped envelope, as JSON text.
+    pub body: String,
+    /// Real milliseconds since the epoch when it was recorded (for delivery latency).
+    pub recorded_at_ms: i64,
+}
+
+/// An event a sink gave up on after its retries.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetter {
+    pub sink: String,
+    pub seq: i64,
+    pub error: String,
+    pub at_ms: i64,
+    pub body: String,
+}
+
 /// When meetings end by themselves (`spec/behaviour.md` §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EndRules {
@@ -181,7 +206,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes the meeting with its attendees (and so their JoinTokens) and tags, and its replica
     /// meetings, which end with their primary. Returns the ids of every meeting that ended.
-    async fn delete_meeting(&self, account_id: &str, meeting_id: &str) -> StoreResult<Vec<String>>;
+    async fn delete_meeting(
+        &self,
+        account_id: &str,
+        meeting_id: &str,
+        at: i64,
+    ) -> StoreResult<Vec<String>>;
 
     /// Ends every meeting that `rules` say is over at `now` (seconds), with its replicas, and
     /// returns the ids of all that ended.
@@ -211,11 +241,13 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreResult<Vec<AttendeeRecord>>;
 
+    /// Deletes the attendee (and its JoinToken) at `at` (seconds, for its event).
     async fn delete_attendee(
         &self,
         account_id: &str,
         meeting_id: &str,
         attendee_id: &str,
+        at: i64,
     ) -> StoreResult<()>;
 
     async fn update_capabilities(
@@ -289,6 +321,26 @@ pub trait Store: Send + Sync + 'static {
         meeting_id: &str,
         attendee_id: &str,
     ) -> StoreResult<(Option<bool>, Option<i64>, Option<i64>)>;
+
+    /// Outbox events after `after` (a sequence number), oldest first.
+    async fn outbox_after(&self, after: i64, limit: usize) -> StoreResult<Vec<OutboxEvent>>;
+
+    /// The last sequence number a sink has delivered (0 before its first).
+    async fn sink_cursor(&self, sink: &str) -> StoreResult<i64>;
+
+    /// Records that a sink delivered every event up to `seq`.
+    async fn advance_sink(&self, sink: &str, seq: i64) -> StoreResult<()>;
+
+    /// Gives up on one event for a sink: keeps it as a dead letter and moves the sink past it.
+    async fn dead_letter(
+        &self,
+        sink: &str,
+        event: &OutboxEvent,
+        error: &str,
+        at_ms: i64,
+    ) -> StoreResult<()>;
+
+    async fn dead_letters(&self) -> StoreResult<Vec<DeadLetter>>;
 
     /// Server settings (the pagination key, generated credentials). Returns the stored value,
     /// inserting `value` first if the name had none, so concurrent first starts agree.

@@ -13,10 +13,12 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    AttendeeOutcome, AttendeePresence, AttendeeRecord, ConnectionState, CreatedMeeting, EndRules,
-    MeetingRecord, NewAttendee, PresenceChange, Store, StoreError, StoreResult, Tag, TagTarget,
+    AttendeeOutcome, AttendeePresence, AttendeeRecord, ConnectionState, CreatedMeeting, DeadLetter,
+    EndRules, MeetingRecord, NewAttendee, OutboxEvent, PresenceChange, Store, StoreError,
+    StoreResult, Tag, TagTarget,
 };
 use crate::domain::capabilities::{Capabilities, MediaCapability};
+use crate::domain::meeting_events::{self, AttendeeFacts, EventType, MeetingFacts, envelope};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -77,6 +79,28 @@ ALTER TABLE meetings ADD COLUMN connected INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE meetings ADD COLUMN idle_since INTEGER;
 CREATE INDEX meetings_by_primary ON meetings (primary_meeting_id);
 CREATE INDEX meetings_by_age ON meetings (created_at);
+"#,
+    // The transactional outbox of meeting events, each sink's delivery cursor, dead letters.
+    r#"
+CREATE TABLE events (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    meeting_id     TEXT NOT NULL,
+    targets        TEXT NOT NULL,
+    body           TEXT NOT NULL,
+    recorded_at_ms INTEGER NOT NULL
+);
+CREATE TABLE event_sinks (
+    sink          TEXT PRIMARY KEY,
+    delivered_seq INTEGER NOT NULL
+);
+CREATE TABLE dead_letters (
+    sink  TEXT NOT NULL,
+    seq   INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    body  TEXT NOT NULL,
+    PRIMARY KEY (sink, seq)
+);
 "#,
 ];
 
@@ -197,39 +221,114 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
-/// Deletes a meeting of the account and its replicas; returns the ids deleted (none when the
-/// account has no such meeting).
+/// Ends a meeting of the account and its replicas at `at`: attendees still connected are
+/// announced as left, then the meeting as ended, and the rows go. Returns the ids that ended
+/// (none when the account has no such meeting).
 fn end_meeting(
     tx: &Transaction<'_>,
     account_id: &str,
     meeting_id: &str,
+    at: i64,
 ) -> StoreResult<Vec<String>> {
-    let deleted = tx
-        .execute(
-            "DELETE FROM meetings WHERE account_id = ?1 AND meeting_id = ?2",
-            params![account_id, meeting_id],
-        )
-        .map_err(backend)?;
-    if deleted == 0 {
-        return Ok(Vec::new());
-    }
-    let replicas: Vec<String> = {
+    let primary = match find_meeting(tx, account_id, meeting_id) {
+        Ok(meeting) => meeting,
+        Err(StoreError::MeetingNotFound) => return Ok(Vec::new()),
+        Err(error) => return Err(error),
+    };
+    let replicas: Vec<MeetingRecord> = {
         let mut statement = tx
-            .prepare_cached("SELECT meeting_id FROM meetings WHERE primary_meeting_id = ?1")
+            .prepare_cached(&format!(
+                "SELECT {MEETING_COLUMNS} FROM meetings WHERE primary_meeting_id = ?1"
+            ))
             .map_err(backend)?;
         let rows = statement
-            .query_map(params![meeting_id], |row| row.get(0))
+            .query_map(params![meeting_id], meeting_from_row)
             .map_err(backend)?;
         rows.collect::<Result<_, _>>().map_err(backend)?
     };
+    let mut ended = Vec::with_capacity(1 + replicas.len());
+    for meeting in std::iter::once(primary).chain(replicas) {
+        let connected: Vec<(String, String)> = {
+            let mut statement = tx
+                .prepare_cached(
+                    "SELECT attendee_id, external_user_id FROM attendees \
+                     WHERE meeting_id = ?1 AND joined = 1 ORDER BY attendee_id",
+                )
+                .map_err(backend)?;
+            let rows = statement
+                .query_map(params![meeting.meeting_id], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)?
+        };
+        for (attendee_id, external_user_id) in &connected {
+            record_event(
+                tx,
+                EventType::AttendeeLeft,
+                &meeting,
+                Some((attendee_id, external_user_id)),
+                at,
+            )?;
+        }
+        record_event(tx, EventType::MeetingEnded, &meeting, None, at)?;
+        tx.execute(
+            "DELETE FROM meetings WHERE meeting_id = ?1",
+            params![meeting.meeting_id],
+        )
+        .map_err(backend)?;
+        ended.push(meeting.meeting_id);
+    }
+    Ok(ended)
+}
+
+/// Appends one event to the outbox, inside the caller's transaction.
+fn record_event(
+    tx: &Transaction<'_>,
+    kind: EventType,
+    meeting: &MeetingRecord,
+    attendee: Option<(&str, &str)>,
+    at: i64,
+) -> StoreResult<()> {
+    let facts = MeetingFacts {
+        account_id: &meeting.account_id,
+        control_region: &meeting.control_region,
+        meeting_id: &meeting.meeting_id,
+        external_meeting_id: meeting.external_meeting_id.as_deref(),
+        media_region: &meeting.media_region,
+    };
+    let attendee = attendee.map(|(attendee_id, external_user_id)| AttendeeFacts {
+        attendee_id,
+        external_user_id,
+    });
+    let body = envelope(kind, &facts, attendee.as_ref(), at.saturating_mul(1000));
+    let targets = meeting_events::targets(meeting.notifications.as_ref());
+    let recorded_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    tx.prepare_cached(
+        "INSERT INTO events (meeting_id, targets, body, recorded_at_ms) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .map_err(backend)?
+    .execute(params![
+        meeting.meeting_id,
+        to_json(&targets)?,
+        body.to_string(),
+        recorded_at_ms
+    ])
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn advance_cursor(tx: &Transaction<'_>, sink: &str, seq: i64) -> StoreResult<()> {
     tx.execute(
-        "DELETE FROM meetings WHERE primary_meeting_id = ?1",
-        params![meeting_id],
+        "INSERT INTO event_sinks (sink, delivered_seq) VALUES (?1, ?2) \
+         ON CONFLICT (sink) DO UPDATE SET delivered_seq = MAX(delivered_seq, excluded.delivered_seq)",
+        params![sink, seq],
     )
     .map_err(backend)?;
-    let mut ended = vec![meeting_id.to_string()];
-    ended.extend(replicas);
-    Ok(ended)
+    Ok(())
 }
 
 /// Recomputes whether anyone is connected to the meeting; when the last one went, its idle
@@ -417,6 +516,13 @@ fn insert_attendees(
         )
         .map_err(backend)?;
         insert_tags(tx, &meeting.meeting_id, &new.attendee_id, &new.tags)?;
+        record_event(
+            tx,
+            EventType::AttendeeAdded,
+            meeting,
+            Some((&new.attendee_id, &new.external_user_id)),
+            new.created_at,
+        )?;
         count += 1;
         outcomes.push(AttendeeOutcome::Created(AttendeeRecord {
             meeting_id: meeting.meeting_id.clone(),
@@ -499,6 +605,13 @@ impl Store for SqliteStore {
                 ],
             )
             .map_err(backend)?;
+            record_event(
+                tx,
+                EventType::MeetingStarted,
+                &meeting,
+                None,
+                meeting.created_at,
+            )?;
             insert_tags(tx, &meeting.meeting_id, "", &tags)?;
             let attendees = insert_attendees(tx, &meeting, attendees)?;
             Ok(CreatedMeeting {
@@ -538,10 +651,15 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_meeting(&self, account_id: &str, meeting_id: &str) -> StoreResult<Vec<String>> {
+    async fn delete_meeting(
+        &self,
+        account_id: &str,
+        meeting_id: &str,
+        at: i64,
+    ) -> StoreResult<Vec<String>> {
         let (account_id, meeting_id) = (account_id.to_string(), meeting_id.to_string());
         self.write(move |tx| {
-            let ended = end_meeting(tx, &account_id, &meeting_id)?;
+            let ended = end_meeting(tx, &account_id, &meeting_id, at)?;
             if ended.is_empty() {
                 return Err(StoreError::MeetingNotFound);
             }
@@ -574,7 +692,7 @@ impl Store for SqliteStore {
             };
             let mut ended = Vec::new();
             for (account_id, meeting_id) in due {
-                ended.extend(end_meeting(tx, &account_id, &meeting_id)?);
+                ended.extend(end_meeting(tx, &account_id, &meeting_id, now)?);
             }
             Ok(ended)
         })
@@ -646,6 +764,7 @@ impl Store for SqliteStore {
         account_id: &str,
         meeting_id: &str,
         attendee_id: &str,
+        at: i64,
     ) -> StoreResult<()> {
         let (account_id, meeting_id, attendee_id) = (
             account_id.to_string(),
@@ -653,22 +772,35 @@ impl Store for SqliteStore {
             attendee_id.to_string(),
         );
         self.write(move |tx| {
-            find_meeting(tx, &account_id, &meeting_id)?;
-            let deleted = tx
-                .execute(
-                    "DELETE FROM attendees WHERE meeting_id = ?1 AND attendee_id = ?2",
+            let meeting = find_meeting(tx, &account_id, &meeting_id)?;
+            let external_user_id: Option<String> = tx
+                .query_row(
+                    "SELECT external_user_id FROM attendees WHERE meeting_id = ?1 AND attendee_id = ?2",
                     params![meeting_id, attendee_id],
+                    |row| row.get(0),
                 )
+                .optional()
                 .map_err(backend)?;
-            if deleted == 0 {
+            let Some(external_user_id) = external_user_id else {
                 return Err(StoreError::AttendeeNotFound);
-            }
+            };
+            tx.execute(
+                "DELETE FROM attendees WHERE meeting_id = ?1 AND attendee_id = ?2",
+                params![meeting_id, attendee_id],
+            )
+            .map_err(backend)?;
             tx.execute(
                 "DELETE FROM tags WHERE meeting_id = ?1 AND attendee_id = ?2",
                 params![meeting_id, attendee_id],
             )
             .map_err(backend)?;
-            Ok(())
+            record_event(
+                tx,
+                EventType::AttendeeDeleted,
+                &meeting,
+                Some((&attendee_id, &external_user_id)),
+                at,
+            )
         })
         .await
     }
@@ -855,14 +987,48 @@ impl Store for SqliteStore {
                 PresenceChange::Left => (false, false, "left_at"),
                 PresenceChange::Dropped => (false, true, "left_at"),
             };
-            tx.execute(
-                &format!(
-                    "UPDATE attendees SET joined = ?3, dropped = ?4, {column} = ?5 \
-                     WHERE meeting_id = ?1 AND attendee_id = ?2"
-                ),
-                params![meeting_id, attendee_id, joined, dropped, at],
-            )
-            .map_err(backend)?;
+            let changed = tx
+                .execute(
+                    &format!(
+                        "UPDATE attendees SET joined = ?3, dropped = ?4, {column} = ?5 \
+                         WHERE meeting_id = ?1 AND attendee_id = ?2"
+                    ),
+                    params![meeting_id, attendee_id, joined, dropped, at],
+                )
+                .map_err(backend)?;
+            if changed == 1 {
+                let meeting = tx
+                    .query_row(
+                        &format!("SELECT {MEETING_COLUMNS} FROM meetings WHERE meeting_id = ?1"),
+                        params![meeting_id],
+                        meeting_from_row,
+                    )
+                    .map_err(backend)?;
+                let external_user_id: String = tx
+                    .query_row(
+                        "SELECT external_user_id FROM attendees WHERE meeting_id = ?1 AND attendee_id = ?2",
+                        params![meeting_id, attendee_id],
+                        |row| row.get(0),
+                    )
+                    .map_err(backend)?;
+                let kinds: &[EventType] = match change {
+                    // The token was accepted, then the attendee joined: both, in that order.
+                    PresenceChange::Joined => {
+                        &[EventType::AttendeeAuthorized, EventType::AttendeeJoined]
+                    }
+                    PresenceChange::Left => &[EventType::AttendeeLeft],
+                    PresenceChange::Dropped => &[EventType::AttendeeDropped],
+                };
+                for kind in kinds {
+                    record_event(
+                        tx,
+                        *kind,
+                        &meeting,
+                        Some((&attendee_id, &external_user_id)),
+                        at,
+                    )?;
+                }
+            }
             refresh_connected(tx, &meeting_id, at)
         })
         .await
@@ -938,6 +1104,94 @@ impl Store for SqliteStore {
             .optional()
             .map_err(backend)?
             .ok_or(StoreError::AttendeeNotFound)
+        })
+        .await
+    }
+
+    async fn outbox_after(&self, after: i64, limit: usize) -> StoreResult<Vec<OutboxEvent>> {
+        self.read(move |conn| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT seq, meeting_id, targets, body, recorded_at_ms FROM events \
+                     WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = statement
+                .query_map(params![after, limit as i64], |row| {
+                    let targets: String = row.get(2)?;
+                    Ok(OutboxEvent {
+                        seq: row.get(0)?,
+                        meeting_id: row.get(1)?,
+                        targets: serde_json::from_str(&targets).unwrap_or_default(),
+                        body: row.get(3)?,
+                        recorded_at_ms: row.get(4)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn sink_cursor(&self, sink: &str) -> StoreResult<i64> {
+        let sink = sink.to_string();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT delivered_seq FROM event_sinks WHERE sink = ?1",
+                params![sink],
+                |row| row.get(0),
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn advance_sink(&self, sink: &str, seq: i64) -> StoreResult<()> {
+        let sink = sink.to_string();
+        self.write(move |tx| advance_cursor(tx, &sink, seq)).await
+    }
+
+    async fn dead_letter(
+        &self,
+        sink: &str,
+        event: &OutboxEvent,
+        error: &str,
+        at_ms: i64,
+    ) -> StoreResult<()> {
+        let (sink, event, error) = (sink.to_string(), event.clone(), error.to_string());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO dead_letters (sink, seq, error, at_ms, body) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![sink, event.seq, error, at_ms, event.body],
+            )
+            .map_err(backend)?;
+            advance_cursor(tx, &sink, event.seq)
+        })
+        .await
+    }
+
+    async fn dead_letters(&self) -> StoreResult<Vec<DeadLetter>> {
+        self.read(move |conn| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT sink, seq, error, at_ms, body FROM dead_letters ORDER BY at_ms, seq",
+                )
+                .map_err(backend)?;
+            let rows = statement
+                .query_map([], |row| {
+                    Ok(DeadLetter {
+                        sink: row.get(0)?,
+                        seq: row.get(1)?,
+                        error: row.get(2)?,
+                        at_ms: row.get(3)?,
+                        body: row.get(4)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
         })
         .await
     }

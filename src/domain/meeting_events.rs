@@ -1,0 +1,170 @@
+//! Meeting event notifications in the shape the real service sends them to EventBridge, SNS and
+//! SQS (`spec/behaviour.md` §3): an envelope with `source: "aws.chime"`, `detail-type: "Chime
+//! Meeting State Change"`, and a `detail` naming the event type, the meeting and, for attendee
+//! events, the attendee.
+
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    MeetingStarted,
+    MeetingEnded,
+    AttendeeAdded,
+    AttendeeDeleted,
+    AttendeeAuthorized,
+    AttendeeJoined,
+    AttendeeLeft,
+    AttendeeDropped,
+}
+
+impl EventType {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MeetingStarted => "chime:MeetingStarted",
+            Self::MeetingEnded => "chime:MeetingEnded",
+            Self::AttendeeAdded => "chime:AttendeeAdded",
+            Self::AttendeeDeleted => "chime:AttendeeDeleted",
+            Self::AttendeeAuthorized => "chime:AttendeeAuthorized",
+            Self::AttendeeJoined => "chime:AttendeeJoined",
+            Self::AttendeeLeft => "chime:AttendeeLeft",
+            Self::AttendeeDropped => "chime:AttendeeDropped",
+        }
+    }
+
+    /// Joined, left and dropped say over which network transport.
+    fn has_network_type(self) -> bool {
+        matches!(
+            self,
+            Self::AttendeeJoined | Self::AttendeeLeft | Self::AttendeeDropped
+        )
+    }
+}
+
+/// What an event says about its meeting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeetingFacts<'a> {
+    pub account_id: &'a str,
+    pub control_region: &'a str,
+    pub meeting_id: &'a str,
+    pub external_meeting_id: Option<&'a str>,
+    pub media_region: &'a str,
+}
+
+/// What an attendee event says about its attendee.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttendeeFacts<'a> {
+    pub attendee_id: &'a str,
+    pub external_user_id: &'a str,
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of seconds since the epoch.
+pub fn iso_time(unix: i64) -> String {
+    let compact = crate::auth::sigv4::format_amz_date(unix);
+    let part = |range: std::ops::Range<usize>| compact.get(range).unwrap_or_default().to_string();
+    format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        part(0..4),
+        part(4..6),
+        part(6..8),
+        part(9..11),
+        part(11..13),
+        part(13..15)
+    )
+}
+
+/// The EventBridge-shaped envelope of one event at `timestamp_ms` (the server's clock).
+pub fn envelope(
+    kind: EventType,
+    meeting: &MeetingFacts<'_>,
+    attendee: Option<&AttendeeFacts<'_>>,
+    timestamp_ms: i64,
+) -> Value {
+    let mut detail = json!({
+        "version": "0",
+        "eventType": kind.name(),
+        "timestamp": timestamp_ms,
+        "meetingId": meeting.meeting_id,
+        "externalMeetingId": meeting.external_meeting_id,
+        "mediaRegion": meeting.media_region,
+    });
+    if let (Some(attendee), Some(fields)) = (attendee, detail.as_object_mut()) {
+        fields.insert("attendeeId".into(), attendee.attendee_id.into());
+        fields.insert("externalUserId".into(), attendee.external_user_id.into());
+        if kind.has_network_type() {
+            fields.insert("networkType".into(), "Voip".into());
+        }
+    }
+    json!({
+        "version": "0",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "detail-type": "Chime Meeting State Change",
+        "source": "aws.chime",
+        "account": meeting.account_id,
+        "time": iso_time(timestamp_ms.div_euclid(1000)),
+        "region": meeting.control_region,
+        "resources": [],
+        "detail": detail,
+    })
+}
+
+/// The notification targets a meeting's NotificationsConfiguration names (SNS topic, SQS queue,
+/// Lambda function ARNs).
+pub fn targets(notifications: Option<&Value>) -> Vec<String> {
+    let Some(Value::Object(fields)) = notifications else {
+        return Vec::new();
+    };
+    ["SnsTopicArn", "SqsQueueArn", "LambdaFunctionArn"]
+        .iter()
+        .filter_map(|name| fields.get(*name).and_then(Value::as_str))
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attendee_events_carry_the_attendee_and_the_transport() {
+        let meeting = MeetingFacts {
+            account_id: "111122223333",
+            control_region: "us-east-1",
+            meeting_id: "m-1",
+            external_meeting_id: Some("standup"),
+            media_region: "eu-central-1",
+        };
+        let attendee = AttendeeFacts {
+            attendee_id: "a-1",
+            external_user_id: "José",
+        };
+        let joined = envelope(
+            EventType::AttendeeJoined,
+            &meeting,
+            Some(&attendee),
+            1_795_819_438_123,
+        );
+        assert_eq!(joined["source"], "aws.chime");
+        assert_eq!(joined["detail-type"], "Chime Meeting State Change");
+        assert_eq!(joined["time"], "2026-11-27T22:43:58Z");
+        assert_eq!(joined["account"], "111122223333");
+        assert_eq!(joined["detail"]["eventType"], "chime:AttendeeJoined");
+        assert_eq!(joined["detail"]["timestamp"], 1_795_819_438_123i64);
+        assert_eq!(joined["detail"]["externalUserId"], "José");
+        assert_eq!(joined["detail"]["networkType"], "Voip");
+        let added = envelope(EventType::AttendeeAdded, &meeting, Some(&attendee), 0);
+        assert!(added["detail"].get("networkType").is_none());
+        let started = envelope(EventType::MeetingStarted, &meeting, None, 0);
+        assert!(started["detail"].get("attendeeId").is_none());
+        assert_eq!(started["detail"]["mediaRegion"], "eu-central-1");
+    }
+
+    #[test]
+    fn targets_come_from_the_notifications_configuration() {
+        let config = json!({"SqsQueueArn": "arn:aws:sqs:us-east-1:1:q", "SnsTopicArn": "arn:aws:sns:us-east-1:1:t"});
+        assert_eq!(
+            targets(Some(&config)),
+            vec!["arn:aws:sns:us-east-1:1:t", "arn:aws:sqs:us-east-1:1:q"]
+        );
+        assert!(targets(None).is_empty());
+    }
+}
