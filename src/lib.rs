@@ -18,5 +18,6 @@ pub mod events;
 pub mod join;
 pub mod keys_cli;
 pub mod lifecycle;
+pub mod notifications;
 pub mod server;
 pub mod store;

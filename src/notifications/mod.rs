@@ -1,0 +1,246 @@
+//! Delivery of meeting events from the store's outbox to their sinks: webhooks, NATS JetStream,
+//! and per-meeting routes for the ARNs a meeting's NotificationsConfiguration names.
+//!
+//! Each sink has a worker that reads the outbox in order from its cursor, delivers every event
+//! it wants, retries a failure with backoff (holding back later events, so a meeting's events
+//! arrive in order), and after `MAX_ATTEMPTS` keeps the event as a dead letter and moves on.
+//! The cursor moves only after delivery, so delivery is at least once: after a crash the last
+//! batch may come again (each event has a unique `id` to deduplicate on).
+
+pub mod nats;
+pub mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::store::{OutboxEvent, Store};
+
+/// Attempts at one event before it becomes a dead letter (about 25 seconds of backoff).
+pub const MAX_ATTEMPTS: u32 = 8;
+/// Events read from the outbox at a time.
+const BATCH: usize = 100;
+/// How often an idle worker looks for new events.
+const POLL_INTERVAL: Duration = Duration::from_millis(25);
+
+/// Where a sink sends events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// An `http://` URL that gets one POST per event.
+    Webhook(String),
+    /// A NATS server (`nats://host:port`) whose JetStream gets one message per event on
+    /// `<subject prefix>.<MeetingId>`.
+    Nats(String),
+}
+
+impl Destination {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if url.starts_with("http://") {
+            url.parse::<http::Uri>()
+                .map_err(|error| format!("'{url}' is not a URL: {error}"))?;
+            Ok(Self::Webhook(url.to_string()))
+        } else if url.starts_with("nats://") {
+            Ok(Self::Nats(url.to_string()))
+        } else if url.starts_with("https://") {
+            Err(format!(
+                "'{url}': HTTPS webhooks are not supported yet; use http:// (for example through a local TLS-terminating proxy)"
+            ))
+        } else {
+            Err(format!(
+                "'{url}' must be an http:// webhook or a nats:// server"
+            ))
+        }
+    }
+}
+
+/// Which events a sink takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Every event of every meeting.
+    All,
+    /// Events of meetings whose NotificationsConfiguration names this ARN.
+    Target(String),
+}
+
+/// One configured sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkConfig {
+    pub destination: Destination,
+    pub selection: Selection,
+}
+
+impl SinkConfig {
+    /// The name its cursor is kept under: stable for the same configuration.
+    pub fn name(&self) -> String {
+        let destination = match &self.destination {
+            Destination::Webhook(url) => format!("webhook {url}"),
+            Destination::Nats(url) => format!("nats {url}"),
+        };
+        match &self.selection {
+            Selection::All => destination,
+            Selection::Target(arn) => format!("{destination} for {arn}"),
+        }
+    }
+
+    fn wants(&self, event: &OutboxEvent) -> bool {
+        match &self.selection {
+            Selection::All => true,
+            Selection::Target(arn) => event.targets.iter().any(|t| t == arn),
+        }
+    }
+}
+
+/// Parses `ARN=URL` of `--notify-route`.
+pub fn parse_route(route: &str) -> Result<SinkConfig, String> {
+    let Some((arn, url)) = route.split_once('=') else {
+        return Err(format!("'{route}' must be ARN=URL"));
+    };
+    if !arn.starts_with("arn:") {
+        return Err(format!("'{arn}' is not an ARN"));
+    }
+    Ok(SinkConfig {
+        destination: Destination::parse(url)?,
+        selection: Selection::Target(arn.to_string()),
+    })
+}
+
+/// Settings shared by the sinks.
+#[derive(Debug, Clone, Default)]
+pub struct DeliverySettings {
+    /// Signs webhook bodies: `X-Carillon-Signature: sha256=<hex HMAC-SHA256>`.
+    pub webhook_secret: Option<String>,
+    /// NATS subjects are `<prefix>.<MeetingId>`, in the JetStream stream `CARILLON_EVENTS`.
+    pub nats_subject_prefix: String,
+}
+
+/// Sends one event somewhere.
+#[async_trait::async_trait]
+trait Deliver: Send + Sync {
+    async fn deliver(&mut self, event: &OutboxEvent) -> Result<(), String>;
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << attempt.min(7))).min(Duration::from_secs(10))
+}
+
+fn now_ms() -> i64 {
+    crate::clock::Clock::now_ms(&crate::clock::SystemClock)
+}
+
+/// Starts one worker per sink; they run for as long as the process.
+pub fn start(store: Arc<dyn Store>, sinks: Vec<SinkConfig>, settings: DeliverySettings) {
+    for sink in sinks {
+        let deliver: Box<dyn Deliver> = match &sink.destination {
+            Destination::Webhook(url) => Box::new(webhook::Webhook::new(
+                url.clone(),
+                settings.webhook_secret.clone(),
+            )),
+            Destination::Nats(url) => Box::new(nats::JetStream::new(
+                url.clone(),
+                settings.nats_subject_prefix.clone(),
+            )),
+        };
+        tokio::spawn(run(store.clone(), sink, deliver));
+    }
+}
+
+async fn run(store: Arc<dyn Store>, sink: SinkConfig, mut deliver: Box<dyn Deliver>) {
+    let name = sink.name();
+    tracing::info!(sink = %name, "delivering meeting events");
+    let mut cursor = loop {
+        match store.sink_cursor(&name).await {
+            Ok(cursor) => break cursor,
+            Err(error) => {
+                tracing::warn!(sink = %name, %error, "cannot read the sink's cursor; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    loop {
+        let batch = match store.outbox_after(cursor, BATCH).await {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::warn!(sink = %name, %error, "cannot read the outbox; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(last) = batch.last().map(|e| e.seq) else {
+            tokio::time::sleep(POLL_INTERVAL).await;
+            continue;
+        };
+        for event in batch.iter().filter(|e| sink.wants(e)) {
+            deliver_one(&*store, &name, deliver.as_mut(), event).await;
+        }
+        cursor = last;
+        if let Err(error) = store.advance_sink(&name, cursor).await {
+            // Delivered but not recorded: this batch may be delivered again after a restart,
+            // which at-least-once allows.
+            tracing::warn!(sink = %name, %error, "cannot record the sink's progress");
+        }
+    }
+}
+
+/// Delivers one event, retrying with backoff, and dead-letters it after `MAX_ATTEMPTS`.
+async fn deliver_one(
+    store: &dyn Store,
+    name: &str,
+    deliver: &mut dyn Deliver,
+    event: &OutboxEvent,
+) {
+    let mut attempt = 0;
+    loop {
+        match deliver.deliver(event).await {
+            Ok(()) => {
+                tracing::debug!(sink = %name, seq = event.seq, latency_ms = now_ms() - event.recorded_at_ms, "event delivered");
+                return;
+            }
+            Err(error) => {
+                attempt += 1;
+                if attempt >= MAX_ATTEMPTS {
+                    tracing::warn!(sink = %name, seq = event.seq, %error, "event dead-lettered after {MAX_ATTEMPTS} attempts");
+                    if let Err(store_error) = store.dead_letter(name, event, &error, now_ms()).await
+                    {
+                        tracing::error!(sink = %name, %store_error, "cannot keep the dead letter");
+                    }
+                    return;
+                }
+                tracing::info!(sink = %name, seq = event.seq, attempt, %error, "event delivery failed; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_and_routes_parse() {
+        assert_eq!(
+            Destination::parse("http://127.0.0.1:9000/hook"),
+            Ok(Destination::Webhook("http://127.0.0.1:9000/hook".into()))
+        );
+        assert!(
+            Destination::parse("https://example.com")
+                .unwrap_err()
+                .contains("not supported")
+        );
+        assert!(Destination::parse("ftp://x").is_err());
+        let route = parse_route("arn:aws:sqs:us-east-1:111122223333:q=nats://127.0.0.1:4222")
+            .expect("route");
+        assert_eq!(
+            route.selection,
+            Selection::Target("arn:aws:sqs:us-east-1:111122223333:q".into())
+        );
+        assert!(parse_route("no-equals").is_err());
+        assert!(parse_route("queue=http://x").is_err());
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert!(backoff(3) > backoff(2));
+        assert_eq!(backoff(30), Duration::from_secs(10));
+    }
+}
