@@ -1,11 +1,14 @@
 //! Replays saved fuzz inputs through the fuzz targets' own code. `fuzz/harness` holds the bodies
 //! of the cargo-fuzz targets (see `scripts/fuzz`); this test compiles the same files on stable.
 //!
-//! Every file in `tests/fuzz_regressions/<target>/` (the minimised crashers the fuzzer found, and
-//! hand-written cases of the same bug classes) must run without a panic; a file with a
-//! `<name>.expect` sibling must also produce an outcome that starts with that file's text. The
-//! committed seed corpus, `fuzz/seeds/<target>/`, is replayed as well, so every target is covered
-//! here even where fuzzing found nothing to add.
+//! Every file in `tests/fuzz_regressions/<target>/` must run without a panic; a file with a
+//! `<name>.expect` sibling must also produce an outcome that starts with that file's text. Minimised
+//! crashers go there. The first campaign (about 21 million executions over the four targets)
+//! found none in Carillon's code, so the directories hold hand-written cases of the bug classes
+//! looked for instead: the "José" ExternalUserId whose byte-sliced `aws:` check used to panic,
+//! other multibyte characters where byte offsets would split them, integer overflow, deep JSON
+//! and huge protobuf length fields. The committed seed corpus, `fuzz/seeds/<target>/`, is replayed
+//! as well, so no target's replay is ever empty.
 
 #[path = "../fuzz/harness/mod.rs"]
 mod harness;

@@ -790,4 +790,67 @@ mod tests {
         assert!(tags("Tags", &[tag("a b", "x")], TagRules::Legacy).is_ok());
         assert!(tags("Tags", &[tag("a", "x"), tag("a", "y")], TagRules::Meetings).is_err());
     }
+
+    #[test]
+    fn create_meeting_checks_everything_before_the_store() {
+        let base =
+            r#""ClientRequestToken":"tok","MediaRegion":"us-east-1","ExternalMeetingId":"m1""#;
+        let body = |extra: &str| format!("{{{base}{extra}}}");
+        let ok = create_meeting(body("").as_bytes(), false, false).expect("valid");
+        assert_eq!(ok.media_region, "us-east-1");
+        let err = create_meeting(
+            body(r#","PrimaryMeetingId":"not-a-guid""#).as_bytes(),
+            false,
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            err.message
+                .contains("does not name an active primary meeting")
+        );
+        // The legacy model has no PrimaryMeetingId: it is ignored.
+        let legacy = create_meeting(body(r#","PrimaryMeetingId":"x""#).as_bytes(), true, false)
+            .expect("ignored");
+        assert_eq!(legacy.primary_meeting_id, None);
+        assert!(
+            create_meeting(body("").as_bytes(), false, true)
+                .unwrap_err()
+                .message
+                .contains("Attendees is required")
+        );
+    }
+
+    #[test]
+    fn attendee_items_take_accented_names() {
+        let item = |id: &str| AttendeeItemIn {
+            external_user_id: Some(id.into()),
+            ..Default::default()
+        };
+        let features = MeetingFeatures::default();
+        for name in ["José", "Renée", "«Ana»"] {
+            let checked = attendee_item(false, "", &item(name), &features).expect(name);
+            assert_eq!(checked.external_user_id, name);
+        }
+        let err = attendee_item(false, "Attendees[2].", &item("aws:x"), &features).unwrap_err();
+        assert!(err.message.starts_with("Attendees[2].ExternalUserId"));
+    }
+
+    #[test]
+    fn resource_arns_resolve_to_the_callers_meetings() {
+        let arn = "arn:aws:chime:us-east-1:123:meeting/0B6D8A6E-5F0C-4B4C-9A43-1A2B3C4D5E6F";
+        assert_eq!(
+            meeting_target(false, "123", arn),
+            Ok(TagTarget::Meeting(
+                "0b6d8a6e-5f0c-4b4c-9a43-1a2b3c4d5e6f".into()
+            ))
+        );
+        assert_eq!(
+            meeting_target(false, "456", arn).unwrap_err().kind,
+            ErrorKind::ResourceNotFound
+        );
+        assert_eq!(
+            meeting_target(true, "123", "nope").unwrap_err().kind,
+            ErrorKind::BadRequest
+        );
+    }
 }
