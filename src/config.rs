@@ -127,6 +127,41 @@ pub struct Config {
           value_parser = positive_duration)]
     pub max_duration: i64,
 
+    /// An http:// URL that gets one POST per meeting event (repeatable, or comma-separated).
+    #[arg(long = "webhook", env = "CARILLON_WEBHOOKS", value_delimiter = ',')]
+    pub webhooks: Vec<String>,
+
+    /// Signs webhook bodies: `X-Carillon-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    #[arg(long, env = "CARILLON_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// A NATS server (nats://host:port) whose JetStream gets every meeting event.
+    #[arg(long = "events", env = "CARILLON_EVENTS")]
+    pub events_nats: Option<String>,
+
+    /// NATS subjects are `<this>.<MeetingId>`, in the JetStream stream CARILLON_EVENTS.
+    #[arg(
+        long,
+        env = "CARILLON_EVENTS_SUBJECT",
+        default_value = "carillon.events"
+    )]
+    pub events_subject: String,
+
+    /// Attempts at delivering one event before it becomes a dead letter (GET
+    /// /_carillon/events/dead-letters).
+    #[arg(long, env = "CARILLON_EVENT_ATTEMPTS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub event_attempts: u32,
+
+    /// `ARN=URL`: the events of meetings whose NotificationsConfiguration names ARN go to URL
+    /// (http:// or nats://). Repeatable. CreateMeeting refuses ARNs with no route.
+    #[arg(
+        long = "notify-route",
+        env = "CARILLON_NOTIFY_ROUTES",
+        value_delimiter = ','
+    )]
+    pub notify_routes: Vec<String>,
+
     /// Seconds one API request may take before it is answered 503 and abandoned.
     #[arg(long, env = "CARILLON_REQUEST_TIMEOUT", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -173,6 +208,12 @@ impl Config {
             clock: ClockMode::Real,
             idle_timeout: 300,
             max_duration: 86_400,
+            webhooks: Vec::new(),
+            webhook_secret: None,
+            events_nats: None,
+            events_subject: "carillon.events".into(),
+            notify_routes: Vec::new(),
+            event_attempts: 8,
         }
     }
 }

@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the service.
-    Serve(Config),
+    Serve(Box<Config>),
     /// Manage the access keys of a keys file.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -147,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
     }));
     let Cli { command } = Cli::parse();
     match command {
-        Command::Serve(config) => run(config).await,
+        Command::Serve(config) => run(*config).await,
         Command::Keys(KeysCommand::Create(create)) => keys_cli::create(&create),
         Command::Faults(args) => faults(args).await,
         Command::Clock(args) => clock(args).await,

@@ -23,6 +23,7 @@ use crate::domain::tokens::PageTokenCodec;
 use crate::join::JoinPlane;
 use crate::join::media::Media;
 use crate::lifecycle::Lifecycle;
+use crate::notifications;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{EndRules, Store};
 
@@ -246,6 +247,29 @@ impl Running {
     }
 }
 
+/// The event sinks the configuration names: webhooks and NATS for every event, and routes for
+/// the meetings that name an ARN.
+fn event_sinks(config: &Config) -> anyhow::Result<Vec<notifications::SinkConfig>> {
+    let everything = config
+        .webhooks
+        .iter()
+        .chain(config.events_nats.iter())
+        .map(|url| {
+            notifications::Destination::parse(url).map(|destination| notifications::SinkConfig {
+                destination,
+                selection: notifications::Selection::All,
+            })
+        });
+    let routed = config
+        .notify_routes
+        .iter()
+        .map(|route| notifications::parse_route(route));
+    everything
+        .chain(routed)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| anyhow::anyhow!("event sinks: {error}"))
+}
+
 /// The root key and every key of the keys file. A file key may not reuse the root key's id.
 fn all_keys(
     root: &AccessKey,
@@ -328,6 +352,16 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
     ));
     lifecycle.start();
 
+    let sinks = event_sinks(config)?;
+    notifications::start(
+        store.clone(),
+        sinks.clone(),
+        notifications::DeliverySettings {
+            webhook_secret: config.webhook_secret.clone(),
+            nats_subject_prefix: config.events_subject.clone(),
+            max_attempts: config.event_attempts,
+        },
+    );
     let default_rate = config.rate_limit.map(|rate| RateLimit {
         rate,
         burst: config.rate_burst.unwrap_or(rate).max(1.0),
@@ -348,6 +382,13 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
             request_timeout: Duration::from_secs(config.request_timeout),
             max_inflight,
             body_read_timeout: Duration::from_secs(config.header_read_timeout),
+            notification_targets: sinks
+                .iter()
+                .filter_map(|sink| match &sink.selection {
+                    notifications::Selection::Target(arn) => Some(arn.clone()),
+                    notifications::Selection::All => None,
+                })
+                .collect(),
         },
         events: join.clone(),
         lifecycle,

@@ -59,6 +59,10 @@ pub async fn handle(
                 json!({ "meeting_id": meeting_id, "attendees": attendees }),
             ))
         }
+        ("GET", ["events", "dead-letters"]) => Ok(Reply::Json(
+            StatusCode::OK,
+            json!({ "dead_letters": state.store.dead_letters().await? }),
+        )),
         ("DELETE", ["faults"]) => {
             state.faults.clear();
             Ok(Reply::Empty(StatusCode::NO_CONTENT))
@@ -77,7 +81,7 @@ pub async fn handle(
             }
         }
         _ => Err(ApiError::bad_request(format!(
-            "No admin operation {method} /_carillon/{}; there are GET, POST and DELETE /_carillon/faults, DELETE /_carillon/faults/<id>, GET and POST /_carillon/clock and GET /_carillon/meetings/<MeetingId>/presence",
+            "No admin operation {method} /_carillon/{}; there are GET, POST and DELETE /_carillon/faults, DELETE /_carillon/faults/<id>, GET and POST /_carillon/clock, GET /_carillon/meetings/<MeetingId>/presence and GET /_carillon/events/dead-letters",
             parts.join("/")
         ))),
     }

@@ -67,12 +67,37 @@ pub fn meeting_json(call: &Call, meeting: &MeetingRecord) -> serde_json::Value {
     serde_json::to_value(out).unwrap_or_default()
 }
 
+/// Every ARN of a NotificationsConfiguration must be one this server delivers to, or the
+/// caller would wait for events that never come.
+fn check_notification_targets(
+    state: &ApiState,
+    notifications: Option<&serde_json::Value>,
+) -> Result<(), ApiError> {
+    let routed = &state.settings.notification_targets;
+    match crate::domain::meeting_events::targets(notifications)
+        .into_iter()
+        .find(|arn| !routed.contains(arn))
+    {
+        None => Ok(()),
+        Some(arn) => Err(ApiError::bad_request(format!(
+            "NotificationsConfiguration names {arn}, which this server cannot deliver to: \
+             route it with --notify-route '{arn}=<http:// or nats:// URL>'{}",
+            if routed.is_empty() {
+                String::new()
+            } else {
+                format!(" (routed: {})", routed.join(", "))
+            }
+        ))),
+    }
+}
+
 pub async fn create(
     state: &ApiState,
     call: &Call,
     with_attendees: bool,
 ) -> Result<Reply, ApiError> {
     let input = input::create_meeting(&call.body, call.is_legacy(), with_attendees)?;
+    check_notification_targets(state, input.notifications.as_ref())?;
     if let Some(primary) = &input.primary_meeting_id {
         check_primary(state, call, primary).await?;
     }

@@ -61,6 +61,8 @@ pub struct ApiSettings {
     pub max_inflight: usize,
     /// How long a client has to send a request's body once its headers have arrived.
     pub body_read_timeout: Duration,
+    /// The NotificationsConfiguration ARNs this server delivers to (`--notify-route`).
+    pub notification_targets: Vec<String>,
 }
 
 pub struct ApiState {

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use crate::store::{OutboxEvent, Store};
 
-/// Attempts at one event before it becomes a dead letter (about 25 seconds of backoff).
-pub const MAX_ATTEMPTS: u32 = 8;
+/// Attempts at one event before it becomes a dead letter, by default (about 23 seconds of
+/// backoff).
+pub const DEFAULT_ATTEMPTS: u32 = 8;
 /// Events read from the outbox at a time.
 const BATCH: usize = 100;
 /// How often an idle worker looks for new events.
@@ -108,8 +109,11 @@ pub fn parse_route(route: &str) -> Result<SinkConfig, String> {
 pub struct DeliverySettings {
     /// Signs webhook bodies: `X-Carillon-Signature: sha256=<hex HMAC-SHA256>`.
     pub webhook_secret: Option<String>,
-    /// NATS subjects are `<prefix>.<MeetingId>`, in the JetStream stream `CARILLON_EVENTS`.
+    /// NATS subjects are `<prefix>.<MeetingId>`, in the JetStream stream named after the prefix
+    /// (`carillon.events` → `CARILLON_EVENTS`).
     pub nats_subject_prefix: String,
+    /// Attempts at one event before it becomes a dead letter.
+    pub max_attempts: u32,
 }
 
 /// Sends one event somewhere.
@@ -139,11 +143,21 @@ pub fn start(store: Arc<dyn Store>, sinks: Vec<SinkConfig>, settings: DeliverySe
                 settings.nats_subject_prefix.clone(),
             )),
         };
-        tokio::spawn(run(store.clone(), sink, deliver));
+        tokio::spawn(run(
+            store.clone(),
+            sink,
+            deliver,
+            settings.max_attempts.max(1),
+        ));
     }
 }
 
-async fn run(store: Arc<dyn Store>, sink: SinkConfig, mut deliver: Box<dyn Deliver>) {
+async fn run(
+    store: Arc<dyn Store>,
+    sink: SinkConfig,
+    mut deliver: Box<dyn Deliver>,
+    max_attempts: u32,
+) {
     let name = sink.name();
     tracing::info!(sink = %name, "delivering meeting events");
     let mut cursor = loop {
@@ -169,7 +183,7 @@ async fn run(store: Arc<dyn Store>, sink: SinkConfig, mut deliver: Box<dyn Deliv
             continue;
         };
         for event in batch.iter().filter(|e| sink.wants(e)) {
-            deliver_one(&*store, &name, deliver.as_mut(), event).await;
+            deliver_one(&*store, &name, deliver.as_mut(), event, max_attempts).await;
         }
         cursor = last;
         if let Err(error) = store.advance_sink(&name, cursor).await {
@@ -180,12 +194,13 @@ async fn run(store: Arc<dyn Store>, sink: SinkConfig, mut deliver: Box<dyn Deliv
     }
 }
 
-/// Delivers one event, retrying with backoff, and dead-letters it after `MAX_ATTEMPTS`.
+/// Delivers one event, retrying with backoff, and dead-letters it after `max_attempts`.
 async fn deliver_one(
     store: &dyn Store,
     name: &str,
     deliver: &mut dyn Deliver,
     event: &OutboxEvent,
+    max_attempts: u32,
 ) {
     let mut attempt = 0;
     loop {
@@ -196,8 +211,8 @@ async fn deliver_one(
             }
             Err(error) => {
                 attempt += 1;
-                if attempt >= MAX_ATTEMPTS {
-                    tracing::warn!(sink = %name, seq = event.seq, %error, "event dead-lettered after {MAX_ATTEMPTS} attempts");
+                if attempt >= max_attempts {
+                    tracing::warn!(sink = %name, seq = event.seq, %error, "event dead-lettered after {max_attempts} attempts");
                     if let Err(store_error) = store.dead_letter(name, event, &error, now_ms()).await
                     {
                         tracing::error!(sink = %name, %store_error, "cannot keep the dead letter");

@@ -1,14 +1,25 @@
-//! NATS JetStream sink: one message per event on `<prefix>.<MeetingId>`, in the stream
-//! `CARILLON_EVENTS` (created when missing), each acknowledged by JetStream before the event
-//! counts as delivered.
+//! NATS JetStream sink: one message per event on `<prefix>.<MeetingId>`, in the stream named
+//! after the prefix (`CARILLON_EVENTS` by default, created when missing), each acknowledged by
+//! JetStream before the event counts as delivered.
 
 use async_nats::jetstream;
 
 use super::Deliver;
 use crate::store::OutboxEvent;
 
-/// The JetStream stream the events go to.
-pub const STREAM: &str = "CARILLON_EVENTS";
+/// The JetStream stream of a subject prefix: `carillon.events` → `CARILLON_EVENTS`.
+pub fn stream_name(prefix: &str) -> String {
+    prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
 
 pub struct JetStream {
     url: String,
@@ -33,14 +44,15 @@ impl JetStream {
             .await
             .map_err(|error| format!("cannot connect to {}: {error}", self.url))?;
         let context = jetstream::new(client);
+        let stream = stream_name(&self.subject_prefix);
         context
             .get_or_create_stream(jetstream::stream::Config {
-                name: STREAM.to_string(),
+                name: stream.clone(),
                 subjects: vec![format!("{}.>", self.subject_prefix)],
                 ..Default::default()
             })
             .await
-            .map_err(|error| format!("cannot create the stream {STREAM}: {error}"))?;
+            .map_err(|error| format!("cannot create the stream {stream}: {error}"))?;
         self.context = Some(context.clone());
         Ok(context)
     }
