@@ -4,6 +4,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { createServer } from 'node:http';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +17,7 @@ import {
   CreateAttendeeCommand,
   CreateMeetingCommand,
   DeleteAttendeeCommand,
+  DeleteMeetingCommand,
   GetMeetingCommand,
   ListAttendeesCommand,
   NotFoundException,
@@ -29,8 +32,28 @@ let url;
 let browser;
 let client;
 
+// A webhook receiver for the meeting events, checking each body's HMAC signature.
+const webhookSecret = 'browser-webhook-secret';
+const events = [];
+const receiver = createServer((request, response) => {
+  let body = '';
+  request.on('data', (chunk) => { body += chunk; });
+  request.on('end', () => {
+    const expected = `sha256=${createHmac('sha256', webhookSecret).update(body).digest('hex')}`;
+    assert.equal(request.headers['x-carillon-signature'], expected, 'the webhook body is signed');
+    events.push(JSON.parse(body));
+    response.writeHead(204).end();
+  });
+});
+const eventTypes = (meetingId) => events
+  .filter((e) => e.detail.meetingId === meetingId)
+  .map((e) => `${e.detail.eventType.replace('chime:', '')}${e.detail.externalUserId ? ` ${e.detail.externalUserId}` : ''}`);
+
 before(async () => {
-  server = spawn(binary, ['serve', '--listen', '127.0.0.1:0', '--data-dir', mkdtempSync(join(tmpdir(), 'carillon-e2e-')), '--demo-dir', 'dist'], {
+  await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  const webhook = `http://127.0.0.1:${receiver.address().port}/events`;
+  server = spawn(binary, ['serve', '--listen', '127.0.0.1:0', '--data-dir', mkdtempSync(join(tmpdir(), 'carillon-e2e-')), '--demo-dir', 'dist',
+    '--webhook', webhook, '--webhook-secret', webhookSecret], {
     env: {
       ...process.env,
       CARILLON_ACCESS_KEY_ID: credentials.accessKeyId,
@@ -63,6 +86,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   server?.kill('SIGTERM');
+  receiver.close();
 });
 
 async function openPage() {
@@ -117,6 +141,23 @@ test('two browsers join, see and hear each other, and DeleteAttendee locks one o
     bob,
   );
   assert.equal(refused, 'stopped: SignalingBadRequest', 'the deleted attendee cannot rejoin with its old JoinToken');
+
+  // The whole meeting, as its webhook saw it: in order, ending with alice still connected.
+  await client.send(new DeleteMeetingCommand({ MeetingId: Meeting.MeetingId }));
+  await waitFor(alicePage, () => window.carillon.status() === 'stopped: MeetingEnded');
+  const deadline = Date.now() + 10000;
+  while (!eventTypes(Meeting.MeetingId).includes('MeetingEnded') && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const seen = eventTypes(Meeting.MeetingId);
+  console.log(`webhook events: ${seen.join(', ')}`);
+  const expectedOrder = ['MeetingStarted', 'AttendeeAdded alice', 'AttendeeAdded bob', 'AttendeeDeleted bob', 'AttendeeLeft alice', 'MeetingEnded'];
+  assert.deepEqual(seen.filter((e) => expectedOrder.includes(e)), expectedOrder);
+  for (const name of ['alice', 'bob']) {
+    const authorized = seen.indexOf(`AttendeeAuthorized ${name}`);
+    const joined = seen.indexOf(`AttendeeJoined ${name}`);
+    assert.ok(authorized > seen.indexOf(`AttendeeAdded ${name}`) && joined === authorized + 1, `${name} was authorized, then joined: ${seen}`);
+  }
 });
 
 test('the JS v3 SDK surfaces modelled exception classes', async () => {
