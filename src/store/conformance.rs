@@ -394,6 +394,20 @@ async fn lifecycle(store: &dyn Store) {
         vec![remembered_id]
     );
 
+    // A replica whose primary is gone (it raced the primary's end) ends at the next sweep.
+    let mut orphan = meeting("life", "orphan", 5);
+    orphan.primary_meeting_id = Some(crate::domain::ids::new_id());
+    orphan.created_at = 200_000;
+    let orphan_id = orphan.meeting_id.clone();
+    store
+        .create_meeting(orphan, vec![], vec![])
+        .await
+        .expect("orphan");
+    assert_eq!(
+        store.end_due_meetings(200_001, rules).await.expect("sweep"),
+        vec![orphan_id]
+    );
+
     // DeleteMeeting of a primary takes its replicas along.
     let primary = meeting("life", "primary-2", 5);
     let primary_id = primary.meeting_id.clone();

@@ -670,13 +670,16 @@ impl Store for SqliteStore {
 
     async fn end_due_meetings(&self, now: i64, rules: EndRules) -> StoreResult<Vec<String>> {
         self.write(move |tx| {
-            // Replicas never end by their own clocks, only with their primary.
+            // Replicas never end by their own clocks, only with their primary; one whose primary
+            // is gone (it raced the primary's end) ends now.
             let due: Vec<(String, String)> = {
                 let mut statement = tx
                     .prepare_cached(
-                        "SELECT account_id, meeting_id FROM meetings \
-                         WHERE primary_meeting_id IS NULL AND (created_at <= ?1 \
-                            OR (connected = 0 AND COALESCE(idle_since, created_at) <= ?2))",
+                        "SELECT account_id, meeting_id FROM meetings AS m \
+                         WHERE (m.primary_meeting_id IS NULL AND (m.created_at <= ?1 \
+                            OR (m.connected = 0 AND COALESCE(m.idle_since, m.created_at) <= ?2))) \
+                         OR (m.primary_meeting_id IS NOT NULL AND NOT EXISTS \
+                            (SELECT 1 FROM meetings AS p WHERE p.meeting_id = m.primary_meeting_id))",
                     )
                     .map_err(backend)?;
                 let rows = statement
