@@ -17,8 +17,31 @@ use carillon::{keys_cli, server};
     about = "A self-hosted Amazon Chime SDK meetings service"
 )]
 struct Cli {
+    /// Log lines as `text` (coloured only on a terminal) or `json` (one object per line).
+    #[arg(long, env = "CARILLON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs go to stderr, so stdout carries only what the commands print (the server's banner,
+/// `faults list` answers) and scripts can read it.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -132,11 +155,11 @@ enum FaultsCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    let Cli {
+        log_format,
+        command,
+    } = Cli::parse();
+    init_logging(log_format);
     // A panic's message may carry what a caller sent (names, ids): log where it happened only.
     std::panic::set_hook(Box::new(|info| {
         let location = info
@@ -145,7 +168,6 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_default();
         tracing::error!(%location, "panic (message withheld: it may carry caller data)");
     }));
-    let Cli { command } = Cli::parse();
     match command {
         Command::Serve(config) => run(*config).await,
         Command::Keys(KeysCommand::Create(create)) => keys_cli::create(&create),

@@ -388,6 +388,12 @@ async fn the_server_stays_up_bounded_and_loses_nothing_under_abuse() {
     let _ = child.start_kill();
     let _ = child.wait().await;
     let log = std::fs::read_to_string(&log_path).expect("log");
+    // The checks below read a real log: every request is logged, with its id.
+    assert!(
+        log.contains("request_id"),
+        "the server logged to stderr: {} bytes",
+        log.len()
+    );
     assert!(
         !log.contains(SECRET_ACCESS_KEY),
         "the secret is never logged"
