@@ -121,6 +121,10 @@ fn signed(addr: SocketAddr, method: &str, path: &str, body: &[u8], time: SystemT
 
 /// Signs many requests on all cores, before any timed window.
 fn sign_all(addr: SocketAddr, specs: Vec<(&'static str, String, Vec<u8>)>) -> Vec<Vec<u8>> {
+    in_turn(|| sign_all_now(addr, specs))
+}
+
+fn sign_all_now(addr: SocketAddr, specs: Vec<(&'static str, String, Vec<u8>)>) -> Vec<Vec<u8>> {
     let now = SystemTime::now();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let chunk = specs.len().div_ceil(threads).max(1);
@@ -144,6 +148,76 @@ fn sign_all(addr: SocketAddr, specs: Vec<(&'static str, String, Vec<u8>)>) -> Ve
 
 fn plain_get(addr: SocketAddr, path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n").into_bytes()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Taking turns
+
+/// Servers under test are benchmarked by one thread each, taking turns: every step that loads
+/// the machine (signing, a load run, a setup call) runs alone, and the turn passes to the next
+/// server after each step. As all run the same steps, every measurement of one server sits next
+/// to the same measurement of the others, so a noisy neighbour on a shared machine skews them
+/// alike.
+struct Turns {
+    state: std::sync::Mutex<(usize, Vec<bool>)>,
+    changed: std::sync::Condvar,
+}
+
+static TURNS: std::sync::OnceLock<Turns> = std::sync::OnceLock::new();
+
+thread_local! {
+    /// The index and name of the server this thread benchmarks.
+    static WHO: std::cell::RefCell<Option<(usize, String)>> = const { std::cell::RefCell::new(None) };
+}
+
+fn who() -> Option<(usize, String)> {
+    WHO.with(|w| w.borrow().clone())
+}
+
+impl Turns {
+    fn advance(state: &mut (usize, Vec<bool>)) {
+        let n = state.1.len();
+        for step in 1..=n {
+            let next = (state.0 + step) % n;
+            if !state.1[next] {
+                state.0 = next;
+                return;
+            }
+        }
+    }
+}
+
+/// Runs `f` in this thread's turn (at once outside the per-server threads).
+fn in_turn<R>(f: impl FnOnce() -> R) -> R {
+    let (Some(turns), Some((me, _))) = (TURNS.get(), who()) else {
+        return f();
+    };
+    let mut state = turns.state.lock().expect("turns");
+    while state.0 != me {
+        state = turns.changed.wait(state).expect("turns");
+    }
+    drop(state);
+    let result = f();
+    let mut state = turns.state.lock().expect("turns");
+    Turns::advance(&mut state);
+    turns.changed.notify_all();
+    result
+}
+
+/// Marks a server's thread finished (also when it panics), so the others no longer wait for it.
+struct Finished;
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        if let (Some(turns), Some((me, _))) = (TURNS.get(), who()) {
+            let mut state = turns.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.1[me] = true;
+            if state.0 == me {
+                Turns::advance(&mut state);
+            }
+            turns.changed.notify_all();
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -271,6 +345,17 @@ impl Outcome {
 /// Runs `supply` over `CONNECTIONS` connections for `run_for` (or until spent): closed loop when
 /// `rate` is None, else open loop at `rate` requests per second.
 fn load(
+    addr: SocketAddr,
+    supply: &Supply,
+    run_for: Duration,
+    rate: Option<f64>,
+    expect: u16,
+    capture: bool,
+) -> Outcome {
+    in_turn(|| load_now(addr, supply, run_for, rate, expect, capture))
+}
+
+fn load_now(
     addr: SocketAddr,
     supply: &Supply,
     run_for: Duration,
@@ -434,11 +519,23 @@ fn wait_until_up(addr: SocketAddr, child: &mut Child, what: &str) {
     }
 }
 
-/// Kills the child when dropped, so no run leaves a server behind.
+/// Stops the child when dropped, so no run leaves a server behind: SIGTERM first (nginx's
+/// master then stops its workers, which a SIGKILL would orphan), SIGKILL after 5 seconds.
 struct Guard(Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -588,9 +685,17 @@ fn summarize(name: &str, out: &mut Outcome, cpu: f64, rate: Option<f64>) -> Row 
     }
 }
 
+/// A heading, printed once for all servers.
+fn section(text: &str) {
+    if who().is_none_or(|(i, _)| i == 0) {
+        println!("  -- {text}");
+    }
+}
+
 fn print_row(r: &Row) {
     println!(
-        "  {:<44} {:>9.0} req/s  p50 {:>6.2}  p99 {:>6.2}  p99.9 {:>6.2} ms  cpu {:>4.2} cores {:>6.1} us/req{}",
+        "  {:<10} {:<44} {:>9.0} req/s  p50 {:>6.2}  p99 {:>6.2}  p99.9 {:>6.2} ms  cpu {:>4.2} cores {:>6.1} us/req{}",
+        who().map_or_else(|| "baseline".to_string(), |(_, name)| name),
         r.name,
         r.per_second,
         r.p50_ms,
@@ -620,6 +725,10 @@ fn string_values(body: &[u8], key: &str) -> Vec<String> {
 
 /// One signed request, sent at once (setup, not timed).
 fn call(addr: SocketAddr, method: &'static str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    in_turn(|| call_now(addr, method, path, body))
+}
+
+fn call_now(addr: SocketAddr, method: &'static str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
     let request = signed(addr, method, path, body, SystemTime::now());
     let mut conn = Conn::open(addr);
     let (status, body) = conn.exchange(&request).expect("setup request");
@@ -778,12 +887,12 @@ fn bench_server(
     binary: &Path,
     work: &Path,
     s: &Settings,
-    nginx_size: &mut Option<usize>,
+    nginx_size: &std::sync::Mutex<Option<usize>>,
 ) -> ServerResult {
     println!("\n== {name} ({})", binary.display());
     let data_dir = work.join(format!("data-{name}"));
     std::fs::create_dir_all(&data_dir).expect("data dir");
-    let (mut guard, addr) = start_carillon(binary, &data_dir);
+    let (guard, addr) = start_carillon(binary, &data_dir);
     let pid = guard.0.id();
     let mut rows = Vec::new();
     let mut facts = serde_json::Map::new();
@@ -828,7 +937,7 @@ fn bench_server(
     let (status, page) = call(addr, "GET", &list_path, b"");
     assert_eq!(status, 200);
     facts.insert("list_body_bytes".into(), json!(page.len()));
-    nginx_size.get_or_insert(page.len());
+    nginx_size.lock().expect("size").get_or_insert(page.len());
     // The last page of the 10k meeting: follow NextToken.
     let mut token: Option<String> = None;
     let mut last_path = String::new();
@@ -849,7 +958,9 @@ fn bench_server(
         }
     }
 
-    println!("  -- reads (closed loop, {CONNECTIONS} connections, {run_for:?} each)");
+    section(&format!(
+        "reads (closed loop, {CONNECTIONS} connections, {run_for:?} each)"
+    ));
     let replay = |method: &'static str, path: &str| {
         Supply::Replay(Arc::new(signed(addr, method, path, b"", SystemTime::now())))
     };
@@ -870,7 +981,7 @@ fn bench_server(
     let last = replay("GET", &last_path);
     rows.push(measure(LIST_LAST, pid, addr, &last, run_for, None, 200).0);
 
-    println!("  -- writes (closed loop, unique signed requests, each acknowledged once durable)");
+    section("writes (closed loop, unique signed requests, each acknowledged once durable)");
     let (row, meetings) = create_meetings(CREATE_MEETING, pid, addr, "m", s.meetings);
     rows.push(row);
     // CreateAttendee spreads over meetings of at most 250; BatchCreate gets two calls a meeting.
@@ -908,7 +1019,7 @@ fn bench_server(
     ));
     rows.push(measure(DELETE, pid, addr, &deletes, run_for, None, 204).0);
 
-    println!("  -- latency at half of the peak rate (open loop)");
+    section("latency at half of the peak rate (open loop)");
     let peak = |n: &str| {
         rows.iter()
             .find(|r| r.name == n)
@@ -956,10 +1067,10 @@ fn bench_server(
         .0,
     );
 
-    println!(
-        "  -- large store: {} meetings x 250 attendees",
+    section(&format!(
+        "large store: {} meetings x 250 attendees",
         s.large_meetings
-    );
+    ));
     let rss_before = status_bytes(pid, "VmRSS");
     let (_, big) = create_meetings(
         "(setup) create meetings",
@@ -987,7 +1098,7 @@ fn bench_server(
         dir_bytes(&data_dir),
     );
     println!(
-        "  {attendees} attendees stored: RSS {:.1} MiB (before the large store {:.1} MiB), peak RSS {:.1} MiB, \
+        "  {name:<10} {attendees} attendees stored: RSS {:.1} MiB (before the large store {:.1} MiB), peak RSS {:.1} MiB, \
          data directory {:.1} MiB = {:.0} bytes/attendee",
         rss as f64 / 1048576.0,
         rss_before as f64 / 1048576.0,
@@ -1007,8 +1118,7 @@ fn bench_server(
         "data_dir_bytes_per_attendee".into(),
         json!(round(bytes as f64 / attendees.max(1) as f64, 1)),
     );
-    let _ = guard.0.kill();
-    let _ = guard.0.wait();
+    drop(guard);
     ServerResult {
         name: name.to_string(),
         rows,
@@ -1056,11 +1166,30 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
-    let mut nginx_size = None;
-    let mut results = Vec::new();
-    for (name, binary) in &servers {
-        results.push(bench_server(name, binary, work.path(), &s, &mut nginx_size));
-    }
+    let _ = TURNS.set(Turns {
+        state: std::sync::Mutex::new((0, vec![false; servers.len()])),
+        changed: std::sync::Condvar::new(),
+    });
+    let nginx_size = std::sync::Mutex::new(None);
+    let results: Vec<ServerResult> = std::thread::scope(|scope| {
+        let handles: Vec<_> = servers
+            .iter()
+            .enumerate()
+            .map(|(i, (name, binary))| {
+                let (work, s, nginx_size) = (work.path(), &s, &nginx_size);
+                scope.spawn(move || {
+                    WHO.with(|w| *w.borrow_mut() = Some((i, name.clone())));
+                    let _finished = Finished;
+                    bench_server(name, binary, work, s, nginx_size)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("server benchmark"))
+            .collect()
+    });
+    let nginx_size = nginx_size.into_inner().expect("size");
 
     println!("\n== baselines");
     let mut baselines = Vec::new();
