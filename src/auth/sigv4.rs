@@ -295,6 +295,46 @@ pub fn canonical_request(
     Ok(canonical)
 }
 
+/// The signing key of a request, from a small per-thread cache: deriving it takes four HMACs,
+/// and every request of one key on one day, region and service shares it.
+fn cached_signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
+    /// Keys per thread; the oldest makes way.
+    const ENTRIES: usize = 16;
+    struct Entry {
+        secret: String,
+        date: String,
+        region: String,
+        service: String,
+        key: [u8; 32],
+    }
+    thread_local! {
+        static KEYS: std::cell::RefCell<std::collections::VecDeque<Entry>> =
+            const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
+    }
+    KEYS.with(|keys| {
+        let Ok(mut keys) = keys.try_borrow_mut() else {
+            return signing_key(secret, date, region, service);
+        };
+        if let Some(entry) = keys.iter().find(|e| {
+            e.date == date && e.region == region && e.service == service && e.secret == secret
+        }) {
+            return entry.key;
+        }
+        let key = signing_key(secret, date, region, service);
+        if keys.len() >= ENTRIES {
+            keys.pop_front();
+        }
+        keys.push_back(Entry {
+            secret: secret.to_string(),
+            date: date.to_string(),
+            region: region.to_string(),
+            service: service.to_string(),
+            key,
+        });
+        key
+    })
+}
+
 pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
     let k_date = hmac_sha256(format!("AWS4{secret}").as_bytes(), date.as_bytes());
     let k_region = hmac_sha256(&k_date, region.as_bytes());
@@ -555,7 +595,7 @@ pub fn verify(
         "{}/{}/{}/aws4_request",
         auth.date, auth.region, auth.service
     );
-    let key = signing_key(&secret, &auth.date, &auth.region, &auth.service);
+    let key = cached_signing_key(&secret, &auth.date, &auth.region, &auth.service);
     for payload_hash in payload_hashes(request, presigned)? {
         let canonical = format!("{canonical_without_payload}{payload_hash}");
         let string_to_sign = format!(
@@ -580,6 +620,25 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_signing_keys_match_derived_ones() {
+        for round in 0..2 {
+            for i in 0..40 {
+                let (secret, region) = (format!("secret-{i}"), format!("region-{}", i % 3));
+                assert_eq!(
+                    cached_signing_key(&secret, "20240102", &region, SERVICE),
+                    signing_key(&secret, "20240102", &region, SERVICE),
+                    "round {round}, key {i}"
+                );
+            }
+        }
+        assert_ne!(
+            cached_signing_key("a", "20240102", "us-east-1", SERVICE),
+            cached_signing_key("b", "20240102", "us-east-1", SERVICE),
+            "a rotated secret gets its own key"
+        );
+    }
 
     #[test]
     fn canonical_uri_double_encodes_the_wire_path() {

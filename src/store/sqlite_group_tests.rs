@@ -1,0 +1,180 @@
+//! Group commit: writes queued together share a transaction, yet each keeps or loses only its own
+//! changes.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::store::gate::CommitGate;
+
+fn meeting(account: &str, token: &str) -> MeetingRecord {
+    MeetingRecord {
+        account_id: account.into(),
+        meeting_id: crate::domain::ids::new_id(),
+        client_request_token: token.into(),
+        control_region: "us-east-1".into(),
+        media_region: "us-east-1".into(),
+        external_meeting_id: None,
+        meeting_host_id: None,
+        primary_meeting_id: None,
+        tenant_ids: vec![],
+        features: None,
+        notifications: None,
+        network_type: None,
+        media_base_url: "http://127.0.0.1:8080".into(),
+        max_attendees: 1000,
+        created_at: 1,
+    }
+}
+
+fn count(store: &SqliteStore, sql: &'static str) -> i64 {
+    let conn = store.conn.lock().expect("lock");
+    conn.query_row(sql, [], |r| r.get(0)).expect("count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_write_is_rolled_back_alone() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Arc::new(SqliteStore::open(&dir.path().join("db")).expect("open"));
+    let m = store
+        .create_meeting(meeting("a", "t"), vec![], vec![])
+        .await
+        .expect("meeting")
+        .meeting;
+    let target = TagTarget::Meeting(m.meeting_id.clone());
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let (store, target) = (store.clone(), target.clone());
+        tasks.push(tokio::spawn(async move {
+            match i % 5 {
+                // Writes two tags, then fails on the limit after writing them.
+                0 => {
+                    let tags = vec![
+                        Tag {
+                            key: format!("bad{i}a"),
+                            value: "v".into(),
+                        },
+                        Tag {
+                            key: format!("bad{i}b"),
+                            value: "v".into(),
+                        },
+                    ];
+                    let result = store.tag("a", &target, tags, 1).await;
+                    assert!(matches!(result, Err(StoreError::TooManyTags { .. })));
+                }
+                // Its request timed out first: nothing is kept.
+                1 => {
+                    let gate = CommitGate::new();
+                    assert!(gate.close());
+                    let result = gate
+                        .scope(store.create_meeting(
+                            meeting("a", &format!("late{i}")),
+                            vec![],
+                            vec![],
+                        ))
+                        .await;
+                    assert!(matches!(result, Err(StoreError::Abandoned)));
+                }
+                // Panics after writing: an error for it alone.
+                2 => {
+                    let result: StoreResult<()> = store
+                        .write(move |tx| {
+                            tx.execute(
+                                "INSERT INTO settings (name, value) VALUES (?1, 'x')",
+                                params![format!("panic{i}")],
+                            )
+                            .map_err(backend)?;
+                            panic!("a write panics");
+                        })
+                        .await;
+                    assert!(result.is_err());
+                }
+                _ => {
+                    store
+                        .create_meeting(meeting("a", &format!("ok{i}")), vec![], vec![])
+                        .await
+                        .expect("a good write commits");
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM tags"), 0);
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM meetings WHERE client_request_token LIKE 'late%'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM settings WHERE name LIKE 'panic%'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM meetings WHERE client_request_token LIKE 'ok%'"
+        ),
+        120
+    );
+    // And the writer goes on after all that.
+    store
+        .create_meeting(meeting("a", "after"), vec![], vec![])
+        .await
+        .expect("still writing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_hold_the_cap_and_are_durable_when_answered() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("db");
+    let store = Arc::new(SqliteStore::open(&path).expect("open"));
+    let mut m = meeting("a", "t");
+    m.max_attendees = 50;
+    let id = store
+        .create_meeting(m, vec![], vec![])
+        .await
+        .expect("meeting")
+        .meeting
+        .meeting_id;
+    let mut tasks = Vec::new();
+    for i in 0..120 {
+        let (store, id) = (store.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            let new = NewAttendee {
+                join_token: format!("token-{i}"),
+                attendee_id: crate::domain::ids::new_id(),
+                external_user_id: format!("user-{}", i % 100),
+                capabilities: Capabilities {
+                    audio: MediaCapability::SendReceive,
+                    video: MediaCapability::None,
+                    content: MediaCapability::None,
+                },
+                tags: vec![],
+                created_at: 1,
+            };
+            store
+                .create_attendees("a", &id, vec![new])
+                .await
+                .expect("create")
+        }));
+    }
+    let mut created = 0;
+    for task in tasks {
+        if let Some(AttendeeOutcome::Created(_)) = task.await.expect("task").first() {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 50, "the cap holds across a group");
+    // Every answered write is visible to a new connection (it is in the WAL, committed).
+    let other = Connection::open(&path).expect("open");
+    let stored: i64 = other
+        .query_row("SELECT COUNT(*) FROM attendees", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(stored, 50);
+}
