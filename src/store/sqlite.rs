@@ -588,20 +588,20 @@ fn insert_attendees(
     meeting: &MeetingRecord,
     attendees: Vec<NewAttendee>,
 ) -> StoreResult<Vec<AttendeeOutcome>> {
+    // Statements come from the connection's cache: this runs once per attendee created.
     let mut count: u32 = tx
-        .query_row(
-            "SELECT COUNT(*) FROM attendees WHERE meeting_id = ?1",
-            params![meeting.meeting_id],
-            |row| row.get(0),
-        )
+        .prepare_cached("SELECT COUNT(*) FROM attendees WHERE meeting_id = ?1")
+        .map_err(backend)?
+        .query_row(params![meeting.meeting_id], |row| row.get(0))
         .map_err(backend)?;
     let mut outcomes = Vec::with_capacity(attendees.len());
     for new in attendees {
         let existing = tx
+            .prepare_cached(&format!(
+                "SELECT {ATTENDEE_COLUMNS} FROM attendees WHERE meeting_id = ?1 AND external_user_id = ?2"
+            ))
+            .map_err(backend)?
             .query_row(
-                &format!(
-                    "SELECT {ATTENDEE_COLUMNS} FROM attendees WHERE meeting_id = ?1 AND external_user_id = ?2"
-                ),
                 params![meeting.meeting_id, new.external_user_id],
                 attendee_from_row,
             )
@@ -618,21 +618,20 @@ fn insert_attendees(
             });
             continue;
         }
-        tx.execute(
-            &format!(
-                "INSERT INTO attendees ({ATTENDEE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-            ),
-            params![
-                meeting.meeting_id,
-                new.attendee_id,
-                new.external_user_id,
-                new.join_token,
-                new.capabilities.audio.as_str(),
-                new.capabilities.video.as_str(),
-                new.capabilities.content.as_str(),
-                new.created_at,
-            ],
-        )
+        tx.prepare_cached(&format!(
+            "INSERT INTO attendees ({ATTENDEE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        ))
+        .map_err(backend)?
+        .execute(params![
+            meeting.meeting_id,
+            new.attendee_id,
+            new.external_user_id,
+            new.join_token,
+            new.capabilities.audio.as_str(),
+            new.capabilities.video.as_str(),
+            new.capabilities.content.as_str(),
+            new.created_at,
+        ])
         .map_err(backend)?;
         insert_tags(tx, &meeting.meeting_id, &new.attendee_id, &new.tags)?;
         record_event(
