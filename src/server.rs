@@ -360,6 +360,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
             webhook_secret: config.webhook_secret.clone(),
             nats_subject_prefix: config.events_subject.clone(),
             max_attempts: config.event_attempts,
+            node: public_url.clone(),
         },
     );
     let default_rate = config.rate_limit.map(|rate| RateLimit {

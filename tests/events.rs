@@ -417,3 +417,38 @@ async fn no_event_is_lost_when_the_server_is_killed_mid_stream() {
     assert_eq!(names, expected, "in the order they happened");
     let _ = child.kill().await;
 }
+
+/// Two nodes on one store (here one SQLite file, as a cluster shares one database) with the same
+/// webhook: each event is delivered by one node, not by both.
+#[tokio::test]
+async fn with_two_nodes_on_one_store_each_event_is_delivered_once() {
+    let (receiver, url) = Receiver::start(0).await;
+    let first = TestServer::start_with(|config| config.webhooks = vec![url]).await;
+    let mut config = first.config.clone();
+    config.listen = "127.0.0.1:0".into();
+    let second = carillon::server::start(&config)
+        .await
+        .expect("a second node on the same store");
+    let on_second = common::sdk_client(&format!("http://{}", second.boot.addr), "us-east-1");
+    let id = common::create_meeting_id(&first.client(), "two-nodes").await;
+    for i in 0..10 {
+        on_second
+            .create_attendee()
+            .meeting_id(&id)
+            .external_user_id(format!("José {i}"))
+            .send()
+            .await
+            .expect("attendee through the second node");
+    }
+    receiver.wait_for(11).await;
+    // Give a second deliverer time to show itself, if there were one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = receiver.events();
+    let ids: std::collections::HashSet<_> = events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(events.len(), 11, "{:#?}", kinds(&events, &id));
+    assert_eq!(ids.len(), 11, "no event twice");
+    second.stop().await.expect("stops");
+}

@@ -114,6 +114,9 @@ pub struct DeliverySettings {
     pub nats_subject_prefix: String,
     /// Attempts at one event before it becomes a dead letter.
     pub max_attempts: u32,
+    /// This node's name in the sinks' leases (its public URL: unique in a cluster, and the same
+    /// after a restart, so a restarted node takes its sinks back at once).
+    pub node: String,
 }
 
 /// Sends one event somewhere.
@@ -148,7 +151,37 @@ pub fn start(store: Arc<dyn Store>, sinks: Vec<SinkConfig>, settings: DeliverySe
             sink,
             deliver,
             settings.max_attempts.max(1),
+            settings.node.clone(),
         ));
+    }
+}
+
+/// How long a node's hold on a sink lasts without renewal; it renews before every batch and
+/// every retry, so a node that dies hands its sinks over after this long.
+const LEASE: Duration = Duration::from_secs(30);
+
+/// This node's hold on one sink, so that with several nodes on one store each event is
+/// delivered by one node.
+struct Lease<'a> {
+    store: &'a dyn Store,
+    sink: &'a str,
+    node: &'a str,
+}
+
+impl Lease<'_> {
+    /// Takes or renews the lease; false when another node holds it (or the store is down).
+    async fn hold(&self) -> bool {
+        match self
+            .store
+            .lease_sink(self.sink, self.node, now_ms(), LEASE.as_millis() as i64)
+            .await
+        {
+            Ok(held) => held,
+            Err(error) => {
+                tracing::warn!(sink = %self.sink, %error, "cannot renew the sink's lease");
+                false
+            }
+        }
     }
 }
 
@@ -157,20 +190,36 @@ async fn run(
     sink: SinkConfig,
     mut deliver: Box<dyn Deliver>,
     max_attempts: u32,
+    node: String,
 ) {
     let name = sink.name();
-    tracing::info!(sink = %name, "delivering meeting events");
-    let mut cursor = loop {
-        match store.sink_cursor(&name).await {
-            Ok(cursor) => break cursor,
-            Err(error) => {
-                tracing::warn!(sink = %name, %error, "cannot read the sink's cursor; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
+    let lease = Lease {
+        store: &*store,
+        sink: &name,
+        node: &node,
     };
+    tracing::info!(sink = %name, %node, "delivering meeting events");
+    // The cursor is read again whenever this node (re)gains the sink: another may have moved it.
+    let mut cursor: Option<i64> = None;
     loop {
-        let batch = match store.outbox_after(cursor, BATCH).await {
+        if !lease.hold().await {
+            cursor = None;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let after = match cursor {
+            Some(after) => after,
+            None => match store.sink_cursor(&name).await {
+                Ok(after) => after,
+                Err(error) => {
+                    tracing::warn!(sink = %name, %error, "cannot read the sink's cursor; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+        };
+        cursor = Some(after);
+        let batch = match store.outbox_after(after, BATCH).await {
             Ok(batch) => batch,
             Err(error) => {
                 tracing::warn!(sink = %name, %error, "cannot read the outbox; retrying");
@@ -183,10 +232,10 @@ async fn run(
             continue;
         };
         for event in batch.iter().filter(|e| sink.wants(e)) {
-            deliver_one(&*store, &name, deliver.as_mut(), event, max_attempts).await;
+            deliver_one(&lease, deliver.as_mut(), event, max_attempts).await;
         }
-        cursor = last;
-        if let Err(error) = store.advance_sink(&name, cursor).await {
+        cursor = Some(last);
+        if let Err(error) = store.advance_sink(&name, last).await {
             // Delivered but not recorded: this batch may be delivered again after a restart,
             // which at-least-once allows.
             tracing::warn!(sink = %name, %error, "cannot record the sink's progress");
@@ -196,12 +245,12 @@ async fn run(
 
 /// Delivers one event, retrying with backoff, and dead-letters it after `max_attempts`.
 async fn deliver_one(
-    store: &dyn Store,
-    name: &str,
+    lease: &Lease<'_>,
     deliver: &mut dyn Deliver,
     event: &OutboxEvent,
     max_attempts: u32,
 ) {
+    let (store, name) = (lease.store, lease.sink);
     let mut attempt = 0;
     loop {
         match deliver.deliver(event).await {
@@ -221,6 +270,10 @@ async fn deliver_one(
                 }
                 tracing::info!(sink = %name, seq = event.seq, attempt, %error, "event delivery failed; retrying");
                 tokio::time::sleep(backoff(attempt)).await;
+                // Keep the sink while retrying; if another node took it over, it redelivers.
+                if !lease.hold().await {
+                    return;
+                }
             }
         }
     }

@@ -493,6 +493,44 @@ async fn outbox(store: &dyn Store) {
     assert_eq!(joined["detail"]["externalUserId"], "José");
     assert_eq!(joined["detail"]["timestamp"], 10_000);
 
+    // One node at a time holds a sink; another takes it over once the lease runs out.
+    assert!(
+        store
+            .lease_sink("hook", "node-a", 1_000, 10_000)
+            .await
+            .expect("lease")
+    );
+    assert!(
+        !store
+            .lease_sink("hook", "node-b", 5_000, 10_000)
+            .await
+            .expect("lease")
+    );
+    assert!(
+        store
+            .lease_sink("hook", "node-a", 9_000, 10_000)
+            .await
+            .expect("renewed")
+    );
+    assert!(
+        !store
+            .lease_sink("hook", "node-b", 18_999, 10_000)
+            .await
+            .expect("lease")
+    );
+    assert!(
+        store
+            .lease_sink("hook", "node-b", 19_001, 10_000)
+            .await
+            .expect("taken over")
+    );
+    assert!(
+        !store
+            .lease_sink("hook", "node-a", 19_002, 10_000)
+            .await
+            .expect("lease")
+    );
+
     assert_eq!(store.sink_cursor("hook").await.expect("cursor"), 0);
     store
         .advance_sink("hook", events[2].seq)

@@ -331,6 +331,17 @@ pub trait Store: Send + Sync + 'static {
     /// Records that a sink delivered every event up to `seq`.
     async fn advance_sink(&self, sink: &str, seq: i64) -> StoreResult<()>;
 
+    /// Takes or renews the lease on a sink for `node` until `now_ms + ttl_ms`: true when `node`
+    /// holds it. With several nodes on one store, only the holder delivers the sink's events,
+    /// so each event goes out once, not once per node.
+    async fn lease_sink(
+        &self,
+        sink: &str,
+        node: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> StoreResult<bool>;
+
     /// Gives up on one event for a sink: keeps it as a dead letter and moves the sink past it.
     async fn dead_letter(
         &self,

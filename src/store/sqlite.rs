@@ -105,6 +105,11 @@ CREATE TABLE dead_letters (
     PRIMARY KEY (sink, seq)
 );
 "#,
+    // Which node delivers each sink, until when.
+    r#"
+ALTER TABLE event_sinks ADD COLUMN owner TEXT;
+ALTER TABLE event_sinks ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 #[derive(Clone)]
@@ -1272,6 +1277,37 @@ impl Store for SqliteStore {
     async fn advance_sink(&self, sink: &str, seq: i64) -> StoreResult<()> {
         let sink = sink.to_string();
         self.write(move |tx| advance_cursor(tx, &sink, seq)).await
+    }
+
+    async fn lease_sink(
+        &self,
+        sink: &str,
+        node: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> StoreResult<bool> {
+        let (sink, node) = (sink.to_string(), node.to_string());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO event_sinks (sink, delivered_seq, owner, lease_until) \
+                 VALUES (?1, 0, ?2, ?3) \
+                 ON CONFLICT (sink) DO UPDATE SET owner = excluded.owner, \
+                   lease_until = excluded.lease_until \
+                 WHERE event_sinks.owner IS NULL OR event_sinks.owner = excluded.owner \
+                   OR event_sinks.lease_until < ?4",
+                params![sink, node, now_ms.saturating_add(ttl_ms), now_ms],
+            )
+            .map_err(backend)?;
+            let owner: Option<String> = tx
+                .query_row(
+                    "SELECT owner FROM event_sinks WHERE sink = ?1",
+                    params![sink],
+                    |row| row.get(0),
+                )
+                .map_err(backend)?;
+            Ok(owner.as_deref() == Some(node.as_str()))
+        })
+        .await
     }
 
     async fn dead_letter(
