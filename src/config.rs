@@ -127,6 +127,15 @@ pub struct Config {
           value_parser = positive_duration)]
     pub max_duration: i64,
 
+    /// A NATS server (nats://host:port) that carries DeleteAttendee and meeting ends to every
+    /// node sharing this node's store, so clients connected elsewhere are told too.
+    #[arg(long, env = "CARILLON_BUS")]
+    pub bus: Option<String>,
+
+    /// The NATS subject of the cross-node bus.
+    #[arg(long, env = "CARILLON_BUS_SUBJECT", default_value = "carillon.bus")]
+    pub bus_subject: String,
+
     /// An http:// URL that gets one POST per meeting event (repeatable, or comma-separated).
     #[arg(long = "webhook", env = "CARILLON_WEBHOOKS", value_delimiter = ',')]
     pub webhooks: Vec<String>,
@@ -208,6 +217,8 @@ impl Config {
             clock: ClockMode::Real,
             idle_timeout: 300,
             max_duration: 86_400,
+            bus: None,
+            bus_subject: "carillon.bus".into(),
             webhooks: Vec::new(),
             webhook_secret: None,
             events_nats: None,

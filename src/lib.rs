@@ -10,6 +10,7 @@
 pub mod admin_client;
 pub mod api;
 pub mod auth;
+pub mod bus;
 pub mod clock;
 pub mod config;
 pub mod demo;

@@ -339,8 +339,25 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
     let media_addr = media.advertised;
     let join = Arc::new(JoinPlane::new(store.clone(), media, clock.clone()));
     join.start_volume_indicators();
-    // Nobody is connected to a node that just started, whatever the store remembers.
-    store.reset_presence(clock.now_unix()).await?;
+    // What the API and the lifecycle tell the join plane: this node's directly, or every node's
+    // through the bus when several share one store.
+    let events: Arc<dyn crate::events::MeetingEvents> = match &config.bus {
+        Some(url) => {
+            crate::bus::NatsBus::connect(
+                url,
+                config.bus_subject.clone(),
+                public_url.clone(),
+                join.clone(),
+            )
+            .await?
+        }
+        None => {
+            // Alone on its store, nobody is connected to a node that just started, whatever
+            // the store remembers. With a bus, other nodes' clients are connected: leave them.
+            store.reset_presence(clock.now_unix()).await?;
+            join.clone()
+        }
+    };
     let lifecycle = Arc::new(Lifecycle::new(
         store.clone(),
         clock.clone(),
@@ -348,7 +365,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
             idle_seconds: config.idle_timeout,
             max_seconds: config.max_duration,
         },
-        join.clone(),
+        events.clone(),
     ));
     lifecycle.start();
 
@@ -391,7 +408,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
                 })
                 .collect(),
         },
-        events: join.clone(),
+        events,
         lifecycle,
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

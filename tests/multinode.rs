@@ -1,0 +1,67 @@
+//! Two nodes on one store with the NATS bus between them: a client connected to one node is
+//! kicked by a DeleteAttendee or DeleteMeeting sent to the other. Needs `CARILLON_TEST_NATS_URL`
+//! (set by `scripts/test`, which starts NATS when it is not running).
+
+mod common;
+
+use carillon::join::frames::proto::sdk_signal_frame::Type;
+use common::TestServer;
+use common::signal::{SignalClient, attendee, meeting};
+
+#[tokio::test]
+async fn a_client_on_one_node_is_kicked_by_a_call_to_another() {
+    let Ok(nats) = std::env::var("CARILLON_TEST_NATS_URL") else {
+        eprintln!(
+            "NOTE: CARILLON_TEST_NATS_URL is not set, so the cross-node bus is not tested here; scripts/test sets it"
+        );
+        return;
+    };
+    let subject = format!("carillontest.bus.{}", uuid::Uuid::new_v4().simple());
+    let first = TestServer::start_with(|config| {
+        config.bus = Some(nats.clone());
+        config.bus_subject = subject.clone();
+    })
+    .await;
+    let mut config = first.config.clone();
+    config.listen = "127.0.0.1:0".into();
+    let second = carillon::server::start(&config)
+        .await
+        .expect("a second node on the same store");
+    let on_second = common::sdk_client(&format!("http://{}", second.boot.addr), "us-east-1");
+
+    // The meeting lives on the first node (its SignalingUrl names it).
+    let m = meeting(&first).await;
+    assert!(m.signaling_url.contains(&first.addr.to_string()));
+    let (jose_id, jose_token) = attendee(&first, &m, "José").await;
+    let (_, zoe_token) = attendee(&first, &m, "Zoë").await;
+    let mut jose = SignalClient::connect(&m.signaling_url, &jose_token).await;
+    jose.join().await;
+    let mut zoe = SignalClient::connect(&m.signaling_url, &zoe_token).await;
+    zoe.join().await;
+
+    on_second
+        .delete_attendee()
+        .meeting_id(&m.id)
+        .attendee_id(&jose_id)
+        .send()
+        .await
+        .expect("DeleteAttendee through the second node");
+    let status = jose.expect(Type::AudioStatus).await;
+    assert_eq!(
+        status.audio_status.and_then(|s| s.audio_status),
+        Some(411),
+        "AudioAttendeeRemoved, on the other node"
+    );
+    jose.closed().await;
+
+    on_second
+        .delete_meeting()
+        .meeting_id(&m.id)
+        .send()
+        .await
+        .expect("DeleteMeeting through the second node");
+    let status = zoe.expect(Type::AudioStatus).await;
+    assert_eq!(status.audio_status.and_then(|s| s.audio_status), Some(410));
+    assert_eq!(zoe.closed().await.0, 4410);
+    second.stop().await.expect("stops");
+}
