@@ -26,6 +26,11 @@ pub enum DemoMode {
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
+    /// TOML file of settings (keys are these flags' names with `_`: `max_attendees = 100`).
+    /// Flags override the environment, which overrides the file.
+    #[arg(long, env = "CARILLON_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Address the HTTP API (and later the signaling WebSocket) listens on.
     #[arg(long, env = "CARILLON_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
@@ -195,6 +200,7 @@ impl Config {
     /// Defaults for a server in tests: loopback, an ephemeral port, the given data directory.
     pub fn for_tests(data_dir: PathBuf) -> Self {
         Self {
+            config: None,
             listen: "127.0.0.1:0".into(),
             data_dir,
             public_url: None,

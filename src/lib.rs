@@ -13,6 +13,7 @@ pub mod auth;
 pub mod bus;
 pub mod clock;
 pub mod config;
+pub mod config_file;
 pub mod demo;
 pub mod domain;
 pub mod events;

@@ -19,7 +19,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(
     name = "carillon",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("CARILLON_GIT_COMMIT"), ")"),
     about = "A self-hosted Amazon Chime SDK meetings service"
 )]
 struct Cli {
@@ -61,6 +61,16 @@ enum Command {
     Faults(FaultsArgs),
     /// Read or move the clock of a server started with --clock manual.
     Clock(ClockArgs),
+    /// Check the configuration (file, environment, flags) and print the effective settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the settings `serve` would run with, and print each with where it came from
+    /// (secrets masked). Takes the same flags as `serve`.
+    Check(Box<Config>),
 }
 
 /// Which running server an admin subcommand talks to, and who signs.
@@ -159,12 +169,34 @@ enum FaultsCommand {
     Clear,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // The config file becomes environment variables before anything else reads them, and before
+    // any thread exists.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let from_file = match carillon::config_file::path_from(&args) {
+        Some(path) => {
+            let values =
+                carillon::config_file::read(&path).map_err(|error| anyhow::anyhow!(error))?;
+            carillon::config_file::apply(&values)
+        }
+        None => Vec::new(),
+    };
+    let cli = Cli::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run_command(cli, &args, &from_file))
+}
+
+async fn run_command(
+    cli: Cli,
+    args: &[std::ffi::OsString],
+    from_file: &[String],
+) -> anyhow::Result<()> {
     let Cli {
         log_format,
         command,
-    } = Cli::parse();
+    } = cli;
     init_logging(log_format);
     // A panic's message may carry what a caller sent (names, ids): log where it happened only.
     std::panic::set_hook(Box::new(|info| {
@@ -179,7 +211,63 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Create(create)) => keys_cli::create(&create),
         Command::Faults(args) => faults(args).await,
         Command::Clock(args) => clock(args).await,
+        Command::Config(ConfigCommand::Check(config)) => check_config(&config, args, from_file),
     }
+}
+
+/// `carillon config check`: validates, then prints every setting, its value (secrets masked)
+/// and whether it came from a flag, the environment, the config file or the default.
+fn check_config(
+    config: &Config,
+    args: &[std::ffi::OsString],
+    from_file: &[String],
+) -> anyhow::Result<()> {
+    use clap::{Args as _, parser::ValueSource};
+    server::check_config(config)?;
+    // The flags after `config check`, parsed again for their sources.
+    let start = args
+        .iter()
+        .position(|a| a == "check")
+        .map(|i| i + 1)
+        .unwrap_or(args.len());
+    let command = Config::augment_args(clap::Command::new("carillon config check"));
+    let matches = command.clone().try_get_matches_from(
+        std::iter::once(std::ffi::OsString::from("check")).chain(args.iter().skip(start).cloned()),
+    )?;
+    println!("# the configuration is valid; effective settings:");
+    for arg in command.get_arguments() {
+        let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) else {
+            continue;
+        };
+        let id = arg.get_id().as_str();
+        let value = matches
+            .get_raw(id)
+            .map(|values| {
+                values
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let env = env.to_string_lossy();
+        let source = match matches.value_source(id) {
+            Some(ValueSource::CommandLine) => "flag",
+            Some(ValueSource::EnvVariable) if from_file.iter().any(|e| *e == env) => "config file",
+            Some(ValueSource::EnvVariable) => "environment",
+            Some(ValueSource::DefaultValue) => "default",
+            _ => "not set",
+        };
+        let shown = if carillon::config_file::is_secret(long) && !value.is_empty() {
+            "********".to_string()
+        } else {
+            value
+        };
+        println!(
+            "{:<22} = {shown:<40} # {source} ({env})",
+            long.replace('-', "_")
+        );
+    }
+    Ok(())
 }
 
 async fn clock(args: ClockArgs) -> anyhow::Result<()> {

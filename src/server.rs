@@ -247,6 +247,22 @@ impl Running {
     }
 }
 
+/// Checks what `start` would refuse without binding or opening anything: the keys file, the
+/// event sinks, the account id.
+pub fn check_config(config: &Config) -> anyhow::Result<()> {
+    if let Some(path) = &config.keys_file {
+        keys::load_keys_file(path)?;
+    }
+    event_sinks(config)?;
+    if let Some(id) = &config.account_id {
+        anyhow::ensure!(
+            keys::is_account_id(id),
+            "CARILLON_ACCOUNT_ID must be 12 digits"
+        );
+    }
+    Ok(())
+}
+
 /// The event sinks the configuration names: webhooks and NATS for every event, and routes for
 /// the meetings that name an ARN.
 fn event_sinks(config: &Config) -> anyhow::Result<Vec<notifications::SinkConfig>> {
