@@ -176,6 +176,14 @@ pub struct Config {
     )]
     pub notify_routes: Vec<String>,
 
+    /// Address of the admin listener (/metrics, /readyz), or `off`.
+    #[arg(long, env = "CARILLON_ADMIN_LISTEN", default_value = crate::admin_listener::DEFAULT_LISTEN)]
+    pub admin_listen: String,
+
+    /// Bearer token the admin listener requires; needed when it listens beyond loopback.
+    #[arg(long, env = "CARILLON_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// Seconds one API request may take before it is answered 503 and abandoned.
     #[arg(long, env = "CARILLON_REQUEST_TIMEOUT", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -220,6 +228,9 @@ impl Config {
             max_connections: 4096,
             header_read_timeout: 10,
             request_timeout: 30,
+            // Tests run many servers at once: none takes the default admin port.
+            admin_listen: "off".into(),
+            admin_token: None,
             clock: ClockMode::Real,
             idle_timeout: 300,
             max_duration: 86_400,

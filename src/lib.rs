@@ -8,6 +8,7 @@
 )]
 
 pub mod admin_client;
+pub mod admin_listener;
 pub mod api;
 pub mod auth;
 pub mod bus;
@@ -20,6 +21,7 @@ pub mod events;
 pub mod join;
 pub mod keys_cli;
 pub mod lifecycle;
+pub mod metrics;
 pub mod notifications;
 pub mod server;
 pub mod store;

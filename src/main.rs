@@ -371,6 +371,9 @@ fn print_banner(boot: &server::Boot) {
         );
     }
     println!("  account id: {}", boot.root_key.account_id);
+    if let Some(admin) = &boot.admin_addr {
+        println!("  metrics and readiness: http://{admin}/metrics, http://{admin}/readyz");
+    }
     if let Some(demo) = &boot.demo_url {
         println!("  demo meeting page: {demo} (build it once with scripts/build-demo)");
     }

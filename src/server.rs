@@ -145,6 +145,8 @@ pub struct Boot {
     pub credentials_file: std::path::PathBuf,
     /// Where the demo page is served, if it is.
     pub demo_url: Option<String>,
+    /// The admin listener's address (/metrics, /readyz), if it runs.
+    pub admin_addr: Option<SocketAddr>,
 }
 
 /// Loads the root key: from the configuration if given, else generated once and kept in the
@@ -217,6 +219,7 @@ pub struct Running {
     keys_file: Option<std::path::PathBuf>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    admin_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -232,6 +235,9 @@ impl Running {
     /// Stops accepting, tells connected clients the server is going away, lets in-flight
     /// requests finish (for at most `DRAIN_TIMEOUT`), and waits for the server to end.
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(admin) = self.admin_task.take() {
+            admin.abort();
+        }
         self.join.shut_down();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -444,6 +450,14 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         max_connections: config.max_connections as usize,
         header_read_timeout: Duration::from_secs(config.header_read_timeout),
     };
+    let admin = crate::admin_listener::start(
+        &config.admin_listen,
+        config.admin_token.clone(),
+        state.store.clone(),
+        join.clone(),
+    )
+    .await?;
+    let (admin_addr, admin_task) = admin.unzip();
     let task = tokio::spawn(serve(
         listener,
         app(state.clone(), join.clone(), demo),
@@ -464,8 +478,10 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
             root_key,
             generated_credentials: generated,
             credentials_file,
+            admin_addr,
         },
         shutdown: Some(tx),
         task,
+        admin_task,
     })
 }

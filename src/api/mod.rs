@@ -143,6 +143,7 @@ pub fn namespace_of(path: &str) -> (Namespace, &str) {
 
 /// The entry point for every API request.
 pub async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> Response {
+    let started = std::time::Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
     let (namespace, _) = namespace_of(request.uri().path());
     let method = request.method().clone();
@@ -165,16 +166,19 @@ pub async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> R
     let (operation, result) = match (body, state.inflight.try_acquire()) {
         (Err(error), _) => (None, Err(error)),
         (Ok(body), Ok(_permit)) => run_guarded(&state, parts, body, &request_id).await,
-        (Ok(_), Err(_)) => (
-            None,
-            Err(ApiError::new(
-                ErrorKind::ServiceUnavailable,
-                format!(
-                    "The server is serving its limit of {} requests; retry shortly",
-                    state.settings.max_inflight
-                ),
-            )),
-        ),
+        (Ok(_), Err(_)) => {
+            metrics::counter!(crate::metrics::name::SHED).increment(1);
+            (
+                None,
+                Err(ApiError::new(
+                    ErrorKind::ServiceUnavailable,
+                    format!(
+                        "The server is serving its limit of {} requests; retry shortly",
+                        state.settings.max_inflight
+                    ),
+                )),
+            )
+        }
     };
     let response = match result {
         Ok(Reply::Json(status, body)) => (
@@ -196,14 +200,29 @@ pub async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> R
     if let Ok(id) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-amzn-RequestId", id);
     }
+    let status = response.status().as_u16();
     tracing::info!(
         %request_id,
         %method,
         %path,
         operation = ?operation,
-        status = response.status().as_u16(),
+        status,
         "request"
     );
+    let operation_name = operation.map_or("none", |op| op.name());
+    let namespace_name = match namespace {
+        Namespace::Meetings => "chime-sdk-meetings",
+        Namespace::Legacy => "legacy",
+    };
+    metrics::counter!(
+        crate::metrics::name::API_REQUESTS,
+        "operation" => operation_name,
+        "namespace" => namespace_name,
+        "status" => status.to_string()
+    )
+    .increment(1);
+    metrics::histogram!(crate::metrics::name::API_DURATION, "operation" => operation_name)
+        .record(started.elapsed().as_secs_f64());
     response
 }
 
@@ -352,6 +371,7 @@ async fn admit(
         )
         .is_err()
     {
+        metrics::counter!(crate::metrics::name::THROTTLED).increment(1);
         return Err(ApiError::new(ErrorKind::Throttled, "Rate exceeded"));
     }
     let injection = state.faults.draw(namespace, operation);

@@ -227,6 +227,8 @@ async fn run(
                 continue;
             }
         };
+        let backlog = metrics::gauge!(crate::metrics::name::EVENT_BACKLOG, "sink" => name.clone());
+        backlog.set(batch.len() as f64);
         let Some(last) = batch.last().map(|e| e.seq) else {
             tokio::time::sleep(POLL_INTERVAL).await;
             continue;
@@ -255,12 +257,18 @@ async fn deliver_one(
     loop {
         match deliver.deliver(event).await {
             Ok(()) => {
+                metrics::counter!(crate::metrics::name::EVENTS_DELIVERED, "sink" => name.to_string())
+                    .increment(1);
+                metrics::histogram!(crate::metrics::name::EVENT_DELIVERY)
+                    .record((now_ms() - event.recorded_at_ms).max(0) as f64 / 1000.0);
                 tracing::debug!(sink = %name, seq = event.seq, latency_ms = now_ms() - event.recorded_at_ms, "event delivered");
                 return;
             }
             Err(error) => {
                 attempt += 1;
                 if attempt >= max_attempts {
+                    metrics::counter!(crate::metrics::name::EVENTS_DEAD, "sink" => name.to_string())
+                        .increment(1);
                     tracing::warn!(sink = %name, seq = event.seq, %error, "event dead-lettered after {max_attempts} attempts");
                     if let Err(store_error) = store.dead_letter(name, event, &error, now_ms()).await
                     {

@@ -1,0 +1,43 @@
+//! Prometheus metrics, served by the admin listener at `/metrics`. Counters and histograms are
+//! recorded where things happen (the dispatcher, the throttle, the event sinks); gauges of live
+//! state are read when a scrape comes.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Buckets for request and delivery durations, in seconds: 0.1 ms to 10 s.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process's recorder (installed on first use) and the handle that renders it.
+pub fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), DURATION_BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+        }
+        handle
+    })
+}
+
+/// Names, so that every place records under the same one.
+pub mod name {
+    pub const API_REQUESTS: &str = "carillon_api_requests_total";
+    pub const API_DURATION: &str = "carillon_api_request_duration_seconds";
+    pub const THROTTLED: &str = "carillon_api_throttled_total";
+    pub const SHED: &str = "carillon_api_shed_total";
+    pub const SESSIONS: &str = "carillon_signaling_sessions";
+    pub const EVENTS_DELIVERED: &str = "carillon_events_delivered_total";
+    pub const EVENTS_DEAD: &str = "carillon_events_dead_lettered_total";
+    pub const EVENT_DELIVERY: &str = "carillon_event_delivery_duration_seconds";
+    pub const EVENT_BACKLOG: &str = "carillon_event_backlog";
+}

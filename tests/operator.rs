@@ -1,0 +1,93 @@
+//! The admin listener: Prometheus metrics and readiness apart from the API port, open on
+//! loopback, behind a bearer token elsewhere.
+
+mod common;
+
+use common::TestServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn metrics_and_readiness_on_the_admin_listener() {
+    let server = TestServer::start_with(|config| config.admin_listen = "127.0.0.1:0".into()).await;
+    let admin = server
+        .running
+        .as_ref()
+        .and_then(|r| r.boot.admin_addr)
+        .expect("the admin listener runs");
+    let client = server.client();
+    let id = common::create_meeting_id(&client, "metrics").await;
+    let missing = client
+        .get_meeting()
+        .meeting_id(uuid::Uuid::new_v4().to_string())
+        .send()
+        .await;
+    assert!(missing.is_err());
+    client
+        .create_attendee()
+        .meeting_id(&id)
+        .external_user_id("Zoë")
+        .send()
+        .await
+        .expect("attendee");
+
+    let (status, body) = get(admin, "/metrics", None).await;
+    assert_eq!(status, 200);
+    let has = |needle: &str| {
+        body.lines()
+            .any(|line| line.starts_with("carillon_api_requests_total") && line.contains(needle))
+    };
+    assert!(has(r#"operation="CreateMeeting""#), "{body}");
+    assert!(has(r#"status="404""#), "{body}");
+    assert!(
+        body.contains("carillon_api_request_duration_seconds_bucket"),
+        "{body}"
+    );
+    assert!(body.contains("carillon_signaling_sessions"), "{body}");
+    assert_eq!(get(admin, "/readyz", None).await, (200, "ready\n".into()));
+}
+
+#[tokio::test]
+async fn a_token_guards_the_admin_listener_and_is_required_beyond_loopback() {
+    let server = TestServer::start_with(|config| {
+        config.admin_listen = "127.0.0.1:0".into();
+        config.admin_token = Some("operator-token".into());
+    })
+    .await;
+    let admin = server
+        .running
+        .as_ref()
+        .and_then(|r| r.boot.admin_addr)
+        .expect("the admin listener runs");
+    assert_eq!(get(admin, "/metrics", None).await.0, 401);
+    assert_eq!(get(admin, "/metrics", Some("wrong")).await.0, 401);
+    assert_eq!(get(admin, "/readyz", Some("operator-token")).await.0, 200);
+
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = common::config_for(dir.path());
+    config.admin_listen = "0.0.0.0:0".into();
+    let refused = carillon::server::start(&config).await;
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("--admin-token"), "{message}");
+}
