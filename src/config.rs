@@ -75,9 +75,10 @@ pub struct Config {
     #[arg(long, env = "CARILLON_MEDIA_PUBLIC_IP")]
     pub media_public_ip: Option<std::net::IpAddr>,
 
-    /// Directory of the built demo page served at /demo (see scripts/build-demo).
-    #[arg(long, env = "CARILLON_DEMO_DIR", default_value = "web/dist")]
-    pub demo_dir: PathBuf,
+    /// Serve the demo page from this directory (e.g. web/dist while working on it) instead of
+    /// the copy built into the binary.
+    #[arg(long, env = "CARILLON_DEMO_DIR")]
+    pub demo_dir: Option<PathBuf>,
 
     /// Serve the demo page and its unauthenticated join endpoint: `auto` (only when listening
     /// on a loopback address), `on` or `off`.
@@ -218,7 +219,7 @@ impl Config {
             account_id: None,
             media_listen: None,
             media_public_ip: None,
-            demo_dir: PathBuf::from("web/dist"),
+            demo_dir: None,
             demo: DemoMode::Auto,
             max_body_bytes: 256 * 1024,
             keys_file: None,

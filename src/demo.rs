@@ -23,7 +23,8 @@ use crate::api::{self, ApiState, Call, Namespace, Reply};
 pub struct Demo {
     pub api: Arc<ApiState>,
     pub account_id: String,
-    pub dir: PathBuf,
+    /// Serve the page from here instead of the copy built into the binary.
+    pub dir: Option<PathBuf>,
 }
 
 pub fn router(demo: Arc<Demo>) -> Router {
@@ -61,19 +62,35 @@ async fn file(State(demo): State<Arc<Demo>>, name: &str) -> Response {
         Some("map") | Some("json") => "application/json",
         _ => "application/octet-stream",
     };
-    match tokio::fs::read(demo.dir.join(name)).await {
+    let Some(dir) = &demo.dir else {
+        return match embedded(name) {
+            Some(bytes) => ([(header::CONTENT_TYPE, content_type)], bytes).into_response(),
+            None => StatusCode::NOT_FOUND.into_response(),
+        };
+    };
+    match tokio::fs::read(dir.join(name)).await {
         Ok(bytes) => ([(header::CONTENT_TYPE, content_type)], bytes).into_response(),
         Err(_) if name == "index.html" => (
             StatusCode::NOT_FOUND,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             format!(
-                "The demo page is not built. Run scripts/build-demo in the Carillon repository, \
-                 or point --demo-dir at its web/dist (looked in {}).\n",
-                demo.dir.display()
+                "No demo page in {} (--demo-dir). Run scripts/build-demo to build web/dist, \
+                 or leave --demo-dir unset to serve the page built into the binary.\n",
+                dir.display()
             ),
         )
             .into_response(),
         Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// The demo page built into the binary: the committed bundle of web/demo (scripts/build-demo
+/// --update-bundle), so `cargo run -- serve` shows /demo/ with no npm.
+fn embedded(name: &str) -> Option<&'static [u8]> {
+    match name {
+        "index.html" => Some(include_bytes!("../web/bundle/index.html")),
+        "app.js" => Some(include_bytes!("../web/bundle/app.js")),
+        _ => None,
     }
 }
 

@@ -375,7 +375,7 @@ fn print_banner(boot: &server::Boot) {
         println!("  metrics and readiness: http://{admin}/metrics, http://{admin}/readyz");
     }
     if let Some(demo) = &boot.demo_url {
-        println!("  demo meeting page: {demo} (build it once with scripts/build-demo)");
+        println!("  demo meeting page: {demo}");
     }
 }
 

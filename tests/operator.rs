@@ -91,3 +91,31 @@ async fn a_token_guards_the_admin_listener_and_is_required_beyond_loopback() {
     let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(message.contains("--admin-token"), "{message}");
 }
+
+/// The demo page ships inside the binary: /demo/ works right after `cargo run -- serve`.
+#[tokio::test]
+async fn the_demo_page_is_built_into_the_binary() {
+    let server = TestServer::start().await;
+    let raw = server.raw();
+    let page = raw
+        .send("GET", "/demo/", b"", common::Signing::Unsigned)
+        .await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(page.body.contains("app.js"), "{}", page.body);
+    let script = raw
+        .send("GET", "/demo/app.js", b"", common::Signing::Unsigned)
+        .await;
+    assert_eq!(script.status, 200);
+    assert!(
+        script.body.len() > 100_000,
+        "the bundled amazon-chime-sdk-js"
+    );
+    let missing = raw
+        .send("GET", "/demo/nothing.js", b"", common::Signing::Unsigned)
+        .await;
+    assert_eq!(missing.status, 404);
+}

@@ -26,7 +26,16 @@ await build({
   outfile: 'dist/app.js',
   plugins: [emptyNodeBuiltins],
   define: { global: 'globalThis', 'process.env.NODE_ENV': '"production"' },
+  minify: true,
+  legalComments: 'none',
   logLevel: 'warning',
 });
 await copyFile('demo/index.html', 'dist/index.html');
 console.log('built web/dist (index.html, app.js)');
+// `--update-bundle` also refreshes the copy the server binary embeds (web/bundle, committed).
+if (process.argv.includes('--update-bundle')) {
+  await mkdir('bundle', { recursive: true });
+  await copyFile('dist/app.js', 'bundle/app.js');
+  await copyFile('dist/index.html', 'bundle/index.html');
+  console.log('updated web/bundle from web/dist');
+}

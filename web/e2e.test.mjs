@@ -52,7 +52,7 @@ const eventTypes = (meetingId) => events
 before(async () => {
   await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
   const webhook = `http://127.0.0.1:${receiver.address().port}/events`;
-  server = spawn(binary, ['serve', '--listen', '127.0.0.1:0', '--data-dir', mkdtempSync(join(tmpdir(), 'carillon-e2e-')), '--demo-dir', 'dist',
+  server = spawn(binary, ['serve', '--listen', '127.0.0.1:0', '--data-dir', mkdtempSync(join(tmpdir(), 'carillon-e2e-')),
     '--webhook', webhook, '--webhook-secret', webhookSecret], {
     env: {
       ...process.env,
