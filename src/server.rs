@@ -453,8 +453,12 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
     let admin = crate::admin_listener::start(
         &config.admin_listen,
         config.admin_token.clone(),
-        state.store.clone(),
-        join.clone(),
+        crate::admin_listener::AdminParts {
+            store: state.store.clone(),
+            join: join.clone(),
+            events: state.events.clone(),
+            clock: state.clock.clone(),
+        },
     )
     .await?;
     let (admin_addr, admin_task) = admin.unzip();

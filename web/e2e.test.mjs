@@ -18,6 +18,7 @@ import {
   CreateMeetingCommand,
   DeleteAttendeeCommand,
   DeleteMeetingCommand,
+  GetAttendeeCommand,
   GetMeetingCommand,
   ListAttendeesCommand,
   NotFoundException,
@@ -29,6 +30,7 @@ const chromium = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 
 let server;
 let url;
+let adminUrl;
 let browser;
 let client;
 
@@ -53,7 +55,7 @@ before(async () => {
   await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
   const webhook = `http://127.0.0.1:${receiver.address().port}/events`;
   server = spawn(binary, ['serve', '--listen', '127.0.0.1:0', '--data-dir', mkdtempSync(join(tmpdir(), 'carillon-e2e-')),
-    '--webhook', webhook, '--webhook-secret', webhookSecret], {
+    '--webhook', webhook, '--webhook-secret', webhookSecret, '--admin-listen', '127.0.0.1:0'], {
     env: {
       ...process.env,
       CARILLON_ACCESS_KEY_ID: credentials.accessKeyId,
@@ -63,8 +65,15 @@ before(async () => {
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const firstLine = await new Promise((resolve) => createInterface({ input: server.stdout }).once('line', resolve));
-  url = `http://${firstLine.split('listening on ')[1].split(' ')[0]}`;
+  // The banner: "carillon is listening on ADDR ..." first, later "metrics and readiness: http://ADMIN/metrics".
+  const lines = createInterface({ input: server.stdout });
+  const banner = [];
+  await new Promise((resolve) => lines.on('line', (line) => {
+    banner.push(line);
+    if (line.includes('metrics and readiness')) resolve();
+  }));
+  url = `http://${banner[0].split('listening on ')[1].split(' ')[0]}`;
+  adminUrl = banner.find((l) => l.includes('metrics and readiness')).match(/http:\/\/[^/]+/)[0];
   client = new ChimeSDKMeetingsClient({ endpoint: url, region: 'us-east-1', credentials });
   browser = await puppeteer.launch({
     executablePath: chromium,
@@ -181,4 +190,35 @@ test('the demo page joins through its own form', async () => {
   await page.click('#join-button');
   await waitFor(page, () => window.carillon.status() === 'started');
   assert.deepEqual(await page.evaluate(() => window.carillon.roster()), ['carol']);
+});
+
+test('the admin page shows meetings and presence live, and deletes an attendee', async () => {
+  const admin = await browser.newPage();
+  await admin.setViewport({ width: 1200, height: 700 });
+  await admin.goto(`${adminUrl}/admin`);
+  await waitFor(admin, () => document.getElementById('status').textContent === 'live');
+
+  const { Meeting } = await client.send(new CreateMeetingCommand({ MediaRegion: 'eu-central-1', ExternalMeetingId: 'admin-page' }));
+  const { Attendee } = await client.send(new CreateAttendeeCommand({ MeetingId: Meeting.MeetingId, ExternalUserId: 'Zoë' }));
+  const stateOf = (id) => document.querySelector(`tr[data-attendee="${id}"] .state`)?.textContent;
+  // It appears without a reload, pushed by the server-sent events.
+  await waitFor(admin, (id) => document.querySelector(`tr[data-attendee="${id}"] .state`)?.textContent === 'never-joined', Attendee.AttendeeId);
+
+  const joined = await openPage();
+  await joined.evaluate((m, a) => window.carillon.join({ Meeting: m }, { Attendee: a }), Meeting, Attendee);
+  await waitFor(admin, (id) => document.querySelector(`tr[data-attendee="${id}"] .state`)?.textContent === 'connected', Attendee.AttendeeId);
+  await waitFor(admin, (id) => document.querySelector(`tr[data-attendee="${id}"]`)?.textContent.includes('audio'), Attendee.AttendeeId);
+  await admin.screenshot({ path: process.env.ADMIN_SCREENSHOT ?? 'dist/admin-page.png' });
+  console.log(`admin page: ${await admin.evaluate(stateOf, Attendee.AttendeeId)}`);
+
+  // Delete from the page: the client is removed, and the API no longer knows the attendee.
+  // The joining page opened last and is in front; a page in the background gets no animation
+  // frames, which puppeteer's click waits for.
+  await admin.bringToFront();
+  await admin.click(`button[data-delete="${Meeting.MeetingId}/${Attendee.AttendeeId}"]`);
+  await waitFor(joined, () => window.carillon.status() === 'stopped: AudioAttendeeRemoved');
+  await assert.rejects(
+    client.send(new GetAttendeeCommand({ MeetingId: Meeting.MeetingId, AttendeeId: Attendee.AttendeeId })),
+    (error) => error instanceof NotFoundException,
+  );
 });

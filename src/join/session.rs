@@ -538,6 +538,34 @@ impl Rooms {
     pub fn session_count(&self) -> usize {
         self.with(|rooms| rooms.values().map(|r| r.participants.len()).sum())
     }
+
+    /// The connected sessions of a meeting as the admin page shows them.
+    pub fn tracks(&self, meeting_id: &str) -> Vec<SessionTracks> {
+        self.with(|rooms| {
+            rooms
+                .get(meeting_id)
+                .map(|room| {
+                    room.participants
+                        .values()
+                        .map(|p| SessionTracks {
+                            attendee_id: p.attendee_id.clone(),
+                            audio: p.stream_id.is_some(),
+                            muted: p.muted,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// What one connected session sends, for the admin page (camera and content come with video).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionTracks {
+    pub attendee_id: String,
+    /// Checked in with audio.
+    pub audio: bool,
+    pub muted: bool,
 }
 
 #[cfg(test)]

@@ -223,6 +223,15 @@ async fn suite(store: &dyn Store) {
         Err(StoreError::MeetingNotFound)
     ));
 
+    // The operator's view spans accounts, newest first.
+    let recent = store.recent_meetings(100).await.expect("recent");
+    assert!(
+        recent
+            .windows(2)
+            .all(|w| w[0].created_at >= w[1].created_at)
+    );
+    assert!(!recent.is_empty());
+
     // Meetings list per account.
     let listed = store
         .list_meetings("a2", None, 10)
@@ -484,6 +493,10 @@ async fn outbox(store: &dyn Store) {
         ]
     );
     assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(
+        store.latest_event_seq().await.expect("latest"),
+        events.last().map(|e| e.seq).unwrap_or_default()
+    );
     assert!(
         events
             .iter()

@@ -204,6 +204,9 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreResult<Vec<MeetingRecord>>;
 
+    /// The newest meetings of every account (the operator's admin page), newest first.
+    async fn recent_meetings(&self, limit: usize) -> StoreResult<Vec<MeetingRecord>>;
+
     /// Deletes the meeting with its attendees (and so their JoinTokens) and tags, and its replica
     /// meetings, which end with their primary. Returns the ids of every meeting that ended.
     async fn delete_meeting(
@@ -324,6 +327,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Outbox events after `after` (a sequence number), oldest first.
     async fn outbox_after(&self, after: i64, limit: usize) -> StoreResult<Vec<OutboxEvent>>;
+
+    /// The newest event's sequence number (0 when there is none).
+    async fn latest_event_seq(&self) -> StoreResult<i64>;
 
     /// The last sequence number a sink has delivered (0 before its first).
     async fn sink_cursor(&self, sink: &str) -> StoreResult<i64>;

@@ -774,6 +774,21 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn recent_meetings(&self, limit: usize) -> StoreResult<Vec<MeetingRecord>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {MEETING_COLUMNS} FROM meetings ORDER BY created_at DESC, meeting_id LIMIT ?1"
+                ))
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![limit as i64], meeting_from_row)
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
     async fn delete_meeting(
         &self,
         account_id: &str,
@@ -1255,6 +1270,16 @@ impl Store for SqliteStore {
                 })
                 .map_err(backend)?;
             rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn latest_event_seq(&self) -> StoreResult<i64> {
+        self.read(move |conn| {
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |row| {
+                row.get(0)
+            })
+            .map_err(backend)
         })
         .await
     }
