@@ -24,6 +24,7 @@ use crate::join::JoinPlane;
 use crate::join::media::Media;
 use crate::lifecycle::Lifecycle;
 use crate::notifications;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{EndRules, Store};
 
@@ -290,6 +291,29 @@ fn all_keys(
     Ok(keys)
 }
 
+/// Opens the store the configuration names: PostgreSQL for a `postgres://` URL, else the
+/// embedded SQLite database in the data directory.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match config.store.as_deref().map(str::trim) {
+        None | Some("") => {
+            let store = SqliteStore::open(&config.data_dir.join("carillon.db"))
+                .context("opening the embedded store")?;
+            Ok(Arc::new(store))
+        }
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            // The URL may hold a password: it is not repeated in errors or logs.
+            let store = PostgresStore::connect(url)
+                .await
+                .context("opening the PostgreSQL store (--store)")?;
+            Ok(Arc::new(store))
+        }
+        Some(_) => anyhow::bail!(
+            "--store must be a postgres:// (or postgresql://) URL, or absent for the embedded \
+             SQLite store"
+        ),
+    }
+}
+
 /// Opens the store, loads the keys, binds the listener and starts serving in the background.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let clock: Arc<dyn Clock> = match config.clock {
@@ -302,9 +326,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
 pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let store = SqliteStore::open(&config.data_dir.join("carillon.db"))
-        .context("opening the embedded store")?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store = open_store(config).await?;
 
     let (root_key, generated) = root_key(config, store.as_ref()).await?;
     let credentials_file = config.data_dir.join("credentials");
