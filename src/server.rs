@@ -291,9 +291,10 @@ fn all_keys(
     Ok(keys)
 }
 
-/// Opens the store the configuration names: PostgreSQL for a `postgres://` URL, else the
+/// Opens the store the configuration names: PostgreSQL for a `postgres://` URL (shared with other
+/// nodes, so this node's presence reset covers only the meetings at its `public_url`), else the
 /// embedded SQLite database in the data directory.
-async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(config: &Config, public_url: &str) -> anyhow::Result<Arc<dyn Store>> {
     match config.store.as_deref().map(str::trim) {
         None | Some("") => {
             let store = SqliteStore::open(&config.data_dir.join("carillon.db"))
@@ -305,7 +306,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             let store = PostgresStore::connect(url)
                 .await
                 .context("opening the PostgreSQL store (--store)")?;
-            Ok(Arc::new(store))
+            Ok(Arc::new(store.for_node(public_url)))
         }
         Some(_) => anyhow::bail!(
             "--store must be a postgres:// (or postgresql://) URL, or absent for the embedded \
@@ -326,7 +327,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
 pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let store = open_store(config).await?;
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_string();
+
+    let store = open_store(config, &public_url).await?;
 
     let (root_key, generated) = root_key(config, store.as_ref()).await?;
     let credentials_file = config.data_dir.join("credentials");
@@ -340,17 +352,6 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         .setting_or_insert("page_token_key", &hex::encode(page_key))
         .await?;
     let page_key = hex::decode(page_key).context("stored page token key is not hex")?;
-
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let public_url = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"))
-        .trim_end_matches('/')
-        .to_string();
 
     let media_listen = config
         .media_listen

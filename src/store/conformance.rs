@@ -747,3 +747,69 @@ async fn postgres_concurrent_first_starts() {
     let id = store_meeting(&stores[0], "start", "t", 3).await;
     assert!(stores[3].meeting_exists(&id).await.expect("exists"));
 }
+
+/// On a shared database, a node's presence reset covers the meetings it hosts, not the others'.
+#[tokio::test]
+async fn postgres_presence_reset_is_per_node() {
+    let Some((scratch, _)) = postgres_store("postgres_presence_reset_is_per_node").await else {
+        return;
+    };
+    let connect = |node: &'static str| {
+        let url = scratch.url.clone();
+        async move {
+            postgres::PostgresStore::connect(&url)
+                .await
+                .expect("connect")
+                .for_node(node)
+        }
+    };
+    let (a, b) = (
+        connect("http://a:8080").await,
+        connect("http://b:8080").await,
+    );
+    let mut ids = Vec::new();
+    for (node, url) in [(&a, "http://a:8080"), (&b, "http://b:8080")] {
+        let mut m = meeting("nodes", url, 5);
+        m.media_base_url = url.into();
+        let meeting_id = m.meeting_id.clone();
+        let new = attendee("José");
+        let attendee_id = new.attendee_id.clone();
+        node.create_meeting(m, vec![], vec![new])
+            .await
+            .expect("create");
+        node.record_presence(&meeting_id, &attendee_id, PresenceChange::Joined, 10)
+            .await
+            .expect("joined");
+        ids.push((meeting_id, attendee_id));
+    }
+    a.reset_presence(20).await.expect("node a restarts");
+    let state = |i: usize| {
+        let (meeting_id, _) = ids[i].clone();
+        let a = a.clone();
+        async move {
+            a.meeting_presence("nodes", &meeting_id)
+                .await
+                .expect("presence")[0]
+                .state
+        }
+    };
+    assert_eq!(
+        state(0).await,
+        ConnectionState::Dropped,
+        "node a's attendee"
+    );
+    assert_eq!(
+        state(1).await,
+        ConnectionState::Connected,
+        "node b's attendee"
+    );
+    // Node b's meeting is not idle, so it does not end; node a's idles from the reset.
+    let rules = EndRules {
+        idle_seconds: 300,
+        max_seconds: 86_400,
+    };
+    assert_eq!(
+        a.end_due_meetings(320, rules).await.expect("sweep"),
+        vec![ids[0].0.clone()]
+    );
+}

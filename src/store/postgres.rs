@@ -164,6 +164,9 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// The public URL of the node this store serves, when it is scoped to one (see
+    /// [`PostgresStore::for_node`]).
+    node: Option<Arc<str>>,
 }
 
 /// What a statement inside a transaction can fail with: the store's own verdicts, or the
@@ -334,9 +337,17 @@ impl PostgresStore {
             .create_timeout(Some(CONNECTION_TIMEOUT))
             .build()
             .map_err(backend)?;
-        let store = Self { pool };
+        let store = Self { pool, node: None };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Scopes [`Store::reset_presence`] to the meetings this node hosts, those whose media
+    /// (and so signaling) URL is `public_url`: with several nodes on one database, a node that
+    /// (re)starts drops only the attendees that were connected to it, not those of the others.
+    pub fn for_node(mut self, public_url: &str) -> Self {
+        self.node = Some(public_url.into());
+        self
     }
 
     async fn conn(pool: &Pool) -> TxResult<Conn> {
@@ -1320,19 +1331,42 @@ impl Store for PostgresStore {
     }
 
     async fn reset_presence(&self, at: i64) -> StoreResult<()> {
+        let node = self.node.as_deref().map(str::to_string);
         self.write(move |tx| {
+            let node = node.clone();
             Box::pin(async move {
                 // Meetings before attendees: the lock order of every other writer.
-                tx.execute(
-                    "UPDATE meetings SET connected = FALSE, idle_since = $1 WHERE connected",
-                    &[&at],
-                )
-                .await?;
-                tx.execute(
-                    "UPDATE attendees SET joined = FALSE, dropped = TRUE, left_at = $1 WHERE joined",
-                    &[&at],
-                )
-                .await?;
+                match &node {
+                    None => {
+                        tx.execute(
+                            "UPDATE meetings SET connected = FALSE, idle_since = $1 \
+                             WHERE connected",
+                            &[&at],
+                        )
+                        .await?;
+                        tx.execute(
+                            "UPDATE attendees SET joined = FALSE, dropped = TRUE, left_at = $1 \
+                             WHERE joined",
+                            &[&at],
+                        )
+                        .await?;
+                    }
+                    Some(node) => {
+                        tx.execute(
+                            "UPDATE meetings SET connected = FALSE, idle_since = $1 \
+                             WHERE connected AND media_base_url = $2",
+                            &[&at, node],
+                        )
+                        .await?;
+                        tx.execute(
+                            "UPDATE attendees SET joined = FALSE, dropped = TRUE, left_at = $1 \
+                             WHERE joined AND meeting_id IN \
+                               (SELECT meeting_id FROM meetings WHERE media_base_url = $2)",
+                            &[&at, node],
+                        )
+                        .await?;
+                    }
+                }
                 Ok(())
             })
         })
