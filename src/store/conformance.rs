@@ -813,3 +813,24 @@ async fn postgres_presence_reset_is_per_node() {
         vec![ids[0].0.clone()]
     );
 }
+
+/// The same two nodes with every transaction SERIALIZABLE (CockroachDB's only level): lock
+/// waits turn into serialization failures, which the store reruns.
+#[tokio::test]
+async fn postgres_two_nodes_serializable() {
+    let Some((scratch, _)) = postgres_store("postgres_two_nodes_serializable").await else {
+        return;
+    };
+    // The scratch URL ends in its `options` parameter; one more setting joins it.
+    let url = format!(
+        "{}%20-cdefault_transaction_isolation%3Dserializable",
+        scratch.url
+    );
+    let a = postgres::PostgresStore::connect(&url)
+        .await
+        .expect("node a");
+    let b = postgres::PostgresStore::connect(&url)
+        .await
+        .expect("node b");
+    two_nodes(&a, &b).await;
+}

@@ -156,7 +156,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 const POOL_SIZE: usize = 16;
 
 /// Runs of one write transaction before a serialization failure or deadlock is reported.
-pub const ATTEMPTS: u32 = 8;
+pub const ATTEMPTS: u32 = 10;
 
 /// How long a call waits for a free connection, or for a new one, before failing.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -426,7 +426,8 @@ impl PostgresStore {
 
     async fn migrate(&self) -> StoreResult<()> {
         // The ledger itself. Two nodes creating it at once can collide in the catalog even with
-        // IF NOT EXISTS; the loser tries again and finds it.
+        // IF NOT EXISTS (on the table's name, its row type or its index: 23505, 42P07, 42710);
+        // the loser tries again and finds it.
         let conn = Self::conn(&self.pool).await?;
         let mut attempt = 1;
         while let Err(e) = conn
@@ -441,6 +442,7 @@ impl PostgresStore {
                 e.code(),
                 Some(&SqlState::UNIQUE_VIOLATION)
                     | Some(&SqlState::DUPLICATE_TABLE)
+                    | Some(&SqlState::DUPLICATE_OBJECT)
                     | Some(&SqlState::T_R_SERIALIZATION_FAILURE)
             );
             if !racing || attempt >= ATTEMPTS {
@@ -1590,6 +1592,51 @@ pub fn test_database_url(test: &str) -> Option<String> {
                  postgres://postgres@127.0.0.1:5432/test) to run it against PostgreSQL"
             );
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A transaction that keeps failing with a serialization failure is run [`ATTEMPTS`] times,
+    /// then reported as a typed backend error, not retried forever.
+    #[tokio::test]
+    async fn retries_are_bounded() {
+        let Some(url) = test_database_url("postgres::tests::retries_are_bounded") else {
+            return;
+        };
+        let scratch = ScratchSchema::create(&url).await.expect("a scratch schema");
+        let store = PostgresStore::connect(&scratch.url).await.expect("connect");
+        let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = runs.clone();
+        let outcome: StoreResult<()> = store
+            .write(move |tx| {
+                let runs = counted.clone();
+                Box::pin(async move {
+                    runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    // A genuine 40001 from the server, every time.
+                    tx.conn
+                        .0
+                        .batch_execute(
+                            "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$",
+                        )
+                        .await?;
+                    Ok(())
+                })
+            })
+            .await;
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), ATTEMPTS);
+        match outcome {
+            Err(StoreError::Backend(message)) => {
+                assert!(
+                    message.contains(&format!("gave up after {ATTEMPTS} attempts")),
+                    "{message}"
+                );
+                assert!(message.contains("40001"), "{message}");
+            }
+            other => panic!("expected a backend error, got {other:?}"),
         }
     }
 }
