@@ -6,7 +6,10 @@
 //! - writes: CreateAttendee through the official SDK against raw durable SQLite inserts
 //!   (WAL, synchronous=FULL, one transaction per row: the storage floor);
 //! - pagination: the first ListAttendees page of a 10,000-attendee meeting against that of a
-//!   250-attendee meeting, and the keyset query for the last page against SQL OFFSET.
+//!   250-attendee meeting, and the keyset query for the last page against SQL OFFSET;
+//! - stores, when CARILLON_TEST_POSTGRES_URL is set: CreateAttendee and GetAttendee on a
+//!   server whose store is PostgreSQL (a scratch schema) against the same on the embedded
+//!   SQLite store, with every worker on one meeting and with a meeting per worker.
 //!
 //! Loads target 127.0.0.1 only and stop after a fixed time.
 
@@ -21,6 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const CONNECTIONS: usize = 8;
 const RUN_FOR: Duration = Duration::from_secs(3);
 
+#[derive(Clone, Copy)]
 struct Stats {
     requests: usize,
     per_second: f64,
@@ -188,12 +192,14 @@ fn sqlite_insert_floor(dir: &std::path::Path) -> Stats {
     stats(latencies, started.elapsed())
 }
 
-async fn sdk_creates(client: &aws_sdk_chimesdkmeetings::Client, meeting: &str) -> Stats {
+/// CreateAttendee from `CONNECTIONS` workers for `RUN_FOR`; worker `w` writes to
+/// `meetings[w % meetings.len()]`.
+async fn sdk_creates(client: &aws_sdk_chimesdkmeetings::Client, meetings: &[String]) -> Stats {
     let started = Instant::now();
     let tasks: Vec<_> = (0..CONNECTIONS)
         .map(|w| {
             let client = client.clone();
-            let meeting = meeting.to_string();
+            let meeting = meetings[w % meetings.len()].clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut n = 0;
@@ -299,7 +305,7 @@ async fn main() {
     let insert_floor = sqlite_insert_floor(bench_dir.path());
     row("raw SQLite insert (baseline)", &insert_floor, &insert_floor);
     let (write_meeting, _) = populate(&client, "bench-writes", 0).await;
-    let creates = sdk_creates(&client, &write_meeting).await;
+    let creates = sdk_creates(&client, &[write_meeting]).await;
     row("CreateAttendee via aws-sdk-rust", &creates, &insert_floor);
 
     println!("\npagination query (baseline: SQL OFFSET for the last page of the 10k meeting)");
@@ -329,4 +335,66 @@ async fn main() {
         keyset.as_secs_f64() * 1e6,
         offset.as_secs_f64() / keyset.as_secs_f64()
     );
+
+    stores(&server).await;
+}
+
+/// The same SDK writes and reads against a second server on PostgreSQL, each row relative to
+/// the embedded SQLite server's figure measured just before it.
+async fn stores(sqlite: &common::TestServer) {
+    let Some(url) = carillon::store::postgres::test_database_url("the PostgreSQL comparison")
+    else {
+        return;
+    };
+    let scratch = carillon::store::postgres::ScratchSchema::create(&url)
+        .await
+        .expect("a scratch schema");
+    let postgres = common::TestServer::start_with(|c| {
+        c.max_attendees = 10_000_000;
+        c.store = Some(scratch.url.clone());
+    })
+    .await;
+    println!(
+        "\nstores (baseline: the same SDK calls on the embedded SQLite store, measured just before)"
+    );
+    for workers_per_meeting in [CONNECTIONS, 1] {
+        let meetings = CONNECTIONS / workers_per_meeting;
+        let mut baseline = None;
+        for (name, server) in [("SQLite", sqlite), ("PostgreSQL", &postgres)] {
+            let client = server.client();
+            let mut ids = Vec::new();
+            for m in 0..meetings {
+                ids.push(
+                    populate(&client, &format!("stores-{meetings}-{m}"), 0)
+                        .await
+                        .0,
+                );
+            }
+            let creates = sdk_creates(&client, &ids).await;
+            let baseline = baseline.get_or_insert(creates.per_second);
+            println!(
+                "{:<38} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} requests)  {:.2}x of baseline",
+                format!("CreateAttendee, {meetings} meeting(s), {name}"),
+                creates.per_second,
+                creates.p50.as_secs_f64() * 1e3,
+                creates.p99.as_secs_f64() * 1e3,
+                creates.requests,
+                creates.per_second / *baseline
+            );
+        }
+    }
+    let mut baseline = None;
+    for (name, server) in [("SQLite", sqlite), ("PostgreSQL", &postgres)] {
+        let (meeting, attendee) = populate(&server.client(), "stores-get", 10).await;
+        let get = replay(
+            server.addr,
+            signed_get(
+                server.addr,
+                &format!("/meetings/{meeting}/attendees/{attendee}"),
+            ),
+        )
+        .await;
+        let baseline = *baseline.get_or_insert(get);
+        row(&format!("GetAttendee, {name}"), &get, &baseline);
+    }
 }

@@ -39,6 +39,12 @@ pub struct Config {
     #[arg(long, env = "CARILLON_DATA_DIR", default_value = "./carillon-data")]
     pub data_dir: PathBuf,
 
+    /// Where meetings, attendees, events and settings are kept: a PostgreSQL-compatible database
+    /// (`postgres://user:password@host:5432/db`, shared by every node) or, when not given, the
+    /// embedded SQLite database in the data directory.
+    #[arg(long, env = "CARILLON_STORE", hide_env_values = true)]
+    pub store: Option<String>,
+
     /// Base URL clients reach this node at; MediaPlacement URLs are built from it.
     /// Defaults to http://<listen address>.
     #[arg(long, env = "CARILLON_PUBLIC_URL")]
@@ -212,6 +218,7 @@ impl Config {
             config: None,
             listen: "127.0.0.1:0".into(),
             data_dir,
+            store: None,
             public_url: None,
             max_attendees: 250,
             access_key_id: None,

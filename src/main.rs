@@ -351,9 +351,7 @@ fn print_banner(boot: &server::Boot) {
     println!("  legacy chime API:       endpoint_url={url}/legacy");
     if boot.generated_credentials {
         let file = boot.credentials_file.display();
-        println!(
-            "  credentials: {file} (profile 'carillon'; generated once, kept in the data directory)"
-        );
+        println!("  credentials: {file} (profile 'carillon'; generated once, kept in the store)");
         println!();
         println!(
             "  boto3:   boto3.Session(profile_name='carillon').client('chime-sdk-meetings', endpoint_url='{url}', region_name='us-east-1')"

@@ -24,6 +24,7 @@ use crate::join::JoinPlane;
 use crate::join::media::Media;
 use crate::lifecycle::Lifecycle;
 use crate::notifications;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{EndRules, Store};
 
@@ -312,6 +313,30 @@ fn all_keys(
     Ok(keys)
 }
 
+/// Opens the store the configuration names: PostgreSQL for a `postgres://` URL (shared with other
+/// nodes, so this node's presence reset covers only the meetings at its `public_url`), else the
+/// embedded SQLite database in the data directory.
+async fn open_store(config: &Config, public_url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    match config.store.as_deref().map(str::trim) {
+        None | Some("") => {
+            let store = SqliteStore::open(&config.data_dir.join("carillon.db"))
+                .context("opening the embedded store")?;
+            Ok(Arc::new(store))
+        }
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            // The URL may hold a password: it is not repeated in errors or logs.
+            let store = PostgresStore::connect(url)
+                .await
+                .context("opening the PostgreSQL store (--store)")?;
+            Ok(Arc::new(store.for_node(public_url)))
+        }
+        Some(_) => anyhow::bail!(
+            "--store must be a postgres:// (or postgresql://) URL, or absent for the embedded \
+             SQLite store"
+        ),
+    }
+}
+
 /// Opens the store, loads the keys, binds the listener and starts serving in the background.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let clock: Arc<dyn Clock> = match config.clock {
@@ -324,9 +349,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
 pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let store = SqliteStore::open(&config.data_dir.join("carillon.db"))
-        .context("opening the embedded store")?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_string();
+
+    let store = open_store(config, &public_url).await?;
 
     let (root_key, generated) = root_key(config, store.as_ref()).await?;
     let credentials_file = config.data_dir.join("credentials");
@@ -341,17 +375,6 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         .await?;
     let page_key = hex::decode(page_key).context("stored page token key is not hex")?;
 
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let public_url = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"))
-        .trim_end_matches('/')
-        .to_string();
-
     let media_listen = config
         .media_listen
         .unwrap_or_else(|| SocketAddr::new(addr.ip(), 0));
@@ -361,6 +384,12 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
     let media_addr = media.advertised;
     let join = Arc::new(JoinPlane::new(store.clone(), media, clock.clone()));
     join.start_volume_indicators();
+    // Nobody is connected to a node that just started, whatever the store remembers. On
+    // PostgreSQL the reset covers only this node's meetings; an SQLite file shared by several
+    // nodes (with a bus) cannot tell them apart, so there it is left alone.
+    if config.store.is_some() || config.bus.is_none() {
+        store.reset_presence(clock.now_unix()).await?;
+    }
     // What the API and the lifecycle tell the join plane: this node's directly, or every node's
     // through the bus when several share one store.
     let events: Arc<dyn crate::events::MeetingEvents> = match &config.bus {
@@ -373,12 +402,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
             )
             .await?
         }
-        None => {
-            // Alone on its store, nobody is connected to a node that just started, whatever
-            // the store remembers. With a bus, other nodes' clients are connected: leave them.
-            store.reset_presence(clock.now_unix()).await?;
-            join.clone()
-        }
+        None => join.clone(),
     };
     let lifecycle = Arc::new(Lifecycle::new(
         store.clone(),

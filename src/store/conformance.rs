@@ -636,3 +636,266 @@ async fn sqlite_on_disk_and_reopened() {
         "one"
     );
 }
+
+/// Two stores on one database, as two nodes have them: concurrent duplicates resolve to one row,
+/// concurrent CreateAttendee calls never overshoot the cap, and the outbox numbers events in
+/// commit order with no gaps.
+async fn two_nodes(a: &dyn Store, b: &dyn Store) {
+    let nodes = [a, b];
+
+    // The same ClientRequestToken from both nodes at once: one meeting.
+    let template = meeting("nodes", "same-token", 10);
+    let creates = (0..8).map(|i| {
+        let mut m = template.clone();
+        m.meeting_id = crate::domain::ids::new_id();
+        nodes[i % 2].create_meeting(m, vec![], vec![])
+    });
+    let created = futures_util::future::join_all(creates).await;
+    let created: Vec<CreatedMeeting> = created.into_iter().map(|c| c.expect("create")).collect();
+    assert_eq!(created.iter().filter(|c| c.created).count(), 1);
+    let id = created[0].meeting.meeting_id.clone();
+    assert!(created.iter().all(|c| c.meeting.meeting_id == id));
+
+    // Thirty distinct users against a cap of ten.
+    let joins = (0..30)
+        .map(|i| nodes[i % 2].create_attendees("nodes", &id, vec![attendee(&format!("user-{i}"))]));
+    let outcomes: Vec<AttendeeOutcome> = futures_util::future::join_all(joins)
+        .await
+        .into_iter()
+        .flat_map(|o| o.expect("create attendees"))
+        .collect();
+    let created = outcomes
+        .iter()
+        .filter(|o| matches!(o, AttendeeOutcome::Created(_)))
+        .count();
+    let full = outcomes
+        .iter()
+        .filter(|o| matches!(o, AttendeeOutcome::MeetingFull { cap: 10, .. }))
+        .count();
+    assert_eq!((created, full), (10, 20), "the cap holds across nodes");
+    let listed = a
+        .list_attendees("nodes", &id, None, 100)
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 10);
+
+    // The same ExternalUserId from both nodes at once: one attendee.
+    let other = store_meeting(a, "nodes", "dupes", 10).await;
+    let dupes =
+        (0..8).map(|i| nodes[i % 2].create_attendees("nodes", &other, vec![attendee("Zoë")]));
+    let ids: Vec<String> = futures_util::future::join_all(dupes)
+        .await
+        .into_iter()
+        .flat_map(|o| o.expect("create attendees"))
+        .map(|o| match o {
+            AttendeeOutcome::Created(a) | AttendeeOutcome::Existing(a) => a.attendee_id,
+            AttendeeOutcome::MeetingFull { .. } => panic!("not full"),
+        })
+        .collect();
+    assert!(ids.iter().all(|i| *i == ids[0]), "one attendee: {ids:?}");
+
+    // Settings: concurrent first starts agree.
+    let settings = (0..6).map(|i| nodes[i % 2].setting_or_insert("shared", ["x", "y", "z"][i % 3]));
+    let values: Vec<String> = futures_util::future::join_all(settings)
+        .await
+        .into_iter()
+        .map(|v| v.expect("setting"))
+        .collect();
+    assert!(values.iter().all(|v| *v == values[0]));
+
+    // Every event so far, numbered without gaps in commit order; each meeting's own events in
+    // the order its changes happened.
+    let events = b.outbox_after(0, 1_000).await.expect("outbox");
+    assert!(
+        events.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+        "gap-free"
+    );
+    assert_eq!(
+        events.iter().filter(|e| e.meeting_id == id).count(),
+        1 + 10,
+        "MeetingStarted and ten AttendeeAdded"
+    );
+}
+
+async fn store_meeting(store: &dyn Store, account: &str, token: &str, cap: u32) -> String {
+    store
+        .create_meeting(meeting(account, token, cap), vec![], vec![])
+        .await
+        .expect("create")
+        .meeting
+        .meeting_id
+}
+
+#[tokio::test]
+async fn sqlite_two_connections_to_one_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("carillon.db");
+    let a = sqlite::SqliteStore::open(&path).expect("open");
+    let b = sqlite::SqliteStore::open(&path).expect("open again");
+    two_nodes(&a, &b).await;
+}
+
+/// A store in a fresh schema of the test database, or None when there is none.
+async fn postgres_store(test: &str) -> Option<(postgres::ScratchSchema, postgres::PostgresStore)> {
+    let url = postgres::test_database_url(test)?;
+    let scratch = postgres::ScratchSchema::create(&url)
+        .await
+        .expect("a scratch schema");
+    let store = postgres::PostgresStore::connect(&scratch.url)
+        .await
+        .expect("connects and migrates");
+    Some((scratch, store))
+}
+
+#[tokio::test]
+async fn postgres_suite() {
+    let Some((scratch, store)) = postgres_store("postgres_suite").await else {
+        return;
+    };
+    suite(&store).await;
+    commit_gate(&store).await;
+    // Migrations are idempotent across reconnections, and the data is still there.
+    let reopened = postgres::PostgresStore::connect(&scratch.url)
+        .await
+        .expect("reconnect");
+    assert_eq!(
+        reopened
+            .setting_or_insert("k", "three")
+            .await
+            .expect("setting"),
+        "one"
+    );
+}
+
+#[tokio::test]
+async fn postgres_lifecycle() {
+    let Some((_scratch, store)) = postgres_store("postgres_lifecycle").await else {
+        return;
+    };
+    lifecycle(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_outbox() {
+    let Some((_scratch, store)) = postgres_store("postgres_outbox").await else {
+        return;
+    };
+    outbox(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_two_nodes() {
+    let Some((scratch, a)) = postgres_store("postgres_two_nodes").await else {
+        return;
+    };
+    let b = postgres::PostgresStore::connect(&scratch.url)
+        .await
+        .expect("a second node");
+    two_nodes(&a, &b).await;
+}
+
+/// Nodes starting at once on an empty schema apply each migration once, and all come up.
+#[tokio::test]
+async fn postgres_concurrent_first_starts() {
+    let Some(url) = postgres::test_database_url("postgres_concurrent_first_starts") else {
+        return;
+    };
+    let scratch = postgres::ScratchSchema::create(&url)
+        .await
+        .expect("a scratch schema");
+    let starts = (0..4).map(|_| postgres::PostgresStore::connect(&scratch.url));
+    let stores: Vec<_> = futures_util::future::join_all(starts)
+        .await
+        .into_iter()
+        .map(|s| s.expect("every node starts"))
+        .collect();
+    let id = store_meeting(&stores[0], "start", "t", 3).await;
+    assert!(stores[3].meeting_exists(&id).await.expect("exists"));
+}
+
+/// On a shared database, a node's presence reset covers the meetings it hosts, not the others'.
+#[tokio::test]
+async fn postgres_presence_reset_is_per_node() {
+    let Some((scratch, _)) = postgres_store("postgres_presence_reset_is_per_node").await else {
+        return;
+    };
+    let connect = |node: &'static str| {
+        let url = scratch.url.clone();
+        async move {
+            postgres::PostgresStore::connect(&url)
+                .await
+                .expect("connect")
+                .for_node(node)
+        }
+    };
+    let (a, b) = (
+        connect("http://a:8080").await,
+        connect("http://b:8080").await,
+    );
+    let mut ids = Vec::new();
+    for (node, url) in [(&a, "http://a:8080"), (&b, "http://b:8080")] {
+        let mut m = meeting("nodes", url, 5);
+        m.media_base_url = url.into();
+        let meeting_id = m.meeting_id.clone();
+        let new = attendee("José");
+        let attendee_id = new.attendee_id.clone();
+        node.create_meeting(m, vec![], vec![new])
+            .await
+            .expect("create");
+        node.record_presence(&meeting_id, &attendee_id, PresenceChange::Joined, 10)
+            .await
+            .expect("joined");
+        ids.push((meeting_id, attendee_id));
+    }
+    a.reset_presence(20).await.expect("node a restarts");
+    let state = |i: usize| {
+        let (meeting_id, _) = ids[i].clone();
+        let a = a.clone();
+        async move {
+            a.meeting_presence("nodes", &meeting_id)
+                .await
+                .expect("presence")[0]
+                .state
+        }
+    };
+    assert_eq!(
+        state(0).await,
+        ConnectionState::Dropped,
+        "node a's attendee"
+    );
+    assert_eq!(
+        state(1).await,
+        ConnectionState::Connected,
+        "node b's attendee"
+    );
+    // Node b's meeting is not idle, so it does not end; node a's idles from the reset.
+    let rules = EndRules {
+        idle_seconds: 300,
+        max_seconds: 86_400,
+    };
+    assert_eq!(
+        a.end_due_meetings(320, rules).await.expect("sweep"),
+        vec![ids[0].0.clone()]
+    );
+}
+
+/// The same two nodes with every transaction SERIALIZABLE (CockroachDB's only level): lock
+/// waits turn into serialization failures, which the store reruns.
+#[tokio::test]
+async fn postgres_two_nodes_serializable() {
+    let Some((scratch, _)) = postgres_store("postgres_two_nodes_serializable").await else {
+        return;
+    };
+    // The scratch URL ends in its `options` parameter; one more setting joins it.
+    let url = format!(
+        "{}%20-cdefault_transaction_isolation%3Dserializable",
+        scratch.url
+    );
+    let a = postgres::PostgresStore::connect(&url)
+        .await
+        .expect("node a");
+    let b = postgres::PostgresStore::connect(&url)
+        .await
+        .expect("node b");
+    two_nodes(&a, &b).await;
+}

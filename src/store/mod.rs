@@ -2,6 +2,8 @@
 //! can be swapped without touching the API layer. Every write is durable before it returns.
 
 pub mod gate;
+pub mod postgres;
+mod shared;
 pub mod sqlite;
 
 #[cfg(test)]

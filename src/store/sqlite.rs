@@ -15,13 +15,16 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
+use super::shared::{
+    backend, connection_state, due_bounds, event_row, presence_columns, presence_events, to_json,
+};
 use super::{
-    AttendeeOutcome, AttendeePresence, AttendeeRecord, ConnectionState, CreatedMeeting, DeadLetter,
-    EndRules, MeetingRecord, NewAttendee, OutboxEvent, PresenceChange, Store, StoreError,
-    StoreResult, Tag, TagTarget,
+    AttendeeOutcome, AttendeePresence, AttendeeRecord, CreatedMeeting, DeadLetter, EndRules,
+    MeetingRecord, NewAttendee, OutboxEvent, PresenceChange, Store, StoreError, StoreResult, Tag,
+    TagTarget,
 };
 use crate::domain::capabilities::{Capabilities, MediaCapability};
-use crate::domain::meeting_events::{self, AttendeeFacts, EventType, MeetingFacts, envelope};
+use crate::domain::meeting_events::EventType;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -123,10 +126,6 @@ pub struct SqliteStore {
 
 /// Read connections per file-backed store.
 const READERS: usize = 4;
-
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
 
 impl SqliteStore {
     pub fn open(path: &Path) -> StoreResult<Self> {
@@ -414,32 +413,16 @@ fn record_event(
     attendee: Option<(&str, &str)>,
     at: i64,
 ) -> StoreResult<()> {
-    let facts = MeetingFacts {
-        account_id: &meeting.account_id,
-        control_region: &meeting.control_region,
-        meeting_id: &meeting.meeting_id,
-        external_meeting_id: meeting.external_meeting_id.as_deref(),
-        media_region: &meeting.media_region,
-    };
-    let attendee = attendee.map(|(attendee_id, external_user_id)| AttendeeFacts {
-        attendee_id,
-        external_user_id,
-    });
-    let body = envelope(kind, &facts, attendee.as_ref(), at.saturating_mul(1000));
-    let targets = meeting_events::targets(meeting.notifications.as_ref());
-    let recorded_at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default();
+    let row = event_row(kind, meeting, attendee, at)?;
     tx.prepare_cached(
         "INSERT INTO events (meeting_id, targets, body, recorded_at_ms) VALUES (?1, ?2, ?3, ?4)",
     )
     .map_err(backend)?
     .execute(params![
-        meeting.meeting_id,
-        to_json(&targets)?,
-        body.to_string(),
-        recorded_at_ms
+        row.meeting_id,
+        row.targets,
+        row.body,
+        row.recorded_at_ms
     ])
     .map_err(backend)?;
     Ok(())
@@ -820,14 +803,11 @@ impl Store for SqliteStore {
                             (SELECT 1 FROM meetings AS p WHERE p.meeting_id = m.primary_meeting_id))",
                     )
                     .map_err(backend)?;
+                let (created_by, idle_since_by) = due_bounds(now, rules);
                 let rows = statement
-                    .query_map(
-                        params![
-                            now.saturating_sub(rules.max_seconds),
-                            now.saturating_sub(rules.idle_seconds)
-                        ],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
-                    )
+                    .query_map(params![created_by, idle_since_by], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })
                     .map_err(backend)?;
                 rows.collect::<Result<_, _>>().map_err(backend)?
             };
@@ -1123,11 +1103,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let (meeting_id, attendee_id) = (meeting_id.to_string(), attendee_id.to_string());
         self.write(move |tx| {
-            let (joined, dropped, column) = match change {
-                PresenceChange::Joined => (true, false, "joined_at"),
-                PresenceChange::Left => (false, false, "left_at"),
-                PresenceChange::Dropped => (false, true, "left_at"),
-            };
+            let (joined, dropped, column) = presence_columns(change);
             let changed = tx
                 .execute(
                     &format!(
@@ -1152,15 +1128,7 @@ impl Store for SqliteStore {
                         |row| row.get(0),
                     )
                     .map_err(backend)?;
-                let kinds: &[EventType] = match change {
-                    // The token was accepted, then the attendee joined: both, in that order.
-                    PresenceChange::Joined => {
-                        &[EventType::AttendeeAuthorized, EventType::AttendeeJoined]
-                    }
-                    PresenceChange::Left => &[EventType::AttendeeLeft],
-                    PresenceChange::Dropped => &[EventType::AttendeeDropped],
-                };
-                for kind in kinds {
+                for kind in presence_events(change) {
                     record_event(
                         tx,
                         *kind,
@@ -1193,12 +1161,7 @@ impl Store for SqliteStore {
                 .query_map(params![meeting_id], |row| {
                     let joined: Option<bool> = row.get(2)?;
                     let dropped: bool = row.get(3)?;
-                    let state = match (joined, dropped) {
-                        (None, _) => ConnectionState::NeverJoined,
-                        (Some(true), _) => ConnectionState::Connected,
-                        (Some(false), true) => ConnectionState::Dropped,
-                        (Some(false), false) => ConnectionState::Left,
-                    };
+                    let state = connection_state(joined, dropped);
                     Ok(AttendeePresence {
                         attendee_id: row.get(0)?,
                         external_user_id: row.get(1)?,
@@ -1395,9 +1358,4 @@ impl Store for SqliteStore {
         })
         .await
     }
-}
-
-/// Serialises a value to JSON text for a TEXT column.
-fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(backend)
 }
