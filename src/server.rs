@@ -221,7 +221,11 @@ pub struct Running {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     admin_task: Option<tokio::task::JoinHandle<()>>,
+    sinks: Vec<notifications::SinkConfig>,
 }
+
+/// How long a graceful stop waits for the event outbox to reach its sinks.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Running {
     /// Reads the keys file again (SIGHUP). A file that does not load leaves the keys as they
@@ -250,6 +254,8 @@ impl Running {
                 self.task.abort();
             }
         }
+        // The last requests' and sessions' events go out before the process ends.
+        notifications::flush(self.api.store.as_ref(), &self.sinks, FLUSH_TIMEOUT).await;
         Ok(())
     }
 }
@@ -511,5 +517,6 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         shutdown: Some(tx),
         task,
         admin_task,
+        sinks,
     })
 }

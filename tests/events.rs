@@ -26,6 +26,8 @@ type Delivery = (Option<String>, serde_json::Value);
 struct Receiver {
     received: Arc<Mutex<Vec<Delivery>>>,
     failures: Arc<Mutex<Vec<StatusCode>>>,
+    /// Milliseconds each POST takes to answer: a slow receiver.
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Receiver {
@@ -69,7 +71,12 @@ impl Receiver {
 }
 
 async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: String) -> StatusCode {
-    if let Some(status) = receiver.failures.lock().expect("lock").pop() {
+    let delay = receiver.delay_ms.load(std::sync::atomic::Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let failure = receiver.failures.lock().expect("lock").pop();
+    if let Some(status) = failure {
         return status;
     }
     let signature = headers
@@ -451,4 +458,63 @@ async fn with_two_nodes_on_one_store_each_event_is_delivered_once() {
     assert_eq!(events.len(), 11, "{:#?}", kinds(&events, &id));
     assert_eq!(ids.len(), 11, "no event twice");
     second.stop().await.expect("stops");
+}
+
+/// A graceful stop (SIGTERM) waits for the outbox to reach the sinks, even a slow one.
+#[tokio::test]
+async fn a_graceful_stop_flushes_the_outbox() {
+    let (receiver, url) = Receiver::start(0).await;
+    receiver
+        .delay_ms
+        .store(40, std::sync::atomic::Ordering::Relaxed);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        probe.local_addr().expect("addr").port()
+    };
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_carillon"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--webhook", &url, "--admin-listen", "off"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("CARILLON_ACCESS_KEY_ID", ACCESS_KEY_ID)
+        .env("CARILLON_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+        .env("CARILLON_ACCOUNT_ID", ACCOUNT_ID)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts");
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = common::sdk_client(&format!("http://127.0.0.1:{port}"), "us-east-1");
+    let id = common::create_meeting_id(&client, "flush").await;
+    for i in 0..20 {
+        client
+            .create_attendee()
+            .meeting_id(&id)
+            .external_user_id(format!("«Ana» {i}"))
+            .send()
+            .await
+            .expect("attendee");
+    }
+    // 21 events at 40 ms each are still on their way: stop now.
+    let pid = child.id().expect("pid");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let status = child.wait().await.expect("exits");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        kinds(&receiver.events(), &id).len(),
+        21,
+        "every event was delivered before the process ended"
+    );
 }

@@ -125,6 +125,37 @@ trait Deliver: Send + Sync {
     async fn deliver(&mut self, event: &OutboxEvent) -> Result<(), String>;
 }
 
+/// Waits (at most `deadline`) until every sink has delivered the events recorded so far, so a
+/// graceful stop does not leave announced changes waiting for the next start.
+pub async fn flush(store: &dyn Store, sinks: &[SinkConfig], deadline: Duration) -> bool {
+    if sinks.is_empty() {
+        return true;
+    }
+    let Ok(target) = store.latest_event_seq().await else {
+        return false;
+    };
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let mut behind = 0;
+        for sink in sinks {
+            if store.sink_cursor(&sink.name()).await.unwrap_or(0) < target {
+                behind += 1;
+            }
+        }
+        if behind == 0 {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            tracing::warn!(
+                sinks = behind,
+                "stopping with events not yet delivered; they go out after the next start"
+            );
+            return false;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempt.min(7))).min(Duration::from_secs(10))
 }
