@@ -397,4 +397,8 @@ async fn stores(sqlite: &common::TestServer) {
         let baseline = *baseline.get_or_insert(get);
         row(&format!("GetAttendee, {name}"), &get, &baseline);
     }
+    if let Some(running) = postgres.running {
+        running.stop().await.expect("stops");
+    }
+    scratch.remove().await.expect("the scratch schema goes");
 }

@@ -159,7 +159,7 @@ async fn two_nodes_on_postgres_serve_one_meeting_lifecycle() {
             running.stop().await.expect("stops");
         }
     }
-    drop(scratch);
+    scratch.remove().await.expect("the scratch schema goes");
 }
 
 /// Nodes started at once on one database generate one root key between them, kept in the store.
@@ -195,6 +195,7 @@ async fn nodes_starting_together_agree_on_generated_credentials() {
             running.stop().await.expect("stops");
         }
     }
+    scratch.remove().await.expect("the scratch schema goes");
 }
 
 /// A store URL that is neither absent nor postgres:// is refused at start, without echoing it.

@@ -1583,13 +1583,32 @@ impl Store for PostgresStore {
     }
 }
 
-/// A schema of its own in an existing database, dropped when this value is: what tests and
-/// benchmarks run a store in, so that parallel runs never meet.
+/// A schema of its own in an existing database, for tests and benchmarks, so that parallel runs
+/// never meet. [`ScratchSchema::remove`] drops it; so does dropping the value, as a fallback.
 pub struct ScratchSchema {
     admin_url: String,
     name: String,
+    removed: bool,
     /// The URL of the same database with `search_path` set to the scratch schema.
     pub url: String,
+}
+
+/// Drops the schema over a connection of its own. The lock wait is bounded: a transaction that
+/// never ends (its runtime is blocked) makes this fail rather than hang.
+async fn drop_schema(admin_url: &str, name: &str, lock_timeout: &str) -> StoreResult<()> {
+    let (client, connection) = tokio_postgres::connect(admin_url, NoTls)
+        .await
+        .map_err(|e| StoreError::Backend(describe(&e)))?;
+    let task = tokio::spawn(connection);
+    let dropped = client
+        .batch_execute(&format!(
+            "SET lock_timeout = '{lock_timeout}'; DROP SCHEMA IF EXISTS {name} CASCADE"
+        ))
+        .await
+        .map_err(|e| StoreError::Backend(describe(&e)));
+    drop(client);
+    let _ = task.await;
+    dropped
 }
 
 impl ScratchSchema {
@@ -1615,37 +1634,41 @@ impl ScratchSchema {
             url: format!("{admin_url}{separator}options=-csearch_path%3D{name}"),
             admin_url: admin_url.to_string(),
             name,
+            removed: false,
         })
+    }
+
+    /// Drops the schema with everything in it. The runtime keeps running meanwhile, so a
+    /// server's background work still in a transaction there can finish and let go.
+    pub async fn remove(mut self) -> StoreResult<()> {
+        self.removed = true;
+        drop_schema(&self.admin_url, &self.name, "30s").await
     }
 }
 
 impl Drop for ScratchSchema {
     fn drop(&mut self) {
+        if self.removed {
+            return;
+        }
         // Drop may run inside a runtime (or while a test unwinds): a thread of its own with a
-        // runtime of its own does the network round trip.
+        // runtime of its own does the round trip. It blocks the caller's thread, so a
+        // transaction that thread's runtime was running cannot finish: the lock wait is short,
+        // and past it the schema is left behind (with a warning) rather than the test hung.
         let (url, name) = (self.admin_url.clone(), self.name.clone());
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(backend)?;
-            runtime.block_on(async {
-                let (client, connection) = tokio_postgres::connect(&url, NoTls)
-                    .await
-                    .map_err(|e| StoreError::Backend(describe(&e)))?;
-                let task = tokio::spawn(connection);
-                client
-                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                    .await
-                    .map_err(|e| StoreError::Backend(describe(&e)))?;
-                drop(client);
-                let _ = task.await;
-                Ok::<_, StoreError>(())
-            })
+            runtime.block_on(drop_schema(&url, &name, "3s"))
         })
         .join();
         if !matches!(dropped, Ok(Ok(()))) {
-            tracing::warn!(schema = %self.name, "could not drop a scratch schema");
+            eprintln!(
+                "NOTE: could not drop the scratch schema {} (busy); drop it by hand",
+                self.name
+            );
         }
     }
 }
