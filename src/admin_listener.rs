@@ -149,26 +149,25 @@ async fn meetings(State(admin): State<Arc<Admin>>) -> Response {
         .into_response()
 }
 
-/// The meeting's account, which the admin acts in.
-async fn account_of(admin: &Admin, meeting_id: &str) -> Option<String> {
-    admin
-        .parts
-        .store
-        .recent_meetings(usize::MAX >> 1)
-        .await
-        .ok()?
-        .into_iter()
-        .find(|m| m.meeting_id == meeting_id)
-        .map(|m| m.account_id)
+/// The page names the meeting's account, as it lists it; every store call is scoped by it, so a
+/// wrong account finds nothing.
+fn account_refusal(account: &str) -> Option<Response> {
+    (!crate::auth::keys::is_account_id(account)).then(|| {
+        (
+            StatusCode::BAD_REQUEST,
+            "the account id must be 12 digits\n",
+        )
+            .into_response()
+    })
 }
 
 async fn end_meeting(
     State(admin): State<Arc<Admin>>,
-    axum::extract::Path(meeting_id): axum::extract::Path<String>,
+    axum::extract::Path((account, meeting_id)): axum::extract::Path<(String, String)>,
 ) -> Response {
-    let Some(account) = account_of(&admin, &meeting_id).await else {
-        return (StatusCode::NOT_FOUND, "no such meeting\n").into_response();
-    };
+    if let Some(refusal) = account_refusal(&account) {
+        return refusal;
+    }
     let now = admin.parts.clock.now_unix();
     match admin
         .parts
@@ -189,11 +188,15 @@ async fn end_meeting(
 
 async fn delete_attendee(
     State(admin): State<Arc<Admin>>,
-    axum::extract::Path((meeting_id, attendee_id)): axum::extract::Path<(String, String)>,
+    axum::extract::Path((account, meeting_id, attendee_id)): axum::extract::Path<(
+        String,
+        String,
+        String,
+    )>,
 ) -> Response {
-    let Some(account) = account_of(&admin, &meeting_id).await else {
-        return (StatusCode::NOT_FOUND, "no such meeting\n").into_response();
-    };
+    if let Some(refusal) = account_refusal(&account) {
+        return refusal;
+    }
     let now = admin.parts.clock.now_unix();
     match admin
         .parts
@@ -350,11 +353,11 @@ pub async fn start(
         .route("/admin/login", get(login_form).post(login))
         .route("/admin/api/meetings", get(meetings))
         .route(
-            "/admin/api/meetings/{meeting_id}/end",
+            "/admin/api/accounts/{account}/meetings/{meeting_id}/end",
             axum::routing::post(end_meeting),
         )
         .route(
-            "/admin/api/meetings/{meeting_id}/attendees/{attendee_id}/delete",
+            "/admin/api/accounts/{account}/meetings/{meeting_id}/attendees/{attendee_id}/delete",
             axum::routing::post(delete_attendee),
         )
         .route("/admin/events", get(events))

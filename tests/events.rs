@@ -360,6 +360,33 @@ async fn events_reach_nats_jetstream() {
     );
 }
 
+/// Starts the real binary on `port` with a webhook to `hook`, and waits until it listens.
+async fn spawn_node(port: u16, data_dir: &std::path::Path, hook: &str) -> tokio::process::Child {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_carillon"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--webhook", hook, "--admin-listen", "off"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("CARILLON_ACCESS_KEY_ID", ACCESS_KEY_ID)
+        .env("CARILLON_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+        .env("CARILLON_ACCOUNT_ID", ACCOUNT_ID)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts");
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
 /// Events written while the receiver is down survive `kill -9` and arrive after the restart.
 #[tokio::test]
 async fn no_event_is_lost_when_the_server_is_killed_mid_stream() {
@@ -370,31 +397,7 @@ async fn no_event_is_lost_when_the_server_is_killed_mid_stream() {
     };
     let (port, hook_port) = (free_port(), free_port());
     let hook = format!("http://127.0.0.1:{hook_port}/hook");
-    let spawn = || {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_carillon"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--webhook", &hook])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env("CARILLON_ACCESS_KEY_ID", ACCESS_KEY_ID)
-            .env("CARILLON_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
-            .env("CARILLON_ACCOUNT_ID", ACCOUNT_ID)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("binary starts")
-    };
-    let mut child = spawn();
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut child = spawn_node(port, dir.path(), &hook).await;
     // Nobody listens on the hook port yet: every event waits in the outbox.
     let client = common::sdk_client(&format!("http://127.0.0.1:{port}"), "us-east-1");
     let id = common::create_meeting_id(&client, "crash").await;
@@ -411,7 +414,7 @@ async fn no_event_is_lost_when_the_server_is_killed_mid_stream() {
     let _ = child.wait().await;
 
     let (receiver, _) = Receiver::start(hook_port).await;
-    let mut child = spawn();
+    let mut child = spawn_node(port, dir.path(), &hook).await;
     let events = receiver.wait_for(21).await;
     let kinds = kinds(&events, &id);
     assert_eq!(kinds.first().map(String::as_str), Some("MeetingStarted"));
@@ -472,28 +475,7 @@ async fn a_graceful_stop_flushes_the_outbox() {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
         probe.local_addr().expect("addr").port()
     };
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_carillon"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--webhook", &url, "--admin-listen", "off"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("CARILLON_ACCESS_KEY_ID", ACCESS_KEY_ID)
-        .env("CARILLON_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
-        .env("CARILLON_ACCOUNT_ID", ACCOUNT_ID)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("binary starts");
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut child = spawn_node(port, dir.path(), &url).await;
     let client = common::sdk_client(&format!("http://127.0.0.1:{port}"), "us-east-1");
     let id = common::create_meeting_id(&client, "flush").await;
     for i in 0..20 {
