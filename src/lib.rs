@@ -21,6 +21,7 @@ pub mod events;
 pub mod join;
 pub mod keys_cli;
 pub mod lifecycle;
+pub mod media;
 pub mod metrics;
 pub mod notifications;
 pub mod server;

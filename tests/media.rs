@@ -1,12 +1,14 @@
-//! WebRTC media through the server: two native str0m clients (full ICE agents, like a browser)
-//! join over signaling, complete ICE and DTLS-SRTP against the ICE-lite server, send Opus
-//! frames, and each receives the other's audio.
+//! WebRTC media through the server: native str0m clients (full ICE agents, like a browser)
+//! join over signaling, complete ICE and DTLS-SRTP against the ICE-lite server, send real Opus
+//! tones, and decode the mix the server sends back to find which tones it carries.
 
 mod common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use carillon::media::mix::tone_power;
+use carillon::media::opus::{Decoder, Encoder, FRAME_SAMPLES, MAX_PACKET_SAMPLES};
 use common::TestServer;
 use common::signal::{SignalClient, attendee, meeting};
 use str0m::change::SdpAnswer;
@@ -18,20 +20,40 @@ use tokio::net::UdpSocket;
 
 struct Outcome {
     connected: bool,
-    frames_received: usize,
-    payloads_from_peer: usize,
-    /// AUDIO_METADATA entries that showed the other attendee speaking.
+    /// Decoded downlink audio from the second half of the run.
+    heard: Vec<f32>,
+    /// RTP timestamps of every downlink frame, in arrival order.
+    timestamps: Vec<u64>,
+    /// AUDIO_METADATA entries that showed another attendee speaking.
     peer_volume_indicators: usize,
 }
 
-/// Joins, negotiates, then for `duration` sends a 20 ms Opus-sized frame tagged with `marker`
-/// and counts the frames received and how many carry `expect_marker`.
+impl Outcome {
+    fn describe(&self) -> String {
+        format!(
+            "{} frames, {} samples, power at 440/700/1100 Hz: {:?}",
+            self.timestamps.len(),
+            self.heard.len(),
+            [ALICE, BOB, CAROL].map(|f| tone_power(&self.heard, f, 48_000.0))
+        )
+    }
+
+    fn hears(&self, frequency: f32) -> bool {
+        tone_power(&self.heard, frequency, 48_000.0) > 1e-4
+    }
+}
+
+/// How loud a client says it is (-dBov in the audio-level extension) at a moment of the run.
+type Loudness = fn(Duration) -> i8;
+
+/// Joins, negotiates, then for `duration` sends a sine tone of `tone` Hz as 20 ms Opus frames,
+/// and decodes what it receives.
 async fn run_client(
     signaling_url: String,
     token: String,
     name: &'static str,
-    marker: u8,
-    expect_marker: u8,
+    tone: f32,
+    loudness: Loudness,
     duration: Duration,
 ) -> Outcome {
     str0m::crypto::from_feature_flags().install_process_default();
@@ -84,10 +106,14 @@ async fn run_client(
     let started = Instant::now();
     let mut outcome = Outcome {
         connected: false,
-        frames_received: 0,
-        payloads_from_peer: 0,
+        heard: Vec::new(),
+        timestamps: Vec::new(),
         peer_volume_indicators: 0,
     };
+    let mut encoder = Encoder::new().expect("encoder");
+    let mut decoder = Decoder::new().expect("decoder");
+    let mut decoded = [0f32; MAX_PACKET_SAMPLES];
+    let mut samples_sent = 0usize;
     let mut next_frame = Instant::now();
     let mut rtp_time = 0u64;
     let mut buf = vec![0u8; 2000];
@@ -100,9 +126,12 @@ async fn run_client(
                 }
                 Output::Event(Event::Connected) => outcome.connected = true,
                 Output::Event(Event::MediaData(data)) => {
-                    outcome.frames_received += 1;
-                    if data.data.first() == Some(&expect_marker) {
-                        outcome.payloads_from_peer += 1;
+                    outcome.timestamps.push(data.time.numer());
+                    let n = decoder
+                        .decode(Some(&data.data), 0, &mut decoded)
+                        .expect("the mix decodes");
+                    if started.elapsed() > duration / 2 {
+                        outcome.heard.extend_from_slice(&decoded[..n]);
                     }
                 }
                 Output::Event(_) => {}
@@ -115,10 +144,15 @@ async fn run_client(
                 .find(|p| p.spec().codec == Codec::Opus)
                 .map(|p| p.pt())
                 .expect("opus negotiated");
-            let mut payload = vec![marker; 60];
-            payload[1] = 0xfc;
+            let mut pcm = [0f32; FRAME_SAMPLES];
+            for (i, sample) in pcm.iter_mut().enumerate() {
+                let t = (samples_sent + i) as f32 / 48_000.0;
+                *sample = 0.2 * (2.0 * std::f32::consts::PI * tone * t).sin();
+            }
+            samples_sent += FRAME_SAMPLES;
+            let payload = encoder.encode(&mut pcm).expect("encode");
             writer
-                .audio_level(-30, true)
+                .audio_level(loudness(started.elapsed()), true)
                 .write(
                     pt,
                     Instant::now(),
@@ -150,6 +184,30 @@ async fn run_client(
     outcome
 }
 
+const ALICE: f32 = 440.0;
+const BOB: f32 = 700.0;
+const CAROL: f32 = 1100.0;
+
+fn steady(_: Duration) -> i8 {
+    -30
+}
+
+fn loud_then_quiet(at: Duration) -> i8 {
+    if at < Duration::from_secs(2) {
+        -10
+    } else {
+        -50
+    }
+}
+
+fn quiet_then_loud(at: Duration) -> i8 {
+    if at < Duration::from_secs(2) {
+        -50
+    } else {
+        -10
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_hear_each_other() {
     let server = TestServer::start().await;
@@ -157,42 +215,29 @@ async fn two_clients_hear_each_other() {
     let (_, alice) = attendee(&server, &m, "alice").await;
     let (_, bob) = attendee(&server, &m, "bob").await;
     let run_for = Duration::from_secs(4);
+    let url = m.signaling_url.clone();
     let a = tokio::spawn(run_client(
-        m.signaling_url.clone(),
+        url.clone(),
         alice,
         "alice",
-        0xa1,
-        0xb0,
+        ALICE,
+        steady,
         run_for,
     ));
-    let b = tokio::spawn(run_client(
-        m.signaling_url.clone(),
-        bob,
-        "bob",
-        0xb0,
-        0xa1,
-        run_for,
-    ));
+    let b = tokio::spawn(run_client(url, bob, "bob", BOB, steady, run_for));
     let (a, b) = (a.await.expect("alice"), b.await.expect("bob"));
     assert!(
         a.connected && b.connected,
         "ICE and DTLS completed for both"
     );
     assert!(
-        a.payloads_from_peer > 20,
-        "alice heard bob: {} of {} frames",
-        a.payloads_from_peer,
-        a.frames_received
+        a.hears(BOB) && !a.hears(ALICE),
+        "alice hears bob, never herself: {}",
+        a.describe()
     );
     assert!(
-        b.payloads_from_peer > 20,
-        "bob heard alice: {} of {} frames",
-        b.payloads_from_peer,
-        b.frames_received
-    );
-    assert_eq!(
-        a.payloads_from_peer, a.frames_received,
-        "alice hears only bob, never herself"
+        b.hears(ALICE) && !b.hears(BOB),
+        "bob hears alice, never himself"
     );
     assert!(
         a.peer_volume_indicators > 0 && b.peer_volume_indicators > 0,
@@ -200,4 +245,69 @@ async fn two_clients_hear_each_other() {
         a.peer_volume_indicators,
         b.peer_volume_indicators
     );
+}
+
+/// Three talk at once: each hears both others in one stream, and not itself, while the loudest
+/// changes halfway; every downlink's RTP timestamps only move forward, in whole frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_people_talking_at_once_each_hear_the_two_others() {
+    let server = TestServer::start().await;
+    let m = meeting(&server).await;
+    let (_, alice) = attendee(&server, &m, "alice").await;
+    let (_, bob) = attendee(&server, &m, "bob").await;
+    let (_, carol) = attendee(&server, &m, "carol").await;
+    let run_for = Duration::from_secs(4);
+    let url = m.signaling_url.clone();
+    let a = tokio::spawn(run_client(
+        url.clone(),
+        alice,
+        "alice",
+        ALICE,
+        loud_then_quiet,
+        run_for,
+    ));
+    let b = tokio::spawn(run_client(
+        url.clone(),
+        bob,
+        "bob",
+        BOB,
+        quiet_then_loud,
+        run_for,
+    ));
+    let c = tokio::spawn(run_client(url, carol, "carol", CAROL, steady, run_for));
+    let (a, b, c) = (
+        a.await.expect("alice"),
+        b.await.expect("bob"),
+        c.await.expect("carol"),
+    );
+    for (who, outcome, own, others) in [
+        ("alice", &a, ALICE, [BOB, CAROL]),
+        ("bob", &b, BOB, [ALICE, CAROL]),
+        ("carol", &c, CAROL, [ALICE, BOB]),
+    ] {
+        assert!(outcome.connected, "{who} connected");
+        for other in others {
+            assert!(
+                outcome.hears(other),
+                "{who} hears the {other} Hz tone: {}",
+                outcome.describe()
+            );
+        }
+        assert!(
+            !outcome.hears(own),
+            "{who} does not hear her own {own} Hz tone: {}",
+            outcome.describe()
+        );
+        assert!(
+            outcome.timestamps.len() > 100,
+            "{who} got a steady downlink"
+        );
+        for pair in outcome.timestamps.windows(2) {
+            assert!(
+                pair[1] > pair[0],
+                "{who}'s downlink timestamps move forward: {pair:?}"
+            );
+            assert_eq!((pair[1] - pair[0]) % FRAME_SAMPLES as u64, 0);
+        }
+    }
 }

@@ -4,7 +4,7 @@
 pub mod client_events;
 pub mod frames;
 pub mod limits;
-pub mod media;
+pub use crate::media;
 pub mod session;
 pub mod signaling;
 

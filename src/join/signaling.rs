@@ -15,6 +15,7 @@ use super::frames::{self, close_code, proto::SdkPingPongType, proto::sdk_signal_
 use super::limits::{JoinLimits, UnjoinedSlot};
 use super::session::{self, Outbound, Outlet, timestamp_ms};
 use super::{Admission, JoinPlane};
+use crate::media::AudioRole;
 use crate::store::AttendeeRecord;
 
 /// The subprotocol the client offers beside its JoinToken, and that the server must echo.
@@ -251,10 +252,14 @@ impl Session<'_> {
                 let Some(offer) = sub.sdp_offer.clone() else {
                     return Step::Continue;
                 };
+                let role = self.joined.as_ref().map_or(AudioRole::FULL, |a| {
+                    AudioRole::from_capability(a.capabilities.audio)
+                });
+                let attendee_id = self.attendee_id().to_string();
                 match self
                     .plane
                     .media
-                    .accept_offer(self.id, &self.meeting_id, offer)
+                    .accept_offer(self.id, &self.meeting_id, &attendee_id, role, offer)
                     .await
                 {
                     Ok(answer) => {

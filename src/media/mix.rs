@@ -1,0 +1,638 @@
+//! Mix-minus for one meeting, one 20 ms tick at a time: pure audio logic, no threads or sockets.
+//!
+//! Every source has a jitter buffer ordered by RTP timestamp. Each tick the mixer picks the
+//! sources to hear (all of them in a small meeting, else the `speakers` loudest by the RTP
+//! audio-level extension), decodes only those, and sums them in f32. Each picked speaker gets
+//! the sum without itself from an encoder of its own; every other listener shares one encoder
+//! of the whole sum, so a 250-person meeting with three talkers runs four encoders, not 250.
+//! Each listener's downlink keeps its own timeline (+960 per tick), so changes of speaker
+//! never make its RTP timestamps jump.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::domain::capabilities::MediaCapability;
+
+use super::opus::{self, Decoder, Encoder, FRAME_SAMPLES, MAX_PACKET_SAMPLES};
+
+/// Frames a source buffers before it starts playing: 40 ms of jitter absorbed.
+const JITTER_FRAMES: usize = 2;
+/// Past this depth the source is running ahead (clock drift, a burst after a stall): the oldest
+/// frames are dropped so the added latency stays at most about 60 ms.
+const MAX_DEPTH_FRAMES: usize = 4;
+/// A hard bound on what one source may buffer, whatever it sends.
+const MAX_BUFFERED_FRAMES: usize = 50;
+/// Lost frames concealed in a row before a source counts as stopped (100 ms).
+const MAX_CONCEALED: u32 = 5;
+/// Ticks an encoder for a speaker that stopped is kept, to avoid churn between words.
+const ENCODER_LINGER_TICKS: u64 = 50;
+/// -dBov at or above which a source counts as silent (the audio-level extension: 0 loudest).
+const SILENT_LEVEL: f32 = 90.0;
+
+/// What an attendee's capabilities allow on the audio channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudioRole {
+    /// Mixed into what others hear.
+    pub send: bool,
+    /// Gets the mix.
+    pub receive: bool,
+}
+
+impl AudioRole {
+    /// What the attendee's `Audio` capability allows.
+    pub fn from_capability(audio: MediaCapability) -> Self {
+        AudioRole {
+            send: matches!(audio, MediaCapability::SendReceive | MediaCapability::Send),
+            receive: matches!(
+                audio,
+                MediaCapability::SendReceive | MediaCapability::Receive
+            ),
+        }
+    }
+
+    pub const FULL: AudioRole = AudioRole {
+        send: true,
+        receive: true,
+    };
+}
+
+/// One encoded downlink frame for one listener.
+#[derive(Debug, Clone)]
+pub struct Downlink {
+    pub listener: u64,
+    /// On the listener's own timeline, 48 kHz.
+    pub rtp_time: u64,
+    pub packet: Arc<[u8]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Mix {
+    /// Everyone picked except this session.
+    Without(u64),
+    /// Everyone picked.
+    All,
+}
+
+struct Source {
+    role: AudioRole,
+    /// Packets waiting to play, by (extended) RTP timestamp.
+    buffer: BTreeMap<u64, Vec<u8>>,
+    /// The timestamp that plays next, once playing.
+    playout: Option<u64>,
+    concealed: u32,
+    /// Decoded samples not yet mixed.
+    pcm: Vec<f32>,
+    decoder: Option<Decoder>,
+    /// The decoder skipped packets while the source was not picked: reset before next use.
+    decoder_stale: bool,
+    /// Smoothed -dBov (0 loudest, 127 silent); None until a level arrives.
+    level: Option<f32>,
+    /// The first tick this session received on: its downlink timeline starts there.
+    first_tick: u64,
+}
+
+impl Source {
+    fn new(role: AudioRole, tick: u64) -> Self {
+        Source {
+            role,
+            buffer: BTreeMap::new(),
+            playout: None,
+            concealed: 0,
+            pcm: Vec::with_capacity(2 * FRAME_SAMPLES),
+            decoder: None,
+            decoder_stale: false,
+            level: None,
+            first_tick: tick,
+        }
+    }
+
+    fn playing(&self) -> bool {
+        self.playout.is_some()
+    }
+
+    fn audible(&self) -> bool {
+        self.level.is_none_or(|level| level < SILENT_LEVEL)
+    }
+
+    fn push(&mut self, rtp_time: u64, packet: Vec<u8>, level: Option<i8>) {
+        if !self.role.send || self.playout.is_some_and(|next| rtp_time < next) {
+            return; // not mixed in, or too late to play
+        }
+        if let Some(level) = level {
+            let level = f32::from(level.unsigned_abs().min(127));
+            self.level = Some(match self.level {
+                Some(previous) => 0.7 * previous + 0.3 * level,
+                None => level,
+            });
+        }
+        self.buffer.insert(rtp_time, packet);
+        while self.buffer.len() > MAX_BUFFERED_FRAMES {
+            self.buffer.pop_first();
+        }
+    }
+
+    /// Starts playing once enough is buffered; drops what runs too far ahead.
+    fn settle(&mut self) {
+        if self.playout.is_none() && self.buffer.len() >= JITTER_FRAMES {
+            self.playout = self.buffer.keys().next().copied();
+            self.concealed = 0;
+        }
+        if self.playing() && self.buffer.len() > MAX_DEPTH_FRAMES {
+            while self.buffer.len() > JITTER_FRAMES {
+                self.buffer.pop_first();
+            }
+            self.playout = self.buffer.keys().next().copied();
+            self.pcm.clear();
+        }
+    }
+
+    /// Advances the source by one tick. When `decode` is false the packets are consumed without
+    /// decoding (the source is not heard this tick). Returns the tick's samples when decoded.
+    fn advance(&mut self, decode: bool, scratch: &mut [f32; MAX_PACKET_SAMPLES]) -> bool {
+        let Some(mut next) = self.playout else {
+            return false;
+        };
+        if decode && self.decoder_stale {
+            self.decoder = None;
+            self.decoder_stale = false;
+            self.pcm.clear();
+        }
+        if !decode {
+            self.decoder_stale = true;
+        }
+        let mut consumed = if decode { self.pcm.len() } else { 0 };
+        while consumed < FRAME_SAMPLES {
+            // Late packets whose moment has passed are dropped.
+            while self
+                .buffer
+                .first_key_value()
+                .is_some_and(|(ts, _)| *ts < next)
+            {
+                self.buffer.pop_first();
+            }
+            let packet = match self.buffer.first_key_value() {
+                Some((ts, _)) if *ts == next => self.buffer.pop_first().map(|(_, p)| p),
+                // A gap with later packets waiting beyond the jitter allowance: resynchronise.
+                Some((ts, _)) if self.buffer.len() >= JITTER_FRAMES => {
+                    next = *ts;
+                    self.buffer.pop_first().map(|(_, p)| p)
+                }
+                _ => None,
+            };
+            let samples = match &packet {
+                Some(bytes) => opus::packet_samples(bytes).unwrap_or(FRAME_SAMPLES),
+                None => {
+                    self.concealed += 1;
+                    if self.concealed > MAX_CONCEALED {
+                        // Stopped (muted, left, or a long outage): wait for a buffer again.
+                        self.playout = None;
+                        self.pcm.clear();
+                        self.decoder_stale = true;
+                        return false;
+                    }
+                    FRAME_SAMPLES
+                }
+            };
+            if packet.is_some() {
+                self.concealed = 0;
+            }
+            next += samples as u64;
+            consumed += samples;
+            if decode && !self.decode_into_pcm(packet.as_deref(), samples, scratch) {
+                self.pcm.resize(self.pcm.len() + samples, 0.0);
+            }
+        }
+        self.playout = Some(next);
+        decode
+    }
+
+    /// Decodes (or conceals) into the PCM queue. A codec failure or panic on a client's packet
+    /// costs that packet (replaced by silence) and the decoder's state, nothing more.
+    fn decode_into_pcm(
+        &mut self,
+        packet: Option<&[u8]>,
+        samples: usize,
+        scratch: &mut [f32; MAX_PACKET_SAMPLES],
+    ) -> bool {
+        if self.decoder.is_none() {
+            self.decoder = Decoder::new().ok();
+        }
+        let Some(decoder) = self.decoder.as_mut() else {
+            return false;
+        };
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decoder.decode(packet, samples, scratch)
+        }));
+        match decoded {
+            Ok(Ok(n)) => {
+                self.pcm.extend(scratch.iter().take(n));
+                true
+            }
+            Ok(Err(_)) => false,
+            Err(_) => {
+                self.decoder = None;
+                false
+            }
+        }
+    }
+
+    /// The next 20 ms of decoded samples.
+    fn take_frame(&mut self, into: &mut [f32; FRAME_SAMPLES]) {
+        for (slot, sample) in into
+            .iter_mut()
+            .zip(self.pcm.drain(..FRAME_SAMPLES.min(self.pcm.len())))
+        {
+            *slot = sample;
+        }
+    }
+}
+
+/// The mixer state of one meeting.
+pub struct MeetingMix {
+    /// Sources picked per tick when the meeting is larger than `speakers + 2` senders.
+    speakers: usize,
+    tick: u64,
+    sessions: HashMap<u64, Source>,
+    encoders: HashMap<Mix, (Encoder, u64)>,
+    scratch: Box<[f32; MAX_PACKET_SAMPLES]>,
+}
+
+impl MeetingMix {
+    pub fn new(speakers: usize) -> Self {
+        MeetingMix {
+            speakers: speakers.max(1),
+            tick: 0,
+            sessions: HashMap::new(),
+            encoders: HashMap::new(),
+            scratch: Box::new([0.0; MAX_PACKET_SAMPLES]),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Adds a session or changes what it may do (UpdateAttendeeCapabilities in a live session).
+    pub fn set_role(&mut self, session: u64, role: AudioRole) {
+        let tick = self.tick;
+        let source = self
+            .sessions
+            .entry(session)
+            .or_insert_with(|| Source::new(role, tick));
+        source.role = role;
+        if !role.send {
+            source.buffer.clear();
+            source.playout = None;
+            source.pcm.clear();
+        }
+    }
+
+    pub fn remove(&mut self, session: u64) {
+        self.sessions.remove(&session);
+        self.encoders.remove(&Mix::Without(session));
+    }
+
+    /// One received Opus packet of a session, with its extended RTP timestamp.
+    pub fn push(&mut self, session: u64, rtp_time: u64, packet: Vec<u8>, level: Option<i8>) {
+        if let Some(source) = self.sessions.get_mut(&session) {
+            source.push(rtp_time, packet, level);
+        }
+    }
+
+    /// Which sessions are heard this tick.
+    fn pick(&mut self) -> Vec<u64> {
+        for source in self.sessions.values_mut() {
+            source.settle();
+        }
+        let mut playing: Vec<(u64, f32)> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.role.send && s.playing())
+            .map(|(id, s)| (*id, s.level.unwrap_or(60.0)))
+            .collect();
+        let senders = self.sessions.values().filter(|s| s.role.send).count();
+        if senders > self.speakers + 2 {
+            // A big meeting: the loudest few who are not silent.
+            playing.retain(|(id, _)| self.sessions.get(id).is_some_and(Source::audible));
+            playing.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+            playing.truncate(self.speakers);
+        }
+        playing.into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// Mixes one 20 ms tick and returns each listener's encoded frame.
+    pub fn tick(&mut self) -> Vec<Downlink> {
+        self.tick += 1;
+        let picked = self.pick();
+        let mut frames: Vec<(u64, Box<[f32; FRAME_SAMPLES]>)> = Vec::with_capacity(picked.len());
+        for (id, source) in self.sessions.iter_mut() {
+            let heard = picked.contains(id);
+            if source.advance(heard, &mut self.scratch) && heard {
+                let mut frame = Box::new([0f32; FRAME_SAMPLES]);
+                source.take_frame(&mut frame);
+                frames.push((*id, frame));
+            }
+        }
+        let mut downlinks = Vec::new();
+        if !frames.is_empty() {
+            let mut sum = [0f32; FRAME_SAMPLES];
+            for (_, frame) in &frames {
+                for (total, sample) in sum.iter_mut().zip(frame.iter()) {
+                    *total += sample;
+                }
+            }
+            let mut shared: Option<Arc<[u8]>> = None;
+            let tick = self.tick;
+            for (listener, source) in &self.sessions {
+                if !source.role.receive {
+                    continue;
+                }
+                let own = frames.iter().find(|(id, _)| id == listener);
+                let packet = match own {
+                    // A speaker hears everyone picked but itself; alone, it hears nothing.
+                    Some((_, own)) if frames.len() > 1 => {
+                        let mut pcm = sum;
+                        for (total, sample) in pcm.iter_mut().zip(own.iter()) {
+                            *total -= sample;
+                        }
+                        encode(&mut self.encoders, Mix::Without(*listener), &mut pcm, tick)
+                    }
+                    Some(_) => None,
+                    None => match &shared {
+                        Some(packet) => Some(packet.clone()),
+                        None => {
+                            let mut pcm = sum;
+                            shared = encode(&mut self.encoders, Mix::All, &mut pcm, tick);
+                            shared.clone()
+                        }
+                    },
+                };
+                if let Some(packet) = packet {
+                    downlinks.push(Downlink {
+                        listener: *listener,
+                        rtp_time: (tick - source.first_tick) * FRAME_SAMPLES as u64,
+                        packet,
+                    });
+                }
+            }
+        }
+        let now = self.tick;
+        self.encoders
+            .retain(|_, (_, last_used)| now - *last_used <= ENCODER_LINGER_TICKS);
+        downlinks
+    }
+
+    /// Encoders alive now (for tests and metrics).
+    pub fn encoder_count(&self) -> usize {
+        self.encoders.len()
+    }
+}
+
+fn encode(
+    encoders: &mut HashMap<Mix, (Encoder, u64)>,
+    mix: Mix,
+    pcm: &mut [f32; FRAME_SAMPLES],
+    tick: u64,
+) -> Option<Arc<[u8]>> {
+    let entry = match encoders.entry(mix) {
+        std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+        std::collections::hash_map::Entry::Vacant(entry) => {
+            entry.insert((Encoder::new().ok()?, tick))
+        }
+    };
+    entry.1 = tick;
+    entry.0.encode(pcm).ok().map(Arc::from)
+}
+
+/// The strength of one frequency in a block of samples (the Goertzel algorithm): how tests and
+/// the benchmark tell which tones a downlink carries.
+pub fn tone_power(samples: &[f32], frequency: f32, sample_rate: f32) -> f32 {
+    let omega = 2.0 * std::f32::consts::PI * frequency / sample_rate;
+    let coefficient = 2.0 * omega.cos();
+    let (mut previous, mut before) = (0.0f32, 0.0f32);
+    for sample in samples {
+        let current = sample + coefficient * previous - before;
+        before = previous;
+        previous = current;
+    }
+    let power = previous * previous + before * before - coefficient * previous * before;
+    power / (samples.len().max(1) as f32).powi(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TONES: [f32; 4] = [440.0, 700.0, 1100.0, 1500.0];
+
+    fn tone_packets(frequency: f32, frames: usize) -> Vec<Vec<u8>> {
+        let mut encoder = Encoder::new().expect("encoder");
+        (0..frames)
+            .map(|frame| {
+                let mut pcm = [0f32; FRAME_SAMPLES];
+                for (i, sample) in pcm.iter_mut().enumerate() {
+                    let t = (frame * FRAME_SAMPLES + i) as f32 / 48_000.0;
+                    *sample = 0.2 * (2.0 * std::f32::consts::PI * frequency * t).sin();
+                }
+                encoder.encode(&mut pcm).expect("encode")
+            })
+            .collect()
+    }
+
+    /// Runs `ticks` ticks with `talkers` sending their tone each tick, and decodes each
+    /// listener's downlink over the last half.
+    fn run(
+        mix: &mut MeetingMix,
+        talkers: &[(u64, f32, i8)],
+        listeners: &[u64],
+        ticks: usize,
+    ) -> HashMap<u64, (Vec<f32>, Vec<u64>)> {
+        run_from(mix, talkers, listeners, 0, ticks)
+    }
+
+    fn run_from(
+        mix: &mut MeetingMix,
+        talkers: &[(u64, f32, i8)],
+        listeners: &[u64],
+        start: usize,
+        ticks: usize,
+    ) -> HashMap<u64, (Vec<f32>, Vec<u64>)> {
+        let packets: Vec<Vec<Vec<u8>>> = talkers
+            .iter()
+            .map(|(_, f, _)| tone_packets(*f, ticks))
+            .collect();
+        let mut decoders: HashMap<u64, Decoder> = listeners
+            .iter()
+            .map(|l| (*l, Decoder::new().expect("decoder")))
+            .collect();
+        let mut heard: HashMap<u64, (Vec<f32>, Vec<u64>)> = HashMap::new();
+        let mut out = [0f32; MAX_PACKET_SAMPLES];
+        for tick in 0..ticks {
+            for ((session, _, level), packets) in talkers.iter().zip(&packets) {
+                mix.push(
+                    *session,
+                    1000 + ((start + tick) * FRAME_SAMPLES) as u64,
+                    packets[tick].clone(),
+                    Some(*level),
+                );
+            }
+            for downlink in mix.tick() {
+                let Some(decoder) = decoders.get_mut(&downlink.listener) else {
+                    continue;
+                };
+                let n = decoder
+                    .decode(Some(&downlink.packet), 0, &mut out)
+                    .expect("decode");
+                let entry = heard.entry(downlink.listener).or_default();
+                entry.1.push(downlink.rtp_time);
+                if tick >= ticks / 2 {
+                    entry.0.extend_from_slice(&out[..n]);
+                }
+            }
+        }
+        heard
+    }
+
+    fn hears(samples: &[f32], frequency: f32) -> bool {
+        tone_power(samples, frequency, 48_000.0) > 1e-4
+    }
+
+    #[test]
+    fn everyone_hears_every_other_speaker_and_never_themselves() {
+        let mut mix = MeetingMix::new(3);
+        for session in 1..=3 {
+            mix.set_role(session, AudioRole::FULL);
+        }
+        let talkers = [(1, TONES[0], -20), (2, TONES[1], -20), (3, TONES[2], -20)];
+        let heard = run(&mut mix, &talkers, &[1, 2, 3], 60);
+        for (session, own, _) in talkers {
+            let (samples, _) = &heard[&session];
+            for (other, tone, _) in talkers {
+                assert_eq!(
+                    hears(samples, tone),
+                    other != session,
+                    "session {session} hearing {tone} Hz (own tone {own} Hz)"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_big_meeting_mixes_the_loudest_and_shares_one_encoder() {
+        let mut mix = MeetingMix::new(2);
+        for session in 1..=10 {
+            mix.set_role(session, AudioRole::FULL);
+        }
+        // Three talk; 3 is the quietest, so with two speakers picked nobody hears it.
+        let talkers = [(1, TONES[0], -10), (2, TONES[1], -20), (3, TONES[2], -60)];
+        let heard = run(&mut mix, &talkers, &(1..=10).collect::<Vec<_>>(), 60);
+        let (listener, _) = &heard[&7];
+        assert!(hears(listener, TONES[0]) && hears(listener, TONES[1]));
+        assert!(!hears(listener, TONES[2]), "only the two loudest are mixed");
+        let (speaker, _) = &heard[&1];
+        assert!(hears(speaker, TONES[1]) && !hears(speaker, TONES[0]));
+        assert_eq!(
+            mix.encoder_count(),
+            3,
+            "one per picked speaker plus one shared"
+        );
+    }
+
+    #[test]
+    fn roles_decide_who_is_mixed_in_and_who_gets_the_mix() {
+        let mut mix = MeetingMix::new(3);
+        mix.set_role(
+            1,
+            AudioRole {
+                send: true,
+                receive: false,
+            },
+        );
+        mix.set_role(
+            2,
+            AudioRole {
+                send: false,
+                receive: true,
+            },
+        );
+        mix.set_role(
+            3,
+            AudioRole {
+                send: false,
+                receive: false,
+            },
+        );
+        mix.set_role(4, AudioRole::FULL);
+        let talkers = [(1, TONES[0], -20), (2, TONES[1], -20), (3, TONES[2], -20)];
+        let heard = run(&mut mix, &talkers, &[1, 2, 3, 4], 40);
+        assert!(!heard.contains_key(&1), "Send gets no downlink");
+        assert!(!heard.contains_key(&3), "None gets no downlink");
+        let (listener, _) = &heard[&4];
+        assert!(hears(listener, TONES[0]), "Send is mixed in");
+        assert!(!hears(listener, TONES[1]), "Receive is never mixed in");
+        assert!(!hears(listener, TONES[2]), "None is never mixed in");
+        assert!(hears(&heard[&2].0, TONES[0]));
+    }
+
+    #[test]
+    fn each_downlink_keeps_its_own_timeline_across_speaker_changes() {
+        let mut mix = MeetingMix::new(1);
+        for session in 1..=5 {
+            mix.set_role(session, AudioRole::FULL);
+        }
+        let first = run(
+            &mut mix,
+            &[(1, TONES[0], -10), (2, TONES[1], -40)],
+            &[5],
+            20,
+        );
+        let second = run_from(
+            &mut mix,
+            &[(1, TONES[0], -40), (2, TONES[1], -10)],
+            &[5],
+            20,
+            20,
+        );
+        let times: Vec<u64> = first[&5].1.iter().chain(&second[&5].1).copied().collect();
+        assert!(times.len() > 30);
+        for pair in times.windows(2) {
+            assert!(pair[1] > pair[0], "timestamps only move forward: {pair:?}");
+            assert_eq!((pair[1] - pair[0]) % FRAME_SAMPLES as u64, 0);
+        }
+        assert!(hears(&second[&5].0, TONES[1]), "the new loudest is heard");
+    }
+
+    #[test]
+    fn reordered_and_lost_packets_are_played_in_order_or_concealed() {
+        let mut mix = MeetingMix::new(3);
+        mix.set_role(1, AudioRole::FULL);
+        mix.set_role(2, AudioRole::FULL);
+        let packets = tone_packets(TONES[0], 40);
+        let mut sent = 0;
+        for tick in 0..40usize {
+            // Swap every other pair and drop one in ten.
+            let index = if tick % 2 == 0 { tick + 1 } else { tick - 1 };
+            if index < 40 && index % 10 != 3 {
+                mix.push(
+                    1,
+                    (index * FRAME_SAMPLES) as u64,
+                    packets[index].clone(),
+                    Some(-20),
+                );
+            }
+            sent += mix.tick().len();
+        }
+        assert!(sent >= 35, "2 hears 1 on almost every tick: {sent}");
+        // Garbage is not fatal.
+        mix.push(
+            1,
+            41 * FRAME_SAMPLES as u64,
+            vec![0xff, 0xff, 0xff],
+            Some(-20),
+        );
+        mix.push(1, 42 * FRAME_SAMPLES as u64, vec![], Some(-20));
+        for _ in 0..5 {
+            mix.tick();
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The media plane: WebRTC (ICE-lite, one UDP port) with audio mixed on the server as Chime
+//! does it.
+//!
+//! Who owns what:
+//! - [`net`]: the UDP socket, read by one task, and the address → peer table (O(1) demux,
+//!   learned from each client's first STUN binding);
+//! - [`meeting`]: one task per meeting owning its str0m peers (one `Rtc` per session), so
+//!   meetings run concurrently on every executor thread and never share a lock on the hot path;
+//! - [`mixer`]: OS threads that tick every 20 ms, each mixing the meetings assigned to it
+//!   ([`mix`] holds the per-meeting mix-minus logic, [`opus`] the codec);
+//! - [`Media`]: the handle the signaling side uses to answer offers, drop sessions and change
+//!   an attendee's audio role.
+//!
+//! Signaling and media talk only through channels: commands to a meeting task, datagrams to its
+//! bounded inbox, packets to a mixer's bounded queue and downlinks back.
+
+pub mod meeting;
+pub mod mix;
+pub mod mixer;
+pub mod net;
+pub mod opus;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use meeting::{MeetingCommand, MeetingTask, Shared};
+pub use mix::AudioRole;
+use mixer::Mixers;
+use net::Routes;
+
+/// How long a received audio level counts as current for the volume indicators.
+const LEVEL_FRESHNESS: Duration = Duration::from_millis(400);
+/// Speakers mixed at once in a meeting larger than a handful of senders.
+pub const DEFAULT_MIXED_SPEAKERS: usize = 3;
+
+/// Each session's latest audio level (-dBov) and when it arrived.
+pub type LevelBoard = Arc<Mutex<HashMap<u64, Option<(i8, Instant)>>>>;
+
+/// Live meeting tasks by meeting id.
+pub type Registry = Arc<Mutex<HashMap<String, MeetingHandle>>>;
+
+#[derive(Clone)]
+pub struct MeetingHandle {
+    pub key: u64,
+    commands: mpsc::UnboundedSender<MeetingCommand>,
+}
+
+/// A handle to the media plane.
+#[derive(Clone)]
+pub struct Media {
+    shared: Arc<Shared>,
+    /// The address put in SDP answers as the host candidate.
+    pub advertised: SocketAddr,
+    sessions: Arc<Mutex<HashMap<u64, String>>>,
+    next_meeting_key: Arc<AtomicU64>,
+}
+
+impl Media {
+    /// Binds the UDP socket and starts the receive task and the mixer threads.
+    pub async fn start(
+        listen: SocketAddr,
+        advertised_ip: Option<IpAddr>,
+    ) -> std::io::Result<Media> {
+        let threads = std::thread::available_parallelism().map_or(2, usize::from);
+        Self::start_with(listen, advertised_ip, threads, DEFAULT_MIXED_SPEAKERS).await
+    }
+
+    /// As [`Media::start`], with the number of mixer threads and of speakers mixed at once.
+    pub async fn start_with(
+        listen: SocketAddr,
+        advertised_ip: Option<IpAddr>,
+        mixer_threads: usize,
+        speakers: usize,
+    ) -> std::io::Result<Media> {
+        // str0m needs a process-wide crypto provider for DTLS; installing it twice is harmless.
+        str0m::crypto::from_feature_flags().install_process_default();
+        let socket = Arc::new(net::bind(listen)?);
+        let local = socket.local_addr()?;
+        let advertised = SocketAddr::new(advertised_ip.unwrap_or(local.ip()), local.port());
+        let routes = Routes::default();
+        tokio::spawn(net::receive(socket.clone(), routes.clone()));
+        let shared = Arc::new(Shared {
+            socket,
+            local,
+            advertised,
+            routes,
+            mixers: Mixers::start(mixer_threads, speakers)?,
+            levels: LevelBoard::default(),
+            registry: Registry::default(),
+        });
+        Ok(Media {
+            shared,
+            advertised,
+            sessions: Arc::default(),
+            next_meeting_key: Arc::new(AtomicU64::new(1)),
+        })
+    }
+
+    /// The meeting's task, started if it is not running.
+    fn meeting(&self, meeting_id: &str) -> Option<MeetingHandle> {
+        let mut registry = self.shared.registry.lock().ok()?;
+        if let Some(handle) = registry.get(meeting_id)
+            && !handle.commands.is_closed()
+        {
+            return Some(handle.clone());
+        }
+        let key = self.next_meeting_key.fetch_add(1, Ordering::Relaxed);
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (inbox, inbox_rx) = mpsc::channel(meeting::INBOX_DATAGRAMS);
+        let task = MeetingTask::new(key, meeting_id.to_string(), self.shared.clone(), inbox);
+        tokio::spawn(task.run(commands_rx, inbox_rx));
+        let handle = MeetingHandle { key, commands };
+        registry.insert(meeting_id.to_string(), handle.clone());
+        Some(handle)
+    }
+
+    /// Answers a client's SDP offer with an ICE-lite answer whose candidate is this socket.
+    pub async fn accept_offer(
+        &self,
+        session: u64,
+        meeting_id: &str,
+        attendee_id: &str,
+        role: AudioRole,
+        sdp_offer: String,
+    ) -> Result<String, String> {
+        let stopped = || "media plane has stopped".to_string();
+        // A meeting task that just emptied may be leaving; the second try starts a new one.
+        for _ in 0..2 {
+            let handle = self.meeting(meeting_id).ok_or_else(stopped)?;
+            let (reply, answer) = oneshot::channel();
+            let offer = MeetingCommand::Offer {
+                session,
+                attendee_id: attendee_id.to_string(),
+                role,
+                sdp_offer: sdp_offer.clone(),
+                reply,
+            };
+            if handle.commands.send(offer).is_err() {
+                continue;
+            }
+            let Ok(result) = answer.await else { continue };
+            if result.is_ok()
+                && let Ok(mut sessions) = self.sessions.lock()
+            {
+                sessions.insert(session, meeting_id.to_string());
+            }
+            return result;
+        }
+        Err(stopped())
+    }
+
+    /// Changes what an attendee's live sessions may do with audio (UpdateAttendeeCapabilities).
+    pub fn set_audio_role(&self, meeting_id: &str, attendee_id: &str, role: AudioRole) {
+        let handle = self
+            .shared
+            .registry
+            .lock()
+            .ok()
+            .and_then(|registry| registry.get(meeting_id).cloned());
+        if let Some(handle) = handle {
+            let _ = handle.commands.send(MeetingCommand::SetRole {
+                attendee_id: attendee_id.to_string(),
+                role,
+            });
+        }
+    }
+
+    /// How many peer connections the media plane holds (for tests and benchmarks).
+    pub async fn peer_count(&self) -> usize {
+        self.shared.levels.lock().map_or(0, |levels| levels.len())
+    }
+
+    /// Each peer's session with its current speaking volume in minus-dB (0 loudest, 127 silent),
+    /// or None when no recent audio level arrived.
+    pub async fn levels(&self) -> Vec<(u64, Option<u8>)> {
+        let now = Instant::now();
+        self.shared.levels.lock().map_or_else(
+            |_| Vec::new(),
+            |levels| {
+                levels
+                    .iter()
+                    .map(|(session, level)| {
+                        let volume = level
+                            .filter(|(_, at)| now.duration_since(*at) < LEVEL_FRESHNESS)
+                            .map(|(level, _)| level.unsigned_abs().min(127));
+                        (*session, volume)
+                    })
+                    .collect()
+            },
+        )
+    }
+
+    /// Releases a session's peer connection.
+    pub fn remove(&self, session: u64) {
+        let meeting_id = self
+            .sessions
+            .lock()
+            .ok()
+            .and_then(|mut sessions| sessions.remove(&session));
+        let Some(meeting_id) = meeting_id else { return };
+        let handle = self
+            .shared
+            .registry
+            .lock()
+            .ok()
+            .and_then(|registry| registry.get(&meeting_id).cloned());
+        if let Some(handle) = handle {
+            let _ = handle.commands.send(MeetingCommand::Remove { session });
+        }
+    }
+
+    /// Counters for metrics and benchmarks.
+    pub fn stats(&self) -> MediaStats {
+        let net = &self.shared.routes.stats;
+        let mixer = &self.shared.mixers.stats;
+        MediaStats {
+            datagrams_received: net.received.load(Ordering::Relaxed),
+            datagrams_unroutable: net.unroutable.load(Ordering::Relaxed),
+            datagrams_dropped: net.inbox_full.load(Ordering::Relaxed),
+            mixer_ticks: mixer.ticks.load(Ordering::Relaxed),
+            mixer_busy: Duration::from_nanos(mixer.busy_nanos.load(Ordering::Relaxed)),
+            mixer_dropped_packets: mixer.dropped_packets.load(Ordering::Relaxed),
+            mixer_dropped_ticks: mixer.dropped_ticks.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct MediaStats {
+    pub datagrams_received: u64,
+    pub datagrams_unroutable: u64,
+    pub datagrams_dropped: u64,
+    pub mixer_ticks: u64,
+    pub mixer_busy: Duration,
+    pub mixer_dropped_packets: u64,
+    pub mixer_dropped_ticks: u64,
+}
