@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::MeetingEvents;
+use crate::domain::capabilities::Capabilities;
+use crate::events::{CapabilityTarget, MeetingEvents};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -22,6 +23,11 @@ enum Notice {
     },
     MeetingEnded {
         meeting_id: String,
+    },
+    CapabilitiesChanged {
+        meeting_id: String,
+        target: CapabilityTarget,
+        capabilities: Capabilities,
     },
 }
 
@@ -88,6 +94,13 @@ impl NatsBus {
                 attendee_id,
             } => self.local.attendee_deleted(meeting_id, attendee_id),
             Notice::MeetingEnded { meeting_id } => self.local.meeting_ended(meeting_id),
+            Notice::CapabilitiesChanged {
+                meeting_id,
+                target,
+                capabilities,
+            } => self
+                .local
+                .capabilities_changed(meeting_id, target, *capabilities),
         }
     }
 
@@ -121,6 +134,21 @@ impl MeetingEvents for NatsBus {
     fn meeting_ended(&self, meeting_id: &str) {
         let notice = Notice::MeetingEnded {
             meeting_id: meeting_id.to_string(),
+        };
+        self.apply(&notice);
+        self.publish(notice);
+    }
+
+    fn capabilities_changed(
+        &self,
+        meeting_id: &str,
+        target: &CapabilityTarget,
+        capabilities: Capabilities,
+    ) {
+        let notice = Notice::CapabilitiesChanged {
+            meeting_id: meeting_id.to_string(),
+            target: target.clone(),
+            capabilities,
         };
         self.apply(&notice);
         self.publish(notice);

@@ -311,3 +311,45 @@ async fn three_people_talking_at_once_each_hear_the_two_others() {
         }
     }
 }
+
+/// UpdateAttendeeCapabilities reaches a live session: once bob may only receive, alice no
+/// longer hears him, while he still hears her.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capability_change_takes_effect_in_a_live_session() {
+    use aws_sdk_chimesdkmeetings::types::{AttendeeCapabilities, MediaCapabilities};
+    let server = TestServer::start().await;
+    let m = meeting(&server).await;
+    let (_, alice) = attendee(&server, &m, "alice").await;
+    let (bob_id, bob) = attendee(&server, &m, "bob").await;
+    let run_for = Duration::from_secs(5);
+    let url = m.signaling_url.clone();
+    let a = tokio::spawn(run_client(
+        url.clone(),
+        alice,
+        "alice",
+        ALICE,
+        steady,
+        run_for,
+    ));
+    let b = tokio::spawn(run_client(url, bob, "bob", BOB, steady, run_for));
+    // The clients keep only the second half of what they hear; change bob well before that.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let receive_only = AttendeeCapabilities::builder()
+        .audio(MediaCapabilities::Receive)
+        .video(MediaCapabilities::None)
+        .content(MediaCapabilities::None)
+        .build()
+        .expect("capabilities");
+    server
+        .client()
+        .update_attendee_capabilities()
+        .meeting_id(&m.id)
+        .attendee_id(&bob_id)
+        .capabilities(receive_only)
+        .send()
+        .await
+        .expect("UpdateAttendeeCapabilities");
+    let (a, b) = (a.await.expect("alice"), b.await.expect("bob"));
+    assert!(!a.hears(BOB), "bob is no longer mixed in: {}", a.describe());
+    assert!(b.hears(ALICE), "bob still hears alice: {}", b.describe());
+}

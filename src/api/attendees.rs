@@ -10,6 +10,7 @@ use super::{ApiState, Call, Reply};
 use crate::domain::capabilities::MeetingFeatures;
 use crate::domain::tokens::{self, PageKind};
 use crate::domain::{ids, validate};
+use crate::events::CapabilityTarget;
 use crate::store::{AttendeeOutcome, AttendeeRecord, NewAttendee};
 
 /// The Attendee shape of the caller's namespace: the legacy one has no Capabilities.
@@ -271,6 +272,11 @@ pub async fn update_capabilities(state: &ApiState, call: &Call) -> Result<Reply,
         .store
         .update_capabilities(&call.account_id, &meeting_id, &attendee_id, caps)
         .await?;
+    state.events.capabilities_changed(
+        &meeting_id,
+        &CapabilityTarget::Attendee(attendee_id.clone()),
+        caps,
+    );
     Ok(Reply::Json(
         StatusCode::OK,
         json!({ "Attendee": attendee_json(call, &attendee) }),
@@ -285,5 +291,8 @@ pub async fn update_capabilities_except(state: &ApiState, call: &Call) -> Result
         .store
         .update_capabilities_except(&call.account_id, &meeting_id, &excluded, caps)
         .await?;
+    state
+        .events
+        .capabilities_changed(&meeting_id, &CapabilityTarget::AllExcept(excluded), caps);
     Ok(Reply::Empty(StatusCode::OK))
 }

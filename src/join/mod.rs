@@ -15,7 +15,8 @@ use axum::Router;
 use axum::routing::get;
 
 use crate::clock::Clock;
-use crate::events::MeetingEvents;
+use crate::domain::capabilities::Capabilities;
+use crate::events::{CapabilityTarget, MeetingEvents};
 use crate::store::{AttendeeRecord, PresenceChange, Store};
 use frames::{audio_status, close_code};
 pub use limits::JoinLimits;
@@ -164,5 +165,18 @@ impl MeetingEvents for JoinPlane {
 
     fn meeting_ended(&self, meeting_id: &str) {
         self.rooms.end_meeting(meeting_id);
+    }
+
+    fn capabilities_changed(
+        &self,
+        meeting_id: &str,
+        target: &CapabilityTarget,
+        capabilities: Capabilities,
+    ) {
+        self.media.set_audio_role(
+            meeting_id,
+            target.clone(),
+            media::AudioRole::from_capability(capabilities.audio),
+        );
     }
 }

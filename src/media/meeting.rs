@@ -18,6 +18,7 @@ use super::mix::{AudioRole, Downlink};
 use super::mixer::{MixerInput, Mixers};
 use super::net::{Datagram, Route, Routes, sdp_ufrag};
 use super::{LevelBoard, Registry};
+use crate::events::CapabilityTarget;
 
 /// Datagrams waiting for one meeting: about a second of a 40-person meeting's uplink.
 pub const INBOX_DATAGRAMS: usize = 4096;
@@ -36,7 +37,7 @@ pub enum MeetingCommand {
         session: u64,
     },
     SetRole {
-        attendee_id: String,
+        attendees: CapabilityTarget,
         role: AudioRole,
     },
 }
@@ -186,9 +187,9 @@ impl MeetingTask {
                 let _ = reply.send(result);
             }
             MeetingCommand::Remove { session } => self.drop_peer(session),
-            MeetingCommand::SetRole { attendee_id, role } => {
+            MeetingCommand::SetRole { attendees, role } => {
                 for (session, peer) in self.peers.iter_mut() {
-                    if peer.attendee_id == attendee_id && peer.role != role {
+                    if attendees.includes(&peer.attendee_id) && peer.role != role {
                         peer.role = role;
                         self.shared.mixers.control(
                             self.key,

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::events::CapabilityTarget;
 use meeting::{MeetingCommand, MeetingTask, Shared};
 pub use mix::AudioRole;
 use mixer::Mixers;
@@ -155,7 +156,7 @@ impl Media {
     }
 
     /// Changes what an attendee's live sessions may do with audio (UpdateAttendeeCapabilities).
-    pub fn set_audio_role(&self, meeting_id: &str, attendee_id: &str, role: AudioRole) {
+    pub fn set_audio_role(&self, meeting_id: &str, attendees: CapabilityTarget, role: AudioRole) {
         let handle = self
             .shared
             .registry
@@ -163,10 +164,9 @@ impl Media {
             .ok()
             .and_then(|registry| registry.get(meeting_id).cloned());
         if let Some(handle) = handle {
-            let _ = handle.commands.send(MeetingCommand::SetRole {
-                attendee_id: attendee_id.to_string(),
-                role,
-            });
+            let _ = handle
+                .commands
+                .send(MeetingCommand::SetRole { attendees, role });
         }
     }
 

@@ -39,7 +39,12 @@ impl Encoder {
         let mut error = 0;
         // SAFETY: valid sample rate, channel count and application; `error` outlives the call.
         let state = unsafe {
-            unsafe_opus::opus_encoder_create(48_000, 1, unsafe_opus::OPUS_APPLICATION_VOIP, &mut error)
+            unsafe_opus::opus_encoder_create(
+                48_000,
+                1,
+                unsafe_opus::OPUS_APPLICATION_VOIP,
+                &mut error,
+            )
         };
         if state.is_null() || error != unsafe_opus::OPUS_OK {
             return Err(OpusError(error));
@@ -49,7 +54,11 @@ impl Encoder {
             unsafe_opus::opus_encoder_ctl!(state, unsafe_opus::OPUS_SET_BITRATE_REQUEST, BITRATE);
             // The mix is speech; in-band FEC lets receivers conceal a lost packet.
             unsafe_opus::opus_encoder_ctl!(state, unsafe_opus::OPUS_SET_INBAND_FEC_REQUEST, 1);
-            unsafe_opus::opus_encoder_ctl!(state, unsafe_opus::OPUS_SET_PACKET_LOSS_PERC_REQUEST, 5);
+            unsafe_opus::opus_encoder_ctl!(
+                state,
+                unsafe_opus::OPUS_SET_PACKET_LOSS_PERC_REQUEST,
+                5
+            );
         }
         Ok(Encoder {
             state,
@@ -120,7 +129,8 @@ impl Decoder {
         let (data, len, frame) = match packet {
             Some(bytes) if !bytes.is_empty() => (
                 bytes.as_ptr(),
-                i32::try_from(bytes.len()).map_err(|_| OpusError(unsafe_opus::OPUS_INVALID_PACKET))?,
+                i32::try_from(bytes.len())
+                    .map_err(|_| OpusError(unsafe_opus::OPUS_INVALID_PACKET))?,
                 MAX_PACKET_SAMPLES,
             ),
             _ => (std::ptr::null(), 0, conceal.min(MAX_PACKET_SAMPLES)),
