@@ -1,0 +1,459 @@
+//! Media-plane benchmark: native str0m WebRTC clients (full ICE agents, DTLS-SRTP, real Opus)
+//! load `carillon serve` processes, each measured in the same run:
+//!
+//! - `big`: one meeting of 250 attendees (Chime's maximum), 3 speaking, everyone else sending
+//!   silence (as a muted-by-silence browser does);
+//! - `many`: 20 meetings of 10, everyone speaking;
+//! - `latency`: one meeting of 3, a speaker alternating 500 ms of tone and silence, a listener
+//!   decoding its downlink: the time from the first tone packet sent to the first loud frame heard.
+//!
+//! For each server: its CPU (user + system from /proc, so the load generator does not count) per
+//! participant, downlink loss by RTP sequence numbers, downlink frames per second per listener,
+//! peak RSS. `--server NAME=PATH` adds binaries to compare (for example the loudest-speaker
+//! forwarder that the mixer replaced: `bench/run media` builds it from commit bfac69d).
+//!
+//!   cargo bench --bench media -- [--quick] [--server NAME=PATH]...
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_credential_types::Credentials;
+use aws_sdk_chimesdkmeetings as meetings;
+use carillon::join::frames::proto::sdk_signal_frame::Type;
+use carillon::join::frames::proto::*;
+use carillon::media::opus::{Decoder, Encoder, FRAME_SAMPLES, MAX_PACKET_SAMPLES};
+use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
+use str0m::change::SdpAnswer;
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const ACCESS_KEY_ID: &str = "AKIDMEDIABENCH000001";
+const SECRET: &str = "media-bench-secret";
+
+#[derive(Clone, Copy)]
+enum Voice {
+    /// A steady tone at this loudness (-dBov).
+    Tone(i8),
+    /// Silence, level 127.
+    Silent,
+    /// 500 ms of tone, 500 ms of silence; records when each tone burst starts.
+    Probe,
+}
+
+struct Packets {
+    tone: Vec<Vec<u8>>,
+    silence: Vec<u8>,
+}
+
+fn encode_packets() -> Packets {
+    let mut encoder = Encoder::new().expect("encoder");
+    let tone = (0..50)
+        .map(|frame| {
+            let mut pcm = [0f32; FRAME_SAMPLES];
+            for (i, s) in pcm.iter_mut().enumerate() {
+                let t = (frame * FRAME_SAMPLES + i) as f32 / 48_000.0;
+                *s = 0.2 * (2.0 * std::f32::consts::PI * 440.0 * t).sin();
+            }
+            encoder.encode(&mut pcm).expect("encode")
+        })
+        .collect();
+    let mut silent = Encoder::new().expect("encoder");
+    let silence = silent.encode(&mut [0f32; FRAME_SAMPLES]).expect("encode");
+    Packets { tone, silence }
+}
+
+#[derive(Default)]
+struct ClientResult {
+    connected: bool,
+    frames: u64,
+    first_seq: Option<u64>,
+    last_seq: u64,
+    /// Delays from a probe's tone onset to the first loud frame decoded here.
+    onset_delays: Vec<Duration>,
+}
+
+struct Window {
+    from: Instant,
+    until: Instant,
+    stop: Instant,
+}
+
+/// The time the probe's latest tone burst started, in microseconds since `epoch`.
+struct ProbeClock {
+    epoch: Instant,
+    onset_micros: AtomicU64,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn client(
+    signaling_url: String,
+    token: String,
+    voice: Voice,
+    decode: bool,
+    packets: Arc<Packets>,
+    probe: Arc<ProbeClock>,
+    window: Arc<Window>,
+) -> ClientResult {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("udp");
+    let local: SocketAddr = socket.local_addr().expect("addr");
+    let mut rtc = Rtc::builder().build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(local, "udp").expect("candidate"));
+    let mut api = rtc.sdp_api();
+    let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+    let (offer, pending) = api.apply().expect("offer");
+    let answer = signal(&signaling_url, &token, offer.to_sdp_string()).await;
+    rtc.sdp_api()
+        .accept_answer(pending, SdpAnswer::from_sdp_string(&answer.0).expect("answer"))
+        .expect("answer accepted");
+    let _signaling = answer.1; // kept open for the whole run
+
+    let mut result = ClientResult::default();
+    let mut decoder = Decoder::new().expect("decoder");
+    let mut pcm = [0f32; MAX_PACKET_SAMPLES];
+    let mut loud = false;
+    let mut next_frame = Instant::now();
+    let mut frame_no = 0usize;
+    let mut buf = vec![0u8; 2000];
+    while Instant::now() < window.stop {
+        let deadline = loop {
+            match rtc.poll_output() {
+                Ok(Output::Timeout(at)) => break at,
+                Ok(Output::Transmit(t)) => {
+                    let _ = socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(Event::Connected)) => result.connected = true,
+                Ok(Output::Event(Event::MediaData(data))) => {
+                    let now = Instant::now();
+                    if now >= window.from && now < window.until {
+                        result.frames += 1;
+                        let seq = (*data.seq_range.end()).into();
+                        result.first_seq.get_or_insert(seq);
+                        result.last_seq = result.last_seq.max(seq);
+                    }
+                    if decode && let Ok(n) = decoder.decode(Some(&data.data), 0, &mut pcm) {
+                        let energy = pcm.iter().take(n).map(|s| s * s).sum::<f32>() / n as f32;
+                        let now_loud = energy > 1e-3;
+                        if now_loud && !loud {
+                            let sent = probe.onset_micros.load(Ordering::Relaxed);
+                            let sent = probe.epoch + Duration::from_micros(sent);
+                            if sent > probe.epoch && now > sent {
+                                result.onset_delays.push(now - sent);
+                            }
+                        }
+                        loud = now_loud;
+                    }
+                }
+                Ok(Output::Event(_)) => {}
+                Err(_) => return result,
+            }
+        };
+        if result.connected && Instant::now() >= next_frame {
+            let (payload, level) = match voice {
+                Voice::Tone(level) => (packets.tone[frame_no % 50].clone(), level),
+                Voice::Silent => (packets.silence.clone(), -127),
+                Voice::Probe => {
+                    let phase = frame_no % 50; // 25 frames tone, 25 silence
+                    if phase == 0 {
+                        let micros = u64::try_from(probe.epoch.elapsed().as_micros()).unwrap_or(0);
+                        probe.onset_micros.store(micros, Ordering::Relaxed);
+                    }
+                    if phase < 25 {
+                        (packets.tone[phase].clone(), -20)
+                    } else {
+                        (packets.silence.clone(), -127)
+                    }
+                }
+            };
+            if let Some(writer) = rtc.writer(mid) {
+                let pt = writer
+                    .payload_params()
+                    .find(|p| p.spec().codec == Codec::Opus)
+                    .map(|p| p.pt())
+                    .expect("opus negotiated");
+                let time = MediaTime::new((frame_no * FRAME_SAMPLES) as u64, Frequency::FORTY_EIGHT_KHZ);
+                let _ = writer.audio_level(level, level > -127).write(pt, Instant::now(), time, payload);
+            }
+            frame_no += 1;
+            next_frame += Duration::from_millis(20);
+            continue;
+        }
+        let wake = deadline.min(next_frame).max(Instant::now() + Duration::from_micros(500));
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => {
+                let Ok((n, source)) = received else { continue };
+                if let Ok(contents) = buf[..n].try_into() {
+                    let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: local, contents });
+                    let _ = rtc.handle_input(input);
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {
+                let _ = rtc.handle_input(Input::Timeout(Instant::now()));
+            }
+        }
+    }
+    result
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// JOIN and SUBSCRIBE over the signaling WebSocket; returns the SDP answer and the open socket,
+/// whose frames a task keeps draining.
+async fn signal(url: &str, token: &str, offer: String) -> (String, tokio::task::JoinHandle<()>) {
+    let mut request = format!("{url}?X-Chime-Control-Protocol-Version=3")
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("_aws_wt_session, {token}").parse().expect("header"),
+    );
+    let (mut socket, _): (Socket, _) = tokio_tungstenite::connect_async(request).await.expect("upgrade");
+    let frame = |kind: Type| SdkSignalFrame { timestamp_ms: 1, r#type: kind as i32, ..Default::default() };
+    let join = SdkSignalFrame {
+        join: Some(SdkJoinFrame { protocol_version: Some(2), ..Default::default() }),
+        ..frame(Type::Join)
+    };
+    send(&mut socket, &join).await;
+    let subscribe = SdkSignalFrame {
+        sub: Some(SdkSubscribeFrame {
+            duplex: Some(SdkStreamServiceType::Duplex as i32),
+            sdp_offer: Some(offer),
+            audio_host: Some("127.0.0.1:3478".into()),
+            audio_checkin: Some(false),
+            ..Default::default()
+        }),
+        ..frame(Type::Subscribe)
+    };
+    send(&mut socket, &subscribe).await;
+    let answer = loop {
+        let Some(Ok(Message::Binary(bytes))) = socket.next().await else {
+            panic!("signaling closed before SUBSCRIBE_ACK");
+        };
+        let Some(body) = bytes.get(1..) else { continue };
+        let Ok(frame) = SdkSignalFrame::decode(body) else { continue };
+        if let Some(answer) = frame.suback.and_then(|s| s.sdp_answer) {
+            break answer;
+        }
+    };
+    let drain = tokio::spawn(async move { while socket.next().await.is_some() {} });
+    (answer, drain)
+}
+
+async fn send(socket: &mut Socket, frame: &SdkSignalFrame) {
+    let mut bytes = vec![0x5];
+    frame.encode(&mut bytes).expect("encode");
+    socket.send(Message::Binary(bytes.into())).await.expect("send");
+}
+
+fn sdk(endpoint: &str) -> meetings::Client {
+    let config = meetings::Config::builder()
+        .behavior_version(meetings::config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(meetings::config::Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(ACCESS_KEY_ID, SECRET, None, None, "bench"))
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    meetings::Client::from_conf(config)
+}
+
+/// Creates the meetings and attendees; returns (signaling url, join tokens) per meeting.
+async fn setup(api: &meetings::Client, meetings_n: usize, per_meeting: usize) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for m in 0..meetings_n {
+        let meeting = api
+            .create_meeting()
+            .media_region("us-east-1")
+            .external_meeting_id(format!("bench-{m}"))
+            .send()
+            .await
+            .expect("CreateMeeting")
+            .meeting
+            .expect("meeting");
+        let id = meeting.meeting_id().expect("id").to_string();
+        let url = meeting.media_placement().and_then(|p| p.signaling_url()).expect("url").to_string();
+        let mut tokens = Vec::new();
+        for chunk in (0..per_meeting).collect::<Vec<_>>().chunks(100) {
+            let mut batch = api.batch_create_attendee().meeting_id(&id);
+            for a in chunk {
+                batch = batch.attendees(
+                    meetings::types::CreateAttendeeRequestItem::builder()
+                        .external_user_id(format!("user-{m}-{a}"))
+                        .build()
+                        .expect("item"),
+                );
+            }
+            let created = batch.send().await.expect("BatchCreateAttendee");
+            tokens.extend(created.attendees().iter().filter_map(|a| a.join_token().map(str::to_string)));
+        }
+        out.push((url, tokens));
+    }
+    out
+}
+
+struct Measured {
+    participants: usize,
+    connected: usize,
+    cpu_percent: f64,
+    loss_percent: f64,
+    frames_per_second: f64,
+    onset_ms: Option<(f64, f64)>,
+    peak_rss_mib: f64,
+}
+
+/// Runs one scenario against one server: `voices` per meeting, steady state measured for `measure`.
+async fn scenario(endpoint: &str, pid: u32, voices: Vec<Vec<(Voice, bool)>>, measure: Duration) -> Measured {
+    let api = sdk(endpoint);
+    let per_meeting = voices.iter().map(Vec::len).max().unwrap_or(0);
+    let rooms = setup(&api, voices.len(), per_meeting).await;
+    let packets = Arc::new(encode_packets());
+    let probe = Arc::new(ProbeClock { epoch: Instant::now(), onset_micros: AtomicU64::new(0) });
+    let participants: usize = voices.iter().map(Vec::len).sum();
+    // Joining takes a while with hundreds of DTLS handshakes; measure only the steady state.
+    let settle = Duration::from_secs(4) + Duration::from_millis(20 * participants as u64);
+    let start = Instant::now();
+    let window = Arc::new(Window { from: start + settle, until: start + settle + measure, stop: start + settle + measure + Duration::from_secs(1) });
+    let mut tasks = Vec::new();
+    for ((url, tokens), voices) in rooms.into_iter().zip(voices) {
+        for (token, (voice, decode)) in tokens.into_iter().zip(voices) {
+            tasks.push(tokio::spawn(client(url.clone(), token, voice, decode, packets.clone(), probe.clone(), window.clone())));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    tokio::time::sleep_until(window.from.into()).await;
+    let cpu_before = cpu_seconds(pid);
+    tokio::time::sleep_until(window.until.into()).await;
+    let cpu = cpu_seconds(pid) - cpu_before;
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("client"));
+    }
+    let (mut expected, mut received, mut frames, mut listeners) = (0u64, 0u64, 0u64, 0u64);
+    let mut delays = Vec::new();
+    for r in &results {
+        if let Some(first) = r.first_seq {
+            expected += r.last_seq - first + 1;
+            received += r.frames;
+            frames += r.frames;
+            listeners += 1;
+        }
+        delays.extend(r.onset_delays.iter().map(|d| d.as_secs_f64() * 1000.0));
+    }
+    delays.sort_by(f64::total_cmp);
+    Measured {
+        participants,
+        connected: results.iter().filter(|r| r.connected).count(),
+        cpu_percent: 100.0 * cpu / measure.as_secs_f64(),
+        loss_percent: if expected > 0 { 100.0 * (1.0 - received as f64 / expected as f64) } else { 100.0 },
+        frames_per_second: frames as f64 / listeners.max(1) as f64 / measure.as_secs_f64(),
+        onset_ms: (!delays.is_empty()).then(|| (delays[delays.len() / 2], delays[delays.len() - 1])),
+        peak_rss_mib: status_bytes(pid, "VmHWM") as f64 / (1 << 20) as f64,
+    }
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let stime: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    (utime + stime) as f64 / 100.0
+}
+
+fn status_bytes(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
+        .unwrap_or(0)
+        * 1024
+}
+
+struct Server {
+    child: Child,
+    endpoint: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(binary: &Path) -> Server {
+    let data = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let child = Command::new(binary)
+        .arg("serve")
+        .env("RUST_LOG", "warn")
+        .env("CARILLON_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CARILLON_DATA_DIR", data.path())
+        .env("CARILLON_ACCESS_KEY_ID", ACCESS_KEY_ID)
+        .env("CARILLON_SECRET_ACCESS_KEY", SECRET)
+        .env("CARILLON_ACCOUNT_ID", "111122223333")
+        .env("CARILLON_ADMIN_LISTEN", "off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{} did not start", binary.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server { child, endpoint, _data: data }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut servers: Vec<(String, PathBuf)> = args
+        .windows(2)
+        .filter(|w| w[0] == "--server")
+        .filter_map(|w| w[1].split_once('=').map(|(n, p)| (n.to_string(), PathBuf::from(p))))
+        .collect();
+    if servers.is_empty() {
+        servers.push(("mixer".into(), PathBuf::from("target/release/carillon")));
+    }
+    str0m::crypto::from_feature_flags().install_process_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let measure = Duration::from_secs(if quick { 5 } else { 15 });
+    let (big, many_meetings) = if quick { (50, 4) } else { (250, 20) };
+    let scenarios: Vec<(&str, Vec<Vec<(Voice, bool)>>)> = vec![
+        ("big", vec![(0..big).map(|i| (if i < 3 { Voice::Tone(-20 - i as i8 * 5) } else { Voice::Silent }, false)).collect()]),
+        ("many", (0..many_meetings).map(|_| (0..10).map(|_| (Voice::Tone(-30), false)).collect()).collect()),
+        ("latency", vec![vec![(Voice::Probe, false), (Voice::Silent, true), (Voice::Silent, false)]]),
+    ];
+    println!("| server | scenario | participants (connected) | server CPU % of a core | CPU per participant % | downlink loss % | downlink frames/s per listener | onset delay p50 / max ms | peak RSS MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (name, scenario_voices) in &scenarios {
+        for (server_name, binary) in &servers {
+            let server = start(binary);
+            let m = runtime.block_on(scenario(&server.endpoint, server.child.id(), scenario_voices.clone(), measure));
+            let onset = m.onset_ms.map_or("-".to_string(), |(p50, max)| format!("{p50:.0} / {max:.0}"));
+            println!(
+                "| {server_name} | {name} | {} ({}) | {:.1} | {:.3} | {:.2} | {:.1} | {onset} | {:.0} |",
+                m.participants,
+                m.connected,
+                m.cpu_percent,
+                m.cpu_percent / m.participants as f64,
+                m.loss_percent,
+                m.frames_per_second,
+                m.peak_rss_mib
+            );
+            drop(server);
+        }
+    }
+}
