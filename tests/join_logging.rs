@@ -198,3 +198,98 @@ async fn joins_leaves_and_refusals_are_logged_at_info_without_the_join_token() {
     }
     assert!(!log.contains(SECRET_ACCESS_KEY));
 }
+
+#[tokio::test]
+async fn the_turn_secret_and_minted_passwords_are_never_logged() {
+    let secret = "turn-secret-never-logged-ß";
+    let mut server =
+        Binary::start(&["--turn-listen", "127.0.0.1:0", "--turn-secret", secret]).await;
+    server
+        .wait_for_line("the TURN listener's start", |line| {
+            is_info(line) && message(line).starts_with("embedded TURN listener (UDP) started")
+        })
+        .await;
+    let client = sdk_client(&format!("http://127.0.0.1:{}", server.port), "us-east-1");
+    let meeting = common::create_meeting(&client, "turn-logged").await;
+    let meeting_id = meeting.meeting_id().expect("id").to_string();
+    let signaling_url = meeting
+        .media_placement()
+        .and_then(|p| p.signaling_url())
+        .expect("SignalingUrl")
+        .to_string();
+    let attendee = client
+        .create_attendee()
+        .meeting_id(&meeting_id)
+        .external_user_id("Zoë")
+        .send()
+        .await
+        .expect("attendee")
+        .attendee
+        .expect("attendee");
+    let token = attendee.join_token.expect("token");
+    let mut zoe = SignalClient::connect(&signaling_url, &token).await;
+    let (ack, _) = zoe.join().await;
+    let password = ack
+        .joinack
+        .and_then(|a| a.turn_credentials)
+        .and_then(|c| c.password)
+        .expect("a minted password");
+    server
+        .wait_for_line("Zoë joined", |line| message(line) == "attendee joined")
+        .await;
+    let _ = server.child.start_kill();
+    let _ = server.child.wait().await;
+    let log = server.log();
+    assert!(!log.contains(secret), "the TURN secret was logged");
+    assert!(!log.contains(&password), "a TURN password was logged");
+    assert!(!log.contains(&token), "a JoinToken was logged");
+}
+
+#[tokio::test]
+async fn without_a_turn_secret_the_embedded_listener_generates_one_and_says_so() {
+    let server = Binary::start(&["--turn-listen", "127.0.0.1:0"]).await;
+    server
+        .wait_for_line("the generated secret's notice", |line| {
+            is_info(line) && message(line).starts_with("no --turn-secret: generated a random")
+        })
+        .await;
+}
+
+#[test]
+fn config_check_masks_the_turn_secret() {
+    let secret = "coturn-static-auth-secret";
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_carillon"))
+        .args([
+            "config",
+            "check",
+            "--turn-uris",
+            "turn:turn.example.com:3478",
+        ])
+        .env("CARILLON_TURN_SECRET", secret)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("turn_secret "))
+        .unwrap_or_else(|| panic!("no turn_secret line in:\n{stdout}"));
+    assert!(
+        line.contains("********") && line.contains("environment"),
+        "{line}"
+    );
+    assert!(!stdout.contains(secret) && !stderr.contains(secret));
+    // URIs without a secret are refused by the check, as by serve.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_carillon"))
+        .args([
+            "config",
+            "check",
+            "--turn-uris",
+            "turn:turn.example.com:3478",
+        ])
+        .env_remove("CARILLON_TURN_SECRET")
+        .output()
+        .expect("runs");
+    assert!(!refused.status.success());
+}

@@ -209,4 +209,21 @@ async fn the_embedded_listener_relays_for_live_attendees_only() {
         .await
         .expect("delete");
     assert!(!allocates(turn_addr, &username, &password).await);
+
+    // And once the meeting ends, so do those of everyone in it.
+    let (_, zoe) = join_ack_credentials(&server, &m, "Zoë").await;
+    let zoe = zoe.expect("credentials");
+    let (zoe_user, zoe_password) = (
+        zoe.username.expect("username"),
+        zoe.password.expect("password"),
+    );
+    assert!(allocates(turn_addr, &zoe_user, &zoe_password).await);
+    server
+        .client()
+        .delete_meeting()
+        .meeting_id(&m.id)
+        .send()
+        .await
+        .expect("delete meeting");
+    assert!(!allocates(turn_addr, &zoe_user, &zoe_password).await);
 }
