@@ -102,6 +102,8 @@ struct Session<'a> {
     id: u64,
     socket: WebSocket,
     joined: Option<AttendeeRecord>,
+    /// This side sent a close frame whose reply is still to be read (after LEAVE).
+    awaiting_close_reply: bool,
 }
 
 impl Session<'_> {
@@ -151,12 +153,11 @@ impl Session<'_> {
         let _ = tokio::time::timeout(self.limits.send_timeout, self.socket.send(frame)).await;
     }
 
-    /// Ends the WebSocket cleanly after LEAVE_ACK: a 1000 close frame, then the client's close
-    /// reply (or the end of the stream), so that the client sees a normal close and not the
-    /// 1006 of a TCP connection that simply ended (`SignalingChannelClosedUnexpectedly`). Frames
-    /// the client sends in between are read and dropped.
-    async fn close_after_leave(&mut self) {
-        self.close(1000, "left").await;
+    /// Waits for the client's reply to a close frame this side sent (or the end of the stream),
+    /// so that tungstenite completes the closing handshake and the client sees a clean close,
+    /// not the 1006 of a TCP connection that simply ended (`SignalingChannelClosedUnexpectedly`).
+    /// Frames the client sends in between are read and dropped.
+    async fn await_close_reply(&mut self) {
         let reply = async {
             loop {
                 match self.socket.recv().await {
@@ -353,7 +354,9 @@ impl Session<'_> {
             }
             Ok(Type::Leave) => {
                 if self.send(&frames::leave_ack(timestamp_ms())).await {
-                    self.close_after_leave().await;
+                    // Then a clean close, whose reply is awaited once the departure is recorded.
+                    self.close(1000, "left").await;
+                    self.awaiting_close_reply = true;
                 }
                 return Step::End { dropped: false };
             }
@@ -497,6 +500,7 @@ async fn run_session(
         id: plane.next_session_id(),
         socket,
         joined: None,
+        awaiting_close_reply: false,
     };
     let Some(slot) = plane.unjoined.try_take(limits.max_unjoined_sockets) else {
         tracing::info!(
@@ -576,6 +580,11 @@ async fn run_session(
         }
         plane.rooms.leave(&session.meeting_id, session.id, dropped);
         plane.media.remove(session.id);
+    }
+    if session.awaiting_close_reply {
+        // No longer a socket waiting to join, whatever it sent.
+        drop(unjoined);
+        session.await_close_reply().await;
     }
 }
 
