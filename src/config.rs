@@ -191,6 +191,27 @@ pub struct Config {
     #[arg(long, env = "CARILLON_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// TURN servers for every JOIN_ACK (comma-separated `turn:`/`turns:` URIs, e.g.
+    /// `turn:turn.example.com:3478?transport=udp`). Off by default. The SDK then relays all
+    /// media through TURN. Needs --turn-secret (coturn's static-auth-secret).
+    #[arg(long, env = "CARILLON_TURN_URIS", value_delimiter = ',')]
+    pub turn_uris: Vec<String>,
+
+    /// Shared secret of the TURN REST credentials (coturn: use-auth-secret, static-auth-secret).
+    /// With --turn-listen alone, a random one is generated at start.
+    #[arg(long, env = "CARILLON_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+
+    /// Seconds the TURN credentials of a JOIN_ACK stay valid.
+    #[arg(long, env = "CARILLON_TURN_TTL", default_value_t = crate::turn::DEFAULT_TTL_SECONDS,
+          value_parser = clap::value_parser!(u32).range(60..=604_800))]
+    pub turn_ttl: u32,
+
+    /// UDP address of an embedded TURN listener (e.g. 0.0.0.0:3478). Without --turn-uris it is
+    /// the TURN server clients are given, at --media-public-ip (or this IP) and its port.
+    #[arg(long, env = "CARILLON_TURN_LISTEN")]
+    pub turn_listen: Option<std::net::SocketAddr>,
+
     /// Seconds one API request may take before it is answered 503 and abandoned.
     #[arg(long, env = "CARILLON_REQUEST_TIMEOUT", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -250,6 +271,10 @@ impl Config {
             events_subject: "carillon.events".into(),
             notify_routes: Vec::new(),
             event_attempts: 8,
+            turn_uris: Vec::new(),
+            turn_secret: None,
+            turn_ttl: crate::turn::DEFAULT_TTL_SECONDS,
+            turn_listen: None,
         }
     }
 }

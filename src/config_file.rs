@@ -26,7 +26,7 @@ pub fn settings() -> Vec<(String, String)> {
 
 /// The settings whose values are secrets, masked when printed.
 pub fn is_secret(long: &str) -> bool {
-    matches!(long, "secret-access-key" | "webhook-secret")
+    matches!(long, "secret-access-key" | "webhook-secret" | "turn-secret")
 }
 
 /// The config file named on the command line (`--config PATH`, `--config=PATH`) or in

@@ -26,3 +26,4 @@ pub mod metrics;
 pub mod notifications;
 pub mod server;
 pub mod store;
+pub mod turn;

@@ -27,6 +27,8 @@ use crate::notifications;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{EndRules, Store};
+use crate::turn::TurnMinter;
+use crate::turn::listener::{TurnAuthParts, TurnListener};
 
 /// The router: a health check, the signaling WebSocket, the demo page (unless turned off) and
 /// the API dispatcher for the rest. Handlers outside the dispatcher (health, demo, client events)
@@ -148,6 +150,8 @@ pub struct Boot {
     pub demo_url: Option<String>,
     /// The admin listener's address (/metrics, /readyz), if it runs.
     pub admin_addr: Option<SocketAddr>,
+    /// The embedded TURN listener's advertised UDP address, if it runs (`--turn-listen`).
+    pub turn_addr: Option<SocketAddr>,
 }
 
 /// Loads the root key: from the configuration if given, else generated once and kept in the
@@ -222,6 +226,8 @@ pub struct Running {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     admin_task: Option<tokio::task::JoinHandle<()>>,
     sinks: Vec<notifications::SinkConfig>,
+    /// The embedded TURN listener; stops when dropped.
+    turn: Option<TurnListener>,
 }
 
 /// How long a graceful stop waits for the event outbox to reach its sinks.
@@ -254,6 +260,7 @@ impl Running {
                 self.task.abort();
             }
         }
+        drop(self.turn.take());
         // The last requests' and sessions' events go out before the process ends.
         notifications::flush(self.api.store.as_ref(), &self.sinks, FLUSH_TIMEOUT).await;
         Ok(())
@@ -267,6 +274,7 @@ pub fn check_config(config: &Config) -> anyhow::Result<()> {
         keys::load_keys_file(path)?;
     }
     event_sinks(config)?;
+    check_turn(config)?;
     if let Some(id) = &config.account_id {
         anyhow::ensure!(
             keys::is_account_id(id),
@@ -274,6 +282,121 @@ pub fn check_config(config: &Config) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The `--turn-uris` the configuration names (empty entries, as an empty variable gives, left
+/// out).
+fn turn_uris(config: &Config) -> Vec<String> {
+    config
+        .turn_uris
+        .iter()
+        .map(|uri| uri.trim())
+        .filter(|uri| !uri.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// What `start` would refuse about TURN: malformed URIs, or URIs without the secret their
+/// server checks credentials with.
+fn check_turn(config: &Config) -> anyhow::Result<()> {
+    let uris = turn_uris(config);
+    for uri in &uris {
+        crate::turn::check_uri(uri).map_err(|error| anyhow::anyhow!("--turn-uris: {error}"))?;
+    }
+    let has_secret = config.turn_secret.as_deref().is_some_and(|s| !s.is_empty());
+    anyhow::ensure!(
+        uris.is_empty() || has_secret || config.turn_listen.is_some(),
+        "--turn-uris needs --turn-secret, the secret the TURN server checks credentials with \
+         (coturn: use-auth-secret and static-auth-secret)"
+    );
+    Ok(())
+}
+
+/// TURN as configured: nothing (the default), credentials for external TURN servers
+/// (`--turn-uris`), or the embedded listener (`--turn-listen`), advertised unless `--turn-uris`
+/// names the servers. The secret is never logged.
+fn start_turn(
+    config: &Config,
+    http_ip: std::net::IpAddr,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(Option<Arc<TurnMinter>>, Option<TurnListener>)> {
+    check_turn(config)?;
+    let uris = turn_uris(config);
+    let configured_secret = config.turn_secret.clone().filter(|s| !s.is_empty());
+    let Some(listen) = config.turn_listen else {
+        let Some(secret) = configured_secret.filter(|_| !uris.is_empty()) else {
+            return Ok((None, None));
+        };
+        tracing::info!(
+            ?uris,
+            ttl = config.turn_ttl,
+            "TURN on: every JOIN_ACK carries credentials for these servers, and clients relay \
+             all media through them"
+        );
+        return Ok((
+            Some(Arc::new(TurnMinter::new(
+                uris,
+                secret,
+                config.turn_ttl,
+                None,
+            ))),
+            None,
+        ));
+    };
+    let secret = match configured_secret {
+        Some(secret) => secret,
+        None => {
+            tracing::info!(
+                "no --turn-secret: generated a random secret for the embedded TURN listener \
+                 (credentials minted before a restart stop working after it)"
+            );
+            crate::turn::random_secret()
+        }
+    };
+    let advertised_ip = [config.media_public_ip, Some(listen.ip()), Some(http_ip)]
+        .into_iter()
+        .flatten()
+        .find(|ip| !ip.is_unspecified())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--turn-listen {listen} listens on every address: give --media-public-ip (the \
+                 address clients reach this node at) or --turn-uris"
+            )
+        })?;
+    let grants = Arc::new(crate::turn::Grants::default());
+    let listener = TurnListener::start(
+        listen,
+        advertised_ip,
+        TurnAuthParts {
+            secret: secret.clone(),
+            grants: grants.clone(),
+            store,
+            clock,
+            runtime: tokio::runtime::Handle::current(),
+        },
+    )?;
+    let uris = if uris.is_empty() {
+        vec![listener.uri()]
+    } else {
+        uris
+    };
+    tracing::info!(
+        listen = %listener.local,
+        ?uris,
+        ttl = config.turn_ttl,
+        "embedded TURN listener (UDP) started: every JOIN_ACK carries credentials, and clients \
+         relay all media through TURN"
+    );
+    Ok((
+        Some(Arc::new(TurnMinter::new(
+            uris,
+            secret,
+            config.turn_ttl,
+            Some(grants),
+        ))),
+        Some(listener),
+    ))
 }
 
 /// The event sinks the configuration names: webhooks and NATS for every event, and routes for
@@ -388,7 +511,8 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         .await
         .with_context(|| format!("binding the media socket {media_listen}"))?;
     let media_addr = media.advertised;
-    let join = Arc::new(JoinPlane::new(store.clone(), media, clock.clone()));
+    let (turn_minter, turn) = start_turn(config, addr.ip(), store.clone(), clock.clone())?;
+    let join = Arc::new(JoinPlane::new(store.clone(), media, clock.clone()).with_turn(turn_minter));
     join.start_volume_indicators();
     // Nobody is connected to a node that just started, whatever the store remembers. On
     // PostgreSQL the reset covers only this node's meetings; an SQLite file shared by several
@@ -513,10 +637,12 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
             generated_credentials: generated,
             credentials_file,
             admin_addr,
+            turn_addr: turn.as_ref().map(|listener| listener.advertised),
         },
         shutdown: Some(tx),
         task,
         admin_task,
         sinks,
+        turn,
     })
 }

@@ -335,7 +335,7 @@ async fn a_second_device_replaces_the_first() {
 }
 
 #[tokio::test]
-async fn client_events_are_accepted_with_a_live_join_token() {
+async fn client_events_are_accepted_with_a_live_join_token_and_answered_with_json() {
     let server = TestServer::start().await;
     let m = meeting(&server).await;
     let (attendee_id, token) = attendee(&server, &m, "alice").await;
@@ -355,8 +355,56 @@ async fn client_events_are_accepted_with_a_live_join_token() {
         }
     };
     let accepted = post(bearer.clone()).await;
-    assert_eq!(accepted.status, 204);
+    assert_eq!(accepted.status, 200);
     assert_eq!(accepted.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        accepted.header("cross-origin-resource-policy"),
+        Some("cross-origin")
+    );
+    assert_eq!(accepted.header("content-type"), Some("application/json"));
+    // The SDK runs `response.json()` on every OK answer.
+    let parsed: serde_json::Value = serde_json::from_str(&accepted.body).expect("a JSON body");
+    assert!(parsed.is_object(), "{parsed}");
+
+    // sendBeacon cannot set headers: the token comes in the body, to `?beacon=1`.
+    let beacon = |token: &str| {
+        let raw = common::Raw { addr: raw.addr };
+        let body = serde_json::json!({
+            "metadata": { "attendeeName": "Zoë" },
+            "events": [],
+            "authorization": token,
+        })
+        .to_string();
+        async move {
+            raw.send_with(
+                "POST",
+                "/v1/client-events?beacon=1",
+                body.as_bytes(),
+                common::Signing::Unsigned,
+                &[("content-type", "text/plain;charset=UTF-8")],
+            )
+            .await
+        }
+    };
+    let beaconed = beacon(&token).await;
+    assert_eq!(beaconed.status, 200, "{}", beaconed.body);
+    assert_eq!(
+        beaconed.header("cross-origin-resource-policy"),
+        Some("cross-origin")
+    );
+    assert_eq!(beacon("forged").await.status, 403);
+    // The body limit holds here as everywhere.
+    let huge = vec![b' '; 300 * 1024];
+    let too_big = raw
+        .send_with(
+            "POST",
+            "/v1/client-events",
+            &huge,
+            common::Signing::Unsigned,
+            &[("authorization", bearer.as_str())],
+        )
+        .await;
+    assert!(too_big.status >= 400, "{}", too_big.status);
     let preflight = raw
         .send(
             "OPTIONS",
@@ -366,6 +414,15 @@ async fn client_events_are_accepted_with_a_live_join_token() {
         )
         .await;
     assert_eq!(preflight.status, 204);
+    assert!(
+        preflight
+            .header("access-control-allow-headers")
+            .is_some_and(|h| h.contains("authorization"))
+    );
+    assert_eq!(
+        preflight.header("cross-origin-resource-policy"),
+        Some("cross-origin")
+    );
     assert_eq!(post("Bearer forged".into()).await.status, 403);
     server
         .client()
@@ -865,4 +922,95 @@ async fn a_websocket_protocol_error_closes_with_1002() {
         client.closed().await,
         (close_code::PROTOCOL_ERROR, "protocol error".into())
     );
+}
+
+#[tokio::test]
+async fn leave_is_acknowledged_then_closed_with_1000() {
+    let server = TestServer::start().await;
+    let m = meeting(&server).await;
+    let (_, token) = attendee(&server, &m, "José").await;
+    let mut client = SignalClient::connect(&m.signaling_url, &token).await;
+    client.join().await;
+    client.send(client_frame(Type::Leave)).await;
+    client.expect(Type::LeaveAck).await;
+    // A close frame with 1000 right after LEAVE_ACK, not the end of TCP (which the client
+    // reads as 1006 and reports as SignalingChannelClosedUnexpectedly).
+    assert_eq!(client.closed().await, (1000, "left".into()));
+}
+
+fn data_with_lifetime(topic: &str, data: &str, lifetime_ms: u32) -> SdkDataMessagePayload {
+    SdkDataMessagePayload {
+        topic: Some(topic.into()),
+        data: Some(data.as_bytes().to_vec()),
+        lifetime_ms: Some(lifetime_ms),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_late_joiner_gets_the_data_messages_still_alive_and_not_the_expired_ones() {
+    let server =
+        TestServer::start_with(|config| config.clock = carillon::config::ClockMode::Manual).await;
+    let clock = server.running.as_ref().expect("running").join.clock.clone();
+    let manual = clock.as_manual().expect("a manual clock");
+    let m = meeting(&server).await;
+    let (jose_id, a) = attendee(&server, &m, "José").await;
+    let (_, b) = attendee(&server, &m, "Zoë").await;
+    let (_, c) = attendee(&server, &m, "Renée").await;
+    let mut jose = SignalClient::connect(&m.signaling_url, &a).await;
+    jose.join().await;
+    let mut zoe = SignalClient::connect(&m.signaling_url, &b).await;
+    zoe.join().await;
+
+    let sent_at_ns = clock.now_ms() * 1_000_000;
+    for message in [
+        data_with_lifetime("chat", "¿sigues ahí?", 60_000),
+        data_with_lifetime("chat", "gone soon", 1_000),
+        data_with_lifetime("chat", "live only", 0),
+    ] {
+        jose.send(SdkSignalFrame {
+            data_message: Some(SdkDataMessageFrame {
+                messages: vec![message],
+            }),
+            ..client_frame(Type::DataMessage)
+        })
+        .await;
+    }
+    // Zoë, there when they were sent, gets all three live.
+    for _ in 0..3 {
+        next_data_message(&mut zoe).await;
+    }
+    manual.advance_ms(5_000);
+
+    let mut renee = SignalClient::connect(&m.signaling_url, &c).await;
+    renee.join().await;
+    // Right after JOIN_ACK and INDEX: one DATA_MESSAGE with what is still alive.
+    let replay = renee.frame().await;
+    assert_eq!(replay.r#type, Type::DataMessage as i32);
+    let replayed = data_messages(&replay);
+    assert_eq!(replayed.len(), 1, "{replayed:?}");
+    let kept = &replayed[0];
+    assert_eq!(kept.data.as_deref(), Some("¿sigues ahí?".as_bytes()));
+    assert_eq!(kept.sender_attendee_id.as_deref(), Some(jose_id.as_str()));
+    assert_eq!(kept.sender_external_user_id.as_deref(), Some("José"));
+    assert_eq!(
+        kept.ingest_time_ns,
+        Some(sent_at_ns),
+        "the original ingest time"
+    );
+    assert_eq!(kept.lifetime_ms, Some(60_000));
+    let before_pong = renee.ping(1).await;
+    assert!(
+        before_pong.iter().all(|f| data_messages(f).is_empty()),
+        "nothing else is replayed"
+    );
+
+    // Past its lifetime nobody gets it any more.
+    manual.advance_ms(60_000);
+    renee.send(client_frame(Type::Leave)).await;
+    renee.expect(Type::LeaveAck).await;
+    let mut again = SignalClient::connect(&m.signaling_url, &c).await;
+    again.join().await;
+    let after = again.ping(2).await;
+    assert!(after.iter().all(|f| data_messages(f).is_empty()));
 }

@@ -169,6 +169,127 @@ test('two browsers join, see and hear each other, and DeleteAttendee locks one o
   }
 });
 
+// TURN: a second server with the embedded TURN listener on loopback. With turn_credentials in
+// JOIN_ACK the SDK sets iceTransportPolicy 'relay' itself, so the browsers' only candidates are
+// relay candidates on the listener, and the audio they hear has crossed it. A separate
+// Chromium, as loopback candidates must be allowed for a TURN server on 127.0.0.1.
+test('two browsers join through the embedded TURN listener with relay candidates only', async () => {
+  const turnServer = spawn(binary, ['serve', '--listen', '127.0.0.1:0', '--data-dir', mkdtempSync(join(tmpdir(), 'carillon-turn-')),
+    '--admin-listen', 'off', '--turn-listen', '127.0.0.1:0'], {
+    env: {
+      ...process.env,
+      CARILLON_ACCESS_KEY_ID: credentials.accessKeyId,
+      CARILLON_SECRET_ACCESS_KEY: credentials.secretAccessKey,
+      CARILLON_ACCOUNT_ID: '777788889999',
+      RUST_LOG: 'warn',
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let turnBrowser;
+  try {
+    const firstLine = await new Promise((resolve) => createInterface({ input: turnServer.stdout }).once('line', resolve));
+    const turnUrl = `http://${firstLine.split('listening on ')[1].split(' ')[0]}`;
+    const turnClient = new ChimeSDKMeetingsClient({ endpoint: turnUrl, region: 'us-east-1', credentials });
+    turnBrowser = await puppeteer.launch({
+      executablePath: chromium,
+      headless: true,
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--use-fake-device-for-media-stream',
+        '--use-fake-ui-for-media-stream',
+        '--autoplay-policy=no-user-gesture-required',
+        '--allow-loopback-in-peer-connection',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+      ],
+    });
+    const { Meeting } = await turnClient.send(new CreateMeetingCommand({ MediaRegion: 'us-east-1', ExternalMeetingId: 'browser-turn' }));
+    const pages = [];
+    for (const name of ['José', 'Zoë']) {
+      const page = await turnBrowser.newPage();
+      const consoleLines = [];
+      page.on('console', (message) => consoleLines.push(`${message.type()}: ${message.text()}`));
+      page.on('pageerror', (error) => console.error('page error:', error.message));
+      // Keep every RTCPeerConnection the SDK makes, to read its configuration and candidates.
+      await page.evaluateOnNewDocument(() => {
+        const Native = window.RTCPeerConnection;
+        window.carillonPeers = [];
+        const Recorded = function RTCPeerConnection(...args) {
+          const peer = new Native(...args);
+          window.carillonPeers.push(peer);
+          return peer;
+        };
+        Recorded.prototype = Native.prototype;
+        Object.setPrototypeOf(Recorded, Native);
+        window.RTCPeerConnection = Recorded;
+        // And how each signaling WebSocket closes.
+        const NativeSocket = window.WebSocket;
+        window.carillonSocketCloses = [];
+        const RecordedSocket = function WebSocket(...args) {
+          const socket = new NativeSocket(...args);
+          socket.addEventListener('close', (event) => window.carillonSocketCloses.push({ code: event.code, wasClean: event.wasClean }));
+          return socket;
+        };
+        RecordedSocket.prototype = NativeSocket.prototype;
+        Object.setPrototypeOf(RecordedSocket, NativeSocket);
+        window.WebSocket = RecordedSocket;
+      });
+      await page.goto(`${turnUrl}/demo/`);
+      await page.waitForFunction(() => window.carillon !== undefined);
+      const { Attendee } = await turnClient.send(new CreateAttendeeCommand({ MeetingId: Meeting.MeetingId, ExternalUserId: name }));
+      pages.push({ name, page, consoleLines, Attendee });
+    }
+    await Promise.all(pages.map(({ page, Attendee }) => page.evaluate(
+      (m, a) => window.carillon.join({ Meeting: m }, { Attendee: a }), Meeting, Attendee)));
+    for (const { name, page } of pages) {
+      await waitFor(page, () => JSON.stringify(window.carillon.roster()) === '["José","Zoë"]');
+      const ice = await waitFor(page, async () => {
+        const peer = window.carillonPeers.find((p) => p.connectionState === 'connected');
+        if (!peer) return false;
+        const stats = await peer.getStats();
+        const locals = [...stats.values()].filter((s) => s.type === 'local-candidate');
+        const pair = [...stats.values()].find((s) => s.type === 'candidate-pair' && s.state === 'succeeded' && s.nominated);
+        if (!pair) return false;
+        const config = peer.getConfiguration();
+        return {
+          policy: config.iceTransportPolicy,
+          urls: config.iceServers.flatMap((server) => [].concat(server.urls)),
+          localTypes: [...new Set(locals.map((c) => c.candidateType))],
+          selected: stats.get(pair.localCandidateId)?.candidateType,
+        };
+      }).then((handle) => handle.jsonValue());
+      console.log(`${name} ICE through TURN: ${JSON.stringify(ice)}`);
+      assert.equal(ice.policy, 'relay');
+      assert.ok(ice.urls.length === 1 && /^turn:127\.0\.0\.1:\d+\?transport=udp$/.test(ice.urls[0]), ice.urls.join());
+      assert.deepEqual(ice.localTypes, ['relay'], 'relay candidates only');
+      assert.equal(ice.selected, 'relay');
+    }
+    // The audio crossed the TURN listener both ways.
+    for (const { name, page } of pages) {
+      const first = await page.evaluate(() => window.carillon.audioEnergy());
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      const second = await page.evaluate(() => window.carillon.audioEnergy());
+      assert.ok(second > first, `${name} hears the other attendee through TURN (energy ${first} -> ${second})`);
+    }
+    // A clean leave: LEAVE_ACK, then a 1000 close, so the SDK stops with Left and does not
+    // report an unexpected close.
+    for (const { name, page, consoleLines } of pages) {
+      await page.evaluate(() => window.carillon.leave());
+      await waitFor(page, () => window.carillon.status() === 'stopped: Left');
+      await waitFor(page, () => window.carillonSocketCloses.length > 0);
+      assert.deepEqual(await page.evaluate(() => window.carillonSocketCloses), [{ code: 1000, wasClean: true }], `${name}'s signaling socket closed cleanly`);
+      const unexpected = consoleLines.filter((line) => /ClosedUnexpectedly|error reading OK response/.test(line));
+      assert.deepEqual(unexpected, [], `${name}'s console`);
+    }
+  } finally {
+    await turnBrowser?.close();
+    turnServer.kill('SIGTERM');
+  }
+});
+
 test('the JS v3 SDK surfaces modelled exception classes', async () => {
   await assert.rejects(client.send(new GetMeetingCommand({ MeetingId: '0b6d8a6e-5f0c-4b4c-9a43-1a2b3c4d5e6f' })), (error) => {
     assert.ok(error instanceof NotFoundException, error.name);

@@ -34,6 +34,7 @@ pub fn run(data: &[u8]) -> String {
     if let Some(data) = &frame.data_message {
         let relayed = frames::data_messages(
             NOW_MS,
+            NOW_MS as i64,
             data.messages.clone(),
             "0b6d8a6e-5f0c-4b4c-9a43-1a2b3c4d5e6f",
             "José",

@@ -79,9 +79,17 @@ fn frame(kind: Type, now_ms: u64) -> SdkSignalFrame {
 }
 
 pub fn join_ack(now_ms: u64) -> SdkSignalFrame {
+    join_ack_with_turn(now_ms, None)
+}
+
+/// JOIN_ACK, with TURN credentials when TURN is on. Without them the client uses host
+/// candidates (join-protocol.md §3.1); with them it relays everything through TURN.
+pub fn join_ack_with_turn(now_ms: u64, turn: Option<SdkTurnCredentials>) -> SdkSignalFrame {
     SdkSignalFrame {
-        // No TURN credentials: the client then uses host candidates (join-protocol.md §3.1).
-        joinack: Some(SdkJoinAckFrame::default()),
+        joinack: Some(SdkJoinAckFrame {
+            turn_credentials: turn,
+            ..Default::default()
+        }),
         ..frame(Type::JoinAck, now_ms)
     }
 }
@@ -138,16 +146,25 @@ pub fn audio_status(now_ms: u64, status: u32) -> SdkSignalFrame {
 /// server took them in (a zero ingest time would tell the client it was throttled).
 pub fn data_messages(
     now_ms: u64,
+    ingest_ms: i64,
     mut messages: Vec<SdkDataMessagePayload>,
     sender_attendee_id: &str,
     sender_external_user_id: &str,
 ) -> SdkSignalFrame {
-    let ingest_time_ns = (now_ms as i64).saturating_mul(1_000_000);
+    let ingest_time_ns = ingest_ms.max(1).saturating_mul(1_000_000);
     for message in &mut messages {
         message.sender_attendee_id = Some(sender_attendee_id.to_string());
         message.sender_external_user_id = Some(sender_external_user_id.to_string());
         message.ingest_time_ns = Some(ingest_time_ns);
     }
+    SdkSignalFrame {
+        data_message: Some(SdkDataMessageFrame { messages }),
+        ..frame(Type::DataMessage, now_ms)
+    }
+}
+
+/// Data messages already stamped with their senders and ingest times (kept ones, replayed).
+pub fn stamped_data_messages(now_ms: u64, messages: Vec<SdkDataMessagePayload>) -> SdkSignalFrame {
     SdkSignalFrame {
         data_message: Some(SdkDataMessageFrame { messages }),
         ..frame(Type::DataMessage, now_ms)

@@ -56,6 +56,15 @@ pub struct JoinLimits {
     pub data_messages_per_second: f64,
     /// Data messages an attendee may send at once after being quiet.
     pub data_message_burst: f64,
+    /// Data messages with a `lifetime_ms` kept per meeting for attendees who join later; past
+    /// it the oldest are dropped first.
+    pub retained_data_messages: usize,
+    /// Bytes (data and topic) of the data messages kept per meeting; past it the oldest are
+    /// dropped first.
+    pub retained_data_bytes: usize,
+    /// Bytes of kept data messages replayed in one DATA_MESSAGE frame (a late joiner gets as
+    /// many frames as needed), well under `max_write_buffer_bytes`.
+    pub replay_frame_bytes: usize,
 }
 
 impl Default for JoinLimits {
@@ -77,6 +86,9 @@ impl Default for JoinLimits {
             data_messages_per_frame: 10,
             data_messages_per_second: 100.0,
             data_message_burst: 200.0,
+            retained_data_messages: 1024,
+            retained_data_bytes: 1024 * 1024,
+            replay_frame_bytes: 128 * 1024,
         }
     }
 }

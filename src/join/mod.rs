@@ -33,6 +33,8 @@ pub struct JoinPlane {
     /// Sockets that have not joined yet, capped by `limits.max_unjoined_sockets`.
     unjoined: limits::Unjoined,
     next_session: AtomicU64,
+    /// Mints the TURN credentials of each JOIN_ACK when TURN is on (off by default).
+    pub turn: Option<Arc<crate::turn::TurnMinter>>,
 }
 
 /// Whether a JoinToken admits its bearer to the meeting in the URL.
@@ -51,7 +53,14 @@ impl JoinPlane {
             limits: JoinLimits::default(),
             unjoined: limits::Unjoined::default(),
             next_session: AtomicU64::new(1),
+            turn: None,
         }
+    }
+
+    /// The same join plane with TURN credentials in every JOIN_ACK.
+    pub fn with_turn(mut self, turn: Option<Arc<crate::turn::TurnMinter>>) -> Self {
+        self.turn = turn;
+        self
     }
 
     /// The same join plane with other limits (before it is shared and serving).
@@ -122,12 +131,20 @@ impl JoinPlane {
                 Ok(true) => unavailable,
                 Ok(false) => Admission::Refused(close_code::MEETING_ENDED, "meeting ended"),
                 Err(error) => {
-                    tracing::error!(%error, "store failure while admitting a JoinToken");
+                    tracing::error!(
+                        %error,
+                        meeting_id = %signaling::loggable(meeting_id),
+                        "store failure while admitting a JoinToken"
+                    );
                     Admission::Refused(4500, "internal error")
                 }
             },
             Err(error) => {
-                tracing::error!(%error, "store failure while admitting a JoinToken");
+                tracing::error!(
+                    %error,
+                    meeting_id = %signaling::loggable(meeting_id),
+                    "store failure while admitting a JoinToken"
+                );
                 Admission::Refused(4500, "internal error")
             }
         }

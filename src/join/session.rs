@@ -4,7 +4,7 @@
 //! Frames reach each session task through a bounded queue: a session that does not keep up is
 //! dropped as a slow consumer (it reconnects and gets a fresh roster) rather than buffered for.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -190,10 +190,60 @@ impl Room {
     }
 }
 
+/// A data message kept for attendees who join later, stamped as it was relayed.
+struct Kept {
+    message: frames::proto::SdkDataMessagePayload,
+    /// Clock milliseconds at which it stops being replayed.
+    expires_at_ms: i64,
+    /// What it counts against the meeting's byte budget (data and topic).
+    bytes: usize,
+}
+
+/// A meeting's data messages with a `lifetime_ms`, oldest first, within the limits' bounds.
+/// Kept apart from the room, which goes away when its last session leaves: a message with a
+/// lifetime outlives an empty meeting.
+#[derive(Default)]
+struct KeptMessages {
+    messages: VecDeque<Kept>,
+    bytes: usize,
+}
+
+impl KeptMessages {
+    fn drop_expired(&mut self, now_ms: i64) {
+        // Lifetimes differ, so an expired message may sit behind a living one.
+        let bytes = &mut self.bytes;
+        self.messages.retain(|kept| {
+            let alive = kept.expires_at_ms > now_ms;
+            if !alive {
+                *bytes -= kept.bytes;
+            }
+            alive
+        });
+    }
+
+    fn keep(&mut self, kept: Kept, limits: &JoinLimits) {
+        if kept.bytes > limits.retained_data_bytes || limits.retained_data_messages == 0 {
+            return;
+        }
+        self.bytes += kept.bytes;
+        self.messages.push_back(kept);
+        while self.messages.len() > limits.retained_data_messages
+            || self.bytes > limits.retained_data_bytes
+        {
+            match self.messages.pop_front() {
+                Some(oldest) => self.bytes -= oldest.bytes,
+                None => break,
+            }
+        }
+    }
+}
+
 /// Every meeting's connected participants, keyed by session id (one per WebSocket).
 #[derive(Default)]
 pub struct Rooms {
     rooms: Mutex<HashMap<String, Room>>,
+    /// Data messages with a lifetime, per meeting. Locked after `rooms` when both are held.
+    kept: Mutex<HashMap<String, KeptMessages>>,
 }
 
 /// Why a JOIN found no place in its meeting.
@@ -223,6 +273,63 @@ impl Rooms {
             Err(poisoned) => poisoned.into_inner(),
         };
         f(&mut rooms)
+    }
+
+    fn with_kept<T>(&self, f: impl FnOnce(&mut HashMap<String, KeptMessages>) -> T) -> T {
+        let mut kept = match self.kept.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut kept)
+    }
+
+    /// The meeting's living kept data messages, oldest first, as DATA_MESSAGE frames for a
+    /// session that has just joined (none when there are none). Each message keeps its sender
+    /// and original ingest time; a frame holds at most `limits.replay_frame_bytes` of them.
+    pub fn kept_data_frames(
+        &self,
+        meeting_id: &str,
+        now_ms: i64,
+        limits: &JoinLimits,
+    ) -> Vec<SdkSignalFrame> {
+        let messages: Vec<(frames::proto::SdkDataMessagePayload, usize)> = self.with_kept(|kept| {
+            let Some(meeting) = kept.get_mut(meeting_id) else {
+                return Vec::new();
+            };
+            meeting.drop_expired(now_ms);
+            if meeting.messages.is_empty() {
+                kept.remove(meeting_id);
+                return Vec::new();
+            }
+            meeting
+                .messages
+                .iter()
+                .map(|k| (k.message.clone(), k.bytes))
+                .collect()
+        });
+        let mut frames_out = Vec::new();
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        for (message, bytes) in messages {
+            if !batch.is_empty() && batch_bytes + bytes > limits.replay_frame_bytes {
+                frames_out.push(frames::stamped_data_messages(
+                    timestamp_ms(),
+                    std::mem::take(&mut batch),
+                ));
+                batch_bytes = 0;
+            }
+            batch_bytes += bytes;
+            batch.push(message);
+        }
+        if !batch.is_empty() {
+            frames_out.push(frames::stamped_data_messages(timestamp_ms(), batch));
+        }
+        frames_out
+    }
+
+    /// How many data messages the meeting keeps for late joiners (for tests).
+    pub fn kept_data_count(&self, meeting_id: &str) -> usize {
+        self.with_kept(|kept| kept.get(meeting_id).map_or(0, |m| m.messages.len()))
     }
 
     /// Registers a joined session and returns how many sessions the meeting now has, unless the
@@ -344,12 +451,17 @@ impl Rooms {
     /// but returned in the frame this gives back, for the sender, stamped as throttled. Messages
     /// past `data_messages_per_frame` are dropped without an answer, so that one frame cannot
     /// make the server answer with thousands.
+    ///
+    /// Relayed messages with a `lifetime_ms` are also kept (see [`Rooms::kept_data_frames`])
+    /// until `now_ms` (the server clock's milliseconds, also their ingest time) plus their
+    /// lifetime.
     pub fn relay_data(
         &self,
         meeting_id: &str,
         session: u64,
         mut messages: Vec<frames::proto::SdkDataMessagePayload>,
         limits: &JoinLimits,
+        now_ms: i64,
     ) -> Option<SdkSignalFrame> {
         self.with(|rooms| {
             let room = rooms.get_mut(meeting_id)?;
@@ -392,9 +504,15 @@ impl Rooms {
                 }
             }
             if !relayed.is_empty() {
-                let frame =
-                    frames::data_messages(timestamp_ms(), relayed, &attendee_id, &external_user_id);
+                let frame = frames::data_messages(
+                    timestamp_ms(),
+                    now_ms,
+                    relayed,
+                    &attendee_id,
+                    &external_user_id,
+                );
                 room.broadcast(meeting_id, Some(session), &frame);
+                self.keep_data(meeting_id, &frame, limits, now_ms);
             }
             (!refused.is_empty()).then(|| {
                 frames::throttled_data_messages(
@@ -405,6 +523,42 @@ impl Rooms {
                 )
             })
         })
+    }
+
+    /// Keeps the relayed messages of `frame` that have a lifetime.
+    fn keep_data(
+        &self,
+        meeting_id: &str,
+        frame: &SdkSignalFrame,
+        limits: &JoinLimits,
+        now_ms: i64,
+    ) {
+        let Some(data) = &frame.data_message else {
+            return;
+        };
+        let living: Vec<Kept> = data
+            .messages
+            .iter()
+            .filter_map(|message| {
+                let lifetime = message.lifetime_ms.filter(|ms| *ms > 0)?;
+                Some(Kept {
+                    message: message.clone(),
+                    expires_at_ms: now_ms.saturating_add(i64::from(lifetime)),
+                    bytes: message.data.as_ref().map_or(0, Vec::len)
+                        + message.topic.as_ref().map_or(0, String::len),
+                })
+            })
+            .collect();
+        if living.is_empty() {
+            return;
+        }
+        self.with_kept(|kept| {
+            let meeting = kept.entry(meeting_id.to_string()).or_default();
+            meeting.drop_expired(now_ms);
+            for message in living {
+                meeting.keep(message, limits);
+            }
+        });
     }
 
     /// Removes a session; the others see its stream leave (`dropped` for an unexpected end).
@@ -456,8 +610,10 @@ impl Rooms {
         })
     }
 
-    /// Ends every session of the meeting with AUDIO_STATUS 410 (MeetingEnded).
+    /// Ends every session of the meeting with AUDIO_STATUS 410 (MeetingEnded), and forgets its
+    /// kept data messages.
     pub fn end_meeting(&self, meeting_id: &str) {
+        self.with_kept(|kept| kept.remove(meeting_id));
         self.with(|rooms| {
             let Some(room) = rooms.get(meeting_id) else {
                 return;
@@ -679,7 +835,7 @@ mod tests {
         rooms.join("m", 2, "b", "Zoë", way_in, 10).expect("joins");
         let mut returned = 0;
         for _ in 0..300 {
-            if let Some(back) = rooms.relay_data("m", 1, vec![data("chat", 10)], &limits) {
+            if let Some(back) = rooms.relay_data("m", 1, vec![data("chat", 10)], &limits, 1_000) {
                 let messages = back.data_message.expect("data").messages;
                 assert_eq!(messages[0].ingest_time_ns, Some(0));
                 assert_eq!(messages[0].sender_external_user_id.as_deref(), Some("José"));
@@ -695,7 +851,9 @@ mod tests {
         let mut many: Vec<_> = (0..50).map(|_| data("chat", 1)).collect();
         many[0] = data("chat", 2049);
         many[1] = data(&"x".repeat(37), 1);
-        let back = rooms.relay_data("m", 2, many, &limits).expect("returned");
+        let back = rooms
+            .relay_data("m", 2, many, &limits, 1_000)
+            .expect("returned");
         assert_eq!(back.data_message.map(|d| d.messages.len()), Some(2));
         let Ok(Outbound::Frame(bytes)) = first.queue.try_recv() else {
             panic!("relayed")
@@ -712,9 +870,99 @@ mod tests {
         let rooms = Rooms::default();
         let (_, _a) = join(&rooms, 1, "a", "José", 10);
         let (_, _b) = join(&rooms, 2, "b", "Zoë", 10);
-        rooms.relay_data("m", 1, vec![data("chat", 1)], &JoinLimits::default());
+        rooms.relay_data("m", 1, vec![data("chat", 1)], &JoinLimits::default(), 1_000);
         rooms.leave("m", 1, false);
         let quotas = rooms.with(|r| r.get("m").map(|room| room.data_quotas.len()));
         assert_eq!(quotas, Some(0));
+    }
+
+    fn living(topic: &str, len: usize, lifetime_ms: u32) -> SdkDataMessagePayload {
+        SdkDataMessagePayload {
+            lifetime_ms: Some(lifetime_ms),
+            ..data(topic, len)
+        }
+    }
+
+    fn replayed(frames: &[SdkSignalFrame]) -> Vec<SdkDataMessagePayload> {
+        frames
+            .iter()
+            .flat_map(|f| f.data_message.clone().expect("data").messages)
+            .collect()
+    }
+
+    #[test]
+    fn data_messages_with_a_lifetime_are_replayed_until_they_expire() {
+        let rooms = Rooms::default();
+        let limits = JoinLimits::default();
+        let (_, _a) = join(&rooms, 1, "a", "José", 10);
+        let relayed = [
+            living("short", 3, 1_000),
+            living("long", 4, 60_000),
+            data("never", 5),
+        ];
+        assert!(
+            rooms
+                .relay_data("m", 1, relayed.to_vec(), &limits, 10_000)
+                .is_none()
+        );
+        assert_eq!(rooms.kept_data_count("m"), 2, "lifetime 0 is not kept");
+        // Everyone leaves: the messages outlive the room.
+        rooms.leave("m", 1, false);
+        let at = |now| replayed(&rooms.kept_data_frames("m", now, &limits));
+        let early = at(10_999);
+        assert_eq!(
+            early
+                .iter()
+                .map(|m| m.topic.as_deref().unwrap_or_default())
+                .collect::<Vec<_>>(),
+            ["short", "long"],
+            "oldest first"
+        );
+        assert_eq!(early[0].sender_attendee_id.as_deref(), Some("a"));
+        assert_eq!(early[0].sender_external_user_id.as_deref(), Some("José"));
+        assert_eq!(early[0].ingest_time_ns, Some(10_000 * 1_000_000));
+        let later = at(11_000);
+        assert_eq!(later.len(), 1, "the short one expired at 11 000 ms");
+        assert_eq!(later[0].topic.as_deref(), Some("long"));
+        assert!(at(70_000).is_empty());
+        assert_eq!(rooms.kept_data_count("m"), 0, "nothing left behind");
+    }
+
+    #[test]
+    fn kept_data_messages_are_bounded_oldest_dropped_first() {
+        let rooms = Rooms::default();
+        let limits = JoinLimits {
+            retained_data_messages: 3,
+            retained_data_bytes: 1_000,
+            replay_frame_bytes: 250,
+            data_message_burst: 1_000.0,
+            ..JoinLimits::default()
+        };
+        let (_, _a) = join(&rooms, 1, "a", "Zoë", 10);
+        for topic in ["t1", "t2", "t3", "t4"] {
+            rooms.relay_data("m", 1, vec![living(topic, 8, 60_000)], &limits, 0);
+        }
+        let topics = |frames: &[SdkSignalFrame]| {
+            replayed(frames)
+                .into_iter()
+                .map(|m| m.topic.unwrap_or_default())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            topics(&rooms.kept_data_frames("m", 1, &limits)),
+            ["t2", "t3", "t4"],
+            "at most three messages"
+        );
+        // Bytes: two messages of 400 and 500 fit in 1 000; a third of 300 pushes out the first.
+        for (topic, len) in [("b1", 398), ("b2", 498), ("b3", 298)] {
+            rooms.relay_data("m", 1, vec![living(topic, len, 60_000)], &limits, 0);
+        }
+        let frames = rooms.kept_data_frames("m", 1, &limits);
+        assert_eq!(topics(&frames), ["b2", "b3"]);
+        // Replayed in frames of at most 250 bytes of messages (one bigger message alone).
+        assert_eq!(frames.len(), 2);
+        // A meeting that ends forgets them.
+        rooms.end_meeting("m");
+        assert!(rooms.kept_data_frames("m", 1, &limits).is_empty());
     }
 }

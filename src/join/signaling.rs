@@ -79,7 +79,7 @@ fn close_for_error(error: &axum::Error) -> Option<(u16, &'static str)> {
 
 /// A meeting id from the URL as a log line may show it: nobody has checked it before JOIN, so
 /// control characters are escaped and it is cut to 64 characters (real ids have 36).
-fn loggable(id: &str) -> String {
+pub(crate) fn loggable(id: &str) -> String {
     id.chars().take(64).flat_map(char::escape_debug).collect()
 }
 
@@ -103,6 +103,8 @@ struct Session<'a> {
     id: u64,
     socket: WebSocket,
     joined: Option<AttendeeRecord>,
+    /// This side sent a close frame whose reply is still to be read (after LEAVE).
+    awaiting_close_reply: bool,
 }
 
 impl Session<'_> {
@@ -150,6 +152,22 @@ impl Session<'_> {
             reason: reason.into(),
         }));
         let _ = tokio::time::timeout(self.limits.send_timeout, self.socket.send(frame)).await;
+    }
+
+    /// Waits for the client's reply to a close frame this side sent (or the end of the stream),
+    /// so that tungstenite completes the closing handshake and the client sees a clean close,
+    /// not the 1006 of a TCP connection that simply ended (`SignalingChannelClosedUnexpectedly`).
+    /// Frames the client sends in between are read and dropped.
+    async fn await_close_reply(&mut self) {
+        let reply = async {
+            loop {
+                match self.socket.recv().await {
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(_)) => continue,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.limits.send_timeout, reply).await;
     }
 
     /// Closes for a fault of the client's, which is never a graceful departure.
@@ -217,12 +235,26 @@ impl Session<'_> {
                         self.refuse(code, reason).await
                     }
                     None => {
-                        tracing::debug!(session = self.id, %error, "signaling socket failed");
+                        tracing::info!(
+                            meeting_id = %self.meeting_log,
+                            attendee_id = self.attendee_id(),
+                            session = self.id,
+                            %error,
+                            "signaling socket failed"
+                        );
                         Step::End { dropped: true }
                     }
                 };
             }
-            None => return Step::End { dropped: true },
+            None => {
+                tracing::info!(
+                    meeting_id = %self.meeting_log,
+                    attendee_id = self.attendee_id(),
+                    session = self.id,
+                    "signaling socket ended without a close frame"
+                );
+                return Step::End { dropped: true };
+            }
         };
         if self.joined.is_none() && bytes.len() > self.limits.max_unjoined_message_bytes {
             return self
@@ -276,7 +308,13 @@ impl Session<'_> {
                         ok
                     }
                     Err(error) => {
-                        tracing::info!(session = self.id, %error, "refusing an SDP offer");
+                        tracing::info!(
+                            meeting_id = %self.meeting_log,
+                            attendee_id = self.attendee_id(),
+                            session = self.id,
+                            %error,
+                            "refusing an SDP offer"
+                        );
                         let refusal = frames::proto::SdkSignalFrame {
                             error: Some(frames::proto::SdkErrorFrame {
                                 status: Some(400),
@@ -308,17 +346,23 @@ impl Session<'_> {
                 }
                 // Refused messages go straight back on this socket: the sender's own task, so no
                 // queue of anyone else's grows for them.
-                match self
-                    .plane
-                    .rooms
-                    .relay_data(&self.meeting_id, self.id, messages, self.limits)
-                {
+                match self.plane.rooms.relay_data(
+                    &self.meeting_id,
+                    self.id,
+                    messages,
+                    self.limits,
+                    self.plane.clock.now_ms(),
+                ) {
                     Some(throttled) => self.send(&throttled).await,
                     None => true,
                 }
             }
             Ok(Type::Leave) => {
-                let _ = self.send(&frames::leave_ack(timestamp_ms())).await;
+                if self.send(&frames::leave_ack(timestamp_ms())).await {
+                    // Then a clean close, whose reply is awaited once the departure is recorded.
+                    self.close(1000, "left").await;
+                    self.awaiting_close_reply = true;
+                }
                 return Step::End { dropped: false };
             }
             // CLIENT_METRIC, MEETING_SESSION_TIMING and video frames: not needed for an
@@ -338,7 +382,17 @@ impl Session<'_> {
             .admit(&self.meeting_id, self.token.as_deref())
             .await
         {
-            Admission::Refused(code, reason) => return self.refuse(code, reason).await,
+            Admission::Refused(code, reason) => {
+                // The token is never logged; who it would have been is unknown when refused.
+                tracing::info!(
+                    meeting_id = %self.meeting_log,
+                    session = self.id,
+                    code,
+                    reason,
+                    "refusing a JOIN"
+                );
+                return self.refuse(code, reason).await;
+            }
             Admission::Admitted(attendee) => attendee,
         };
         let count = match self.plane.rooms.join(
@@ -374,6 +428,13 @@ impl Session<'_> {
         // remove: check once more now that we are findable.
         if !self.plane.still_admitted(self.token.as_deref()).await {
             self.plane.rooms.leave(&self.meeting_id, self.id, false);
+            tracing::info!(
+                meeting_id = %self.meeting_log,
+                attendee_id = %attendee.attendee_id,
+                session = self.id,
+                code = close_code::ATTENDEE_UNAVAILABLE,
+                "refusing a JOIN: the attendee was deleted while joining"
+            );
             return self
                 .refuse(close_code::ATTENDEE_UNAVAILABLE, "attendee unavailable")
                 .await;
@@ -385,11 +446,41 @@ impl Session<'_> {
                 PresenceChange::Joined,
             )
             .await;
+        tracing::info!(
+            meeting_id = %self.meeting_log,
+            attendee_id = %attendee.attendee_id,
+            session = self.id,
+            sessions = count,
+            "attendee joined"
+        );
+        let attendee_id = attendee.attendee_id.clone();
         self.joined = Some(attendee);
-        let ok = self.send(&frames::join_ack(timestamp_ms())).await
+        let turn = self.plane.turn.as_ref().map(|minter| {
+            minter.mint(
+                &attendee_id,
+                self.token.as_deref().unwrap_or_default(),
+                self.plane.clock.now_unix(),
+            )
+        });
+        let mut ok = self
+            .send(&frames::join_ack_with_turn(timestamp_ms(), turn))
+            .await
             && self
                 .send(&frames::index(timestamp_ms(), count as u32))
                 .await;
+        // Data messages still alive, as they were first relayed (sender, ingest time).
+        if ok {
+            for frame in self.plane.rooms.kept_data_frames(
+                &self.meeting_id,
+                self.plane.clock.now_ms(),
+                self.limits,
+            ) {
+                if !self.send(&frame).await {
+                    ok = false;
+                    break;
+                }
+            }
+        }
         if ok {
             Step::Continue
         } else {
@@ -414,6 +505,7 @@ async fn run_session(
         id: plane.next_session_id(),
         socket,
         joined: None,
+        awaiting_close_reply: false,
     };
     let Some(slot) = plane.unjoined.try_take(limits.max_unjoined_sockets) else {
         tracing::info!(
@@ -462,6 +554,17 @@ async fn run_session(
         }
     };
     if let Some(attendee) = session.joined.take() {
+        tracing::info!(
+            meeting_id = %session.meeting_log,
+            attendee_id = %attendee.attendee_id,
+            session = session.id,
+            "{}",
+            if dropped {
+                "attendee dropped"
+            } else {
+                "attendee left"
+            }
+        );
         // Stored before it is announced, so whoever sees the departure finds it recorded; not
         // when the attendee is still there on another device (a 301 replacement).
         if !plane
@@ -482,6 +585,11 @@ async fn run_session(
         }
         plane.rooms.leave(&session.meeting_id, session.id, dropped);
         plane.media.remove(session.id);
+    }
+    if session.awaiting_close_reply {
+        // No longer a socket waiting to join, whatever it sent.
+        drop(unjoined);
+        session.await_close_reply().await;
     }
 }
 

@@ -199,6 +199,9 @@ impl SignalClient {
                     return Received::Frame(Box::new(frames::decode(&bytes).expect("decodes")));
                 }
                 Some(Ok(Message::Close(frame))) => {
+                    // tungstenite sends the close reply on the next read, as a browser sends it
+                    // at once: without it the server waits for the reply until its timeout.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.next()).await;
                     return match frame {
                         Some(f) => Received::Closed(f.code.into(), f.reason.to_string()),
                         None => Received::Closed(1005, String::new()),

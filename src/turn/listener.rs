@@ -1,0 +1,192 @@
+//! The embedded TURN listener (`--turn-listen`), on UDP, built on webrtc-rs `turn`. It relays
+//! for attendees holding credentials minted by this node: the REST username's expiry must be in
+//! the future, the password must be the HMAC of the username under the secret (checked by the
+//! TURN message integrity), and the attendee must still exist (a deleted attendee, or one whose
+//! meeting ended, is refused at its next Allocate, Refresh or CreatePermission).
+//!
+//! The listener runs on a thread of its own with its own small runtime: `turn`'s auth hook is
+//! synchronous, so the store lookup it needs is run on the server's runtime and waited for on
+//! that thread, never blocking the server's workers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::oneshot;
+use turn::auth::{AuthHandler, generate_auth_key};
+use turn::relay::relay_static::RelayAddressGeneratorStatic;
+use turn::server::config::{ConnConfig, ServerConfig};
+use webrtc_util::vnet::net::Net;
+
+use super::{Grants, parse_username, rest_password};
+use crate::clock::Clock;
+use crate::store::Store;
+
+/// The realm in the TURN server's challenges; any value works with REST credentials.
+const REALM: &str = "carillon";
+
+/// How long one attendee check may wait on the store before the request is refused.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the listener checks credentials against.
+pub struct TurnAuthParts {
+    pub secret: String,
+    pub grants: Arc<Grants>,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    /// The server's runtime, where store lookups run.
+    pub runtime: tokio::runtime::Handle,
+}
+
+struct Auth {
+    parts: TurnAuthParts,
+}
+
+impl Auth {
+    /// Why the username is refused, if it is.
+    fn refusal(&self, username: &str) -> Option<&'static str> {
+        let Some((expires, attendee_id)) = parse_username(username) else {
+            return Some("not a TURN REST username");
+        };
+        let now = self.parts.clock.now_unix();
+        if expires <= now {
+            return Some("expired");
+        }
+        let Some(token) = self.parts.grants.join_token(attendee_id, now) else {
+            return Some("no credentials were minted for this attendee here");
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let store = self.parts.store.clone();
+        self.parts.runtime.spawn(async move {
+            let _ = tx.send(store.find_attendee_by_join_token(&token).await);
+        });
+        match rx.recv_timeout(LOOKUP_TIMEOUT) {
+            Ok(Ok(Some(attendee))) if attendee.attendee_id == attendee_id => None,
+            Ok(Ok(_)) => Some("attendee unavailable"),
+            Ok(Err(_)) | Err(_) => Some("the store did not answer"),
+        }
+    }
+}
+
+impl AuthHandler for Auth {
+    fn auth_handle(
+        &self,
+        username: &str,
+        realm: &str,
+        src_addr: SocketAddr,
+    ) -> Result<Vec<u8>, turn::Error> {
+        if let Some(reason) = self.refusal(username) {
+            // The username holds the expiry and attendee id, nothing secret.
+            tracing::info!(
+                username = %username.chars().take(96).flat_map(char::escape_debug).collect::<String>(),
+                %src_addr,
+                reason,
+                "refusing a TURN request"
+            );
+            return Err(turn::Error::Other(reason.into()));
+        }
+        let password = rest_password(&self.parts.secret, username);
+        Ok(generate_auth_key(username, realm, &password))
+    }
+}
+
+/// A running TURN listener; dropping it stops it.
+pub struct TurnListener {
+    /// The UDP address it is bound to.
+    pub local: SocketAddr,
+    /// The address clients are told (`turn:<advertised>?transport=udp`) and relays report.
+    pub advertised: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TurnListener {
+    /// The URI clients are given for this listener.
+    pub fn uri(&self) -> String {
+        format!("turn:{}?transport=udp", self.advertised)
+    }
+
+    /// Binds `listen` (UDP) and starts relaying. Relay sockets are bound on the listen IP and
+    /// reported with `advertised_ip`; peers on loopback and private addresses are allowed, as
+    /// the media socket may be there.
+    pub fn start(
+        listen: SocketAddr,
+        advertised_ip: IpAddr,
+        parts: TurnAuthParts,
+    ) -> anyhow::Result<TurnListener> {
+        let socket = std::net::UdpSocket::bind(listen)
+            .with_context(|| format!("binding the TURN listener {listen}"))?;
+        socket.set_nonblocking(true)?;
+        let local = socket.local_addr()?;
+        let advertised = SocketAddr::new(advertised_ip, local.port());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (ready_tx, ready) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
+        let relay_bind = listen.ip().to_string();
+        std::thread::Builder::new()
+            .name("carillon-turn".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(error.to_string()));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let conn = match tokio::net::UdpSocket::from_std(socket) {
+                        Ok(conn) => conn,
+                        Err(error) => {
+                            let _ = ready_tx.send(Err(error.to_string()));
+                            return;
+                        }
+                    };
+                    let config = ServerConfig {
+                        conn_configs: vec![ConnConfig {
+                            conn: Arc::new(conn),
+                            relay_addr_generator: Box::new(RelayAddressGeneratorStatic {
+                                relay_address: advertised_ip,
+                                address: relay_bind,
+                                net: Arc::new(Net::new(None)),
+                            }),
+                        }],
+                        realm: REALM.into(),
+                        auth_handler: Arc::new(Auth { parts }),
+                        channel_bind_timeout: Duration::ZERO,
+                        alloc_close_notify: None,
+                    };
+                    match turn::server::Server::new(config).await {
+                        Ok(server) => {
+                            let _ = ready_tx.send(Ok(()));
+                            // Until stopped, or until the handle is dropped.
+                            let _ = stopped.await;
+                            let _ = server.close().await;
+                        }
+                        Err(error) => {
+                            let _ = ready_tx.send(Err(error.to_string()));
+                        }
+                    }
+                });
+            })
+            .context("starting the TURN thread")?;
+        match ready.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => Ok(TurnListener {
+                local,
+                advertised,
+                stop: Some(stop),
+            }),
+            Ok(Err(error)) => anyhow::bail!("starting the TURN listener: {error}"),
+            Err(_) => anyhow::bail!("the TURN listener did not start"),
+        }
+    }
+}
+
+impl Drop for TurnListener {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! TURN: off by default (no credentials in JOIN_ACK); with --turn-uris and --turn-secret every
+//! JOIN_ACK carries TURN REST credentials (checked here with an HMAC computed independently);
+//! the embedded listener (--turn-listen) allocates for valid credentials, relays to loopback,
+//! and refuses expired credentials, a wrong password and a deleted attendee's credentials.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use carillon::join::frames::proto::SdkTurnCredentials;
+use common::TestServer;
+use common::signal::{Meeting, SignalClient, attendee, meeting};
+use hmac::{Hmac, Mac};
+use webrtc_util::Conn;
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64
+}
+
+/// base64(HMAC-SHA1(secret, username)), computed here rather than by the server's code.
+fn hmac_sha1_base64(secret: &str, username: &str) -> String {
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(username.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+async fn join_ack_credentials(
+    server: &TestServer,
+    m: &Meeting,
+    name: &str,
+) -> (String, Option<SdkTurnCredentials>) {
+    let (attendee_id, token) = attendee(server, m, name).await;
+    let mut client = SignalClient::connect(&m.signaling_url, &token).await;
+    let (ack, _) = client.join().await;
+    (attendee_id, ack.joinack.expect("joinack").turn_credentials)
+}
+
+#[tokio::test]
+async fn join_ack_carries_no_turn_credentials_by_default() {
+    let server = TestServer::start().await;
+    let m = meeting(&server).await;
+    let (_, credentials) = join_ack_credentials(&server, &m, "José").await;
+    assert_eq!(credentials, None, "TURN is off unless configured");
+    assert_eq!(
+        server.running.as_ref().expect("running").boot.turn_addr,
+        None
+    );
+}
+
+#[tokio::test]
+async fn join_ack_carries_turn_rest_credentials_when_configured() {
+    let uris = vec![
+        "turn:turn.example.com:3478?transport=udp".to_string(),
+        "turns:turn.example.com:443?transport=tcp".to_string(),
+    ];
+    let secret = "coturn-static-secret-ñ";
+    let server = TestServer::start_with(|config| {
+        config.turn_uris = uris.clone();
+        config.turn_secret = Some(secret.into());
+        config.turn_ttl = 3600;
+    })
+    .await;
+    let m = meeting(&server).await;
+    let before = unix_now();
+    let (attendee_id, credentials) = join_ack_credentials(&server, &m, "Zoë").await;
+    let after = unix_now();
+    let credentials = credentials.expect("TURN credentials in JOIN_ACK");
+    let username = credentials.username.expect("username");
+    let (expiry, who) = username.split_once(':').expect("<expiry>:<attendee>");
+    assert_eq!(who, attendee_id);
+    let expiry: i64 = expiry.parse().expect("a unix time");
+    assert!(
+        (before + 3600..=after + 3600).contains(&expiry),
+        "expires after the TTL: {expiry}"
+    );
+    assert_eq!(
+        credentials.password.as_deref(),
+        Some(hmac_sha1_base64(secret, &username).as_str())
+    );
+    assert_eq!(credentials.ttl, Some(3600));
+    assert_eq!(credentials.uris, uris);
+}
+
+#[tokio::test]
+async fn turn_uris_without_a_secret_are_refused_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = common::config_for(dir.path());
+    config.turn_uris = vec!["turn:turn.example.com:3478".into()];
+    let error = carillon::server::start(&config)
+        .await
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("--turn-secret"), "{error}");
+    config.turn_uris = vec!["stun:stun.example.com".into()];
+    config.turn_secret = Some("s".into());
+    assert!(carillon::server::start(&config).await.is_err());
+}
+
+/// A TURN client on loopback that allocates with these credentials.
+async fn turn_client(server: SocketAddr, username: &str, password: &str) -> turn::client::Client {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("socket");
+    let client = turn::client::Client::new(turn::client::ClientConfig {
+        stun_serv_addr: server.to_string(),
+        turn_serv_addr: server.to_string(),
+        username: username.into(),
+        password: password.into(),
+        realm: String::new(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: Arc::new(socket),
+        vnet: None,
+    })
+    .await
+    .expect("client");
+    client.listen().await.expect("listens");
+    client
+}
+
+async fn allocates(server: SocketAddr, username: &str, password: &str) -> bool {
+    let client = turn_client(server, username, password).await;
+    let allocated = tokio::time::timeout(Duration::from_secs(10), client.allocate())
+        .await
+        .expect("an answer within 10 s")
+        .is_ok();
+    let _ = client.close().await;
+    allocated
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_listener_relays_for_live_attendees_only() {
+    let secret = "embedded-secret";
+    let server = TestServer::start_with(|config| {
+        config.turn_listen = Some("127.0.0.1:0".parse().expect("address"));
+        config.turn_secret = Some(secret.into());
+    })
+    .await;
+    let turn_addr = server
+        .running
+        .as_ref()
+        .expect("running")
+        .boot
+        .turn_addr
+        .expect("the TURN listener runs");
+    let m = meeting(&server).await;
+    let (jose_id, credentials) = join_ack_credentials(&server, &m, "José").await;
+    let credentials = credentials.expect("credentials for the embedded listener");
+    assert_eq!(
+        credentials.uris,
+        vec![format!("turn:{turn_addr}?transport=udp")],
+        "the listener advertises itself"
+    );
+    let username = credentials.username.expect("username");
+    let password = credentials.password.expect("password");
+
+    // A valid credential allocates, and the relay reaches a peer on loopback (where the media
+    // socket is in tests).
+    let client = turn_client(turn_addr, &username, &password).await;
+    let relay = client.allocate().await.expect("allocates");
+    assert_eq!(
+        relay.local_addr().expect("relay address").ip(),
+        turn_addr.ip()
+    );
+    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("peer");
+    let peer_addr = peer.local_addr().expect("peer address");
+    relay
+        .send_to("¡hola, Zoë!".as_bytes(), peer_addr)
+        .await
+        .expect("relayed");
+    let mut buffer = [0u8; 64];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(10), peer.recv_from(&mut buffer))
+        .await
+        .expect("relayed within 10 s")
+        .expect("received");
+    assert_eq!(&buffer[..n], "¡hola, Zoë!".as_bytes());
+    assert_eq!(from.port(), relay.local_addr().expect("relay").port());
+    let _ = relay.close().await;
+    let _ = client.close().await;
+
+    // The right HMAC of an expired username is refused; so is a wrong password.
+    let expired = format!("{}:{jose_id}", unix_now() - 10);
+    assert!(!allocates(turn_addr, &expired, &hmac_sha1_base64(secret, &expired)).await);
+    assert!(!allocates(turn_addr, &username, "not-the-password").await);
+    // A forged username for an attendee the node never minted for is refused.
+    let forged = format!(
+        "{}:{}",
+        unix_now() + 600,
+        "00000000-0000-0000-0000-000000000000"
+    );
+    assert!(!allocates(turn_addr, &forged, &hmac_sha1_base64(secret, &forged)).await);
+
+    // Once the attendee is deleted, its unexpired credentials stop working.
+    assert!(allocates(turn_addr, &username, &password).await);
+    server
+        .client()
+        .delete_attendee()
+        .meeting_id(&m.id)
+        .attendee_id(&jose_id)
+        .send()
+        .await
+        .expect("delete");
+    assert!(!allocates(turn_addr, &username, &password).await);
+
+    // And once the meeting ends, so do those of everyone in it.
+    let (_, zoe) = join_ack_credentials(&server, &m, "Zoë").await;
+    let zoe = zoe.expect("credentials");
+    let (zoe_user, zoe_password) = (
+        zoe.username.expect("username"),
+        zoe.password.expect("password"),
+    );
+    assert!(allocates(turn_addr, &zoe_user, &zoe_password).await);
+    server
+        .client()
+        .delete_meeting()
+        .meeting_id(&m.id)
+        .send()
+        .await
+        .expect("delete meeting");
+    assert!(!allocates(turn_addr, &zoe_user, &zoe_password).await);
+}
