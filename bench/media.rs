@@ -136,7 +136,7 @@ async fn client(
                     let now = Instant::now();
                     if now >= window.from && now < window.until {
                         result.frames += 1;
-                        let seq = (*data.seq_range.end()).into();
+                        let seq: u64 = **data.seq_range.end();
                         result.first_seq.get_or_insert(seq);
                         result.last_seq = result.last_seq.max(seq);
                     }
