@@ -50,6 +50,9 @@ enum Voice {
     Probe,
 }
 
+/// Per meeting, each client's voice and whether it decodes its downlink.
+type Meetings = Vec<Vec<(Voice, bool)>>;
+
 struct Packets {
     tone: Vec<Vec<u8>>,
     silence: Vec<u8>,
@@ -113,7 +116,10 @@ async fn client(
     let (offer, pending) = api.apply().expect("offer");
     let answer = signal(&signaling_url, &token, offer.to_sdp_string()).await;
     rtc.sdp_api()
-        .accept_answer(pending, SdpAnswer::from_sdp_string(&answer.0).expect("answer"))
+        .accept_answer(
+            pending,
+            SdpAnswer::from_sdp_string(&answer.0).expect("answer"),
+        )
         .expect("answer accepted");
     let _signaling = answer.1; // kept open for the whole run
 
@@ -180,14 +186,24 @@ async fn client(
                     .find(|p| p.spec().codec == Codec::Opus)
                     .map(|p| p.pt())
                     .expect("opus negotiated");
-                let time = MediaTime::new((frame_no * FRAME_SAMPLES) as u64, Frequency::FORTY_EIGHT_KHZ);
-                let _ = writer.audio_level(level, level > -127).write(pt, Instant::now(), time, payload);
+                let time = MediaTime::new(
+                    (frame_no * FRAME_SAMPLES) as u64,
+                    Frequency::FORTY_EIGHT_KHZ,
+                );
+                let _ = writer.audio_level(level, level > -127).write(
+                    pt,
+                    Instant::now(),
+                    time,
+                    payload,
+                );
             }
             frame_no += 1;
             next_frame += Duration::from_millis(20);
             continue;
         }
-        let wake = deadline.min(next_frame).max(Instant::now() + Duration::from_micros(500));
+        let wake = deadline
+            .min(next_frame)
+            .max(Instant::now() + Duration::from_micros(500));
         tokio::select! {
             received = socket.recv_from(&mut buf) => {
                 let Ok((n, source)) = received else { continue };
@@ -204,7 +220,8 @@ async fn client(
     result
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// JOIN and SUBSCRIBE over the signaling WebSocket; returns the SDP answer and the open socket,
 /// whose frames a task keeps draining.
@@ -216,10 +233,19 @@ async fn signal(url: &str, token: &str, offer: String) -> (String, tokio::task::
         "sec-websocket-protocol",
         format!("_aws_wt_session, {token}").parse().expect("header"),
     );
-    let (mut socket, _): (Socket, _) = tokio_tungstenite::connect_async(request).await.expect("upgrade");
-    let frame = |kind: Type| SdkSignalFrame { timestamp_ms: 1, r#type: kind as i32, ..Default::default() };
+    let (mut socket, _): (Socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgrade");
+    let frame = |kind: Type| SdkSignalFrame {
+        timestamp_ms: 1,
+        r#type: kind as i32,
+        ..Default::default()
+    };
     let join = SdkSignalFrame {
-        join: Some(SdkJoinFrame { protocol_version: Some(2), ..Default::default() }),
+        join: Some(SdkJoinFrame {
+            protocol_version: Some(2),
+            ..Default::default()
+        }),
         ..frame(Type::Join)
     };
     send(&mut socket, &join).await;
@@ -239,7 +265,9 @@ async fn signal(url: &str, token: &str, offer: String) -> (String, tokio::task::
             panic!("signaling closed before SUBSCRIBE_ACK");
         };
         let Some(body) = bytes.get(1..) else { continue };
-        let Ok(frame) = SdkSignalFrame::decode(body) else { continue };
+        let Ok(frame) = SdkSignalFrame::decode(body) else {
+            continue;
+        };
         if let Some(answer) = frame.suback.and_then(|s| s.sdp_answer) {
             break answer;
         }
@@ -251,7 +279,10 @@ async fn signal(url: &str, token: &str, offer: String) -> (String, tokio::task::
 async fn send(socket: &mut Socket, frame: &SdkSignalFrame) {
     let mut bytes = vec![0x5];
     frame.encode(&mut bytes).expect("encode");
-    socket.send(Message::Binary(bytes.into())).await.expect("send");
+    socket
+        .send(Message::Binary(bytes.into()))
+        .await
+        .expect("send");
 }
 
 fn sdk(endpoint: &str) -> meetings::Client {
@@ -266,7 +297,11 @@ fn sdk(endpoint: &str) -> meetings::Client {
 }
 
 /// Creates the meetings and attendees; returns (signaling url, join tokens) per meeting.
-async fn setup(api: &meetings::Client, meetings_n: usize, per_meeting: usize) -> Vec<(String, Vec<String>)> {
+async fn setup(
+    api: &meetings::Client,
+    meetings_n: usize,
+    per_meeting: usize,
+) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
     for m in 0..meetings_n {
         let meeting = api
@@ -279,7 +314,11 @@ async fn setup(api: &meetings::Client, meetings_n: usize, per_meeting: usize) ->
             .meeting
             .expect("meeting");
         let id = meeting.meeting_id().expect("id").to_string();
-        let url = meeting.media_placement().and_then(|p| p.signaling_url()).expect("url").to_string();
+        let url = meeting
+            .media_placement()
+            .and_then(|p| p.signaling_url())
+            .expect("url")
+            .to_string();
         let mut tokens = Vec::new();
         for chunk in (0..per_meeting).collect::<Vec<_>>().chunks(100) {
             let mut batch = api.batch_create_attendee().meeting_id(&id);
@@ -292,7 +331,12 @@ async fn setup(api: &meetings::Client, meetings_n: usize, per_meeting: usize) ->
                 );
             }
             let created = batch.send().await.expect("BatchCreateAttendee");
-            tokens.extend(created.attendees().iter().filter_map(|a| a.join_token().map(str::to_string)));
+            tokens.extend(
+                created
+                    .attendees()
+                    .iter()
+                    .filter_map(|a| a.join_token().map(str::to_string)),
+            );
         }
         out.push((url, tokens));
     }
@@ -310,21 +354,41 @@ struct Measured {
 }
 
 /// Runs one scenario against one server: `voices` per meeting, steady state measured for `measure`.
-async fn scenario(endpoint: &str, pid: u32, voices: Vec<Vec<(Voice, bool)>>, measure: Duration) -> Measured {
+async fn scenario(
+    endpoint: &str,
+    pid: u32,
+    voices: Vec<Vec<(Voice, bool)>>,
+    measure: Duration,
+) -> Measured {
     let api = sdk(endpoint);
     let per_meeting = voices.iter().map(Vec::len).max().unwrap_or(0);
     let rooms = setup(&api, voices.len(), per_meeting).await;
     let packets = Arc::new(encode_packets());
-    let probe = Arc::new(ProbeClock { epoch: Instant::now(), onset_micros: AtomicU64::new(0) });
+    let probe = Arc::new(ProbeClock {
+        epoch: Instant::now(),
+        onset_micros: AtomicU64::new(0),
+    });
     let participants: usize = voices.iter().map(Vec::len).sum();
     // Joining takes a while with hundreds of DTLS handshakes; measure only the steady state.
     let settle = Duration::from_secs(4) + Duration::from_millis(20 * participants as u64);
     let start = Instant::now();
-    let window = Arc::new(Window { from: start + settle, until: start + settle + measure, stop: start + settle + measure + Duration::from_secs(1) });
+    let window = Arc::new(Window {
+        from: start + settle,
+        until: start + settle + measure,
+        stop: start + settle + measure + Duration::from_secs(1),
+    });
     let mut tasks = Vec::new();
     for ((url, tokens), voices) in rooms.into_iter().zip(voices) {
         for (token, (voice, decode)) in tokens.into_iter().zip(voices) {
-            tasks.push(tokio::spawn(client(url.clone(), token, voice, decode, packets.clone(), probe.clone(), window.clone())));
+            tasks.push(tokio::spawn(client(
+                url.clone(),
+                token,
+                voice,
+                decode,
+                packets.clone(),
+                probe.clone(),
+                window.clone(),
+            )));
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -352,16 +416,25 @@ async fn scenario(endpoint: &str, pid: u32, voices: Vec<Vec<(Voice, bool)>>, mea
         participants,
         connected: results.iter().filter(|r| r.connected).count(),
         cpu_percent: 100.0 * cpu / measure.as_secs_f64(),
-        loss_percent: if expected > 0 { 100.0 * (1.0 - received as f64 / expected as f64) } else { 100.0 },
+        loss_percent: if expected > 0 {
+            100.0 * (1.0 - received as f64 / expected as f64)
+        } else {
+            100.0
+        },
         frames_per_second: frames as f64 / listeners.max(1) as f64 / measure.as_secs_f64(),
-        onset_ms: (!delays.is_empty()).then(|| (delays[delays.len() / 2], delays[delays.len() - 1])),
+        onset_ms: (!delays.is_empty())
+            .then(|| (delays[delays.len() / 2], delays[delays.len() - 1])),
         peak_rss_mib: status_bytes(pid, "VmHWM") as f64 / (1 << 20) as f64,
     }
 }
 
 fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
     let stime: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
@@ -371,7 +444,11 @@ fn cpu_seconds(pid: u32) -> f64 {
 fn status_bytes(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
         .unwrap_or(0)
         * 1024
 }
@@ -384,7 +461,10 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         std::thread::sleep(Duration::from_millis(300));
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -393,7 +473,10 @@ impl Drop for Server {
 
 fn start(binary: &Path) -> Server {
     let data = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
     let child = Command::new(binary)
         .arg("serve")
         .env("RUST_LOG", "warn")
@@ -410,10 +493,18 @@ fn start(binary: &Path) -> Server {
     let endpoint = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{} did not start", binary.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} did not start",
+            binary.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Server { child, endpoint, _data: data }
+    Server {
+        child,
+        endpoint,
+        _data: data,
+    }
 }
 
 fn main() {
@@ -422,27 +513,71 @@ fn main() {
     let mut servers: Vec<(String, PathBuf)> = args
         .windows(2)
         .filter(|w| w[0] == "--server")
-        .filter_map(|w| w[1].split_once('=').map(|(n, p)| (n.to_string(), PathBuf::from(p))))
+        .filter_map(|w| {
+            w[1].split_once('=')
+                .map(|(n, p)| (n.to_string(), PathBuf::from(p)))
+        })
         .collect();
     if servers.is_empty() {
         servers.push(("mixer".into(), PathBuf::from("target/release/carillon")));
     }
     str0m::crypto::from_feature_flags().install_process_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let measure = Duration::from_secs(if quick { 5 } else { 15 });
     let (big, many_meetings) = if quick { (50, 4) } else { (250, 20) };
-    let scenarios: Vec<(&str, Vec<Vec<(Voice, bool)>>)> = vec![
-        ("big", vec![(0..big).map(|i| (if i < 3 { Voice::Tone(-20 - i as i8 * 5) } else { Voice::Silent }, false)).collect()]),
-        ("many", (0..many_meetings).map(|_| (0..10).map(|_| (Voice::Tone(-30), false)).collect()).collect()),
-        ("latency", vec![vec![(Voice::Probe, false), (Voice::Silent, true), (Voice::Silent, false)]]),
+    let scenarios: Vec<(&str, Meetings)> = vec![
+        (
+            "big",
+            vec![
+                (0..big)
+                    .map(|i| {
+                        (
+                            if i < 3 {
+                                Voice::Tone(-20 - i as i8 * 5)
+                            } else {
+                                Voice::Silent
+                            },
+                            false,
+                        )
+                    })
+                    .collect(),
+            ],
+        ),
+        (
+            "many",
+            (0..many_meetings)
+                .map(|_| (0..10).map(|_| (Voice::Tone(-30), false)).collect())
+                .collect(),
+        ),
+        (
+            "latency",
+            vec![vec![
+                (Voice::Probe, false),
+                (Voice::Silent, true),
+                (Voice::Silent, false),
+            ]],
+        ),
     ];
-    println!("| server | scenario | participants (connected) | server CPU % of a core | CPU per participant % | downlink loss % | downlink frames/s per listener | onset delay p50 / max ms | peak RSS MiB |");
+    println!(
+        "| server | scenario | participants (connected) | server CPU % of a core | CPU per participant % | downlink loss % | downlink frames/s per listener | onset delay p50 / max ms | peak RSS MiB |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     for (name, scenario_voices) in &scenarios {
         for (server_name, binary) in &servers {
             let server = start(binary);
-            let m = runtime.block_on(scenario(&server.endpoint, server.child.id(), scenario_voices.clone(), measure));
-            let onset = m.onset_ms.map_or("-".to_string(), |(p50, max)| format!("{p50:.0} / {max:.0}"));
+            let m = runtime.block_on(scenario(
+                &server.endpoint,
+                server.child.id(),
+                scenario_voices.clone(),
+                measure,
+            ));
+            let onset = m
+                .onset_ms
+                .map_or("-".to_string(), |(p50, max)| format!("{p50:.0} / {max:.0}"));
             println!(
                 "| {server_name} | {name} | {} ({}) | {:.1} | {:.3} | {:.2} | {:.1} | {onset} | {:.0} |",
                 m.participants,

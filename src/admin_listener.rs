@@ -263,6 +263,7 @@ async fn same_origin_actions(request: Request, next: Next) -> Response {
 async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
     metrics::gauge!(crate::metrics::name::SESSIONS)
         .set(admin.parts.join.rooms.session_count() as f64);
+    crate::metrics::record_media(&admin.parts.join.media.stats());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::metrics::handle().render(),

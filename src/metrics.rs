@@ -40,4 +40,28 @@ pub mod name {
     pub const EVENTS_DEAD: &str = "carillon_events_dead_lettered_total";
     pub const EVENT_DELIVERY: &str = "carillon_event_delivery_duration_seconds";
     pub const EVENT_BACKLOG: &str = "carillon_event_backlog";
+    pub const MEDIA_PEERS: &str = "carillon_media_peers";
+    pub const MEDIA_MEETINGS: &str = "carillon_media_meetings";
+    pub const MEDIA_DATAGRAMS: &str = "carillon_media_datagrams_received_total";
+    pub const MEDIA_DROPPED: &str = "carillon_media_datagrams_dropped_total";
+    pub const MIXER_TICKS: &str = "carillon_mixer_ticks_total";
+    pub const MIXER_BUSY: &str = "carillon_mixer_busy_microseconds_total";
+    pub const MIXER_DROPPED: &str = "carillon_mixer_dropped_total";
+}
+
+/// Copies the media plane's counters into the recorder (at scrape time: the hot path only bumps
+/// atomics).
+pub fn record_media(stats: &crate::media::MediaStats) {
+    use name::*;
+    metrics::gauge!(MEDIA_PEERS).set(stats.peers as f64);
+    metrics::gauge!(MEDIA_MEETINGS).set(stats.meetings as f64);
+    metrics::counter!(MEDIA_DATAGRAMS).absolute(stats.datagrams_received);
+    metrics::counter!(MEDIA_DROPPED, "reason" => "unroutable").absolute(stats.datagrams_unroutable);
+    metrics::counter!(MEDIA_DROPPED, "reason" => "meeting_inbox_full")
+        .absolute(stats.datagrams_dropped);
+    metrics::counter!(MIXER_TICKS).absolute(stats.mixer_ticks);
+    metrics::counter!(MIXER_BUSY)
+        .absolute(u64::try_from(stats.mixer_busy.as_micros()).unwrap_or(u64::MAX));
+    metrics::counter!(MIXER_DROPPED, "what" => "packet").absolute(stats.mixer_dropped_packets);
+    metrics::counter!(MIXER_DROPPED, "what" => "tick").absolute(stats.mixer_dropped_ticks);
 }

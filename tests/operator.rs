@@ -65,6 +65,13 @@ async fn metrics_and_readiness_on_the_admin_listener() {
         "{body}"
     );
     assert!(body.contains("carillon_signaling_sessions"), "{body}");
+    for media in [
+        "carillon_media_peers",
+        "carillon_media_datagrams_received_total",
+        "carillon_mixer_ticks_total",
+    ] {
+        assert!(body.contains(media), "{media} in {body}");
+    }
     assert_eq!(get(admin, "/readyz", None).await, (200, "ready\n".into()));
 }
 

@@ -212,6 +212,9 @@ test('two browsers join through the embedded TURN listener with relay candidates
       const page = await turnBrowser.newPage();
       const consoleLines = [];
       page.on('console', (message) => consoleLines.push(`${message.type()}: ${message.text()}`));
+      page.on('response', (response) => {
+        if (response.status() >= 400) consoleLines.push(`http ${response.status()} ${response.request().method()} ${response.url()}`);
+      });
       page.on('pageerror', (error) => console.error('page error:', error.message));
       // Keep every RTCPeerConnection the SDK makes, to read its configuration and candidates.
       await page.evaluateOnNewDocument(() => {
@@ -274,6 +277,10 @@ test('two browsers join through the embedded TURN listener with relay candidates
       const second = await page.evaluate(() => window.carillon.audioEnergy());
       assert.ok(second > first, `${name} hears the other attendee through TURN (energy ${first} -> ${second})`);
     }
+    // A data message crosses too.
+    const [first, second] = pages;
+    await first.page.evaluate(() => window.carillon.sendChat('through TURN, ¿sí?'));
+    await waitFor(second.page, (from) => window.carillon.chats().some((m) => m.from === from && m.text === 'through TURN, ¿sí?'), first.name);
     // A clean leave: LEAVE_ACK, then a 1000 close, so the SDK stops with Left and does not
     // report an unexpected close.
     for (const { name, page, consoleLines } of pages) {
@@ -283,6 +290,9 @@ test('two browsers join through the embedded TURN listener with relay candidates
       assert.deepEqual(await page.evaluate(() => window.carillonSocketCloses), [{ code: 1000, wasClean: true }], `${name}'s signaling socket closed cleanly`);
       const unexpected = consoleLines.filter((line) => /ClosedUnexpectedly|error reading OK response/.test(line));
       assert.deepEqual(unexpected, [], `${name}'s console`);
+      // Join, data message and leave: not one error in the console (no TURN, JSON or close error).
+      const errors = consoleLines.filter((line) => line.startsWith('error:') || line.startsWith('http '));
+      assert.deepEqual(errors, [], `${name}'s console has no errors`);
     }
   } finally {
     await turnBrowser?.close();

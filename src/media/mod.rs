@@ -219,6 +219,12 @@ impl Media {
         let net = &self.shared.routes.stats;
         let mixer = &self.shared.mixers.stats;
         MediaStats {
+            peers: self.shared.levels.lock().map_or(0, |levels| levels.len()),
+            meetings: self
+                .shared
+                .registry
+                .lock()
+                .map_or(0, |meetings| meetings.len()),
             datagrams_received: net.received.load(Ordering::Relaxed),
             datagrams_unroutable: net.unroutable.load(Ordering::Relaxed),
             datagrams_dropped: net.inbox_full.load(Ordering::Relaxed),
@@ -232,6 +238,9 @@ impl Media {
 
 #[derive(Debug, Clone, Copy)]
 pub struct MediaStats {
+    pub peers: usize,
+    /// Meetings with a media task on this node.
+    pub meetings: usize,
     pub datagrams_received: u64,
     pub datagrams_unroutable: u64,
     pub datagrams_dropped: u64,
