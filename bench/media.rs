@@ -12,7 +12,7 @@
 //! peak RSS. `--server NAME=PATH` adds binaries to compare (for example the loudest-speaker
 //! forwarder that the mixer replaced: `bench/run media` builds it from commit bfac69d).
 //!
-//!   cargo bench --bench media -- [--quick] [--server NAME=PATH]...
+//!   cargo bench --bench media -- [--quick] [--server NAME=PATH]... [--scenario big|many|latency]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -562,6 +562,15 @@ fn main() {
             ]],
         ),
     ];
+    // `--scenario NAME` runs only that one (for profiling).
+    let only = args
+        .windows(2)
+        .find(|w| w[0] == "--scenario")
+        .map(|w| w[1].clone());
+    let scenarios: Vec<_> = scenarios
+        .into_iter()
+        .filter(|(name, _)| only.as_deref().is_none_or(|o| o == *name))
+        .collect();
     println!(
         "| server | scenario | participants (connected) | server CPU % of a core | CPU per participant % | downlink loss % | downlink frames/s per listener | onset delay p50 / max ms | peak RSS MiB |"
     );

@@ -120,9 +120,11 @@ impl Source {
         }
         if let Some(level) = level {
             let level = f32::from(level.unsigned_abs().min(127));
+            // Fast attack, slow release: a speaker who starts is heard from the first packet,
+            // and a pause between words does not drop her from the mix.
             self.level = Some(match self.level {
-                Some(previous) => 0.7 * previous + 0.3 * level,
-                None => level,
+                Some(previous) if level > previous => 0.7 * previous + 0.3 * level,
+                _ => level,
             });
         }
         self.buffer.insert(rtp_time, packet);
@@ -249,7 +251,8 @@ impl Source {
 
 /// The mixer state of one meeting.
 pub struct MeetingMix {
-    /// Sources picked per tick when the meeting is larger than `speakers + 2` senders.
+    /// Sources picked per tick when the meeting is larger than `speakers + 2` senders (in a smaller
+    /// one, every audible sender is mixed).
     speakers: usize,
     tick: u64,
     sessions: HashMap<u64, Source>,
@@ -310,10 +313,11 @@ impl MeetingMix {
             .filter(|(_, s)| s.role.send && s.playing())
             .map(|(id, s)| (*id, s.level.unwrap_or(60.0)))
             .collect();
+        // Silence adds nothing to a mix but the cost of decoding it and of one more encoder.
+        playing.retain(|(id, _)| self.sessions.get(id).is_some_and(Source::audible));
         let senders = self.sessions.values().filter(|s| s.role.send).count();
         if senders > self.speakers + 2 {
-            // A big meeting: the loudest few who are not silent.
-            playing.retain(|(id, _)| self.sessions.get(id).is_some_and(Source::audible));
+            // A big meeting: the loudest few.
             playing.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
             playing.truncate(self.speakers);
         }
@@ -536,6 +540,23 @@ mod tests {
             3,
             "one per picked speaker plus one shared"
         );
+    }
+
+    #[test]
+    fn silent_senders_cost_no_decoder_and_no_encoder() {
+        let mut mix = MeetingMix::new(3);
+        for session in 1..=3 {
+            mix.set_role(session, AudioRole::FULL);
+        }
+        // One talks; two send silence at the silent level (-127 dBov), as a quiet browser does.
+        let talkers = [(1, TONES[0], -20), (2, TONES[1], -127), (3, TONES[2], -127)];
+        let heard = run(&mut mix, &talkers, &[1, 2, 3], 40);
+        assert!(hears(&heard[&2].0, TONES[0]) && !hears(&heard[&2].0, TONES[1]));
+        assert!(
+            !heard.contains_key(&1),
+            "alone in the mix, the speaker gets nothing to hear"
+        );
+        assert_eq!(mix.encoder_count(), 1, "only the shared mix is encoded");
     }
 
     #[test]
