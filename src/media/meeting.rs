@@ -14,10 +14,11 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use super::Registry;
+use super::levels::{LevelBoard, LevelCell};
 use super::mix::{AudioRole, Downlink};
 use super::mixer::{MixerInput, Mixers};
 use super::net::{Datagram, Route, Routes, sdp_ufrag};
-use super::{LevelBoard, Registry};
 use crate::events::CapabilityTarget;
 
 /// Datagrams waiting for one meeting: about a second of a 40-person meeting's uplink.
@@ -50,6 +51,8 @@ struct Peer {
     opus: Option<Pt>,
     ufrag: Option<String>,
     next_timeout: Instant,
+    /// Where the volume indicators read this session's audio level.
+    level: Arc<LevelCell>,
 }
 
 /// What a meeting task shares with the rest of the media plane.
@@ -250,9 +253,7 @@ impl MeetingTask {
                 role,
             },
         );
-        if let Ok(mut levels) = self.shared.levels.lock() {
-            levels.insert(session, None);
-        }
+        let level = self.shared.levels.register(session);
         self.peers.insert(
             session,
             Peer {
@@ -263,6 +264,7 @@ impl MeetingTask {
                 opus: None,
                 ufrag,
                 next_timeout: Instant::now(),
+                level,
             },
         );
         Ok(answer)
@@ -282,9 +284,7 @@ impl MeetingTask {
                 session,
             },
         );
-        if let Ok(mut levels) = self.shared.levels.lock() {
-            levels.remove(&session);
-        }
+        self.shared.levels.remove(session);
     }
 
     fn remove_dead(&mut self) {
@@ -372,10 +372,8 @@ impl MeetingTask {
                         }
                         Event::MediaData(data) if Some(data.mid) == peer.audio_mid => {
                             let level = data.ext_vals.audio_level;
-                            if let Some(level) = level
-                                && let Ok(mut levels) = self.shared.levels.lock()
-                            {
-                                levels.insert(session, Some((level, Instant::now())));
+                            if let Some(level) = level {
+                                peer.level.record(level);
                             }
                             if peer.role.send {
                                 self.shared.mixers.packet(

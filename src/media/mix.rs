@@ -198,7 +198,8 @@ impl Source {
             if packet.is_some() {
                 self.concealed = 0;
             }
-            next += samples as u64;
+            // The timestamp is the client's: it must not overflow however large it is.
+            next = next.saturating_add(samples as u64);
             consumed += samples;
             if decode && !self.decode_into_pcm(packet.as_deref(), samples, scratch) {
                 self.pcm.resize(self.pcm.len() + samples, 0.0);
@@ -552,6 +553,10 @@ mod tests {
         let talkers = [(1, TONES[0], -20), (2, TONES[1], -127), (3, TONES[2], -127)];
         let heard = run(&mut mix, &talkers, &[1, 2, 3], 40);
         assert!(hears(&heard[&2].0, TONES[0]) && !hears(&heard[&2].0, TONES[1]));
+        assert!(
+            hears(&heard[&3].0, TONES[0]) && !hears(&heard[&3].0, TONES[1]),
+            "a sender at the silent level is not mixed in, whatever its packets hold"
+        );
         assert!(
             !heard.contains_key(&1),
             "alone in the mix, the speaker gets nothing to hear"

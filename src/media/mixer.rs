@@ -1,11 +1,12 @@
 //! The mixer threads: plain OS threads, never the async executor, each ticking every 20 ms over
-//! the meetings assigned to it. Meetings feed them received Opus packets through a bounded
-//! channel and get each tick's downlink frames back through another.
+//! the meetings assigned to it. Meetings feed them received Opus packets (bounded: past a limit
+//! they are dropped, never waited for) and get each tick's downlink frames back through a bounded
+//! channel.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -13,8 +14,9 @@ use tokio::sync::mpsc;
 use super::mix::{AudioRole, Downlink, MeetingMix};
 
 const TICK: Duration = Duration::from_millis(20);
-/// Packets and commands queued for one mixer thread (about 2 s of a 40-speaker load).
-const INPUT_QUEUE: usize = 4096;
+/// Packets queued for one mixer thread (about 2 s of a 40-speaker load); past it they are
+/// dropped. Control messages are few (one per join, leave or capability change) and never wait.
+const PACKET_QUEUE: usize = 4096;
 
 pub enum MixerInput {
     Open {
@@ -54,9 +56,16 @@ pub struct MixerStats {
     pub dropped_ticks: AtomicU64,
 }
 
+/// One mixer thread's input: an unbounded channel, so that no sender ever blocks an executor
+/// thread, with packets bounded by a count of those in flight.
+struct MixerThread {
+    inputs: Sender<MixerInput>,
+    queued_packets: Arc<AtomicUsize>,
+}
+
 #[derive(Clone)]
 pub struct Mixers {
-    threads: Arc<[SyncSender<MixerInput>]>,
+    threads: Arc<[MixerThread]>,
     pub stats: Arc<MixerStats>,
 }
 
@@ -64,43 +73,50 @@ impl Mixers {
     /// Starts `threads` mixer threads, each mixing with `speakers` picked speakers.
     pub fn start(threads: usize, speakers: usize) -> std::io::Result<Mixers> {
         let stats = Arc::new(MixerStats::default());
-        let mut senders = Vec::new();
+        let mut mixer_threads = Vec::new();
         for index in 0..threads.max(1) {
-            let (sender, receiver) = sync_channel(INPUT_QUEUE);
-            let stats = stats.clone();
+            let (inputs, receiver) = channel();
+            let queued_packets = Arc::new(AtomicUsize::new(0));
+            let (stats, queued) = (stats.clone(), queued_packets.clone());
             std::thread::Builder::new()
                 .name(format!("carillon-mixer-{index}"))
-                .spawn(move || run(receiver, speakers, &stats))?;
-            senders.push(sender);
+                .spawn(move || run(receiver, speakers, &stats, &queued))?;
+            mixer_threads.push(MixerThread {
+                inputs,
+                queued_packets,
+            });
         }
         Ok(Mixers {
-            threads: senders.into(),
+            threads: mixer_threads.into(),
             stats,
         })
     }
 
-    fn thread(&self, meeting: u64) -> Option<&SyncSender<MixerInput>> {
+    fn thread(&self, meeting: u64) -> Option<&MixerThread> {
         let count = self.threads.len() as u64;
         self.threads
             .get(usize::try_from(meeting % count.max(1)).ok()?)
     }
 
-    /// Control messages must arrive: they wait for room (briefly, the mixer drains every tick).
+    /// Control messages always go through, without waiting.
     pub fn control(&self, meeting: u64, input: MixerInput) {
         if let Some(thread) = self.thread(meeting) {
-            let _ = thread.send(input);
+            let _ = thread.inputs.send(input);
         }
     }
 
     /// A packet is worth nothing late: when the mixer is behind it is dropped and counted.
     pub fn packet(&self, meeting: u64, input: MixerInput) {
-        if let Some(thread) = self.thread(meeting) {
-            match thread.try_send(input) {
-                Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-                Err(TrySendError::Full(_)) => {
-                    self.stats.dropped_packets.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+        let Some(thread) = self.thread(meeting) else {
+            return;
+        };
+        if thread.queued_packets.fetch_add(1, Ordering::Relaxed) >= PACKET_QUEUE {
+            thread.queued_packets.fetch_sub(1, Ordering::Relaxed);
+            self.stats.dropped_packets.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if thread.inputs.send(input).is_err() {
+            thread.queued_packets.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -110,17 +126,22 @@ struct Meeting {
     downlinks: mpsc::Sender<Vec<Downlink>>,
 }
 
-fn run(inputs: Receiver<MixerInput>, speakers: usize, stats: &MixerStats) {
+fn run(
+    inputs: Receiver<MixerInput>,
+    speakers: usize,
+    stats: &MixerStats,
+    queued_packets: &AtomicUsize,
+) {
     let mut meetings: HashMap<u64, Meeting> = HashMap::new();
     let mut next_tick = Instant::now() + TICK;
     loop {
         let wait = next_tick.saturating_duration_since(Instant::now());
         match inputs.recv_timeout(wait) {
             Ok(input) => {
-                apply(&mut meetings, input, speakers);
+                apply(&mut meetings, input, speakers, queued_packets);
                 // Take whatever else is queued before checking the clock again.
                 while let Ok(input) = inputs.try_recv() {
-                    apply(&mut meetings, input, speakers);
+                    apply(&mut meetings, input, speakers, queued_packets);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -148,7 +169,15 @@ fn run(inputs: Receiver<MixerInput>, speakers: usize, stats: &MixerStats) {
     }
 }
 
-fn apply(meetings: &mut HashMap<u64, Meeting>, input: MixerInput, speakers: usize) {
+fn apply(
+    meetings: &mut HashMap<u64, Meeting>,
+    input: MixerInput,
+    speakers: usize,
+    queued_packets: &AtomicUsize,
+) {
+    if matches!(input, MixerInput::Packet { .. }) {
+        queued_packets.fetch_sub(1, Ordering::Relaxed);
+    }
     match input {
         MixerInput::Open { meeting, downlinks } => {
             meetings.insert(

@@ -14,6 +14,7 @@
 //! Signaling and media talk only through channels: commands to a meeting task, datagrams to its
 //! bounded inbox, packets to a mixer's bounded queue and downlinks back.
 
+pub mod levels;
 pub mod meeting;
 pub mod mix;
 pub mod mixer;
@@ -24,23 +25,19 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::events::CapabilityTarget;
+use levels::LevelBoard;
 use meeting::{MeetingCommand, MeetingTask, Shared};
 pub use mix::AudioRole;
 use mixer::Mixers;
 use net::Routes;
 
-/// How long a received audio level counts as current for the volume indicators.
-const LEVEL_FRESHNESS: Duration = Duration::from_millis(400);
 /// Speakers mixed at once in a meeting larger than a handful of senders.
 pub const DEFAULT_MIXED_SPEAKERS: usize = 3;
-
-/// Each session's latest audio level (-dBov) and when it arrived.
-pub type LevelBoard = Arc<Mutex<HashMap<u64, Option<(i8, Instant)>>>>;
 
 /// Live meeting tasks by meeting id.
 pub type Registry = Arc<Mutex<HashMap<String, MeetingHandle>>>;
@@ -172,27 +169,13 @@ impl Media {
 
     /// How many peer connections the media plane holds (for tests and benchmarks).
     pub async fn peer_count(&self) -> usize {
-        self.shared.levels.lock().map_or(0, |levels| levels.len())
+        self.shared.levels.len()
     }
 
     /// Each peer's session with its current speaking volume in minus-dB (0 loudest, 127 silent),
     /// or None when no recent audio level arrived.
     pub async fn levels(&self) -> Vec<(u64, Option<u8>)> {
-        let now = Instant::now();
-        self.shared.levels.lock().map_or_else(
-            |_| Vec::new(),
-            |levels| {
-                levels
-                    .iter()
-                    .map(|(session, level)| {
-                        let volume = level
-                            .filter(|(_, at)| now.duration_since(*at) < LEVEL_FRESHNESS)
-                            .map(|(level, _)| level.unsigned_abs().min(127));
-                        (*session, volume)
-                    })
-                    .collect()
-            },
-        )
+        self.shared.levels.snapshot()
     }
 
     /// Releases a session's peer connection.
@@ -219,7 +202,7 @@ impl Media {
         let net = &self.shared.routes.stats;
         let mixer = &self.shared.mixers.stats;
         MediaStats {
-            peers: self.shared.levels.lock().map_or(0, |levels| levels.len()),
+            peers: self.shared.levels.len(),
             meetings: self
                 .shared
                 .registry

@@ -214,7 +214,7 @@ mod tests {
     #[tokio::test]
     async fn an_address_is_learned_from_its_first_binding() {
         let routes = Routes::default();
-        let (inbox, mut rx) = mpsc::channel(4);
+        let (inbox, _rx) = mpsc::channel(4);
         routes.add_ufrag("srvX".into(), Route { session: 9, inbox });
         let from: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
         assert!(
@@ -231,6 +231,5 @@ mod tests {
         );
         routes.remove_session(9, Some("srvX"));
         assert!(routes.route(from, &[0x80, 0x60]).is_none());
-        drop(rx.try_recv());
     }
 }
