@@ -37,6 +37,10 @@ use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+#[path = "proc.rs"]
+mod proc;
+use proc::{cpu_seconds, status_bytes};
+
 const ACCESS_KEY_ID: &str = "AKIDMEDIABENCH000001";
 const SECRET: &str = "media-bench-secret";
 
@@ -426,31 +430,6 @@ async fn scenario(
             .then(|| (delays[delays.len() / 2], delays[delays.len() - 1])),
         peak_rss_mib: status_bytes(pid, "VmHWM") as f64 / (1 << 20) as f64,
     }
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
-    let stime: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-    (utime + stime) as f64 / 100.0
-}
-
-fn status_bytes(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024
 }
 
 struct Server {

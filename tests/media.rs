@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use carillon::media::mix::tone_power;
 use carillon::media::opus::{Decoder, Encoder, FRAME_SAMPLES, MAX_PACKET_SAMPLES};
 use common::TestServer;
-use common::signal::{SignalClient, attendee, meeting};
+use common::signal::{Meeting, SignalClient, attendee, meeting};
 use str0m::change::SdpAnswer;
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime};
@@ -208,15 +208,20 @@ fn quiet_then_loud(at: Duration) -> i8 {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_clients_hear_each_other() {
-    let server = TestServer::start().await;
-    let m = meeting(&server).await;
-    let (_, alice) = attendee(&server, &m, "alice").await;
-    let (_, bob) = attendee(&server, &m, "bob").await;
-    let run_for = Duration::from_secs(4);
-    let url = m.signaling_url.clone();
-    let a = tokio::spawn(run_client(
+/// Alice and bob, each sending a steady tone, in a meeting of their own.
+struct Call {
+    meeting: Meeting,
+    bob_id: String,
+    alice: tokio::task::JoinHandle<Outcome>,
+    bob: tokio::task::JoinHandle<Outcome>,
+}
+
+async fn alice_and_bob_talk(server: &TestServer, run_for: Duration) -> Call {
+    let meeting = meeting(server).await;
+    let (_, alice) = attendee(server, &meeting, "alice").await;
+    let (bob_id, bob) = attendee(server, &meeting, "bob").await;
+    let url = meeting.signaling_url.clone();
+    let alice = tokio::spawn(run_client(
         url.clone(),
         alice,
         "alice",
@@ -224,8 +229,23 @@ async fn two_clients_hear_each_other() {
         steady,
         run_for,
     ));
-    let b = tokio::spawn(run_client(url, bob, "bob", BOB, steady, run_for));
-    let (a, b) = (a.await.expect("alice"), b.await.expect("bob"));
+    let bob = tokio::spawn(run_client(url, bob, "bob", BOB, steady, run_for));
+    Call {
+        meeting,
+        bob_id,
+        alice,
+        bob,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_hear_each_other() {
+    let server = TestServer::start().await;
+    let call = alice_and_bob_talk(&server, Duration::from_secs(4)).await;
+    let (a, b) = (
+        call.alice.await.expect("alice"),
+        call.bob.await.expect("bob"),
+    );
     assert!(
         a.connected && b.connected,
         "ICE and DTLS completed for both"
@@ -318,20 +338,7 @@ async fn three_people_talking_at_once_each_hear_the_two_others() {
 async fn a_capability_change_takes_effect_in_a_live_session() {
     use aws_sdk_chimesdkmeetings::types::{AttendeeCapabilities, MediaCapabilities};
     let server = TestServer::start().await;
-    let m = meeting(&server).await;
-    let (_, alice) = attendee(&server, &m, "alice").await;
-    let (bob_id, bob) = attendee(&server, &m, "bob").await;
-    let run_for = Duration::from_secs(5);
-    let url = m.signaling_url.clone();
-    let a = tokio::spawn(run_client(
-        url.clone(),
-        alice,
-        "alice",
-        ALICE,
-        steady,
-        run_for,
-    ));
-    let b = tokio::spawn(run_client(url, bob, "bob", BOB, steady, run_for));
+    let call = alice_and_bob_talk(&server, Duration::from_secs(5)).await;
     // The clients keep only the second half of what they hear; change bob well before that.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let receive_only = AttendeeCapabilities::builder()
@@ -343,13 +350,16 @@ async fn a_capability_change_takes_effect_in_a_live_session() {
     server
         .client()
         .update_attendee_capabilities()
-        .meeting_id(&m.id)
-        .attendee_id(&bob_id)
+        .meeting_id(&call.meeting.id)
+        .attendee_id(&call.bob_id)
         .capabilities(receive_only)
         .send()
         .await
         .expect("UpdateAttendeeCapabilities");
-    let (a, b) = (a.await.expect("alice"), b.await.expect("bob"));
+    let (a, b) = (
+        call.alice.await.expect("alice"),
+        call.bob.await.expect("bob"),
+    );
     assert!(!a.hears(BOB), "bob is no longer mixed in: {}", a.describe());
     assert!(b.hears(ALICE), "bob still hears alice: {}", b.describe());
 }
