@@ -514,6 +514,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
     let (turn_minter, turn) = start_turn(config, addr.ip(), store.clone(), clock.clone())?;
     let join = Arc::new(JoinPlane::new(store.clone(), media, clock.clone()).with_turn(turn_minter));
     join.start_volume_indicators();
+    join.start_video_events();
     // Nobody is connected to a node that just started, whatever the store remembers. On
     // PostgreSQL the reset covers only this node's meetings; an SQLite file shared by several
     // nodes (with a bus) cannot tell them apart, so there it is left alone.

@@ -31,8 +31,12 @@ impl MediaCapability {
         }
     }
 
-    fn receives(self) -> bool {
+    pub fn receives(self) -> bool {
         matches!(self, Self::SendReceive | Self::Receive)
+    }
+
+    pub fn sends(self) -> bool {
+        matches!(self, Self::SendReceive | Self::Send)
     }
 }
 

@@ -84,20 +84,35 @@ pub fn join_ack(now_ms: u64) -> SdkSignalFrame {
 
 /// JOIN_ACK, with TURN credentials when TURN is on. Without them the client uses host
 /// candidates (join-protocol.md §3.1); with them it relays everything through TURN.
+///
+/// It also says how many remote videos the client may receive, and that the server does not
+/// choose video layers for it: left out, the enum's protobufjs default makes the SDK's priority
+/// policy switch to client-side choice by accident (media-protocol.md §0 rule 5).
 pub fn join_ack_with_turn(now_ms: u64, turn: Option<SdkTurnCredentials>) -> SdkSignalFrame {
     SdkSignalFrame {
         joinack: Some(SdkJoinAckFrame {
             turn_credentials: turn,
+            video_subscription_limit: Some(super::video::VIDEO_SUBSCRIPTION_LIMIT),
+            default_server_side_network_adaption: Some(SdkServerSideNetworkAdaption::None as i32),
             ..Default::default()
         }),
         ..frame(Type::JoinAck, now_ms)
     }
 }
 
-pub fn index(now_ms: u64, participants: u32) -> SdkSignalFrame {
+/// INDEX: the full list of video sources a session may subscribe to (never a delta: the client
+/// replaces what it knew), whether the meeting takes more publishers, and how many attendees
+/// are in it (the simulcast uplink policy picks its layers by it).
+pub fn index(
+    now_ms: u64,
+    sources: Vec<SdkStreamDescriptor>,
+    at_capacity: bool,
+    participants: u32,
+) -> SdkSignalFrame {
     SdkSignalFrame {
         index: Some(SdkIndexFrame {
-            at_capacity: Some(false),
+            at_capacity: Some(at_capacity),
+            sources,
             num_participants: Some(participants),
             ..Default::default()
         }),
@@ -106,13 +121,46 @@ pub fn index(now_ms: u64, participants: u32) -> SdkSignalFrame {
 }
 
 pub fn subscribe_ack(now_ms: u64, duplex: Option<i32>, sdp_answer: String) -> SdkSignalFrame {
+    video_subscribe_ack(now_ms, duplex, sdp_answer, Vec::new(), Vec::new())
+}
+
+/// SUBSCRIBE_ACK with the ids of the session's own video layers (`allocations`, in the order of
+/// its video descriptors, audio left out) and the stream each answered receive section carries
+/// (`tracks`, labelled `v_<mid>` as the answer's msid is).
+pub fn video_subscribe_ack(
+    now_ms: u64,
+    duplex: Option<i32>,
+    sdp_answer: String,
+    allocations: Vec<SdkStreamAllocation>,
+    tracks: Vec<SdkTrackMapping>,
+) -> SdkSignalFrame {
     SdkSignalFrame {
         suback: Some(SdkSubscribeAckFrame {
             duplex,
             sdp_answer: Some(sdp_answer),
+            allocations,
+            tracks,
             ..Default::default()
         }),
         ..frame(Type::SubscribeAck, now_ms)
+    }
+}
+
+/// BITRATES: what each video stream has been sending lately, so that the client's downlink
+/// policies can choose layers by measured rather than nominal bitrates.
+pub fn bitrates(now_ms: u64, streams: Vec<(u32, u32)>) -> SdkSignalFrame {
+    SdkSignalFrame {
+        bitrates: Some(SdkBitrateFrame {
+            bitrates: streams
+                .into_iter()
+                .map(|(stream, bps)| SdkBitrate {
+                    source_stream_id: Some(stream),
+                    avg_bitrate_bps: Some(bps),
+                })
+                .collect(),
+            server_available_outgoing_bitrate: None,
+        }),
+        ..frame(Type::Bitrates, now_ms)
     }
 }
 

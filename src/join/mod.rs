@@ -7,6 +7,7 @@ pub mod limits;
 pub use crate::media;
 pub mod session;
 pub mod signaling;
+pub mod video;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,6 +94,30 @@ impl JoinPlane {
         });
     }
 
+    /// Acts on the media plane's video events for as long as the join plane exists: a
+    /// publisher whose connection died leaves INDEX, and measured bitrates go out as BITRATES.
+    pub fn start_video_events(self: &Arc<Self>) {
+        let Some(mut events) = self.media.take_video_events() else {
+            return;
+        };
+        let plane = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let Some(plane) = plane.upgrade() else { return };
+                match event {
+                    media::VideoEvent::ConnectionLost {
+                        meeting_id,
+                        session,
+                    } => plane.rooms.unpublish_video(&meeting_id, session),
+                    media::VideoEvent::Bitrates {
+                        meeting_id,
+                        streams,
+                    } => plane.rooms.send_bitrates(&meeting_id, streams),
+                }
+            }
+        });
+    }
+
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
             .route("/control/{meeting_id}", get(signaling::upgrade))
@@ -116,15 +141,25 @@ impl JoinPlane {
 
     /// A token admits when its attendee exists in this meeting. A deleted attendee or a token of
     /// another meeting is "attendee unavailable" (4403); a meeting that is gone has ended (4410).
+    ///
+    /// `<JoinToken>#content` admits the content-share session of the token's attendee, as
+    /// attendee `<AttendeeId>#content`, for as long as that attendee exists.
     pub async fn admit(&self, meeting_id: &str, token: Option<&str>) -> Admission {
         let unavailable =
             Admission::Refused(close_code::ATTENDEE_UNAVAILABLE, "attendee unavailable");
+        let (token, content) = match token.map(split_content_token) {
+            Some((token, content)) => (Some(token), content),
+            None => (None, false),
+        };
         let attendee = match token {
             Some(token) => self.store.find_attendee_by_join_token(token).await,
             None => Ok(None),
         };
         match attendee {
-            Ok(Some(attendee)) if attendee.meeting_id == meeting_id => {
+            Ok(Some(mut attendee)) if attendee.meeting_id == meeting_id => {
+                if content {
+                    attendee.attendee_id = video::content_attendee_id(&attendee.attendee_id);
+                }
                 Admission::Admitted(attendee)
             }
             Ok(_) => match self.store.meeting_exists(meeting_id).await {
@@ -153,8 +188,8 @@ impl JoinPlane {
     /// Whether the token's attendee still exists (a store failure counts as yes: the admission
     /// already succeeded, and a later DeleteAttendee will still find the session).
     async fn still_admitted(&self, token: Option<&str>) -> bool {
-        match token {
-            Some(token) => !matches!(
+        match token.map(split_content_token) {
+            Some((token, _)) => !matches!(
                 self.store.find_attendee_by_join_token(token).await,
                 Ok(None)
             ),
@@ -171,6 +206,14 @@ impl JoinPlane {
         {
             tracing::warn!(%error, meeting_id, attendee_id, ?change, "could not record presence");
         }
+    }
+}
+
+/// A JoinToken with the content-share suffix → (the attendee's own token, true).
+fn split_content_token(token: &str) -> (&str, bool) {
+    match token.strip_suffix(video::CONTENT_SUFFIX) {
+        Some(base) => (base, true),
+        None => (token, false),
     }
 }
 

@@ -14,6 +14,9 @@ use tokio::time::Instant;
 
 use super::frames::{self, audio_status, close_code, proto::SdkSignalFrame};
 use super::limits::{JoinLimits, TokenBucket};
+use super::video::{
+    CONTENT_SUFFIX, MAX_CONTENT_SHARES, VideoReceive, VideoRoom, ViewOnly, content_attendee_id,
+};
 
 /// What the session task of one connection is told to do.
 #[derive(Debug)]
@@ -117,6 +120,10 @@ struct Participant {
     outlet: Outlet,
     /// Told to close as a slow consumer: nothing more is queued for it.
     slow: bool,
+    /// An attendee's content-share session (`<AttendeeId>#content`).
+    content: bool,
+    /// What remote video its attendee's capabilities let it receive.
+    receive: VideoReceive,
 }
 
 impl Participant {
@@ -177,9 +184,55 @@ struct Room {
     next_stream_id: u32,
     /// Keyed by attendee id.
     data_quotas: HashMap<String, DataQuota>,
+    video: VideoRoom,
+    /// Camera publishers allowed at once (`at_capacity` in INDEX past it).
+    max_video_publishers: usize,
 }
 
 impl Room {
+    /// Attendees in the meeting: content shares not counted, an attendee on two devices (the
+    /// older about to be closed) counted once.
+    fn attendee_count(&self) -> u32 {
+        let attendees: std::collections::HashSet<&str> = self
+            .participants
+            .values()
+            .filter(|p| !p.content)
+            .map(|p| p.attendee_id.as_str())
+            .collect();
+        attendees.len() as u32
+    }
+
+    /// The INDEX a session with these receive rights gets now.
+    fn index_frame(&self, receive: VideoReceive) -> SdkSignalFrame {
+        frames::index(
+            timestamp_ms(),
+            self.video.sources(receive),
+            self.video.camera_publishers() >= self.max_video_publishers,
+            self.attendee_count(),
+        )
+    }
+
+    /// Sends every session (but `except`) the current INDEX: a full snapshot, encoded once per
+    /// kind of receive rights.
+    fn broadcast_index(&mut self, meeting_id: &str, except: Option<u64>) {
+        let mut encoded: HashMap<VideoReceive, Bytes> = HashMap::new();
+        let sessions: Vec<(u64, VideoReceive)> = self
+            .participants
+            .iter()
+            .filter(|(session, _)| Some(**session) != except)
+            .map(|(session, p)| (*session, p.receive))
+            .collect();
+        for (session, receive) in sessions {
+            let frame = encoded
+                .entry(receive)
+                .or_insert_with(|| encode(&self.index_frame(receive)))
+                .clone();
+            if let Some(p) = self.participants.get_mut(&session) {
+                p.deliver(meeting_id, session, frame);
+            }
+        }
+    }
+
     fn broadcast(&mut self, meeting_id: &str, except: Option<u64>, frame: &SdkSignalFrame) {
         let frame = encode(frame);
         for (session, p) in &mut self.participants {
@@ -248,8 +301,11 @@ pub struct Rooms {
 
 /// Why a JOIN found no place in its meeting.
 #[derive(Debug, PartialEq, Eq)]
-pub struct AtCapacity {
-    pub sessions: usize,
+pub enum AtCapacity {
+    /// The meeting has as many sessions as it may.
+    Sessions(usize),
+    /// A content share, with the meeting already showing as many as AWS allows.
+    ContentShares(usize),
 }
 
 fn encode(frame: &SdkSignalFrame) -> Bytes {
@@ -333,9 +389,10 @@ impl Rooms {
     }
 
     /// Registers a joined session and returns how many sessions the meeting now has, unless the
-    /// meeting already has `max_sessions`. An older session of the same attendee is told
-    /// AUDIO_STATUS 301 (joined from another device) and closed; it does not count against the
-    /// cap, since the newcomer replaces it.
+    /// meeting already has `max_sessions` (or, for a content share, as many shares as AWS
+    /// allows). An older session of the same attendee is told AUDIO_STATUS 301 (joined from
+    /// another device) and closed; it does not count against the cap, since the newcomer
+    /// replaces it.
     pub fn join(
         &self,
         meeting_id: &str,
@@ -345,17 +402,28 @@ impl Rooms {
         outlet: Outlet,
         max_sessions: usize,
     ) -> Result<usize, AtCapacity> {
+        let content = attendee_id.ends_with(CONTENT_SUFFIX);
         self.with(|rooms| {
-            let others = rooms.get(meeting_id).map_or(0, |room| {
-                room.participants
-                    .values()
-                    .filter(|p| p.attendee_id != attendee_id)
-                    .count()
-            });
-            if others >= max_sessions {
-                return Err(AtCapacity { sessions: others });
+            let others = |content_only: bool| {
+                rooms.get(meeting_id).map_or(0, |room| {
+                    room.participants
+                        .values()
+                        .filter(|p| p.attendee_id != attendee_id && (p.content || !content_only))
+                        .count()
+                })
+            };
+            let sessions = others(false);
+            if sessions >= max_sessions {
+                return Err(AtCapacity::Sessions(sessions));
             }
-            let room = rooms.entry(meeting_id.to_string()).or_default();
+            let shares = others(true);
+            if content && shares >= MAX_CONTENT_SHARES {
+                return Err(AtCapacity::ContentShares(shares));
+            }
+            let room = rooms.entry(meeting_id.to_string()).or_insert_with(|| Room {
+                max_video_publishers: super::video::MAX_VIDEO_PUBLISHERS,
+                ..Room::default()
+            });
             for p in room
                 .participants
                 .values()
@@ -379,9 +447,139 @@ impl Rooms {
                     muted: false,
                     outlet,
                     slow: false,
+                    content,
+                    receive: VideoReceive::ALL,
                 },
             );
+            // The attendee count in INDEX changed; it matters only to those sending video.
+            if !content && !room.video.is_empty() {
+                room.broadcast_index(meeting_id, Some(session));
+            }
             Ok(room.participants.len())
+        })
+    }
+
+    /// Narrows what remote video a session receives to its attendee's capabilities.
+    pub fn set_video_receive(&self, meeting_id: &str, session: u64, receive: VideoReceive) {
+        self.with(|rooms| {
+            if let Some(p) = rooms
+                .get_mut(meeting_id)
+                .and_then(|room| room.participants.get_mut(&session))
+            {
+                p.receive = receive;
+            }
+        })
+    }
+
+    /// The INDEX for a session that has just joined.
+    pub fn index_for(&self, meeting_id: &str, session: u64) -> SdkSignalFrame {
+        self.with(|rooms| match rooms.get(meeting_id) {
+            Some(room) => {
+                let receive = room
+                    .participants
+                    .get(&session)
+                    .map_or(VideoReceive::ALL, |p| p.receive);
+                room.index_frame(receive)
+            }
+            None => frames::index(timestamp_ms(), Vec::new(), false, 0),
+        })
+    }
+
+    /// Publishes a session's camera (or content share) from the video descriptors of its
+    /// SUBSCRIBE and tells the meeting when INDEX changed. Returns the allocations to
+    /// acknowledge, or why the session may only view.
+    pub fn publish_video(
+        &self,
+        meeting_id: &str,
+        session: u64,
+        descriptors: &[&frames::proto::SdkStreamDescriptor],
+    ) -> Result<Vec<frames::proto::SdkStreamAllocation>, ViewOnly> {
+        self.with(|rooms| {
+            let room = rooms
+                .get_mut(meeting_id)
+                .ok_or(ViewOnly("the session has left"))?;
+            let me = room
+                .participants
+                .get(&session)
+                .ok_or(ViewOnly("the session has left"))?;
+            let (attendee_id, external_user_id, content) = (
+                me.attendee_id.clone(),
+                me.external_user_id.clone(),
+                me.content,
+            );
+            let max = room.max_video_publishers;
+            let (allocations, changed) = room.video.publish(
+                session,
+                &attendee_id,
+                &external_user_id,
+                content,
+                descriptors,
+                max,
+            )?;
+            if changed {
+                room.broadcast_index(meeting_id, None);
+            }
+            Ok(allocations)
+        })
+    }
+
+    /// Sends the meeting's sessions the measured bitrate of every stream they may receive.
+    pub fn send_bitrates(&self, meeting_id: &str, streams: Vec<(u32, u32)>) {
+        self.with(|rooms| {
+            let Some(room) = rooms.get_mut(meeting_id) else {
+                return;
+            };
+            let published = room.video.streams();
+            let streams: Vec<(u32, u32)> = streams
+                .into_iter()
+                .filter(|(stream, _)| published.contains(stream))
+                .collect();
+            if !streams.is_empty() {
+                room.broadcast(meeting_id, None, &frames::bitrates(timestamp_ms(), streams));
+            }
+        })
+    }
+
+    /// Stops a session's video; the meeting gets an INDEX without it.
+    pub fn unpublish_video(&self, meeting_id: &str, session: u64) {
+        self.with(|rooms| {
+            if let Some(room) = rooms.get_mut(meeting_id)
+                && room.video.unpublish(session)
+            {
+                room.broadcast_index(meeting_id, None);
+            }
+        })
+    }
+
+    /// A SUBSCRIBE's `receive_stream_ids` with every stream the session may not receive now (gone,
+    /// or of a kind its capabilities exclude) replaced by 0, and at most `limit` streams kept.
+    pub fn receivable_streams(
+        &self,
+        meeting_id: &str,
+        session: u64,
+        wanted: &[u32],
+        limit: usize,
+    ) -> Vec<u32> {
+        self.with(|rooms| {
+            let Some(room) = rooms.get(meeting_id) else {
+                return vec![0; wanted.len()];
+            };
+            let receive = room
+                .participants
+                .get(&session)
+                .map_or(VideoReceive::ALL, |p| p.receive);
+            let mut kept = 0;
+            wanted
+                .iter()
+                .map(|&stream| {
+                    if stream != 0 && kept < limit && room.video.receivable(stream, receive) {
+                        kept += 1;
+                        stream
+                    } else {
+                        0
+                    }
+                })
+                .collect()
         })
     }
 
@@ -570,6 +768,11 @@ impl Rooms {
             let Some(gone) = room.participants.remove(&session) else {
                 return;
             };
+            // Its video leaves every viewer's INDEX (no frozen tile), and the attendee count
+            // changed for those who publish.
+            if room.video.unpublish(session) || (!gone.content && !room.video.is_empty()) {
+                room.broadcast_index(meeting_id, None);
+            }
             if let Some(stream) = gone.stream_id {
                 room.broadcast(
                     meeting_id,
@@ -590,8 +793,10 @@ impl Rooms {
         })
     }
 
-    /// Ends every session of the attendee with `status` (411 after DeleteAttendee).
+    /// Ends every session of the attendee, its content share included, with `status` (411 after
+    /// DeleteAttendee).
     pub fn remove_attendee(&self, meeting_id: &str, attendee_id: &str, status: u32) {
+        let content = content_attendee_id(attendee_id);
         self.with(|rooms| {
             let Some(room) = rooms.get(meeting_id) else {
                 return;
@@ -599,7 +804,7 @@ impl Rooms {
             for p in room
                 .participants
                 .values()
-                .filter(|p| p.attendee_id == attendee_id)
+                .filter(|p| p.attendee_id == attendee_id || p.attendee_id == content)
             {
                 p.outlet.end(
                     Some(frames::audio_status(timestamp_ms(), status)),
@@ -702,11 +907,12 @@ impl Rooms {
                 .get(meeting_id)
                 .map(|room| {
                     room.participants
-                        .values()
-                        .map(|p| SessionTracks {
+                        .iter()
+                        .map(|(session, p)| SessionTracks {
                             attendee_id: p.attendee_id.clone(),
                             audio: p.stream_id.is_some(),
                             muted: p.muted,
+                            video: room.video.publishes(*session),
                         })
                         .collect()
                 })
@@ -722,6 +928,8 @@ pub struct SessionTracks {
     /// Checked in with audio.
     pub audio: bool,
     pub muted: bool,
+    /// Publishes video: a camera, or for a `#content` session the shared screen.
+    pub video: bool,
 }
 
 #[cfg(test)]
@@ -754,7 +962,7 @@ mod tests {
         let (second, _b) = join(&rooms, 2, "b", "Zoë", 2);
         assert_eq!((first, second), (Ok(1), Ok(2)));
         let (third, _c) = join(&rooms, 3, "c", "Renée", 2);
-        assert_eq!(third, Err(AtCapacity { sessions: 2 }));
+        assert_eq!(third, Err(AtCapacity::Sessions(2)));
         assert_eq!(rooms.session_count(), 2, "the refused session is not kept");
         // The same attendee from another device replaces its session instead of adding one.
         let (again, _a2) = join(&rooms, 4, "a", "José", 2);

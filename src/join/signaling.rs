@@ -11,11 +11,15 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use tokio::time::Instant;
 
-use super::frames::{self, close_code, proto::SdkPingPongType, proto::sdk_signal_frame::Type};
+use super::frames::{
+    self, close_code,
+    proto::{SdkPingPongType, SdkStreamMediaType, sdk_signal_frame::Type},
+};
 use super::limits::{JoinLimits, UnjoinedSlot};
 use super::session::{self, Outbound, Outlet, timestamp_ms};
+use super::video::{VIDEO_SUBSCRIPTION_LIMIT, VIEW_ONLY_STATUS, VideoReceive, ViewOnly};
 use super::{Admission, JoinPlane};
-use crate::media::AudioRole;
+use crate::media::{AudioRole, VideoPlan};
 use crate::store::AttendeeRecord;
 
 /// The subprotocol the client offers beside its JoinToken, and that the server must echo.
@@ -103,6 +107,8 @@ struct Session<'a> {
     id: u64,
     socket: WebSocket,
     joined: Option<AttendeeRecord>,
+    /// A content-share session: the token ended in `#content`, the attendee id does too.
+    content: bool,
     /// This side sent a close frame whose reply is still to be read (after LEAVE).
     awaiting_close_reply: bool,
 }
@@ -281,50 +287,26 @@ impl Session<'_> {
                 let Some(sub) = frame.sub else {
                     return Step::Continue;
                 };
-                let Some(offer) = sub.sdp_offer.clone() else {
-                    return Step::Continue;
-                };
-                let role = self.joined.as_ref().map_or(AudioRole::FULL, |a| {
-                    AudioRole::from_capability(a.capabilities.audio)
-                });
-                let attendee_id = self.attendee_id().to_string();
-                match self
-                    .plane
-                    .media
-                    .accept_offer(self.id, &self.meeting_id, &attendee_id, role, offer)
-                    .await
-                {
-                    Ok(answer) => {
-                        let ok = self
-                            .send(&frames::subscribe_ack(timestamp_ms(), sub.duplex, answer))
-                            .await;
-                        if ok && sub.audio_host.is_some() {
-                            self.plane.rooms.check_in(
-                                &self.meeting_id,
-                                self.id,
-                                sub.audio_muted.unwrap_or(false),
-                            );
-                        }
-                        ok
-                    }
-                    Err(error) => {
-                        tracing::info!(
-                            meeting_id = %self.meeting_log,
-                            attendee_id = self.attendee_id(),
-                            session = self.id,
-                            %error,
-                            "refusing an SDP offer"
-                        );
-                        let refusal = frames::proto::SdkSignalFrame {
-                            error: Some(frames::proto::SdkErrorFrame {
-                                status: Some(400),
-                                description: Some(error),
-                            }),
-                            ..frames::subscribe_ack(timestamp_ms(), sub.duplex, String::new())
-                        };
-                        self.send(&refusal).await
+                self.on_subscribe(sub).await
+            }
+            Ok(Type::RemoteVideoUpdate) if self.joined.is_some() => {
+                // A simulcast layer switch within a group, without renegotiation: the section
+                // keeps its SSRC and shows the other layer from its next keyframe. Removals are
+                // followed by a full SUBSCRIBE, which settles them.
+                let update = frame.remote_video_update.unwrap_or_default();
+                for wanted in update.added_or_updated_video_subscriptions {
+                    let stream = wanted.stream_id.unwrap_or(0);
+                    let allowed = self.plane.rooms.receivable_streams(
+                        &self.meeting_id,
+                        self.id,
+                        &[stream],
+                        1,
+                    );
+                    if allowed == [stream] && stream != 0 {
+                        self.plane.media.switch_layer(self.id, &wanted.mid, stream);
                     }
                 }
+                true
             }
             Ok(Type::PingPong) => match frame
                 .ping_pong
@@ -376,6 +358,121 @@ impl Session<'_> {
         }
     }
 
+    /// SUBSCRIBE: the client's offer with what it sends (audio, and its camera or content
+    /// layers when on) and which remote stream each of its video sections wants. Publishing
+    /// comes first so that the answer can carry the allocated ids; a session that may not
+    /// publish gets 206 (view only) on the ack, and its media is still answered.
+    async fn on_subscribe(&mut self, sub: frames::proto::SdkSubscribeFrame) -> bool {
+        let Some(offer) = sub.sdp_offer.clone() else {
+            return true;
+        };
+        let Some(attendee) = self.joined.as_ref() else {
+            return true;
+        };
+        let role = AudioRole::from_capability(attendee.capabilities.audio);
+        let may_publish = if self.content {
+            attendee.capabilities.content.sends()
+        } else {
+            attendee.capabilities.video.sends()
+        };
+        let attendee_id = attendee.attendee_id.clone();
+        let descriptors: Vec<&frames::proto::SdkStreamDescriptor> = sub
+            .send_streams
+            .iter()
+            .filter(|d| d.media_type == Some(SdkStreamMediaType::Video as i32))
+            .collect();
+        let rooms = &self.plane.rooms;
+        let published = if descriptors.is_empty() {
+            rooms.unpublish_video(&self.meeting_id, self.id);
+            Ok(Vec::new())
+        } else if !may_publish {
+            rooms.unpublish_video(&self.meeting_id, self.id);
+            Err(ViewOnly(
+                "the attendee's capabilities do not include sending this video",
+            ))
+        } else {
+            rooms.publish_video(&self.meeting_id, self.id, &descriptors)
+        };
+        let (allocations, view_only) = match published {
+            Ok(allocations) => (allocations, None),
+            Err(ViewOnly(reason)) => {
+                tracing::info!(
+                    meeting_id = %self.meeting_log,
+                    attendee_id = %attendee_id,
+                    session = self.id,
+                    reason,
+                    "video send refused: view only"
+                );
+                (Vec::new(), Some(reason))
+            }
+        };
+        let plan = VideoPlan {
+            publish: allocations.iter().filter_map(|a| a.stream_id).collect(),
+            subscribe: rooms.receivable_streams(
+                &self.meeting_id,
+                self.id,
+                &sub.receive_stream_ids,
+                VIDEO_SUBSCRIPTION_LIMIT as usize,
+            ),
+        };
+        match self
+            .plane
+            .media
+            .accept_offer(self.id, &self.meeting_id, &attendee_id, role, offer, plan)
+            .await
+        {
+            Ok(answer) => {
+                let tracks = answer
+                    .tracks
+                    .into_iter()
+                    .map(|t| frames::proto::SdkTrackMapping {
+                        stream_id: Some(t.stream_id),
+                        ssrc: Some(t.ssrc),
+                        track_label: Some(t.track_label),
+                    })
+                    .collect();
+                let mut ack = frames::video_subscribe_ack(
+                    timestamp_ms(),
+                    sub.duplex,
+                    answer.sdp,
+                    allocations,
+                    tracks,
+                );
+                ack.error = view_only.map(|reason| frames::proto::SdkErrorFrame {
+                    status: Some(VIEW_ONLY_STATUS),
+                    description: Some(reason.to_string()),
+                });
+                let ok = self.send(&ack).await;
+                if ok && sub.audio_host.is_some() {
+                    self.plane.rooms.check_in(
+                        &self.meeting_id,
+                        self.id,
+                        sub.audio_muted.unwrap_or(false),
+                    );
+                }
+                ok
+            }
+            Err(error) => {
+                self.plane.rooms.unpublish_video(&self.meeting_id, self.id);
+                tracing::info!(
+                    meeting_id = %self.meeting_log,
+                    attendee_id = %attendee_id,
+                    session = self.id,
+                    %error,
+                    "refusing an SDP offer"
+                );
+                let refusal = frames::proto::SdkSignalFrame {
+                    error: Some(frames::proto::SdkErrorFrame {
+                        status: Some(400),
+                        description: Some(error),
+                    }),
+                    ..frames::subscribe_ack(timestamp_ms(), sub.duplex, String::new())
+                };
+                self.send(&refusal).await
+            }
+        }
+    }
+
     async fn on_join(&mut self, outlet: &Outlet, unjoined: &mut Option<UnjoinedSlot<'_>>) -> Step {
         let attendee = match self
             .plane
@@ -395,6 +492,7 @@ impl Session<'_> {
             }
             Admission::Admitted(attendee) => attendee,
         };
+        self.content = attendee.attendee_id.ends_with(super::video::CONTENT_SUFFIX);
         let count = match self.plane.rooms.join(
             &self.meeting_id,
             self.id,
@@ -408,7 +506,7 @@ impl Session<'_> {
                 tracing::info!(
                     meeting_id = %self.meeting_log,
                     attendee_id = %attendee.attendee_id,
-                    sessions = full.sessions,
+                    ?full,
                     "refusing a JOIN: the meeting is at capacity"
                 );
                 let _ = self
@@ -439,13 +537,24 @@ impl Session<'_> {
                 .refuse(close_code::ATTENDEE_UNAVAILABLE, "attendee unavailable")
                 .await;
         }
-        self.plane
-            .record_presence(
-                &self.meeting_id,
-                &attendee.attendee_id,
-                PresenceChange::Joined,
-            )
-            .await;
+        self.plane.rooms.set_video_receive(
+            &self.meeting_id,
+            self.id,
+            VideoReceive {
+                camera: attendee.capabilities.video.receives(),
+                content: attendee.capabilities.content.receives(),
+            },
+        );
+        // A content share is a session of its attendee, not an attendee of its own in the store.
+        if !self.content {
+            self.plane
+                .record_presence(
+                    &self.meeting_id,
+                    &attendee.attendee_id,
+                    PresenceChange::Joined,
+                )
+                .await;
+        }
         tracing::info!(
             meeting_id = %self.meeting_log,
             attendee_id = %attendee.attendee_id,
@@ -466,7 +575,7 @@ impl Session<'_> {
             .send(&frames::join_ack_with_turn(timestamp_ms(), turn))
             .await
             && self
-                .send(&frames::index(timestamp_ms(), count as u32))
+                .send(&self.plane.rooms.index_for(&self.meeting_id, self.id))
                 .await;
         // Data messages still alive, as they were first relayed (sender, ingest time).
         if ok {
@@ -505,6 +614,7 @@ async fn run_session(
         id: plane.next_session_id(),
         socket,
         joined: None,
+        content: false,
         awaiting_close_reply: false,
     };
     let Some(slot) = plane.unjoined.try_take(limits.max_unjoined_sockets) else {
@@ -567,9 +677,12 @@ async fn run_session(
         );
         // Stored before it is announced, so whoever sees the departure finds it recorded; not
         // when the attendee is still there on another device (a 301 replacement).
-        if !plane
-            .rooms
-            .has_other_session(&session.meeting_id, &attendee.attendee_id, session.id)
+        if !session.content
+            && !plane.rooms.has_other_session(
+                &session.meeting_id,
+                &attendee.attendee_id,
+                session.id,
+            )
         {
             plane
                 .record_presence(

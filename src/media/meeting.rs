@@ -8,21 +8,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::format::Codec;
-use str0m::media::{Frequency, MediaKind, MediaTime, Mid, Pt};
+use str0m::media::{Frequency, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use super::Registry;
+use super::forward::Forwarding;
 use super::levels::{LevelBoard, LevelCell};
 use super::mix::{AudioRole, Downlink};
 use super::mixer::{MixerInput, Mixers};
 use super::net::{Datagram, Route, Routes, sdp_ufrag};
+use super::sdp;
+use super::{Answer, Registry, TrackMapping, VideoEvent, VideoPlan};
 use crate::events::CapabilityTarget;
 
 /// Datagrams waiting for one meeting: about a second of a 40-person meeting's uplink.
 pub const INBOX_DATAGRAMS: usize = 4096;
+/// How often a meeting reports its streams' bitrates (the client expects BITRATES about every
+/// 4 s).
+const BITRATE_INTERVAL: Duration = Duration::from_secs(4);
 /// Datagrams handled per wake-up before timers and downlinks get a turn.
 const DATAGRAM_BATCH: usize = 256;
 
@@ -32,7 +37,14 @@ pub enum MeetingCommand {
         attendee_id: String,
         role: AudioRole,
         sdp_offer: String,
-        reply: oneshot::Sender<Result<String, String>>,
+        video: VideoPlan,
+        reply: oneshot::Sender<Result<Answer, String>>,
+    },
+    /// REMOTE_VIDEO_UPDATE: show another layer on a receive section, from its next keyframe.
+    SwitchLayer {
+        session: u64,
+        mid: String,
+        stream: u32,
     },
     Remove {
         session: u64,
@@ -64,6 +76,7 @@ pub struct Shared {
     pub mixers: Mixers,
     pub levels: LevelBoard,
     pub registry: Registry,
+    pub video_events: mpsc::UnboundedSender<VideoEvent>,
 }
 
 pub struct MeetingTask {
@@ -74,6 +87,15 @@ pub struct MeetingTask {
     pub inbox: mpsc::Sender<Datagram>,
     peers: HashMap<u64, Peer>,
     dirty: HashSet<u64>,
+    forwarding: Forwarding,
+    /// Video frames read from publishers in this round, to forward once polling is done.
+    video_frames: Vec<(u32, MediaData)>,
+    /// Streams whose publishers should send a keyframe (new viewer, lost packets, PLI/FIR).
+    keyframes_wanted: Vec<u32>,
+    targets: Vec<(u64, Mid)>,
+    /// Video bytes received per stream since `bitrates_since`.
+    stream_bytes: HashMap<u32, u64>,
+    bitrates_since: Instant,
 }
 
 impl MeetingTask {
@@ -90,6 +112,12 @@ impl MeetingTask {
             inbox,
             peers: HashMap::new(),
             dirty: HashSet::new(),
+            forwarding: Forwarding::default(),
+            video_frames: Vec::new(),
+            keyframes_wanted: Vec::new(),
+            targets: Vec::new(),
+            stream_bytes: HashMap::new(),
+            bitrates_since: Instant::now(),
         }
     }
 
@@ -142,6 +170,9 @@ impl MeetingTask {
             }
             self.drain_dirty();
             self.remove_dead();
+            if now.saturating_duration_since(self.bitrates_since) >= BITRATE_INTERVAL {
+                self.report_bitrates(now);
+            }
             if self.peers.is_empty() && self.leave_registry(&commands) {
                 break;
             }
@@ -175,12 +206,13 @@ impl MeetingTask {
                 attendee_id,
                 role,
                 sdp_offer,
+                video,
                 reply,
             } => {
                 // The offer is client input: a panic while parsing or answering it costs that
                 // client its answer, not the meeting.
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.offer(session, attendee_id, role, &sdp_offer)
+                    self.offer(session, attendee_id, role, &sdp_offer, &video)
                 }))
                 .unwrap_or_else(|_| {
                     self.drop_peer(session);
@@ -190,6 +222,18 @@ impl MeetingTask {
                 let _ = reply.send(result);
             }
             MeetingCommand::Remove { session } => self.drop_peer(session),
+            MeetingCommand::SwitchLayer {
+                session,
+                mid,
+                stream,
+            } => {
+                if self
+                    .forwarding
+                    .switch(session, Mid::from(mid.as_str()), stream)
+                {
+                    self.keyframes_wanted.push(stream);
+                }
+            }
             MeetingCommand::SetRole { attendees, role } => {
                 for (session, peer) in self.peers.iter_mut() {
                     if attendees.includes(&peer.attendee_id) && peer.role != role {
@@ -214,19 +258,112 @@ impl MeetingTask {
         attendee_id: String,
         role: AudioRole,
         sdp_offer: &str,
-    ) -> Result<String, String> {
+        video: &VideoPlan,
+    ) -> Result<Answer, String> {
         let offer = str0m::change::SdpOffer::from_sdp_string(sdp_offer)
             .map_err(|e| format!("invalid SDP offer: {e}"))?;
-        if let Some(peer) = self.peers.get_mut(&session) {
+        let sections = sdp::sections(sdp_offer);
+        let answer = if let Some(peer) = self.peers.get_mut(&session) {
             // A renegotiation (the client subscribes again): same peer, new offer.
-            let answer = peer
-                .rtc
+            peer.rtc
                 .sdp_api()
                 .accept_offer(offer)
-                .map_err(|e| format!("SDP offer not accepted: {e}"))?;
-            return Ok(answer.to_sdp_string());
+                .map_err(|e| format!("SDP offer not accepted: {e}"))?
+                .to_sdp_string()
+        } else {
+            self.new_peer(session, attendee_id, role, offer)?
+        };
+        Ok(self.wire_video(session, &sections, video, &answer))
+    }
+
+    /// Records what the session publishes and which of its receive sections shows which stream,
+    /// and makes the answer say so to amazon-chime-sdk-js (see [`sdp::rewrite_answer`]).
+    fn wire_video(
+        &mut self,
+        session: u64,
+        sections: &[sdp::Section],
+        video: &VideoPlan,
+        answer: &str,
+    ) -> Answer {
+        let camera = sections.iter().find(|s| s.publishes());
+        match (camera, video.publish.first()) {
+            (Some(camera), Some(&first)) => {
+                let layers: Vec<(Option<Rid>, u32)> = if camera.simulcast_send.is_empty() {
+                    vec![(None, first)]
+                } else {
+                    camera
+                        .simulcast_send
+                        .iter()
+                        .zip(&video.publish)
+                        .map(|(rid, stream)| (Some(Rid::from(rid.as_str())), *stream))
+                        .collect()
+                };
+                self.forwarding
+                    .publish(session, Mid::from(camera.mid.as_str()), layers);
+            }
+            _ => self.forwarding.unpublish(session),
         }
-        let mut rtc = Rtc::builder().set_ice_lite(true).build(Instant::now());
+        let mut wanted = Vec::new();
+        let mut idle = Vec::new();
+        let video_sections = sections.iter().filter(|s| s.video);
+        for (index, section) in video_sections.enumerate() {
+            if !section.receives_only() {
+                continue;
+            }
+            match video.subscribe.get(index).copied().unwrap_or(0) {
+                0 => idle.push(section.mid.as_str()),
+                stream => wanted.push((section.mid.as_str(), stream)),
+            }
+        }
+        let mut tracks = Vec::with_capacity(wanted.len());
+        if let Some(peer) = self.peers.get_mut(&session) {
+            let mut direct = peer.rtc.direct_api();
+            for (mid, stream) in &wanted {
+                if let Some(tx) = direct.stream_tx_by_mid(Mid::from(*mid), None) {
+                    tracks.push(TrackMapping {
+                        stream_id: *stream,
+                        ssrc: *tx.ssrc(),
+                        track_label: format!("v_{mid}"),
+                    });
+                }
+            }
+        }
+        let sending: Vec<&str> = wanted.iter().map(|(mid, _)| *mid).collect();
+        let sdp = sdp::rewrite_answer(
+            answer,
+            &sdp::AnswerRewrite {
+                sending: &sending,
+                idle: &idle,
+                simulcast: camera.map(|c| (c.mid.as_str(), c.simulcast_send_list.as_str())),
+            },
+        );
+        let fresh = self.forwarding.subscribe(
+            session,
+            wanted
+                .iter()
+                .map(|(mid, stream)| (Mid::from(*mid), *stream))
+                .collect(),
+        );
+        self.keyframes_wanted.extend(fresh);
+        Answer { sdp, tracks }
+    }
+
+    fn new_peer(
+        &mut self,
+        session: u64,
+        attendee_id: String,
+        role: AudioRole,
+        offer: str0m::change::SdpOffer,
+    ) -> Result<String, String> {
+        // Opus without RED for the mixer; VP8 alone for video, so that every publisher sends
+        // what every viewer decodes and the forwarder never transcodes (the client would
+        // otherwise prefer VP9 or H.264, media-protocol.md §2.1).
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(Instant::now());
         let candidate = Candidate::host(self.shared.advertised, "udp")
             .map_err(|e| format!("host candidate: {e}"))?;
         rtc.add_local_candidate(candidate);
@@ -277,6 +414,7 @@ impl MeetingTask {
                 .remove_session(session, peer.ufrag.as_deref());
         }
         self.dirty.remove(&session);
+        self.forwarding.remove(session);
         self.shared.mixers.control(
             self.key,
             MixerInput::Remove {
@@ -297,7 +435,30 @@ impl MeetingTask {
         for session in dead {
             tracing::info!(meeting_id = %self.meeting_id, session, "media connection closed");
             self.drop_peer(session);
+            let _ = self.shared.video_events.send(VideoEvent::ConnectionLost {
+                meeting_id: self.meeting_id.clone(),
+                session,
+            });
         }
+    }
+
+    fn report_bitrates(&mut self, now: Instant) {
+        let elapsed = now
+            .saturating_duration_since(self.bitrates_since)
+            .as_secs_f64();
+        self.bitrates_since = now;
+        if self.stream_bytes.is_empty() || elapsed <= 0.0 {
+            return;
+        }
+        let streams = self
+            .stream_bytes
+            .drain()
+            .map(|(stream, bytes)| (stream, (bytes as f64 * 8.0 / elapsed) as u32))
+            .collect();
+        let _ = self.shared.video_events.send(VideoEvent::Bitrates {
+            meeting_id: self.meeting_id.clone(),
+            streams,
+        });
     }
 
     fn on_datagram(&mut self, datagram: Datagram) {
@@ -344,60 +505,153 @@ impl MeetingTask {
         }
     }
 
-    /// Polls every peer that had input until it has nothing more to say.
+    /// Polls every peer that had input until it has nothing more to say, then forwards the
+    /// video read meanwhile (which gives the viewers output to poll in the next round).
     fn drain_dirty(&mut self) {
-        for session in std::mem::take(&mut self.dirty) {
-            let Some(peer) = self.peers.get_mut(&session) else {
-                continue;
-            };
-            while peer.rtc.is_alive() {
-                match peer.rtc.poll_output() {
-                    Ok(Output::Timeout(at)) => {
-                        peer.next_timeout = at;
-                        break;
+        self.ask_keyframes();
+        // Forwarding only writes to viewers; it never makes more video to read, so this ends.
+        while !self.dirty.is_empty() {
+            for session in std::mem::take(&mut self.dirty) {
+                self.poll_peer(session);
+            }
+            self.forward_video();
+            self.ask_keyframes();
+        }
+    }
+
+    fn poll_peer(&mut self, session: u64) {
+        let Some(peer) = self.peers.get_mut(&session) else {
+            return;
+        };
+        while peer.rtc.is_alive() {
+            match peer.rtc.poll_output() {
+                Ok(Output::Timeout(at)) => {
+                    peer.next_timeout = at;
+                    break;
+                }
+                Ok(Output::Transmit(t)) => {
+                    let _ = self.shared.socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(event)) => match event {
+                    Event::MediaAdded(added)
+                        if added.kind == MediaKind::Audio && peer.audio_mid.is_none() =>
+                    {
+                        peer.audio_mid = Some(added.mid);
+                        peer.opus = peer.rtc.writer(added.mid).and_then(|w| {
+                            w.payload_params()
+                                .find(|p| p.spec().codec == Codec::Opus)
+                                .map(|p| p.pt())
+                        });
                     }
-                    Ok(Output::Transmit(t)) => {
-                        let _ = self.shared.socket.try_send_to(&t.contents, t.destination);
+                    Event::MediaData(data) if Some(data.mid) == peer.audio_mid => {
+                        let level = data.ext_vals.audio_level;
+                        if let Some(level) = level {
+                            peer.level.record(level);
+                        }
+                        if peer.role.send {
+                            self.shared.mixers.packet(
+                                self.key,
+                                MixerInput::Packet {
+                                    meeting: self.key,
+                                    session,
+                                    rtp_time: data.time.numer(),
+                                    packet: data.data.to_vec(),
+                                    level,
+                                },
+                            );
+                        }
                     }
-                    Ok(Output::Event(event)) => match event {
-                        Event::MediaAdded(added)
-                            if added.kind == MediaKind::Audio && peer.audio_mid.is_none() =>
+                    Event::MediaData(data) => {
+                        if let Some(stream) = self.forwarding.stream_of(session, data.mid, data.rid)
                         {
-                            peer.audio_mid = Some(added.mid);
-                            peer.opus = peer.rtc.writer(added.mid).and_then(|w| {
-                                w.payload_params()
-                                    .find(|p| p.spec().codec == Codec::Opus)
-                                    .map(|p| p.pt())
-                            });
-                        }
-                        Event::MediaData(data) if Some(data.mid) == peer.audio_mid => {
-                            let level = data.ext_vals.audio_level;
-                            if let Some(level) = level {
-                                peer.level.record(level);
+                            if !data.contiguous {
+                                // Lost packets: the viewers cannot decode on until a keyframe.
+                                self.keyframes_wanted.push(stream);
                             }
-                            if peer.role.send {
-                                self.shared.mixers.packet(
-                                    self.key,
-                                    MixerInput::Packet {
-                                        meeting: self.key,
-                                        session,
-                                        rtp_time: data.time.numer(),
-                                        packet: data.data.to_vec(),
-                                        level,
-                                    },
-                                );
-                            }
+                            *self.stream_bytes.entry(stream).or_default() += data.data.len() as u64;
+                            self.video_frames.push((stream, data));
                         }
-                        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                            peer.rtc.disconnect();
+                    }
+                    Event::KeyframeRequest(request) => {
+                        // A viewer's PLI or FIR goes to the publisher of what it shows there.
+                        if let Some(stream) = self.forwarding.shown_on(session, request.mid) {
+                            self.keyframes_wanted.push(stream);
                         }
-                        _ => {}
-                    },
-                    Err(error) => {
-                        tracing::info!(meeting_id = %self.meeting_id, session, %error, "media connection failed");
+                    }
+                    Event::Connected => {
+                        // Frames written before the connection were dropped: every stream this
+                        // session shows needs a fresh keyframe.
+                        self.keyframes_wanted
+                            .extend(self.forwarding.shown_to(session));
+                    }
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                         peer.rtc.disconnect();
                     }
+                    _ => {}
+                },
+                Err(error) => {
+                    tracing::info!(meeting_id = %self.meeting_id, session, %error, "media connection failed");
+                    peer.rtc.disconnect();
                 }
+            }
+        }
+    }
+
+    /// Writes each video frame read from a publisher to every receive section showing it. The
+    /// frame's bytes are shared, not copied, between viewers.
+    fn forward_video(&mut self) {
+        for (stream, data) in std::mem::take(&mut self.video_frames) {
+            self.forwarding
+                .targets(stream, data.is_keyframe(), &mut self.targets);
+            for &(viewer, mid) in &self.targets {
+                let Some(peer) = self.peers.get_mut(&viewer) else {
+                    continue;
+                };
+                let Some(writer) = peer.rtc.writer(mid) else {
+                    continue;
+                };
+                let Some(pt) = writer.match_params(data.params) else {
+                    continue;
+                };
+                if writer
+                    .write(pt, data.network_time, data.time, data.data.clone())
+                    .is_ok()
+                {
+                    self.dirty.insert(viewer);
+                }
+            }
+        }
+    }
+
+    /// Asks publishers for keyframes, at most once per stream per throttle interval.
+    fn ask_keyframes(&mut self) {
+        if self.keyframes_wanted.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut wanted = std::mem::take(&mut self.keyframes_wanted);
+        wanted.sort_unstable();
+        wanted.dedup();
+        for stream in wanted {
+            let Some(source) = self.forwarding.source(stream) else {
+                continue;
+            };
+            if !self.forwarding.may_ask_keyframe(stream, now) {
+                continue;
+            }
+            let Some(peer) = self.peers.get_mut(&source.session) else {
+                continue;
+            };
+            let Some(mut writer) = peer.rtc.writer(source.mid) else {
+                continue;
+            };
+            let kind = if writer.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
+                KeyframeRequestKind::Pli
+            } else {
+                KeyframeRequestKind::Fir
+            };
+            if writer.request_keyframe(source.rid, kind).is_ok() {
+                self.dirty.insert(source.session);
             }
         }
     }

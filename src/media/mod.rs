@@ -14,12 +14,14 @@
 //! Signaling and media talk only through channels: commands to a meeting task, datagrams to its
 //! bounded inbox, packets to a mixer's bounded queue and downlinks back.
 
+pub mod forward;
 pub mod levels;
 pub mod meeting;
 pub mod mix;
 pub mod mixer;
 pub mod net;
 pub mod opus;
+pub mod sdp;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -39,6 +41,34 @@ use net::Routes;
 /// Speakers mixed at once in a meeting larger than a handful of senders.
 pub const DEFAULT_MIXED_SPEAKERS: usize = 3;
 
+/// What signaling decided about the video of one SUBSCRIBE.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VideoPlan {
+    /// The stream ids allocated to the session's camera (or content) layers, in descriptor order
+    /// (one per simulcast layer); empty when it publishes nothing.
+    pub publish: Vec<u32>,
+    /// One entry per `m=video` section of the offer, in SDP order: the stream the client wants
+    /// on that section, or 0 (the camera section, stopped sections, vanished streams).
+    pub subscribe: Vec<u32>,
+}
+
+/// The SDP answer, and which stream each answered receive section carries (SUBSCRIBE_ACK
+/// `tracks`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answer {
+    pub sdp: String,
+    pub tracks: Vec<TrackMapping>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackMapping {
+    pub stream_id: u32,
+    /// The SSRC the server sends on that section; it stays the same whichever layer flows.
+    pub ssrc: u32,
+    /// `v_<mid>`: the stream id of the track the client sees (see [`sdp::rewrite_answer`]).
+    pub track_label: String,
+}
+
 /// Live meeting tasks by meeting id.
 pub type Registry = Arc<Mutex<HashMap<String, MeetingHandle>>>;
 
@@ -56,6 +86,20 @@ pub struct Media {
     pub advertised: SocketAddr,
     sessions: Arc<Mutex<HashMap<u64, String>>>,
     next_meeting_key: Arc<AtomicU64>,
+    video_events: Arc<Mutex<Option<mpsc::UnboundedReceiver<VideoEvent>>>>,
+}
+
+/// What the media plane tells signaling about video, at most a few per meeting per second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoEvent {
+    /// A session's connection died (ICE or DTLS failure, silence): its video must leave INDEX
+    /// now, not when its signaling socket times out, or viewers keep a frozen tile.
+    ConnectionLost { meeting_id: String, session: u64 },
+    /// What each published stream sent over the last few seconds, in bits per second.
+    Bitrates {
+        meeting_id: String,
+        streams: Vec<(u32, u32)>,
+    },
 }
 
 impl Media {
@@ -81,6 +125,7 @@ impl Media {
         let local = socket.local_addr()?;
         let advertised = SocketAddr::new(advertised_ip.unwrap_or(local.ip()), local.port());
         let routes = Routes::default();
+        let (video_events, video_events_rx) = mpsc::unbounded_channel();
         tokio::spawn(net::receive(socket.clone(), routes.clone()));
         let shared = Arc::new(Shared {
             socket,
@@ -90,9 +135,11 @@ impl Media {
             mixers: Mixers::start(mixer_threads, speakers)?,
             levels: LevelBoard::default(),
             registry: Registry::default(),
+            video_events,
         });
         Ok(Media {
             shared,
+            video_events: Arc::new(Mutex::new(Some(video_events_rx))),
             advertised,
             sessions: Arc::default(),
             next_meeting_key: Arc::new(AtomicU64::new(1)),
@@ -125,7 +172,8 @@ impl Media {
         attendee_id: &str,
         role: AudioRole,
         sdp_offer: String,
-    ) -> Result<String, String> {
+        video: VideoPlan,
+    ) -> Result<Answer, String> {
         let stopped = || "media plane has stopped".to_string();
         // A meeting task that just emptied may be leaving; the second try starts a new one.
         for _ in 0..2 {
@@ -136,6 +184,7 @@ impl Media {
                 attendee_id: attendee_id.to_string(),
                 role,
                 sdp_offer: sdp_offer.clone(),
+                video: video.clone(),
                 reply,
             };
             if handle.commands.send(offer).is_err() {
@@ -164,6 +213,35 @@ impl Media {
             let _ = handle
                 .commands
                 .send(MeetingCommand::SetRole { attendees, role });
+        }
+    }
+
+    /// The media plane's video events; the first caller gets them, later callers None.
+    pub fn take_video_events(&self) -> Option<mpsc::UnboundedReceiver<VideoEvent>> {
+        self.video_events.lock().ok()?.take()
+    }
+
+    /// Shows another layer of the same publisher on a receive section (REMOTE_VIDEO_UPDATE),
+    /// from that layer's next keyframe.
+    pub fn switch_layer(&self, session: u64, mid: &str, stream: u32) {
+        let meeting_id = self
+            .sessions
+            .lock()
+            .ok()
+            .and_then(|sessions| sessions.get(&session).cloned());
+        let Some(meeting_id) = meeting_id else { return };
+        let handle = self
+            .shared
+            .registry
+            .lock()
+            .ok()
+            .and_then(|registry| registry.get(&meeting_id).cloned());
+        if let Some(handle) = handle {
+            let _ = handle.commands.send(MeetingCommand::SwitchLayer {
+                session,
+                mid: mid.to_string(),
+                stream,
+            });
         }
     }
 

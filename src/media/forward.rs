@@ -1,0 +1,320 @@
+//! Video forwarding (SFU) state of one meeting: which stream each publisher's camera or content
+//! layer carries, and which receive section of which session shows which stream.
+//!
+//! Stream ids are the ones signaling allocated and advertised in INDEX. A subscription may name
+//! a stream before the publisher's own offer has reached this meeting task (the client builds
+//! its offer from INDEX, which goes out at allocation): it simply carries nothing until the
+//! stream has a source.
+//!
+//! A layer switch (simulcast, REMOTE_VIDEO_UPDATE) takes effect at the first keyframe of the new
+//! layer, so the viewer never gets frames it cannot decode; until then the old layer flows.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use str0m::media::{Mid, Rid};
+
+/// How often at most one stream's publisher is asked for a keyframe: viewers joining together,
+/// or many viewers losing packets at once, cost the publisher one keyframe, not one each.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
+
+/// Where a stream's frames come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    pub session: u64,
+    pub mid: Mid,
+    /// The simulcast layer, or None for a single-layer publisher.
+    pub rid: Option<Rid>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Subscription {
+    current: u32,
+    /// The layer to switch to at its next keyframe.
+    pending: Option<u32>,
+}
+
+/// One publisher's video section and its layers (rid, stream id), in descriptor order.
+#[derive(Debug, Clone)]
+struct Publication {
+    mid: Mid,
+    layers: Vec<(Option<Rid>, u32)>,
+}
+
+#[derive(Debug, Default)]
+pub struct Forwarding {
+    publications: HashMap<u64, Publication>,
+    sources: HashMap<u32, Source>,
+    subscriptions: HashMap<u64, HashMap<Mid, Subscription>>,
+    /// Stream → the (session, mid) pairs that show it or switch to it: derived from
+    /// `subscriptions`, rebuilt when they change (rare) so that each frame costs one lookup.
+    viewers: HashMap<u32, Vec<(u64, Mid)>>,
+    keyframe_asked: HashMap<u32, Instant>,
+}
+
+impl Forwarding {
+    /// Sets what a session publishes (replacing what it published before); no layers means it
+    /// publishes nothing.
+    pub fn publish(&mut self, session: u64, mid: Mid, layers: Vec<(Option<Rid>, u32)>) {
+        self.unpublish(session);
+        if layers.is_empty() {
+            return;
+        }
+        for (rid, stream) in &layers {
+            self.sources.insert(
+                *stream,
+                Source {
+                    session,
+                    mid,
+                    rid: *rid,
+                },
+            );
+        }
+        self.publications
+            .insert(session, Publication { mid, layers });
+    }
+
+    pub fn unpublish(&mut self, session: u64) {
+        if let Some(old) = self.publications.remove(&session) {
+            for (_, stream) in old.layers {
+                if self
+                    .sources
+                    .get(&stream)
+                    .is_some_and(|s| s.session == session)
+                {
+                    self.sources.remove(&stream);
+                    self.keyframe_asked.remove(&stream);
+                }
+            }
+        }
+    }
+
+    /// The stream a publisher's frame on `mid` (layer `rid`) belongs to.
+    pub fn stream_of(&self, session: u64, mid: Mid, rid: Option<Rid>) -> Option<u32> {
+        let publication = self.publications.get(&session)?;
+        if publication.mid != mid {
+            return None;
+        }
+        match rid {
+            None => publication.layers.first().map(|(_, stream)| *stream),
+            Some(rid) => publication
+                .layers
+                .iter()
+                .find(|(layer, _)| *layer == Some(rid))
+                .map(|(_, stream)| *stream),
+        }
+    }
+
+    pub fn source(&self, stream: u32) -> Option<Source> {
+        self.sources.get(&stream).copied()
+    }
+
+    /// Replaces a session's subscriptions (one SUBSCRIBE: mid → stream). Returns the streams
+    /// newly wired up, whose publishers should send a keyframe for the new viewer.
+    pub fn subscribe(&mut self, session: u64, wanted: Vec<(Mid, u32)>) -> Vec<u32> {
+        let old = self.subscriptions.remove(&session).unwrap_or_default();
+        let mut fresh = Vec::new();
+        let mut now: HashMap<Mid, Subscription> = HashMap::with_capacity(wanted.len());
+        for (mid, stream) in wanted {
+            let kept = old
+                .get(&mid)
+                .filter(|s| s.current == stream || s.pending == Some(stream))
+                .copied();
+            now.insert(
+                mid,
+                kept.unwrap_or_else(|| {
+                    fresh.push(stream);
+                    Subscription {
+                        current: stream,
+                        pending: None,
+                    }
+                }),
+            );
+        }
+        if !now.is_empty() {
+            self.subscriptions.insert(session, now);
+        }
+        self.rebuild_viewers();
+        fresh
+    }
+
+    /// Points a receive section at another layer of the same publisher (REMOTE_VIDEO_UPDATE),
+    /// effective at that layer's next keyframe. Returns whether anything changed.
+    pub fn switch(&mut self, session: u64, mid: Mid, stream: u32) -> bool {
+        let Some(subscription) = self
+            .subscriptions
+            .get_mut(&session)
+            .and_then(|subs| subs.get_mut(&mid))
+        else {
+            return false;
+        };
+        if subscription.current == stream {
+            let changed = subscription.pending.is_some();
+            subscription.pending = None;
+            if changed {
+                self.rebuild_viewers();
+            }
+            return false;
+        }
+        if subscription.pending == Some(stream) {
+            return false;
+        }
+        subscription.pending = Some(stream);
+        self.rebuild_viewers();
+        true
+    }
+
+    /// Forgets everything about a session (it left or its connection died).
+    pub fn remove(&mut self, session: u64) {
+        self.unpublish(session);
+        if self.subscriptions.remove(&session).is_some() {
+            self.rebuild_viewers();
+        }
+    }
+
+    /// The (session, mid) pairs a frame of `stream` goes to. A keyframe completes the switch of
+    /// every viewer waiting for this layer.
+    pub fn targets(&mut self, stream: u32, keyframe: bool, out: &mut Vec<(u64, Mid)>) {
+        out.clear();
+        let Some(viewers) = self.viewers.get(&stream) else {
+            return;
+        };
+        let mut switched = false;
+        for &(session, mid) in viewers {
+            let Some(subscription) = self
+                .subscriptions
+                .get_mut(&session)
+                .and_then(|subs| subs.get_mut(&mid))
+            else {
+                continue;
+            };
+            if subscription.current == stream {
+                // With a switch pending, the old layer keeps flowing until the new one's keyframe.
+                out.push((session, mid));
+            } else if subscription.pending == Some(stream) && keyframe {
+                subscription.current = stream;
+                subscription.pending = None;
+                switched = true;
+                out.push((session, mid));
+            }
+        }
+        if switched {
+            self.rebuild_viewers();
+        }
+    }
+
+    /// The stream shown on a session's receive section (to route its keyframe requests).
+    pub fn shown_on(&self, session: u64, mid: Mid) -> Option<u32> {
+        let subscription = self.subscriptions.get(&session)?.get(&mid)?;
+        Some(subscription.pending.unwrap_or(subscription.current))
+    }
+
+    /// Every stream a session shows (or is switching to).
+    pub fn shown_to(&self, session: u64) -> Vec<u32> {
+        self.subscriptions
+            .get(&session)
+            .map_or_else(Vec::new, |subs| {
+                subs.values()
+                    .map(|s| s.pending.unwrap_or(s.current))
+                    .collect()
+            })
+    }
+
+    /// Whether the publisher of `stream` may be asked for a keyframe now; records the ask.
+    pub fn may_ask_keyframe(&mut self, stream: u32, now: Instant) -> bool {
+        match self.keyframe_asked.get(&stream) {
+            Some(last) if now.saturating_duration_since(*last) < KEYFRAME_REQUEST_INTERVAL => false,
+            _ => {
+                self.keyframe_asked.insert(stream, now);
+                true
+            }
+        }
+    }
+
+    /// Streams this meeting forwards at least once (for metrics and tests).
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.values().map(HashMap::len).sum()
+    }
+
+    fn rebuild_viewers(&mut self) {
+        self.viewers.clear();
+        for (session, subs) in &self.subscriptions {
+            for (mid, subscription) in subs {
+                self.viewers
+                    .entry(subscription.current)
+                    .or_default()
+                    .push((*session, *mid));
+                if let Some(pending) = subscription.pending {
+                    self.viewers
+                        .entry(pending)
+                        .or_default()
+                        .push((*session, *mid));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mid(m: &str) -> Mid {
+        Mid::from(m)
+    }
+
+    #[test]
+    fn frames_reach_every_section_that_shows_their_stream() {
+        let mut fwd = Forwarding::default();
+        fwd.publish(1, mid("1"), vec![(None, 7)]);
+        assert_eq!(fwd.stream_of(1, mid("1"), None), Some(7));
+        assert_eq!(fwd.stream_of(1, mid("2"), None), None, "not the camera");
+        assert_eq!(fwd.subscribe(2, vec![(mid("2"), 7)]), [7]);
+        assert_eq!(fwd.subscribe(3, vec![(mid("3"), 7), (mid("4"), 9)]), [7, 9]);
+        let mut out = Vec::new();
+        fwd.targets(7, false, &mut out);
+        out.sort_by_key(|(s, _)| *s);
+        assert_eq!(out, [(2, mid("2")), (3, mid("3"))]);
+        // Subscribing again to the same streams wires nothing new (no keyframe needed).
+        assert!(fwd.subscribe(2, vec![(mid("2"), 7)]).is_empty());
+        fwd.remove(3);
+        fwd.targets(7, false, &mut out);
+        assert_eq!(out, [(2, mid("2"))]);
+        fwd.remove(1);
+        assert_eq!(fwd.source(7), None, "the publisher left");
+    }
+
+    #[test]
+    fn a_layer_switch_waits_for_a_keyframe_of_the_new_layer() {
+        let mut fwd = Forwarding::default();
+        let (low, hi) = (Rid::from("low"), Rid::from("hi"));
+        fwd.publish(1, mid("1"), vec![(Some(low), 10), (Some(hi), 11)]);
+        assert_eq!(fwd.stream_of(1, mid("1"), Some(hi)), Some(11));
+        fwd.subscribe(2, vec![(mid("5"), 10)]);
+        assert!(fwd.switch(2, mid("5"), 11));
+        assert!(!fwd.switch(2, mid("5"), 11), "already pending");
+        let mut out = Vec::new();
+        fwd.targets(11, false, &mut out);
+        assert!(
+            out.is_empty(),
+            "no delta frame of the new layer before its keyframe"
+        );
+        fwd.targets(10, false, &mut out);
+        assert_eq!(out, [(2, mid("5"))], "the old layer keeps flowing");
+        fwd.targets(11, true, &mut out);
+        assert_eq!(out, [(2, mid("5"))], "switched at the keyframe");
+        fwd.targets(10, true, &mut out);
+        assert!(out.is_empty(), "the old layer no longer flows");
+        assert_eq!(fwd.shown_on(2, mid("5")), Some(11));
+    }
+
+    #[test]
+    fn keyframe_requests_are_throttled_per_stream() {
+        let mut fwd = Forwarding::default();
+        let start = Instant::now();
+        assert!(fwd.may_ask_keyframe(7, start));
+        assert!(!fwd.may_ask_keyframe(7, start + Duration::from_millis(100)));
+        assert!(fwd.may_ask_keyframe(8, start), "another stream");
+        assert!(fwd.may_ask_keyframe(7, start + KEYFRAME_REQUEST_INTERVAL));
+    }
+}

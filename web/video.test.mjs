@@ -1,0 +1,313 @@
+// Camera video and content share through Carillon's SFU, with the real amazon-chime-sdk-js in
+// headless Chromium. Each test joins pages of one browser to a meeting of its own, publishes from
+// some of them and checks what the others show: the tile the SDK reports, its frames decoding,
+// and the colour its publisher painted (so the frames are that publisher's, not anyone else's).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import puppeteer from 'puppeteer-core';
+import {
+  ChimeSDKMeetingsClient,
+  CreateAttendeeCommand,
+  CreateMeetingCommand,
+  DeleteAttendeeCommand,
+  DeleteMeetingCommand,
+} from '@aws-sdk/client-chime-sdk-meetings';
+
+const credentials = { accessKeyId: 'AKIDVIDEOTEST', secretAccessKey: 'video-test-secret' };
+const binary = process.env.CARILLON_BIN ?? '../target/debug/carillon';
+const chromium = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
+
+const RED = [255, 0, 0];
+const GREEN = [0, 255, 0];
+const BLUE = [0, 0, 255];
+// Each person's camera paints one colour, so a viewer can tell whose frames a tile shows.
+const CAMERA_COLOURS = { alice: RED, bob: GREEN, carol: BLUE };
+
+let server;
+let url;
+let client;
+let browser;
+
+before(async () => {
+  server = spawn(binary, ['serve', '--listen', '127.0.0.1:0', '--data-dir', mkdtempSync(join(tmpdir(), 'carillon-video-')),
+    '--admin-listen', 'off'], {
+    env: {
+      ...process.env,
+      CARILLON_ACCESS_KEY_ID: credentials.accessKeyId,
+      CARILLON_SECRET_ACCESS_KEY: credentials.secretAccessKey,
+      RUST_LOG: 'warn',
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const lines = createInterface({ input: server.stdout });
+  const banner = await new Promise((resolve) => lines.on('line', (line) => {
+    if (line.includes('listening on')) resolve(line);
+  }));
+  url = `http://${banner.split('listening on ')[1].split(' ')[0]}`;
+  client = new ChimeSDKMeetingsClient({ endpoint: url, region: 'us-east-1', credentials });
+  browser = await puppeteer.launch({
+    executablePath: chromium,
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--use-fake-device-for-media-stream',
+      '--use-fake-ui-for-media-stream',
+      '--autoplay-policy=no-user-gesture-required',
+      '--disable-background-networking',
+      // Several pages of one browser publish and render at once: none may be throttled as hidden.
+      '--disable-background-timer-throttling',
+      '--disable-renderer-backgrounding',
+      '--disable-backgrounding-occluded-windows',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill('SIGTERM');
+});
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Reads with `read` every 100 ms until `accept` holds; on timeout fails with what it read last. */
+async function until(description, read, accept, timeout) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await read();
+    if (accept(value)) return value;
+    if (Date.now() > deadline) throw new Error(`${description}: not within ${timeout} ms; last read ${JSON.stringify(value)}`);
+    await sleep(100);
+  }
+}
+
+/** Within VP8's colour error of `target` on every channel. */
+const looksLike = (target) => (rgb) => rgb !== null && rgb.every((c, i) => Math.abs(c - target[i]) < 80);
+
+/**
+ * Runs `body` with one page per name in a new meeting, and tears everything down after. Each
+ * person is {name, attendee, page, call(hook, ...args), join()}; all join first, except those
+ * named in `late`, which the body joins itself. A page error fails the test; on failure every
+ * page's tiles, stats and last console lines are printed.
+ */
+async function withMeeting(names, { simulcast = false, late = [] }, body) {
+  const { Meeting } = await client.send(new CreateMeetingCommand({ MediaRegion: 'us-east-1', ExternalMeetingId: `video-${names.join('-')}` }));
+  const people = [];
+  try {
+    for (const name of names) {
+      const { Attendee } = await client.send(new CreateAttendeeCommand({ MeetingId: Meeting.MeetingId, ExternalUserId: name }));
+      const page = await browser.newPage();
+      const person = { name, attendee: Attendee, page, console: [], errors: [] };
+      person.call = (hook, ...args) => page.evaluate((h, a) => window.carillon[h](...a), hook, args);
+      person.join = () => page.evaluate(
+        (m, a, o) => window.carillon.join({ Meeting: m }, { Attendee: a }, o),
+        Meeting,
+        Attendee,
+        { simulcast },
+      );
+      page.on('console', (message) => person.console.push(`${message.type()}: ${message.text()}`));
+      page.on('pageerror', (error) => person.errors.push(error.message));
+      await page.goto(`${url}/demo/`);
+      await page.waitForFunction(() => window.carillon !== undefined);
+      people.push(person);
+    }
+    const first = people.filter(({ name }) => !late.includes(name));
+    await Promise.all(first.map((person) => person.join()));
+    await seeEachOther(first);
+    await body(people, Meeting);
+    for (const { name, errors } of people) assert.deepEqual(errors, [], `${name}'s page has no errors`);
+  } catch (error) {
+    for (const person of people) console.log(await diagnostics(person));
+    throw error;
+  } finally {
+    // A page that cannot close (a crashed renderer) must not hide the test's own failure.
+    await Promise.all(people.map(({ page }) => page.close().catch(() => {})));
+    await client.send(new DeleteMeetingCommand({ MeetingId: Meeting.MeetingId })).catch(() => {});
+  }
+}
+
+/** Waits until each of `people` has all of them in its roster. */
+async function seeEachOther(people) {
+  const everyone = JSON.stringify(people.map(({ name }) => name).sort());
+  for (const person of people) {
+    await until(`${person.name} sees ${everyone}`, () => person.call('roster'), (r) => JSON.stringify(r) === everyone, 10000);
+  }
+}
+
+async function diagnostics(person) {
+  const seen = await person.page.evaluate(async () => ({
+    status: window.carillon.status(),
+    tiles: window.carillon.tiles(),
+    framesDecoded: await window.carillon.videoFramesDecoded().catch((e) => e.message),
+    sendLayers: await window.carillon.videoSendLayers().catch((e) => e.message),
+    contentShareEvents: window.carillon.contentShareEvents(),
+  })).catch((error) => ({ unreadable: error.message }));
+  return [
+    `--- ${person.name} (${person.attendee.AttendeeId}): ${JSON.stringify(seen)}`,
+    ...person.errors.map((e) => `page error: ${e}`),
+    ...person.console.slice(-40),
+  ].join('\n');
+}
+
+/** Waits until `viewer` has an active remote tile for `attendeeId` and returns it. */
+function remoteTile(viewer, attendeeId, timeout = 10000) {
+  return until(
+    `${viewer.name} shows a tile for ${attendeeId}`,
+    () => viewer.call('tiles'),
+    (tiles) => tiles.some((t) => t.attendeeId === attendeeId && !t.localTile && t.active),
+    timeout,
+  ).then((tiles) => tiles.find((t) => t.attendeeId === attendeeId && !t.localTile));
+}
+
+function tileGone(viewer, attendeeId, timeout) {
+  return until(
+    `${viewer.name} removes the tile for ${attendeeId}`,
+    () => viewer.call('tiles'),
+    (tiles) => !tiles.some((t) => t.attendeeId === attendeeId),
+    timeout,
+  );
+}
+
+/** Waits until the tile of `attendeeId` on `viewer` has decoded more than `count` further frames. */
+async function decodes(viewer, attendeeId, count, timeout = 5000) {
+  const start = await viewer.call('videoFramesDecoded', attendeeId);
+  await until(`${viewer.name} decodes more than ${count} frames of ${attendeeId}`, () => viewer.call('videoFramesDecoded', attendeeId),
+    (frames) => frames - start > count, timeout);
+}
+
+function showsColour(viewer, attendeeId, colour, timeout = 5000) {
+  return until(`${viewer.name} shows ${attendeeId} in rgb(${colour})`, () => viewer.call('tileColour', attendeeId), looksLike(colour), timeout);
+}
+
+/** Every pair of `present` shows each other's camera, in its colour, with frames decoding. */
+async function allShowEachOther(present) {
+  for (const viewer of present) {
+    for (const publisher of present.filter((p) => p !== viewer)) {
+      const id = publisher.attendee.AttendeeId;
+      await remoteTile(viewer, id);
+      await showsColour(viewer, id, CAMERA_COLOURS[publisher.name]);
+      await decodes(viewer, id, 10);
+    }
+  }
+}
+
+/** The rids of the simulcast layers `person` is encoding right now (frames encoded within a second). */
+async function encodingLayers(person) {
+  const first = await person.call('videoSendLayers');
+  await sleep(1000);
+  const second = await person.call('videoSendLayers');
+  return second
+    .filter((layer) => layer.framesEncoded > (first.find((f) => f.rid === layer.rid)?.framesEncoded ?? 0))
+    .map((layer) => layer.rid);
+}
+
+function sendsLayers(person, count) {
+  return until(`${person.name} sends ${count} simulcast layer(s)`, () => encodingLayers(person), (rids) => rids.length === count, 10000);
+}
+
+test('a camera reaches the other attendee as a live tile, and goes away when stopped', { timeout: 90000 }, () => withMeeting(
+  ['alice', 'bob'],
+  {},
+  async ([alice, bob]) => {
+    const aliceId = alice.attendee.AttendeeId;
+    await alice.call('colourCamera', ...CAMERA_COLOURS.alice);
+    const own = await until('alice shows her own camera', () => alice.call('tiles'), (tiles) => tiles.some((t) => t.localTile && t.active), 5000);
+    assert.equal(own.find((t) => t.localTile).attendeeId, aliceId);
+
+    const tile = await remoteTile(bob, aliceId);
+    assert.equal(tile.externalUserId, 'alice');
+    assert.equal(tile.isContent, false);
+    await decodes(bob, aliceId, 10);
+    console.log(`bob shows alice in rgb(${await showsColour(bob, aliceId, CAMERA_COLOURS.alice)})`);
+
+    await alice.call('stopCamera');
+    await tileGone(bob, aliceId, 3000);
+  },
+));
+
+test('a content share shows as a content tile, and goes away when stopped', { timeout: 90000 }, () => withMeeting(
+  ['alice', 'bob'],
+  {},
+  async ([alice, bob]) => {
+    const contentId = `${alice.attendee.AttendeeId}#content`;
+    // The page's default share: a blue canvas.
+    await alice.call('startContentShare');
+    await until('alice is told her share started', () => alice.call('contentShareEvents'), (e) => e.includes('started'), 10000);
+
+    const tile = await remoteTile(bob, contentId);
+    assert.equal(tile.isContent, true);
+    // A canvas at 5 frames a second.
+    await decodes(bob, contentId, 5);
+    await showsColour(bob, contentId, BLUE);
+    // The share is not a person: bob's roster names alice once, as sharing.
+    assert.deepEqual(await bob.call('roster'), ['alice', 'bob']);
+    await until('bob lists alice as sharing', () => bob.page.$eval('#roster', (list) => list.textContent), (text) => /alice \(.*sharing screen\)/.test(text), 5000);
+
+    await alice.call('stopContentShare');
+    await until('alice is told her share stopped', () => alice.call('contentShareEvents'), (e) => e.includes('stopped'), 5000);
+    await tileGone(bob, contentId, 5000);
+  },
+));
+
+test('three simulcast cameras started at once: each attendee shows the other two', { timeout: 120000 }, () => withMeeting(
+  ['alice', 'bob', 'carol'],
+  { simulcast: true },
+  async (people) => {
+    await Promise.all(people.map((person) => person.call('colourCamera', ...CAMERA_COLOURS[person.name])));
+    for (const person of people) await sendsLayers(person, 2);
+    await allShowEachOther(people);
+  },
+));
+
+// The SDK's simulcast policy sends one layer (mid) while at most two people are in the meeting,
+// and two (low and hi) with three or four (INDEX num_participants). So a third person joining a
+// two-person video call makes both publishers renegotiate their layers, and leaving again undoes
+// it: each time every viewer must be moved onto a layer that flows, not left on a frozen one.
+test('simulcast cameras keep showing as a third attendee joins and leaves', { timeout: 120000 }, () => withMeeting(
+  ['alice', 'bob', 'carol'],
+  { simulcast: true, late: ['carol'] },
+  async (people) => {
+    const [alice, bob, carol] = people;
+
+    await Promise.all([alice, bob].map((person) => person.call('colourCamera', ...CAMERA_COLOURS[person.name])));
+    await allShowEachOther([alice, bob]);
+    for (const person of [alice, bob]) await sendsLayers(person, 1);
+
+    await carol.join();
+    await seeEachOther(people);
+    await carol.call('colourCamera', ...CAMERA_COLOURS.carol);
+    for (const person of people) await sendsLayers(person, 2);
+    await allShowEachOther(people);
+
+    await carol.call('leave');
+    for (const person of [alice, bob]) {
+      await tileGone(person, carol.attendee.AttendeeId, 5000);
+      await sendsLayers(person, 1);
+    }
+    await allShowEachOther([alice, bob]);
+  },
+));
+
+test('DeleteAttendee of a publisher removes its tile from the others', { timeout: 90000 }, () => withMeeting(
+  ['alice', 'bob'],
+  {},
+  async ([alice, bob], Meeting) => {
+    const aliceId = alice.attendee.AttendeeId;
+    await alice.call('colourCamera', ...CAMERA_COLOURS.alice);
+    await remoteTile(bob, aliceId);
+    await decodes(bob, aliceId, 10);
+
+    await client.send(new DeleteAttendeeCommand({ MeetingId: Meeting.MeetingId, AttendeeId: aliceId }));
+    await until('alice is removed', () => alice.call('status'), (s) => s === 'stopped: AudioAttendeeRemoved', 5000);
+    await tileGone(bob, aliceId, 3000);
+    await until('bob sees alice gone', () => bob.call('roster'), (r) => JSON.stringify(r) === '["bob"]', 5000);
+  },
+));
