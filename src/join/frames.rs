@@ -301,4 +301,16 @@ mod tests {
         assert!(decode(&[]).is_err());
         assert!(decode(&[5, 0xff, 0xff]).is_err());
     }
+
+    #[test]
+    fn join_ack_says_the_server_does_not_choose_video_layers() {
+        let ack = join_ack(1).joinack.expect("a join ack");
+        // Left out, protobufjs decodes DEFAULT and the SDK's priority policy goes client-side
+        // by a quirk; NONE says it on purpose.
+        assert_eq!(
+            ack.default_server_side_network_adaption,
+            Some(SdkServerSideNetworkAdaption::None as i32)
+        );
+        assert_eq!(ack.video_subscription_limit, Some(25));
+    }
 }

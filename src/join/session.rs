@@ -1025,6 +1025,113 @@ mod tests {
         ));
     }
 
+    fn camera_descriptor() -> frames::proto::SdkStreamDescriptor {
+        frames::proto::SdkStreamDescriptor {
+            track_label: Some("AmazonChimeExpressVideo".into()),
+            max_bitrate_kbps: Some(1400),
+            media_type: Some(frames::proto::SdkStreamMediaType::Video as i32),
+            ..Default::default()
+        }
+    }
+
+    /// The sources of every INDEX waiting in a session's queue, oldest first.
+    fn indexes(inlet: &mut Inlet) -> Vec<Vec<(String, u32)>> {
+        let mut seen = Vec::new();
+        while let Ok(order) = inlet.queue.try_recv() {
+            if let Outbound::Frame(bytes) = order {
+                let frame = frames::decode(&bytes).expect("decodes");
+                if let Some(index) = frame.index {
+                    seen.push(
+                        index
+                            .sources
+                            .iter()
+                            .map(|s| {
+                                assert_eq!(
+                                    s.media_type,
+                                    Some(frames::proto::SdkStreamMediaType::Video as i32)
+                                );
+                                (
+                                    s.attendee_id.clone().unwrap_or_default(),
+                                    s.stream_id.unwrap_or_default(),
+                                )
+                            })
+                            .collect(),
+                    );
+                }
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn every_video_change_sends_everyone_the_whole_index() {
+        let rooms = Rooms::default();
+        let (_, mut jose) = join(&rooms, 1, "a", "José", 10);
+        let (_, mut zoe) = join(&rooms, 2, "b", "Zoë", 10);
+        let camera = camera_descriptor();
+        let allocations = rooms.publish_video("m", 1, &[&camera]).expect("publishes");
+        let stream = allocations[0].stream_id.expect("a stream");
+        assert_eq!(indexes(&mut zoe), [vec![("a".to_string(), stream)]]);
+        assert_eq!(
+            indexes(&mut jose),
+            [vec![("a".to_string(), stream)]],
+            "the publisher gets it too"
+        );
+        // Zoë shares her screen: the next INDEX lists both, not only the newcomer.
+        let (_, mut share) = join(&rooms, 3, "b#content", "Zoë", 10);
+        let shared = rooms.publish_video("m", 3, &[&camera]).expect("shares");
+        let share_stream = shared[0].stream_id.expect("a stream");
+        assert_eq!(
+            indexes(&mut jose).last().map(Vec::len),
+            Some(2),
+            "a full snapshot"
+        );
+        assert_eq!(
+            rooms.receivable_streams("m", 2, &[0, stream, share_stream, 999], 25),
+            [0, stream, share_stream, 0]
+        );
+        // José leaves: his camera is gone from everyone's INDEX at once (no frozen tile).
+        rooms.leave("m", 1, false);
+        assert_eq!(
+            indexes(&mut zoe).last().cloned(),
+            Some(vec![("b#content".to_string(), share_stream)])
+        );
+        // The content share ends with its attendee.
+        rooms.remove_attendee("m", "b", audio_status::ATTENDEE_REMOVED);
+        assert!(share.queue.try_recv().is_ok(), "told to end");
+        while share.queue.try_recv().is_ok() {}
+    }
+
+    #[test]
+    fn capabilities_narrow_what_a_session_sees_and_shares_are_capped_at_two() {
+        let rooms = Rooms::default();
+        let (_, _a) = join(&rooms, 1, "a", "José", 10);
+        let (_, mut viewer) = join(&rooms, 2, "b", "Zoë", 10);
+        rooms.set_video_receive(
+            "m",
+            2,
+            VideoReceive {
+                camera: false,
+                content: true,
+            },
+        );
+        let camera = camera_descriptor();
+        let stream = rooms.publish_video("m", 1, &[&camera]).expect("publishes")[0]
+            .stream_id
+            .unwrap_or_default();
+        assert_eq!(indexes(&mut viewer), [Vec::new()], "no camera sources");
+        assert_eq!(rooms.receivable_streams("m", 2, &[stream], 25), [0]);
+
+        let (first, _s1) = join(&rooms, 3, "a#content", "José", 10);
+        let (second, _s2) = join(&rooms, 4, "b#content", "Zoë", 10);
+        assert!(first.is_ok() && second.is_ok());
+        let (third, _s3) = join(&rooms, 5, "c#content", "Renée", 10);
+        assert_eq!(third, Err(AtCapacity::ContentShares(2)));
+        // The same attendee sharing again replaces its share instead.
+        let (again, _s4) = join(&rooms, 6, "a#content", "José", 10);
+        assert!(again.is_ok());
+    }
+
     fn data(topic: &str, len: usize) -> SdkDataMessagePayload {
         SdkDataMessagePayload {
             topic: Some(topic.into()),
