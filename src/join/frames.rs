@@ -146,6 +146,19 @@ pub fn video_subscribe_ack(
     }
 }
 
+/// Error 206 (VideoCallSwitchToViewOnly) outside any answer: the client removes its local tile
+/// and stays in the meeting (509 would end its session). The client reads `error` on every
+/// frame; BITRATES without bitrates is one that nothing else acts on.
+pub fn view_only(now_ms: u64, reason: &str) -> SdkSignalFrame {
+    SdkSignalFrame {
+        error: Some(SdkErrorFrame {
+            status: Some(super::video::VIEW_ONLY_STATUS),
+            description: Some(reason.to_string()),
+        }),
+        ..frame(Type::Bitrates, now_ms)
+    }
+}
+
 /// BITRATES: what each video stream has been sending lately, so that the client's downlink
 /// policies can choose layers by measured rather than nominal bitrates.
 pub fn bitrates(now_ms: u64, streams: Vec<(u32, u32)>) -> SdkSignalFrame {

@@ -238,5 +238,7 @@ impl MeetingEvents for JoinPlane {
             target.clone(),
             media::AudioRole::from_capability(capabilities.audio),
         );
+        self.rooms
+            .capabilities_changed(meeting_id, target, capabilities);
     }
 }

@@ -17,6 +17,8 @@ use super::limits::{JoinLimits, TokenBucket};
 use super::video::{
     CONTENT_SUFFIX, MAX_CONTENT_SHARES, VideoReceive, VideoRoom, ViewOnly, content_attendee_id,
 };
+use crate::domain::capabilities::Capabilities;
+use crate::events::CapabilityTarget;
 
 /// What the session task of one connection is told to do.
 #[derive(Debug)]
@@ -124,6 +126,8 @@ struct Participant {
     content: bool,
     /// What remote video its attendee's capabilities let it receive.
     receive: VideoReceive,
+    /// Whether its attendee's capabilities let it publish (camera, or content for a share).
+    may_publish: bool,
 }
 
 impl Participant {
@@ -241,6 +245,20 @@ impl Room {
             }
         }
     }
+}
+
+/// What a session may receive, and whether it may publish, by its attendee's capabilities.
+fn video_rights(capabilities: Capabilities, content_session: bool) -> (VideoReceive, bool) {
+    let receive = VideoReceive {
+        camera: capabilities.video.receives(),
+        content: capabilities.content.receives(),
+    };
+    let may_publish = if content_session {
+        capabilities.content.sends()
+    } else {
+        capabilities.video.sends()
+    };
+    (receive, may_publish)
 }
 
 /// A data message kept for attendees who join later, stamped as it was relayed.
@@ -449,6 +467,7 @@ impl Rooms {
                     slow: false,
                     content,
                     receive: VideoReceive::ALL,
+                    may_publish: true,
                 },
             );
             // The attendee count in INDEX changed; it matters only to those sending video.
@@ -459,14 +478,62 @@ impl Rooms {
         })
     }
 
-    /// Narrows what remote video a session receives to its attendee's capabilities.
-    pub fn set_video_receive(&self, meeting_id: &str, session: u64, receive: VideoReceive) {
+    /// Narrows what video a session may receive and publish to its attendee's capabilities.
+    pub fn set_video_rights(&self, meeting_id: &str, session: u64, capabilities: Capabilities) {
         self.with(|rooms| {
             if let Some(p) = rooms
                 .get_mut(meeting_id)
                 .and_then(|room| room.participants.get_mut(&session))
             {
-                p.receive = receive;
+                (p.receive, p.may_publish) = video_rights(capabilities, p.content);
+            }
+        })
+    }
+
+    /// Applies UpdateAttendeeCapabilities to the live sessions of the targeted attendees (their
+    /// content shares included): a publisher that may no longer send is stopped and told 206
+    /// (view only), and everyone gets an INDEX that reflects the change.
+    pub fn capabilities_changed(
+        &self,
+        meeting_id: &str,
+        target: &CapabilityTarget,
+        capabilities: Capabilities,
+    ) {
+        self.with(|rooms| {
+            let Some(room) = rooms.get_mut(meeting_id) else {
+                return;
+            };
+            let mut changed = false;
+            let mut stopped = Vec::new();
+            for (session, p) in room.participants.iter_mut() {
+                let attendee = p
+                    .attendee_id
+                    .strip_suffix(CONTENT_SUFFIX)
+                    .unwrap_or(&p.attendee_id);
+                if !target.includes(attendee) {
+                    continue;
+                }
+                let (receive, may_publish) = video_rights(capabilities, p.content);
+                changed |= receive != p.receive;
+                (p.receive, p.may_publish) = (receive, may_publish);
+                if !may_publish {
+                    stopped.push(*session);
+                }
+            }
+            for session in stopped {
+                if room.video.unpublish(session) {
+                    changed = true;
+                    if let Some(p) = room.participants.get_mut(&session) {
+                        let frame = encode(&frames::view_only(
+                            timestamp_ms(),
+                            "the attendee's capabilities no longer include sending this video",
+                        ));
+                        p.deliver(meeting_id, session, frame);
+                    }
+                }
+            }
+            if changed {
+                room.broadcast_index(meeting_id, None);
             }
         })
     }
@@ -502,6 +569,12 @@ impl Rooms {
                 .participants
                 .get(&session)
                 .ok_or(ViewOnly("the session has left"))?;
+            if !me.may_publish {
+                room.video.unpublish(session);
+                return Err(ViewOnly(
+                    "the attendee's capabilities do not include sending this video",
+                ));
+            }
             let (attendee_id, external_user_id, content) = (
                 me.attendee_id.clone(),
                 me.external_user_id.clone(),
@@ -935,7 +1008,9 @@ pub struct SessionTracks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::capabilities::MediaCapability;
     use crate::join::frames::proto::{SdkDataMessagePayload, sdk_signal_frame::Type};
+    use crate::join::video::VIEW_ONLY_STATUS;
 
     fn join(
         rooms: &Rooms,
@@ -1107,12 +1182,13 @@ mod tests {
         let rooms = Rooms::default();
         let (_, _a) = join(&rooms, 1, "a", "José", 10);
         let (_, mut viewer) = join(&rooms, 2, "b", "Zoë", 10);
-        rooms.set_video_receive(
+        rooms.set_video_rights(
             "m",
             2,
-            VideoReceive {
-                camera: false,
-                content: true,
+            Capabilities {
+                audio: MediaCapability::SendReceive,
+                video: MediaCapability::Send,
+                content: MediaCapability::SendReceive,
             },
         );
         let camera = camera_descriptor();
@@ -1130,6 +1206,31 @@ mod tests {
         // The same attendee sharing again replaces its share instead.
         let (again, _s4) = join(&rooms, 6, "a#content", "José", 10);
         assert!(again.is_ok());
+    }
+
+    #[test]
+    fn a_publisher_whose_video_send_is_revoked_is_stopped_and_told_view_only() {
+        let rooms = Rooms::default();
+        let (_, mut publisher) = join(&rooms, 1, "a", "José", 10);
+        let (_, mut viewer) = join(&rooms, 2, "b", "Zoë", 10);
+        let camera = camera_descriptor();
+        rooms.publish_video("m", 1, &[&camera]).expect("publishes");
+        while publisher.queue.try_recv().is_ok() {}
+        assert_eq!(indexes(&mut viewer).last().map(Vec::len), Some(1));
+        let receive_only = Capabilities {
+            audio: MediaCapability::SendReceive,
+            video: MediaCapability::Receive,
+            content: MediaCapability::Receive,
+        };
+        rooms.capabilities_changed("m", &CapabilityTarget::Attendee("a".into()), receive_only);
+        assert_eq!(indexes(&mut viewer), [Vec::new()], "its camera is gone");
+        let Ok(Outbound::Frame(bytes)) = publisher.queue.try_recv() else {
+            panic!("the publisher is told")
+        };
+        let told = frames::decode(&bytes).expect("decodes").error;
+        assert_eq!(told.and_then(|e| e.status), Some(VIEW_ONLY_STATUS));
+        // Its next SUBSCRIBE with the camera still on is refused the same way.
+        assert!(rooms.publish_video("m", 1, &[&camera]).is_err());
     }
 
     fn data(topic: &str, len: usize) -> SdkDataMessagePayload {

@@ -17,7 +17,7 @@ use super::frames::{
 };
 use super::limits::{JoinLimits, UnjoinedSlot};
 use super::session::{self, Outbound, Outlet, timestamp_ms};
-use super::video::{VIDEO_SUBSCRIPTION_LIMIT, VIEW_ONLY_STATUS, VideoReceive, ViewOnly};
+use super::video::{VIDEO_SUBSCRIPTION_LIMIT, VIEW_ONLY_STATUS, ViewOnly};
 use super::{Admission, JoinPlane};
 use crate::media::{AudioRole, VideoPlan};
 use crate::store::AttendeeRecord;
@@ -370,11 +370,6 @@ impl Session<'_> {
             return true;
         };
         let role = AudioRole::from_capability(attendee.capabilities.audio);
-        let may_publish = if self.content {
-            attendee.capabilities.content.sends()
-        } else {
-            attendee.capabilities.video.sends()
-        };
         let attendee_id = attendee.attendee_id.clone();
         let descriptors: Vec<&frames::proto::SdkStreamDescriptor> = sub
             .send_streams
@@ -385,11 +380,6 @@ impl Session<'_> {
         let published = if descriptors.is_empty() {
             rooms.unpublish_video(&self.meeting_id, self.id);
             Ok(Vec::new())
-        } else if !may_publish {
-            rooms.unpublish_video(&self.meeting_id, self.id);
-            Err(ViewOnly(
-                "the attendee's capabilities do not include sending this video",
-            ))
         } else {
             rooms.publish_video(&self.meeting_id, self.id, &descriptors)
         };
@@ -537,14 +527,9 @@ impl Session<'_> {
                 .refuse(close_code::ATTENDEE_UNAVAILABLE, "attendee unavailable")
                 .await;
         }
-        self.plane.rooms.set_video_receive(
-            &self.meeting_id,
-            self.id,
-            VideoReceive {
-                camera: attendee.capabilities.video.receives(),
-                content: attendee.capabilities.content.receives(),
-            },
-        );
+        self.plane
+            .rooms
+            .set_video_rights(&self.meeting_id, self.id, attendee.capabilities);
         // A content share is a session of its attendee, not an attendee of its own in the store.
         if !self.content {
             self.plane
