@@ -69,6 +69,8 @@ async fn metrics_and_readiness_on_the_admin_listener() {
         "carillon_media_peers",
         "carillon_media_datagrams_received_total",
         "carillon_mixer_ticks_total",
+        "carillon_video_frames_forwarded_total",
+        "carillon_video_keyframe_requests_total",
     ] {
         assert!(body.contains(media), "{media} in {body}");
     }

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use str0m::format::Codec;
@@ -77,6 +78,17 @@ pub struct Shared {
     pub levels: LevelBoard,
     pub registry: Registry,
     pub video_events: mpsc::UnboundedSender<VideoEvent>,
+    pub video: VideoCounters,
+}
+
+/// Video forwarding counters for /metrics; each meeting task adds once per round, not per frame.
+#[derive(Debug, Default)]
+pub struct VideoCounters {
+    /// Frames written to viewers (one frame to three viewers counts three).
+    pub frames_forwarded: AtomicU64,
+    pub bytes_forwarded: AtomicU64,
+    /// PLI/FIR sent to publishers, after throttling.
+    pub keyframe_requests: AtomicU64,
 }
 
 pub struct MeetingTask {
@@ -600,6 +612,10 @@ impl MeetingTask {
     /// Writes each video frame read from a publisher to every receive section showing it. The
     /// frame's bytes are shared, not copied, between viewers.
     fn forward_video(&mut self) {
+        if self.video_frames.is_empty() {
+            return;
+        }
+        let (mut frames, mut bytes) = (0u64, 0u64);
         for (stream, data) in std::mem::take(&mut self.video_frames) {
             self.forwarding
                 .targets(stream, data.is_keyframe(), &mut self.targets);
@@ -618,9 +634,16 @@ impl MeetingTask {
                     .is_ok()
                 {
                     self.dirty.insert(viewer);
+                    frames += 1;
+                    bytes += data.data.len() as u64;
                 }
             }
         }
+        let counters = &self.shared.video;
+        counters
+            .frames_forwarded
+            .fetch_add(frames, Ordering::Relaxed);
+        counters.bytes_forwarded.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Asks publishers for keyframes, at most once per stream per throttle interval.
@@ -652,6 +675,10 @@ impl MeetingTask {
             };
             if writer.request_keyframe(source.rid, kind).is_ok() {
                 self.dirty.insert(source.session);
+                self.shared
+                    .video
+                    .keyframe_requests
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }

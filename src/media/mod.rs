@@ -136,6 +136,7 @@ impl Media {
             levels: LevelBoard::default(),
             registry: Registry::default(),
             video_events,
+            video: Default::default(),
         });
         Ok(Media {
             shared,
@@ -279,6 +280,7 @@ impl Media {
     pub fn stats(&self) -> MediaStats {
         let net = &self.shared.routes.stats;
         let mixer = &self.shared.mixers.stats;
+        let video = &self.shared.video;
         MediaStats {
             peers: self.shared.levels.len(),
             meetings: self
@@ -293,6 +295,9 @@ impl Media {
             mixer_busy: Duration::from_nanos(mixer.busy_nanos.load(Ordering::Relaxed)),
             mixer_dropped_packets: mixer.dropped_packets.load(Ordering::Relaxed),
             mixer_dropped_ticks: mixer.dropped_ticks.load(Ordering::Relaxed),
+            video_frames_forwarded: video.frames_forwarded.load(Ordering::Relaxed),
+            video_bytes_forwarded: video.bytes_forwarded.load(Ordering::Relaxed),
+            keyframe_requests: video.keyframe_requests.load(Ordering::Relaxed),
         }
     }
 }
@@ -309,4 +314,7 @@ pub struct MediaStats {
     pub mixer_busy: Duration,
     pub mixer_dropped_packets: u64,
     pub mixer_dropped_ticks: u64,
+    pub video_frames_forwarded: u64,
+    pub video_bytes_forwarded: u64,
+    pub keyframe_requests: u64,
 }
