@@ -114,6 +114,7 @@ async fn meetings(State(admin): State<Arc<Admin>>) -> Response {
             .into_iter()
             .map(|p| {
                 let mut kinds = Vec::new();
+                let content_id = crate::join::video::content_attendee_id(&p.attendee_id);
                 for session in tracks.iter().filter(|t| t.attendee_id == p.attendee_id) {
                     if session.audio {
                         kinds.push(if session.muted {
@@ -122,6 +123,16 @@ async fn meetings(State(admin): State<Arc<Admin>>) -> Response {
                             "audio"
                         });
                     }
+                    if session.video {
+                        kinds.push("camera");
+                    }
+                }
+                // The attendee's content-share session is listed with the attendee.
+                if tracks
+                    .iter()
+                    .any(|t| t.attendee_id == content_id && t.video)
+                {
+                    kinds.push("screen share");
                 }
                 serde_json::json!({
                     "attendee_id": p.attendee_id,
