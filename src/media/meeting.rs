@@ -26,6 +26,8 @@ use crate::events::CapabilityTarget;
 
 /// Datagrams waiting for one meeting: about a second of a 40-person meeting's uplink.
 pub const INBOX_DATAGRAMS: usize = 4096;
+/// How long a peer has to connect (ICE and DTLS) after its first answer before it is dropped.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 /// How often a meeting reports its streams' bitrates (the client expects BITRATES about every
 /// 4 s).
 const BITRATE_INTERVAL: Duration = Duration::from_secs(4);
@@ -66,6 +68,10 @@ struct Peer {
     next_timeout: Instant,
     /// Where the volume indicators read this session's audio level.
     level: Arc<LevelCell>,
+    /// ICE and DTLS are up. Until then nothing is written to the peer: str0m would queue it
+    /// (without bound) for a connection that may never come.
+    connected: bool,
+    created: Instant,
 }
 
 /// What a meeting task shares with the rest of the media plane.
@@ -414,6 +420,8 @@ impl MeetingTask {
                 ufrag,
                 next_timeout: Instant::now(),
                 level,
+                connected: false,
+                created: Instant::now(),
             },
         );
         Ok(answer)
@@ -438,10 +446,14 @@ impl MeetingTask {
     }
 
     fn remove_dead(&mut self) {
+        let now = Instant::now();
         let dead: Vec<u64> = self
             .peers
             .iter()
-            .filter(|(_, p)| !p.rtc.is_alive())
+            .filter(|(_, p)| {
+                !p.rtc.is_alive()
+                    || (!p.connected && now.saturating_duration_since(p.created) > CONNECT_DEADLINE)
+            })
             .map(|(s, _)| *s)
             .collect();
         for session in dead {
@@ -501,7 +513,7 @@ impl MeetingTask {
             let Some(peer) = self.peers.get_mut(&frame.listener) else {
                 continue;
             };
-            if !peer.role.receive {
+            if !peer.role.receive || !peer.connected {
                 continue;
             }
             let (Some(mid), Some(pt)) = (peer.audio_mid, peer.opus) else {
@@ -591,8 +603,9 @@ impl MeetingTask {
                         }
                     }
                     Event::Connected => {
-                        // Frames written before the connection were dropped: every stream this
-                        // session shows needs a fresh keyframe.
+                        peer.connected = true;
+                        // Nothing was forwarded to it before: every stream it shows needs a
+                        // keyframe to start from.
                         self.keyframes_wanted
                             .extend(self.forwarding.shown_to(session));
                     }
@@ -620,7 +633,7 @@ impl MeetingTask {
             self.forwarding
                 .targets(stream, data.is_keyframe(), &mut self.targets);
             for &(viewer, mid) in &self.targets {
-                let Some(peer) = self.peers.get_mut(&viewer) else {
+                let Some(peer) = self.peers.get_mut(&viewer).filter(|p| p.connected) else {
                     continue;
                 };
                 let Some(writer) = peer.rtc.writer(mid) else {

@@ -280,6 +280,58 @@ impl SignalClient {
         suback.sdp_answer.expect("an SDP answer")
     }
 
+    /// Sends SUBSCRIBE as amazon-chime-sdk-js does once video is on (media-protocol.md §1.2):
+    /// the offer, what this client sends (`send_streams`, audio first) and, per `m=video`
+    /// section in SDP order, the stream it wants there (0 for the camera section). DUPLEX when a
+    /// video descriptor is among `send_streams`, RX otherwise. Returns the SUBSCRIBE_ACK and the
+    /// frames that arrived before it (an INDEX may be among them).
+    pub async fn subscribe_video(
+        &mut self,
+        sdp_offer: String,
+        send_streams: Vec<SdkStreamDescriptor>,
+        receive_stream_ids: Vec<u32>,
+    ) -> (SdkSubscribeAckFrame, Vec<SdkSignalFrame>) {
+        let camera = send_streams
+            .iter()
+            .any(|d| d.media_type == Some(SdkStreamMediaType::Video as i32));
+        let duplex = if camera {
+            SdkStreamServiceType::Duplex
+        } else {
+            SdkStreamServiceType::Rx
+        };
+        self.send(SdkSignalFrame {
+            sub: Some(SdkSubscribeFrame {
+                duplex: Some(duplex as i32),
+                send_streams,
+                receive_stream_ids,
+                sdp_offer: Some(sdp_offer),
+                audio_host: Some("127.0.0.1:3478".into()),
+                audio_checkin: Some(false),
+                ..Default::default()
+            }),
+            ..client_frame(Type::Subscribe)
+        })
+        .await;
+        let mut before = Vec::new();
+        loop {
+            let frame = self.frame().await;
+            if frame.r#type == Type::SubscribeAck as i32 {
+                let ack = frame.suback.expect("SUBSCRIBE_ACK carries a suback");
+                assert_eq!(ack.duplex, Some(duplex as i32), "the ack echoes duplex");
+                return (ack, before);
+            }
+            before.push(frame);
+        }
+    }
+
+    /// The next INDEX, skipping other frames.
+    pub async fn index(&mut self) -> SdkIndexFrame {
+        self.expect(Type::Index)
+            .await
+            .index
+            .expect("INDEX carries an index")
+    }
+
     pub async fn roster(&mut self) -> Vec<SdkAudioStreamIdInfo> {
         self.expect(Type::AudioStreamIdInfo)
             .await
@@ -294,6 +346,31 @@ impl SignalClient {
                 return (code, reason);
             }
         }
+    }
+}
+
+/// The audio descriptor the SDK puts first in `send_streams` (its local constants).
+pub fn audio_descriptor() -> SdkStreamDescriptor {
+    SdkStreamDescriptor {
+        stream_id: Some(1),
+        group_id: Some(1),
+        track_label: Some("AmazonChimeExpressAudio".into()),
+        media_type: Some(SdkStreamMediaType::Audio as i32),
+        ..Default::default()
+    }
+}
+
+/// The camera descriptor the SDK sends without simulcast (its local constants, not the ids the
+/// server allocates).
+pub fn camera_descriptor(max_bitrate_kbps: u32, framerate: u32) -> SdkStreamDescriptor {
+    SdkStreamDescriptor {
+        stream_id: Some(2),
+        group_id: Some(2),
+        track_label: Some("AmazonChimeExpressVideo".into()),
+        media_type: Some(SdkStreamMediaType::Video as i32),
+        max_bitrate_kbps: Some(max_bitrate_kbps),
+        framerate: Some(framerate),
+        ..Default::default()
     }
 }
 
