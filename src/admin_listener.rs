@@ -272,8 +272,11 @@ async fn same_origin_actions(request: Request, next: Next) -> Response {
 }
 
 async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
-    metrics::gauge!(crate::metrics::name::SESSIONS)
-        .set(admin.parts.join.rooms.session_count() as f64);
+    let rooms = &admin.parts.join.rooms;
+    metrics::gauge!(crate::metrics::name::SESSIONS).set(rooms.session_count() as f64);
+    let (meetings, attendees) = rooms.live_counts();
+    metrics::gauge!(crate::metrics::name::LIVE_MEETINGS).set(meetings as f64);
+    metrics::gauge!(crate::metrics::name::LIVE_ATTENDEES).set(attendees as f64);
     crate::metrics::record_media(&admin.parts.join.media.stats());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

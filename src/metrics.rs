@@ -36,6 +36,9 @@ pub mod name {
     pub const THROTTLED: &str = "carillon_api_throttled_total";
     pub const SHED: &str = "carillon_api_shed_total";
     pub const SESSIONS: &str = "carillon_signaling_sessions";
+    pub const LIVE_MEETINGS: &str = "carillon_live_meetings";
+    pub const LIVE_ATTENDEES: &str = "carillon_live_attendees";
+    pub const STORE_DURATION: &str = "carillon_store_duration_seconds";
     pub const EVENTS_DELIVERED: &str = "carillon_events_delivered_total";
     pub const EVENTS_DEAD: &str = "carillon_events_dead_lettered_total";
     pub const EVENT_DELIVERY: &str = "carillon_event_delivery_duration_seconds";
@@ -50,6 +53,13 @@ pub mod name {
     pub const VIDEO_FRAMES: &str = "carillon_video_frames_forwarded_total";
     pub const VIDEO_BYTES: &str = "carillon_video_bytes_forwarded_total";
     pub const KEYFRAME_REQUESTS: &str = "carillon_video_keyframe_requests_total";
+}
+
+/// Times one store read or write (a write until it is committed, queueing and retries
+/// included), by backend.
+pub fn record_store(backend: &'static str, kind: &'static str, started: std::time::Instant) {
+    metrics::histogram!(name::STORE_DURATION, "backend" => backend, "kind" => kind)
+        .record(started.elapsed().as_secs_f64());
 }
 
 /// Copies the media plane's counters into the recorder (at scrape time: the hot path only bumps

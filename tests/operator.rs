@@ -64,7 +64,14 @@ async fn metrics_and_readiness_on_the_admin_listener() {
         body.contains("carillon_api_request_duration_seconds_bucket"),
         "{body}"
     );
-    assert!(body.contains("carillon_signaling_sessions"), "{body}");
+    for gauge in [
+        "carillon_signaling_sessions",
+        "carillon_live_meetings",
+        "carillon_live_attendees",
+        "carillon_store_duration_seconds_bucket",
+    ] {
+        assert!(body.contains(gauge), "{gauge} in {body}");
+    }
     for media in [
         "carillon_media_peers",
         "carillon_media_datagrams_received_total",

@@ -968,6 +968,15 @@ impl Rooms {
         })
     }
 
+    /// Meetings with someone connected to this node, and attendees connected (content shares
+    /// and second devices not counted).
+    pub fn live_counts(&self) -> (usize, usize) {
+        self.with(|rooms| {
+            let attendees = rooms.values().map(|r| r.attendee_count() as usize).sum();
+            (rooms.len(), attendees)
+        })
+    }
+
     /// Sessions connected across all meetings.
     pub fn session_count(&self) -> usize {
         self.with(|rooms| rooms.values().map(|r| r.participants.len()).sum())

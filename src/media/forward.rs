@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use str0m::media::{Mid, Rid};
 
+/// A subscribed layer that has sent nothing for this long, while another layer of the same
+/// publisher flows, is replaced by that layer (see [`Forwarding::fall_back`]).
+pub const LAYER_SILENCE: Duration = Duration::from_millis(1500);
+
 /// How often at most one stream's publisher is asked for a keyframe: viewers joining together,
 /// or many viewers losing packets at once, cost the publisher one keyframe, not one each.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
@@ -32,6 +36,8 @@ struct Subscription {
     current: u32,
     /// The layer to switch to at its next keyframe.
     pending: Option<u32>,
+    /// When it was wired up: a layer that never sent counts as silent from here.
+    since: Instant,
 }
 
 /// One publisher's video section and its layers (rid, stream id), in descriptor order.
@@ -50,6 +56,8 @@ pub struct Forwarding {
     /// `subscriptions`, rebuilt when they change (rare) so that each frame costs one lookup.
     viewers: HashMap<u32, Vec<(u64, Mid)>>,
     keyframe_asked: HashMap<u32, Instant>,
+    /// When each stream last carried a frame.
+    last_frame: HashMap<u32, Instant>,
 }
 
 impl Forwarding {
@@ -84,6 +92,7 @@ impl Forwarding {
                 {
                     self.sources.remove(&stream);
                     self.keyframe_asked.remove(&stream);
+                    self.last_frame.remove(&stream);
                 }
             }
         }
@@ -112,6 +121,7 @@ impl Forwarding {
     /// Replaces a session's subscriptions (one SUBSCRIBE: mid → stream). Returns the streams
     /// newly wired up, whose publishers should send a keyframe for the new viewer.
     pub fn subscribe(&mut self, session: u64, wanted: Vec<(Mid, u32)>) -> Vec<u32> {
+        let wired_at = Instant::now();
         let old = self.subscriptions.remove(&session).unwrap_or_default();
         let mut fresh = Vec::new();
         let mut now: HashMap<Mid, Subscription> = HashMap::with_capacity(wanted.len());
@@ -127,6 +137,7 @@ impl Forwarding {
                     Subscription {
                         current: stream,
                         pending: None,
+                        since: wired_at,
                     }
                 }),
             );
@@ -170,6 +181,63 @@ impl Forwarding {
         if self.subscriptions.remove(&session).is_some() {
             self.rebuild_viewers();
         }
+    }
+
+    /// Notes that a frame of `stream` arrived.
+    pub fn saw_frame(&mut self, stream: u32, now: Instant) {
+        self.last_frame.insert(stream, now);
+    }
+
+    /// Moves viewers off silent layers. The SDK's simulcast uplink policy turns layers on and
+    /// off as people join and leave, and a viewer can subscribe to a layer just as its publisher
+    /// stops it (the INDEX it chose from was a moment old): rather than show a frozen tile until
+    /// its next SUBSCRIBE, it gets the flowing layer nearest to the one it asked for, from that
+    /// layer's next keyframe. Returns the streams to ask keyframes of.
+    pub fn fall_back(&mut self, now: Instant) -> Vec<u32> {
+        let flowing = |stream: u32| {
+            self.last_frame
+                .get(&stream)
+                .is_some_and(|at| now.saturating_duration_since(*at) < LAYER_SILENCE)
+        };
+        let mut moves = Vec::new();
+        for (session, subs) in &self.subscriptions {
+            for (mid, subscription) in subs {
+                let current = subscription.current;
+                if subscription.pending.is_some()
+                    || flowing(current)
+                    || now.saturating_duration_since(subscription.since) < LAYER_SILENCE
+                {
+                    continue;
+                }
+                let Some(layers) = self
+                    .sources
+                    .get(&current)
+                    .and_then(|source| self.publications.get(&source.session))
+                    .map(|p| &p.layers)
+                else {
+                    continue;
+                };
+                let Some(position) = layers.iter().position(|(_, s)| *s == current) else {
+                    continue;
+                };
+                let nearest = layers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (_, stream))| flowing(*stream))
+                    .min_by_key(|(index, _)| index.abs_diff(position))
+                    .map(|(_, (_, stream))| *stream);
+                if let Some(stream) = nearest {
+                    moves.push((*session, *mid, stream));
+                }
+            }
+        }
+        let mut keyframes = Vec::with_capacity(moves.len());
+        for (session, mid, stream) in moves {
+            if self.switch(session, mid, stream) {
+                keyframes.push(stream);
+            }
+        }
+        keyframes
     }
 
     /// The (session, mid) pairs a frame of `stream` goes to. A keyframe completes the switch of
@@ -306,6 +374,35 @@ mod tests {
         fwd.targets(10, true, &mut out);
         assert!(out.is_empty(), "the old layer no longer flows");
         assert_eq!(fwd.shown_on(2, mid("5")), Some(11));
+    }
+
+    #[test]
+    fn a_viewer_of_a_silent_layer_falls_back_to_the_nearest_flowing_one() {
+        let mut fwd = Forwarding::default();
+        let (low, mid_layer, hi) = (Rid::from("low"), Rid::from("mid"), Rid::from("hi"));
+        fwd.publish(
+            1,
+            mid("1"),
+            vec![(Some(low), 10), (Some(mid_layer), 11), (Some(hi), 12)],
+        );
+        fwd.subscribe(2, vec![(mid("5"), 11)]);
+        let start = Instant::now();
+        let later = start + LAYER_SILENCE + Duration::from_millis(100);
+        // Nothing flows at all (a camera starting): nobody moves.
+        assert!(fwd.fall_back(later).is_empty());
+        // Only low and hi flow; the subscribed middle layer stopped.
+        fwd.saw_frame(10, later);
+        fwd.saw_frame(12, later);
+        assert_eq!(
+            fwd.fall_back(later),
+            [10],
+            "the nearest, lower first on a tie"
+        );
+        let mut out = Vec::new();
+        fwd.targets(10, true, &mut out);
+        assert_eq!(out, [(2, mid("5"))], "switched at the keyframe");
+        // A flowing subscription stays where it is.
+        assert!(fwd.fall_back(later).is_empty());
     }
 
     #[test]

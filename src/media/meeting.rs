@@ -28,6 +28,8 @@ use crate::events::CapabilityTarget;
 pub const INBOX_DATAGRAMS: usize = 4096;
 /// How long a peer has to connect (ICE and DTLS) after its first answer before it is dropped.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+/// How often a meeting looks for viewers stuck on a silent simulcast layer.
+const LAYER_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a meeting reports its streams' bitrates (the client expects BITRATES about every
 /// 4 s).
 const BITRATE_INTERVAL: Duration = Duration::from_secs(4);
@@ -114,6 +116,7 @@ pub struct MeetingTask {
     /// Video bytes received per stream since `bitrates_since`.
     stream_bytes: HashMap<u32, u64>,
     bitrates_since: Instant,
+    layers_checked: Instant,
 }
 
 impl MeetingTask {
@@ -136,6 +139,7 @@ impl MeetingTask {
             targets: Vec::new(),
             stream_bytes: HashMap::new(),
             bitrates_since: Instant::now(),
+            layers_checked: Instant::now(),
         }
     }
 
@@ -188,6 +192,14 @@ impl MeetingTask {
             }
             self.drain_dirty();
             self.remove_dead();
+            if now.saturating_duration_since(self.layers_checked) >= LAYER_CHECK_INTERVAL {
+                self.layers_checked = now;
+                let keyframes = self.forwarding.fall_back(now);
+                if !keyframes.is_empty() {
+                    self.keyframes_wanted.extend(keyframes);
+                    self.drain_dirty();
+                }
+            }
             if now.saturating_duration_since(self.bitrates_since) >= BITRATE_INTERVAL {
                 self.report_bitrates(now);
             }
@@ -593,6 +605,7 @@ impl MeetingTask {
                                 self.keyframes_wanted.push(stream);
                             }
                             *self.stream_bytes.entry(stream).or_default() += data.data.len() as u64;
+                            self.forwarding.saw_frame(stream, data.network_time);
                             self.video_frames.push((stream, data));
                         }
                     }

@@ -373,9 +373,10 @@ impl PostgresStore {
         T: Send + 'static,
         F: for<'a> Fn(&'a mut Tx) -> TxFuture<'a, T> + Send + Sync + 'static,
     {
+        let started = std::time::Instant::now();
         let gate = CommitGate::current();
         let pool = self.pool.clone();
-        tokio::spawn(async move {
+        let written = tokio::spawn(async move {
             let mut attempt = 1;
             loop {
                 match Self::attempt(&pool, gate.as_ref(), &work).await {
@@ -395,7 +396,9 @@ impl PostgresStore {
             }
         })
         .await
-        .map_err(backend)?
+        .map_err(backend)?;
+        crate::metrics::record_store("postgres", "write", started);
+        written
     }
 
     async fn attempt<T, F>(pool: &Pool, gate: Option<&Arc<CommitGate>>, work: &F) -> TxResult<T>
@@ -427,8 +430,11 @@ impl PostgresStore {
 
     /// Runs `read` on a pooled connection, outside any explicit transaction.
     async fn read<T>(&self, read: impl AsyncFnOnce(&Conn) -> TxResult<T>) -> StoreResult<T> {
+        let started = std::time::Instant::now();
         let conn = Self::conn(&self.pool).await?;
-        Ok(read(&conn).await?)
+        let value = read(&conn).await?;
+        crate::metrics::record_store("postgres", "read", started);
+        Ok(value)
     }
 
     async fn migrate(&self) -> StoreResult<()> {

@@ -184,6 +184,7 @@ impl SqliteStore {
         &self,
         work: impl FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
+        let started = std::time::Instant::now();
         let gate = super::gate::CommitGate::current();
         let (done, answer) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |tx| {
@@ -203,12 +204,24 @@ impl SqliteStore {
         self.jobs
             .send(job)
             .map_err(|_| backend("the store writer has stopped"))?;
-        answer
+        let committed = answer
             .await
-            .map_err(|_| backend("the write was not carried out"))?
+            .map_err(|_| backend("the write was not carried out"))?;
+        crate::metrics::record_store("sqlite", "write", started);
+        committed
     }
 
     async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let started = std::time::Instant::now();
+        let read = self.read_untimed(work).await;
+        crate::metrics::record_store("sqlite", "read", started);
+        read
+    }
+
+    async fn read_untimed<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
