@@ -15,6 +15,13 @@ pub enum EventType {
     AttendeeJoined,
     AttendeeLeft,
     AttendeeDropped,
+    AttendeeVideoStarted,
+    AttendeeVideoStopped,
+    AttendeeContentJoined,
+    AttendeeContentLeft,
+    AttendeeContentDropped,
+    AttendeeContentVideoStarted,
+    AttendeeContentVideoStopped,
 }
 
 impl EventType {
@@ -28,6 +35,13 @@ impl EventType {
             Self::AttendeeJoined => "chime:AttendeeJoined",
             Self::AttendeeLeft => "chime:AttendeeLeft",
             Self::AttendeeDropped => "chime:AttendeeDropped",
+            Self::AttendeeVideoStarted => "chime:AttendeeVideoStarted",
+            Self::AttendeeVideoStopped => "chime:AttendeeVideoStopped",
+            Self::AttendeeContentJoined => "chime:AttendeeContentJoined",
+            Self::AttendeeContentLeft => "chime:AttendeeContentLeft",
+            Self::AttendeeContentDropped => "chime:AttendeeContentDropped",
+            Self::AttendeeContentVideoStarted => "chime:AttendeeContentVideoStarted",
+            Self::AttendeeContentVideoStopped => "chime:AttendeeContentVideoStopped",
         }
     }
 
@@ -35,7 +49,12 @@ impl EventType {
     fn has_network_type(self) -> bool {
         matches!(
             self,
-            Self::AttendeeJoined | Self::AttendeeLeft | Self::AttendeeDropped
+            Self::AttendeeJoined
+                | Self::AttendeeLeft
+                | Self::AttendeeDropped
+                | Self::AttendeeContentJoined
+                | Self::AttendeeContentLeft
+                | Self::AttendeeContentDropped
         )
     }
 }

@@ -17,6 +17,7 @@ use axum::routing::get;
 
 use crate::clock::Clock;
 use crate::domain::capabilities::Capabilities;
+use crate::domain::meeting_events::EventType;
 use crate::events::{CapabilityTarget, MeetingEvents};
 use crate::store::{AttendeeRecord, PresenceChange, Store};
 use frames::{audio_status, close_code};
@@ -97,6 +98,7 @@ impl JoinPlane {
     /// Acts on the media plane's video events for as long as the join plane exists: a
     /// publisher whose connection died leaves INDEX, and measured bitrates go out as BITRATES.
     pub fn start_video_events(self: &Arc<Self>) {
+        self.start_video_activity_events();
         let Some(mut events) = self.media.take_video_events() else {
             return;
         };
@@ -197,6 +199,48 @@ impl JoinPlane {
         }
     }
 
+    /// Turns cameras and content shares starting and stopping into meeting events
+    /// (`chime:AttendeeVideoStarted`, `chime:AttendeeContentVideoStopped`, ...).
+    fn start_video_activity_events(&self) {
+        let (sink, mut activity) = tokio::sync::mpsc::unbounded_channel();
+        self.rooms.report_video_to(sink);
+        let (store, clock) = (self.store.clone(), self.clock.clone());
+        tokio::spawn(async move {
+            while let Some(change) = activity.recv().await {
+                let session::VideoActivity {
+                    meeting_id,
+                    attendee_id,
+                    started,
+                } = change;
+                let content = attendee_id.ends_with(video::CONTENT_SUFFIX);
+                let kind = match (content, started) {
+                    (false, true) => EventType::AttendeeVideoStarted,
+                    (false, false) => EventType::AttendeeVideoStopped,
+                    (true, true) => EventType::AttendeeContentVideoStarted,
+                    (true, false) => EventType::AttendeeContentVideoStopped,
+                };
+                record_media_event(&*store, &meeting_id, &attendee_id, kind, clock.now_unix())
+                    .await;
+            }
+        });
+    }
+
+    /// A content share joining, leaving or dropping, as a meeting event (`chime:AttendeeContent…`).
+    async fn record_content_presence(
+        &self,
+        meeting_id: &str,
+        content_attendee_id: &str,
+        change: PresenceChange,
+    ) {
+        let kind = match change {
+            PresenceChange::Joined => EventType::AttendeeContentJoined,
+            PresenceChange::Left => EventType::AttendeeContentLeft,
+            PresenceChange::Dropped => EventType::AttendeeContentDropped,
+        };
+        let now = self.clock.now_unix();
+        record_media_event(&*self.store, meeting_id, content_attendee_id, kind, now).await;
+    }
+
     async fn record_presence(&self, meeting_id: &str, attendee_id: &str, change: PresenceChange) {
         let now = self.clock.now_unix();
         if let Err(error) = self
@@ -206,6 +250,27 @@ impl JoinPlane {
         {
             tracing::warn!(%error, meeting_id, attendee_id, ?change, "could not record presence");
         }
+    }
+}
+
+/// Records a media event for a session's attendee id (`<AttendeeId>#content` for a content
+/// share, whose attendee in the store is `<AttendeeId>`); a store failure is logged, as the
+/// media itself goes on.
+async fn record_media_event(
+    store: &dyn Store,
+    meeting_id: &str,
+    session_attendee_id: &str,
+    kind: EventType,
+    at: i64,
+) {
+    let attendee_id = session_attendee_id
+        .strip_suffix(video::CONTENT_SUFFIX)
+        .unwrap_or(session_attendee_id);
+    if let Err(error) = store
+        .record_media_event(meeting_id, attendee_id, session_attendee_id, kind, at)
+        .await
+    {
+        tracing::warn!(%error, meeting_id, attendee_id = session_attendee_id, event = kind.name(), "could not record a media event");
     }
 }
 

@@ -191,9 +191,39 @@ struct Room {
     video: VideoRoom,
     /// Camera publishers allowed at once (`at_capacity` in INDEX past it).
     max_video_publishers: usize,
+    /// Where cameras and shares starting and stopping are reported (for meeting events).
+    activity: Option<mpsc::UnboundedSender<VideoActivity>>,
+}
+
+/// A session's video started or stopped: `chime:AttendeeVideoStarted` and the like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoActivity {
+    pub meeting_id: String,
+    /// The session's attendee id (`<AttendeeId>#content` for a content share).
+    pub attendee_id: String,
+    pub started: bool,
 }
 
 impl Room {
+    fn report_video(&self, meeting_id: &str, attendee_id: &str, started: bool) {
+        if let Some(activity) = &self.activity {
+            let _ = activity.send(VideoActivity {
+                meeting_id: meeting_id.to_string(),
+                attendee_id: attendee_id.to_string(),
+                started,
+            });
+        }
+    }
+
+    /// Stops a session's video (true when it had any) and reports it.
+    fn stop_video(&mut self, meeting_id: &str, session: u64, attendee_id: &str) -> bool {
+        let stopped = self.video.unpublish(session);
+        if stopped {
+            self.report_video(meeting_id, attendee_id, false);
+        }
+        stopped
+    }
+
     /// Attendees in the meeting: content shares not counted, an attendee on two devices (the
     /// older about to be closed) counted once.
     fn attendee_count(&self) -> u32 {
@@ -315,6 +345,7 @@ pub struct Rooms {
     rooms: Mutex<HashMap<String, Room>>,
     /// Data messages with a lifetime, per meeting. Locked after `rooms` when both are held.
     kept: Mutex<HashMap<String, KeptMessages>>,
+    activity: std::sync::OnceLock<mpsc::UnboundedSender<VideoActivity>>,
 }
 
 /// Why a JOIN found no place in its meeting.
@@ -440,6 +471,7 @@ impl Rooms {
             }
             let room = rooms.entry(meeting_id.to_string()).or_insert_with(|| Room {
                 max_video_publishers: super::video::MAX_VIDEO_PUBLISHERS,
+                activity: self.activity.get().cloned(),
                 ..Room::default()
             });
             for p in room
@@ -476,6 +508,12 @@ impl Rooms {
             }
             Ok(room.participants.len())
         })
+    }
+
+    /// Where cameras and content shares starting and stopping are reported from now on (set
+    /// once, before sessions join).
+    pub fn report_video_to(&self, sink: mpsc::UnboundedSender<VideoActivity>) {
+        let _ = self.activity.set(sink);
     }
 
     /// Narrows what video a session may receive and publish to its attendee's capabilities.
@@ -521,7 +559,12 @@ impl Rooms {
                 }
             }
             for session in stopped {
-                if room.video.unpublish(session) {
+                let attendee_id = room
+                    .participants
+                    .get(&session)
+                    .map(|p| p.attendee_id.clone())
+                    .unwrap_or_default();
+                if room.stop_video(meeting_id, session, &attendee_id) {
                     changed = true;
                     if let Some(p) = room.participants.get_mut(&session) {
                         let frame = encode(&frames::view_only(
@@ -570,7 +613,8 @@ impl Rooms {
                 .get(&session)
                 .ok_or(ViewOnly("the session has left"))?;
             if !me.may_publish {
-                room.video.unpublish(session);
+                let attendee_id = me.attendee_id.clone();
+                room.stop_video(meeting_id, session, &attendee_id);
                 return Err(ViewOnly(
                     "the attendee's capabilities do not include sending this video",
                 ));
@@ -581,6 +625,7 @@ impl Rooms {
                 me.content,
             );
             let max = room.max_video_publishers;
+            let started = !room.video.publishes(session);
             let (allocations, changed) = room.video.publish(
                 session,
                 &attendee_id,
@@ -589,6 +634,9 @@ impl Rooms {
                 descriptors,
                 max,
             )?;
+            if started {
+                room.report_video(meeting_id, &attendee_id, true);
+            }
             if changed {
                 room.broadcast_index(meeting_id, None);
             }
@@ -616,9 +664,15 @@ impl Rooms {
     /// Stops a session's video; the meeting gets an INDEX without it.
     pub fn unpublish_video(&self, meeting_id: &str, session: u64) {
         self.with(|rooms| {
-            if let Some(room) = rooms.get_mut(meeting_id)
-                && room.video.unpublish(session)
-            {
+            let Some(room) = rooms.get_mut(meeting_id) else {
+                return;
+            };
+            let attendee_id = room
+                .participants
+                .get(&session)
+                .map(|p| p.attendee_id.clone())
+                .unwrap_or_default();
+            if room.stop_video(meeting_id, session, &attendee_id) {
                 room.broadcast_index(meeting_id, None);
             }
         })
@@ -843,7 +897,9 @@ impl Rooms {
             };
             // Its video leaves every viewer's INDEX (no frozen tile), and the attendee count
             // changed for those who publish.
-            if room.video.unpublish(session) || (!gone.content && !room.video.is_empty()) {
+            if room.stop_video(meeting_id, session, &gone.attendee_id)
+                || (!gone.content && !room.video.is_empty())
+            {
                 room.broadcast_index(meeting_id, None);
             }
             if let Some(stream) = gone.stream_id {
@@ -1184,6 +1240,38 @@ mod tests {
         rooms.remove_attendee("m", "b", audio_status::ATTENDEE_REMOVED);
         assert!(share.queue.try_recv().is_ok(), "told to end");
         while share.queue.try_recv().is_ok() {}
+    }
+
+    #[test]
+    fn cameras_and_shares_starting_and_stopping_are_reported_once_each() {
+        let rooms = Rooms::default();
+        let (sink, mut reported) = mpsc::unbounded_channel();
+        rooms.report_video_to(sink);
+        let (_, _a) = join(&rooms, 1, "a", "José", 10);
+        let (_, _share) = join(&rooms, 2, "a#content", "José", 10);
+        let camera = camera_descriptor();
+        for session in [1, 1, 2] {
+            rooms
+                .publish_video("m", session, &[&camera])
+                .expect("publishes");
+        }
+        rooms.unpublish_video("m", 1);
+        rooms.unpublish_video("m", 1);
+        rooms.leave("m", 2, false);
+        let mut seen = Vec::new();
+        while let Ok(activity) = reported.try_recv() {
+            seen.push((activity.attendee_id, activity.started));
+        }
+        assert_eq!(
+            seen,
+            [
+                ("a".to_string(), true),
+                ("a#content".to_string(), true),
+                ("a".to_string(), false),
+                ("a#content".to_string(), false),
+            ],
+            "a renegotiation or a second stop reports nothing"
+        );
     }
 
     #[test]

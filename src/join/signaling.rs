@@ -530,8 +530,17 @@ impl Session<'_> {
         self.plane
             .rooms
             .set_video_rights(&self.meeting_id, self.id, attendee.capabilities);
-        // A content share is a session of its attendee, not an attendee of its own in the store.
-        if !self.content {
+        // A content share is a session of its attendee, not an attendee of its own in the
+        // store: it gets its own meeting events, not presence.
+        if self.content {
+            self.plane
+                .record_content_presence(
+                    &self.meeting_id,
+                    &attendee.attendee_id,
+                    PresenceChange::Joined,
+                )
+                .await;
+        } else {
             self.plane
                 .record_presence(
                     &self.meeting_id,
@@ -662,23 +671,22 @@ async fn run_session(
         );
         // Stored before it is announced, so whoever sees the departure finds it recorded; not
         // when the attendee is still there on another device (a 301 replacement).
-        if !session.content
-            && !plane.rooms.has_other_session(
-                &session.meeting_id,
-                &attendee.attendee_id,
-                session.id,
-            )
-        {
+        let change = if dropped {
+            PresenceChange::Dropped
+        } else {
+            PresenceChange::Left
+        };
+        if session.content {
             plane
-                .record_presence(
-                    &session.meeting_id,
-                    &attendee.attendee_id,
-                    if dropped {
-                        PresenceChange::Dropped
-                    } else {
-                        PresenceChange::Left
-                    },
-                )
+                .record_content_presence(&session.meeting_id, &attendee.attendee_id, change)
+                .await;
+        } else if !plane.rooms.has_other_session(
+            &session.meeting_id,
+            &attendee.attendee_id,
+            session.id,
+        ) {
+            plane
+                .record_presence(&session.meeting_id, &attendee.attendee_id, change)
                 .await;
         }
         plane.rooms.leave(&session.meeting_id, session.id, dropped);

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::domain::capabilities::MediaCapability;
+use crate::domain::meeting_events::EventType;
 
 fn meeting(account: &str, token: &str, cap: u32) -> MeetingRecord {
     MeetingRecord {
@@ -457,6 +458,22 @@ async fn outbox(store: &dyn Store) {
         .record_presence(&id, &attendee_id, PresenceChange::Joined, 10)
         .await
         .expect("joined");
+    // Media events name the session's attendee id (a content share's carries `#content`) and
+    // need the meeting and the attendee to exist.
+    let content_id = format!("{attendee_id}#content");
+    for (shown, kind) in [
+        (&attendee_id, EventType::AttendeeVideoStarted),
+        (&content_id, EventType::AttendeeContentJoined),
+    ] {
+        store
+            .record_media_event(&id, &attendee_id, shown, kind, 15)
+            .await
+            .expect("media event");
+    }
+    store
+        .record_media_event(&id, "nobody", "nobody", EventType::AttendeeVideoStarted, 15)
+        .await
+        .expect("an unknown attendee records nothing");
     store
         .record_presence(&id, &attendee_id, PresenceChange::Left, 20)
         .await
@@ -487,11 +504,17 @@ async fn outbox(store: &dyn Store) {
             "chime:AttendeeAdded",
             "chime:AttendeeAuthorized",
             "chime:AttendeeJoined",
+            "chime:AttendeeVideoStarted",
+            "chime:AttendeeContentJoined",
             "chime:AttendeeLeft",
             "chime:AttendeeDeleted",
             "chime:MeetingEnded"
         ]
     );
+    let content: serde_json::Value = serde_json::from_str(&events[5].body).expect("json");
+    assert_eq!(content["detail"]["attendeeId"], content_id.as_str());
+    assert_eq!(content["detail"]["externalUserId"], "José");
+    assert_eq!(content["detail"]["networkType"], "Voip");
     assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
     assert_eq!(
         store.latest_event_seq().await.expect("latest"),
@@ -573,7 +596,7 @@ async fn outbox(store: &dyn Store) {
     );
     assert_eq!(
         store
-            .outbox_after(events[5].seq, 100)
+            .outbox_after(events[events.len() - 2].seq, 100)
             .await
             .expect("tail")
             .len(),

@@ -299,6 +299,19 @@ pub trait Store: Send + Sync + 'static {
     /// Whether a meeting exists, in any account (the join plane knows no account).
     async fn meeting_exists(&self, meeting_id: &str) -> StoreResult<bool>;
 
+    /// Records a media event of an attendee's live session (camera on or off, a content share
+    /// joining, leaving, dropping, showing or stopping its video) in the event outbox, named
+    /// `shown_attendee_id` (`<AttendeeId>#content` for content), when the meeting and the
+    /// attendee `attendee_id` still exist. Presence and the idle clock are left alone.
+    async fn record_media_event(
+        &self,
+        meeting_id: &str,
+        attendee_id: &str,
+        shown_attendee_id: &str,
+        kind: crate::domain::meeting_events::EventType,
+        at: i64,
+    ) -> StoreResult<()>;
+
     /// Records that an attendee's client joined, left or dropped at `at`, and keeps the
     /// meeting's idle clock: it starts when the last connected attendee goes.
     async fn record_presence(

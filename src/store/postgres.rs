@@ -1267,6 +1267,50 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn record_media_event(
+        &self,
+        meeting_id: &str,
+        attendee_id: &str,
+        shown_attendee_id: &str,
+        kind: EventType,
+        at: i64,
+    ) -> StoreResult<()> {
+        let (meeting_id, attendee_id, shown) = (
+            meeting_id.to_string(),
+            attendee_id.to_string(),
+            shown_attendee_id.to_string(),
+        );
+        self.write(move |tx| {
+            let (meeting_id, attendee_id, shown) =
+                (meeting_id.clone(), attendee_id.clone(), shown.clone());
+            Box::pin(async move {
+                let Some(meeting) = tx
+                    .query_opt(
+                        &format!("SELECT {MEETING_COLUMNS} FROM meetings WHERE meeting_id = $1"),
+                        &[&meeting_id],
+                    )
+                    .await?
+                else {
+                    return Ok(());
+                };
+                let meeting = meeting_from_row(&meeting)?;
+                let attendee = tx
+                    .query_opt(
+                        "SELECT external_user_id FROM attendees \
+                         WHERE meeting_id = $1 AND attendee_id = $2",
+                        &[&meeting_id, &attendee_id],
+                    )
+                    .await?;
+                if let Some(attendee) = attendee {
+                    let external_user_id: String = attendee.try_get(0)?;
+                    tx.record_event(kind, &meeting, Some((&shown, &external_user_id)), at)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
     async fn record_presence(
         &self,
         meeting_id: &str,

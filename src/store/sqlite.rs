@@ -1156,6 +1156,44 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn record_media_event(
+        &self,
+        meeting_id: &str,
+        attendee_id: &str,
+        shown_attendee_id: &str,
+        kind: EventType,
+        at: i64,
+    ) -> StoreResult<()> {
+        let (meeting_id, attendee_id, shown) = (
+            meeting_id.to_string(),
+            attendee_id.to_string(),
+            shown_attendee_id.to_string(),
+        );
+        self.write(move |tx| {
+            let meeting = tx
+                .query_row(
+                    &format!("SELECT {MEETING_COLUMNS} FROM meetings WHERE meeting_id = ?1"),
+                    params![meeting_id],
+                    meeting_from_row,
+                )
+                .optional()
+                .map_err(backend)?;
+            let external_user_id: Option<String> = tx
+                .query_row(
+                    "SELECT external_user_id FROM attendees WHERE meeting_id = ?1 AND attendee_id = ?2",
+                    params![meeting_id, attendee_id],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            if let (Some(meeting), Some(external_user_id)) = (meeting, external_user_id) {
+                record_event(tx, kind, &meeting, Some((&shown, &external_user_id)), at)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn meeting_presence(
         &self,
         account_id: &str,
