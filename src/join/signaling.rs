@@ -289,6 +289,18 @@ impl Session<'_> {
                 };
                 self.on_subscribe(sub).await
             }
+            Ok(kind @ (Type::Pause | Type::Resume)) if self.joined.is_some() => {
+                // The user paused (or resumed) a remote tile: that stream stops (or restarts)
+                // flowing to this session only. At most the subscription limit's worth.
+                let mut streams = frame.pause.map(|p| p.stream_ids).unwrap_or_default();
+                streams.truncate(VIDEO_SUBSCRIPTION_LIMIT as usize);
+                if !streams.is_empty() {
+                    self.plane
+                        .media
+                        .pause(self.id, streams, kind == Type::Pause);
+                }
+                true
+            }
             Ok(Type::RemoteVideoUpdate) if self.joined.is_some() => {
                 // A simulcast layer switch within a group, without renegotiation: the section
                 // keeps its SSRC and shows the other layer from its next keyframe. Removals are

@@ -9,7 +9,7 @@
 //! A layer switch (simulcast, REMOTE_VIDEO_UPDATE) takes effect at the first keyframe of the new
 //! layer, so the viewer never gets frames it cannot decode; until then the old layer flows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use str0m::media::{Mid, Rid};
@@ -17,6 +17,9 @@ use str0m::media::{Mid, Rid};
 /// A subscribed layer that has sent nothing for this long, while another layer of the same
 /// publisher flows, is replaced by that layer (see [`Forwarding::fall_back`]).
 pub const LAYER_SILENCE: Duration = Duration::from_millis(1500);
+
+/// Streams one session may hold paused.
+const MAX_PAUSED_STREAMS: usize = 64;
 
 /// How often at most one stream's publisher is asked for a keyframe: viewers joining together,
 /// or many viewers losing packets at once, cost the publisher one keyframe, not one each.
@@ -58,6 +61,8 @@ pub struct Forwarding {
     keyframe_asked: HashMap<u32, Instant>,
     /// When each stream last carried a frame.
     last_frame: HashMap<u32, Instant>,
+    /// Streams each session paused (the user paused a remote tile): not forwarded to it.
+    paused: HashMap<u64, HashSet<u32>>,
 }
 
 impl Forwarding {
@@ -178,9 +183,31 @@ impl Forwarding {
     /// Forgets everything about a session (it left or its connection died).
     pub fn remove(&mut self, session: u64) {
         self.unpublish(session);
+        self.paused.remove(&session);
         if self.subscriptions.remove(&session).is_some() {
             self.rebuild_viewers();
         }
+    }
+
+    /// PAUSE (true) or RESUME (false) of streams by a session that stopped or restarted
+    /// watching a tile. Returns the streams resumed, which need a keyframe to restart from.
+    pub fn pause(&mut self, session: u64, streams: &[u32], paused: bool) -> Vec<u32> {
+        let set = self.paused.entry(session).or_default();
+        let mut resumed = Vec::new();
+        for &stream in streams {
+            if paused {
+                // Bounded whatever a client sends: a session sees at most 25 streams at once.
+                if set.len() < MAX_PAUSED_STREAMS {
+                    set.insert(stream);
+                }
+            } else if set.remove(&stream) {
+                resumed.push(stream);
+            }
+        }
+        if set.is_empty() {
+            self.paused.remove(&session);
+        }
+        resumed
     }
 
     /// Notes that a frame of `stream` arrived.
@@ -256,6 +283,13 @@ impl Forwarding {
             else {
                 continue;
             };
+            if self
+                .paused
+                .get(&session)
+                .is_some_and(|paused| paused.contains(&stream))
+            {
+                continue;
+            }
             if subscription.current == stream {
                 // With a switch pending, the old layer keeps flowing until the new one's keyframe.
                 out.push((session, mid));
@@ -403,6 +437,25 @@ mod tests {
         assert_eq!(out, [(2, mid("5"))], "switched at the keyframe");
         // A flowing subscription stays where it is.
         assert!(fwd.fall_back(later).is_empty());
+    }
+
+    #[test]
+    fn a_paused_stream_is_not_forwarded_to_the_session_that_paused_it() {
+        let mut fwd = Forwarding::default();
+        fwd.publish(1, mid("1"), vec![(None, 7)]);
+        fwd.subscribe(2, vec![(mid("2"), 7)]);
+        fwd.subscribe(3, vec![(mid("2"), 7)]);
+        assert!(fwd.pause(2, &[7], true).is_empty());
+        let mut out = Vec::new();
+        fwd.targets(7, false, &mut out);
+        assert_eq!(out, [(3, mid("2"))], "only the other viewer");
+        assert_eq!(
+            fwd.pause(2, &[7, 8], false),
+            [7],
+            "resumed: wants a keyframe"
+        );
+        fwd.targets(7, false, &mut out);
+        assert_eq!(out.len(), 2);
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub enum MeetingCommand {
         video: VideoPlan,
         reply: oneshot::Sender<Result<Answer, String>>,
     },
+    /// PAUSE or RESUME: a session stops or restarts receiving these streams.
+    Pause {
+        session: u64,
+        streams: Vec<u32>,
+        paused: bool,
+    },
     /// REMOTE_VIDEO_UPDATE: show another layer on a receive section, from its next keyframe.
     SwitchLayer {
         session: u64,
@@ -252,6 +258,14 @@ impl MeetingTask {
                 let _ = reply.send(result);
             }
             MeetingCommand::Remove { session } => self.drop_peer(session),
+            MeetingCommand::Pause {
+                session,
+                streams,
+                paused,
+            } => {
+                let resumed = self.forwarding.pause(session, &streams, paused);
+                self.keyframes_wanted.extend(resumed);
+            }
             MeetingCommand::SwitchLayer {
                 session,
                 mid,

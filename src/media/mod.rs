@@ -225,6 +225,30 @@ impl Media {
     /// Shows another layer of the same publisher on a receive section (REMOTE_VIDEO_UPDATE),
     /// from that layer's next keyframe.
     pub fn switch_layer(&self, session: u64, mid: &str, stream: u32) {
+        self.tell_session_meeting(
+            session,
+            MeetingCommand::SwitchLayer {
+                session,
+                mid: mid.to_string(),
+                stream,
+            },
+        );
+    }
+
+    /// Stops (PAUSE) or restarts (RESUME) forwarding these streams to a session.
+    pub fn pause(&self, session: u64, streams: Vec<u32>, paused: bool) {
+        self.tell_session_meeting(
+            session,
+            MeetingCommand::Pause {
+                session,
+                streams,
+                paused,
+            },
+        );
+    }
+
+    /// Sends a command to the meeting task of a session's meeting, if it runs.
+    fn tell_session_meeting(&self, session: u64, command: MeetingCommand) {
         let meeting_id = self
             .sessions
             .lock()
@@ -238,11 +262,7 @@ impl Media {
             .ok()
             .and_then(|registry| registry.get(&meeting_id).cloned());
         if let Some(handle) = handle {
-            let _ = handle.commands.send(MeetingCommand::SwitchLayer {
-                session,
-                mid: mid.to_string(),
-                stream,
-            });
+            let _ = handle.commands.send(command);
         }
     }
 
