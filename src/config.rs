@@ -24,6 +24,17 @@ pub enum DemoMode {
     Off,
 }
 
+/// What connected clients are told when the server stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShutdownMode {
+    /// Their meeting ended (AUDIO_STATUS 410, close 4410): the SDK stops cleanly with
+    /// MeetingEnded, as when a single server goes away for good.
+    End,
+    /// The server will be back (close 4503): the SDK reconnects, for a restart within its
+    /// reconnect window; it reports a signaling error until then.
+    Reconnect,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// TOML file of settings (keys are these flags' names with `_`: `max_attendees = 100`).
@@ -128,6 +139,11 @@ pub struct Config {
     /// The clock meetings live by: `real`, or `manual` (moved through the admin API).
     #[arg(long, env = "CARILLON_CLOCK", value_enum, default_value_t = ClockMode::Real)]
     pub clock: ClockMode,
+
+    /// What connected clients are told at shutdown: `end` (their meeting ended) or
+    /// `reconnect` (come back: for a restart).
+    #[arg(long, env = "CARILLON_ON_SHUTDOWN", value_enum, default_value_t = ShutdownMode::End)]
+    pub on_shutdown: ShutdownMode,
 
     /// A meeting with no attendee connected for this long ends (90s, 5m, 1h; AWS: 5m).
     #[arg(long, env = "CARILLON_IDLE_TIMEOUT", default_value = "5m",
@@ -261,6 +277,7 @@ impl Config {
             admin_listen: "off".into(),
             admin_token: None,
             clock: ClockMode::Real,
+            on_shutdown: ShutdownMode::End,
             idle_timeout: 300,
             max_duration: 86_400,
             bus: None,

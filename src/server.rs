@@ -228,6 +228,7 @@ pub struct Running {
     sinks: Vec<notifications::SinkConfig>,
     /// The embedded TURN listener; stops when dropped.
     turn: Option<TurnListener>,
+    on_shutdown: crate::config::ShutdownMode,
 }
 
 /// How long a graceful stop waits for the event outbox to reach its sinks.
@@ -243,13 +244,14 @@ impl Running {
         Ok(count)
     }
 
-    /// Stops accepting, tells connected clients the server is going away, lets in-flight
+    /// Stops accepting, tells connected clients their meeting ended or to reconnect
+    /// (`--on-shutdown`), lets in-flight
     /// requests finish (for at most `DRAIN_TIMEOUT`), and waits for the server to end.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(admin) = self.admin_task.take() {
             admin.abort();
         }
-        self.join.shut_down();
+        self.join.shut_down(self.on_shutdown);
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -629,6 +631,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         join,
         api: state,
         keys_file: config.keys_file.clone(),
+        on_shutdown: config.on_shutdown,
         boot: Boot {
             addr,
             media_addr,

@@ -440,8 +440,32 @@ async fn client_events_are_accepted_with_a_live_join_token_and_answered_with_jso
 }
 
 #[tokio::test]
-async fn stopping_the_server_closes_sessions_with_a_retryable_code() {
+async fn stopping_the_server_ends_its_sessions_cleanly_by_default() {
     let mut server = TestServer::start().await;
+    let m = meeting(&server).await;
+    let (_, token) = attendee(&server, &m, "alice").await;
+    let mut alice = SignalClient::connect(&m.signaling_url, &token).await;
+    alice.join().await;
+    let running = server.running.take().expect("running");
+    running
+        .stop()
+        .await
+        .expect("stops without waiting on the open socket");
+    // The SDK stops with MeetingEnded: no reconnect attempts, no signaling error.
+    let status = alice.expect(Type::AudioStatus).await.audio_status;
+    assert_eq!(
+        status.and_then(|s| s.audio_status),
+        Some(audio_status::MEETING_ENDED)
+    );
+    assert_eq!(alice.closed().await.0, close_code::MEETING_ENDED);
+}
+
+#[tokio::test]
+async fn with_on_shutdown_reconnect_sessions_are_closed_with_a_retryable_code() {
+    let mut server = TestServer::start_with(|config| {
+        config.on_shutdown = carillon::config::ShutdownMode::Reconnect;
+    })
+    .await;
     let m = meeting(&server).await;
     let (_, token) = attendee(&server, &m, "alice").await;
     let mut alice = SignalClient::connect(&m.signaling_url, &token).await;

@@ -130,11 +130,16 @@ impl JoinPlane {
             .with_state(self)
     }
 
-    /// Closes every signaling session with a code the client retries on (4500–4599), so that
-    /// browsers reconnect to the node that takes over instead of waiting on a dead socket.
-    pub fn shut_down(&self) {
-        self.rooms
-            .close_all(close_code::SERVER_GOING_AWAY, "server shutting down");
+    /// Ends every signaling session for a server that stops: with `End`, AUDIO_STATUS 410 and
+    /// close 4410, so the SDK stops cleanly with MeetingEnded; with `Reconnect`, close 4503,
+    /// a code the client retries on (4500–4599), for a server that comes back.
+    pub fn shut_down(&self, mode: crate::config::ShutdownMode) {
+        match mode {
+            crate::config::ShutdownMode::End => self.rooms.end_all("server shutting down"),
+            crate::config::ShutdownMode::Reconnect => self
+                .rooms
+                .close_all(close_code::SERVER_GOING_AWAY, "server shutting down"),
+        }
     }
 
     fn next_session_id(&self) -> u64 {

@@ -1006,6 +1006,23 @@ impl Rooms {
         })
     }
 
+    /// Tells every session of every meeting that its meeting ended (AUDIO_STATUS 410, close
+    /// 4410), which the client takes as a clean end.
+    pub fn end_all(&self, reason: &'static str) {
+        self.with(|rooms| {
+            for p in rooms.values().flat_map(|r| r.participants.values()) {
+                p.outlet.end(
+                    Some(frames::audio_status(
+                        timestamp_ms(),
+                        audio_status::MEETING_ENDED,
+                    )),
+                    frames::close_code::MEETING_ENDED,
+                    reason,
+                );
+            }
+        })
+    }
+
     /// Closes every session of every meeting.
     pub fn close_all(&self, code: u16, reason: &'static str) {
         self.with(|rooms| {
