@@ -45,6 +45,9 @@ pub enum Admission {
     Refused(u16, &'static str),
 }
 
+/// Camera and content-share starts and stops waiting to be written as meeting events.
+const VIDEO_ACTIVITY_BACKLOG: usize = 4096;
+
 impl JoinPlane {
     pub fn new(store: Arc<dyn Store>, media: media::Media, clock: Arc<dyn Clock>) -> Self {
         Self {
@@ -207,7 +210,7 @@ impl JoinPlane {
     /// Turns cameras and content shares starting and stopping into meeting events
     /// (`chime:AttendeeVideoStarted`, `chime:AttendeeContentVideoStopped`, ...).
     fn start_video_activity_events(&self) {
-        let (sink, mut activity) = tokio::sync::mpsc::unbounded_channel();
+        let (sink, mut activity) = tokio::sync::mpsc::channel(VIDEO_ACTIVITY_BACKLOG);
         self.rooms.report_video_to(sink);
         let (store, clock) = (self.store.clone(), self.clock.clone());
         tokio::spawn(async move {

@@ -192,7 +192,7 @@ struct Room {
     /// Camera publishers allowed at once (`at_capacity` in INDEX past it).
     max_video_publishers: usize,
     /// Where cameras and shares starting and stopping are reported (for meeting events).
-    activity: Option<mpsc::UnboundedSender<VideoActivity>>,
+    activity: Option<mpsc::Sender<VideoActivity>>,
 }
 
 /// A session's video started or stopped: `chime:AttendeeVideoStarted` and the like.
@@ -207,11 +207,21 @@ pub struct VideoActivity {
 impl Room {
     fn report_video(&self, meeting_id: &str, attendee_id: &str, started: bool) {
         if let Some(activity) = &self.activity {
-            let _ = activity.send(VideoActivity {
+            let report = VideoActivity {
                 meeting_id: meeting_id.to_string(),
                 attendee_id: attendee_id.to_string(),
                 started,
-            });
+            };
+            // Bounded: a client toggling its camera faster than the store records events loses
+            // events, not the server's memory.
+            if activity.try_send(report).is_err() {
+                tracing::warn!(
+                    meeting_id,
+                    attendee_id,
+                    started,
+                    "video event not recorded: too many waiting"
+                );
+            }
         }
     }
 
@@ -345,7 +355,7 @@ pub struct Rooms {
     rooms: Mutex<HashMap<String, Room>>,
     /// Data messages with a lifetime, per meeting. Locked after `rooms` when both are held.
     kept: Mutex<HashMap<String, KeptMessages>>,
-    activity: std::sync::OnceLock<mpsc::UnboundedSender<VideoActivity>>,
+    activity: std::sync::OnceLock<mpsc::Sender<VideoActivity>>,
 }
 
 /// Why a JOIN found no place in its meeting.
@@ -512,7 +522,7 @@ impl Rooms {
 
     /// Where cameras and content shares starting and stopping are reported from now on (set
     /// once, before sessions join).
-    pub fn report_video_to(&self, sink: mpsc::UnboundedSender<VideoActivity>) {
+    pub fn report_video_to(&self, sink: mpsc::Sender<VideoActivity>) {
         let _ = self.activity.set(sink);
     }
 
@@ -1262,7 +1272,7 @@ mod tests {
     #[test]
     fn cameras_and_shares_starting_and_stopping_are_reported_once_each() {
         let rooms = Rooms::default();
-        let (sink, mut reported) = mpsc::unbounded_channel();
+        let (sink, mut reported) = mpsc::channel(16);
         rooms.report_video_to(sink);
         let (_, _a) = join(&rooms, 1, "a", "José", 10);
         let (_, _share) = join(&rooms, 2, "a#content", "José", 10);
