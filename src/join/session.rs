@@ -234,6 +234,16 @@ impl Room {
         stopped
     }
 
+    /// Stops the video of a session still in the room, as [`Room::stop_video`].
+    fn stop_session_video(&mut self, meeting_id: &str, session: u64) -> bool {
+        let attendee_id = self
+            .participants
+            .get(&session)
+            .map(|p| p.attendee_id.clone())
+            .unwrap_or_default();
+        self.stop_video(meeting_id, session, &attendee_id)
+    }
+
     /// Attendees in the meeting: content shares not counted, an attendee on two devices (the
     /// older about to be closed) counted once.
     fn attendee_count(&self) -> u32 {
@@ -569,12 +579,7 @@ impl Rooms {
                 }
             }
             for session in stopped {
-                let attendee_id = room
-                    .participants
-                    .get(&session)
-                    .map(|p| p.attendee_id.clone())
-                    .unwrap_or_default();
-                if room.stop_video(meeting_id, session, &attendee_id) {
+                if room.stop_session_video(meeting_id, session) {
                     changed = true;
                     if let Some(p) = room.participants.get_mut(&session) {
                         let frame = encode(&frames::view_only(
@@ -674,15 +679,9 @@ impl Rooms {
     /// Stops a session's video; the meeting gets an INDEX without it.
     pub fn unpublish_video(&self, meeting_id: &str, session: u64) {
         self.with(|rooms| {
-            let Some(room) = rooms.get_mut(meeting_id) else {
-                return;
-            };
-            let attendee_id = room
-                .participants
-                .get(&session)
-                .map(|p| p.attendee_id.clone())
-                .unwrap_or_default();
-            if room.stop_video(meeting_id, session, &attendee_id) {
+            if let Some(room) = rooms.get_mut(meeting_id)
+                && room.stop_session_video(meeting_id, session)
+            {
                 room.broadcast_index(meeting_id, None);
             }
         })

@@ -204,17 +204,7 @@ impl Media {
 
     /// Changes what an attendee's live sessions may do with audio (UpdateAttendeeCapabilities).
     pub fn set_audio_role(&self, meeting_id: &str, attendees: CapabilityTarget, role: AudioRole) {
-        let handle = self
-            .shared
-            .registry
-            .lock()
-            .ok()
-            .and_then(|registry| registry.get(meeting_id).cloned());
-        if let Some(handle) = handle {
-            let _ = handle
-                .commands
-                .send(MeetingCommand::SetRole { attendees, role });
-        }
+        self.tell_meeting(meeting_id, MeetingCommand::SetRole { attendees, role });
     }
 
     /// The media plane's video events; the first caller gets them, later callers None.
@@ -254,13 +244,19 @@ impl Media {
             .lock()
             .ok()
             .and_then(|sessions| sessions.get(&session).cloned());
-        let Some(meeting_id) = meeting_id else { return };
+        if let Some(meeting_id) = meeting_id {
+            self.tell_meeting(&meeting_id, command);
+        }
+    }
+
+    /// Sends a command to a meeting's task, if it runs (none runs without a peer to serve).
+    fn tell_meeting(&self, meeting_id: &str, command: MeetingCommand) {
         let handle = self
             .shared
             .registry
             .lock()
             .ok()
-            .and_then(|registry| registry.get(&meeting_id).cloned());
+            .and_then(|registry| registry.get(meeting_id).cloned());
         if let Some(handle) = handle {
             let _ = handle.commands.send(command);
         }
@@ -284,15 +280,8 @@ impl Media {
             .lock()
             .ok()
             .and_then(|mut sessions| sessions.remove(&session));
-        let Some(meeting_id) = meeting_id else { return };
-        let handle = self
-            .shared
-            .registry
-            .lock()
-            .ok()
-            .and_then(|registry| registry.get(&meeting_id).cloned());
-        if let Some(handle) = handle {
-            let _ = handle.commands.send(MeetingCommand::Remove { session });
+        if let Some(meeting_id) = meeting_id {
+            self.tell_meeting(&meeting_id, MeetingCommand::Remove { session });
         }
     }
 
