@@ -14,35 +14,28 @@
 //!
 //!   cargo bench --bench media -- [--quick] [--server NAME=PATH]... [--scenario big|many|latency]
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_credential_types::Credentials;
-use aws_sdk_chimesdkmeetings as meetings;
-use carillon::join::frames::proto::sdk_signal_frame::Type;
 use carillon::join::frames::proto::*;
 use carillon::media::opus::{Decoder, Encoder, FRAME_SAMPLES, MAX_PACKET_SAMPLES};
-use futures_util::{SinkExt, StreamExt};
-use prost::Message as _;
-use str0m::change::SdpAnswer;
+use str0m::Event;
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
-use tokio::net::UdpSocket;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+#[path = "clients.rs"]
+mod clients;
 #[path = "proc.rs"]
 mod proc;
+use clients::{Keys, Peer, drain, join, sdk, setup, start_carillon, subscribe};
 use proc::{cpu_seconds, status_bytes};
 
-const ACCESS_KEY_ID: &str = "AKIDMEDIABENCH000001";
-const SECRET: &str = "media-bench-secret";
+const KEYS: Keys = Keys {
+    access_key_id: "AKIDMEDIABENCH000001",
+    secret: "media-bench-secret",
+};
 
 #[derive(Clone, Copy)]
 enum Voice {
@@ -111,20 +104,12 @@ async fn client(
     probe: Arc<ProbeClock>,
     window: Arc<Window>,
 ) -> ClientResult {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("udp");
-    let local: SocketAddr = socket.local_addr().expect("addr");
-    let mut rtc = Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(Candidate::host(local, "udp").expect("candidate"));
-    let mut api = rtc.sdp_api();
+    let mut peer = Peer::new().await;
+    let mut api = peer.rtc.sdp_api();
     let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
     let (offer, pending) = api.apply().expect("offer");
     let answer = signal(&signaling_url, &token, offer.to_sdp_string()).await;
-    rtc.sdp_api()
-        .accept_answer(
-            pending,
-            SdpAnswer::from_sdp_string(&answer.0).expect("answer"),
-        )
-        .expect("answer accepted");
+    peer.accept_answer(pending, &answer.0);
     let _signaling = answer.1; // kept open for the whole run
 
     let mut result = ClientResult::default();
@@ -135,37 +120,32 @@ async fn client(
     let mut frame_no = 0usize;
     let mut buf = vec![0u8; 2000];
     while Instant::now() < window.stop {
-        let deadline = loop {
-            match rtc.poll_output() {
-                Ok(Output::Timeout(at)) => break at,
-                Ok(Output::Transmit(t)) => {
-                    let _ = socket.try_send_to(&t.contents, t.destination);
+        let Some(deadline) = peer.poll(|_, event| match event {
+            Event::Connected => result.connected = true,
+            Event::MediaData(data) => {
+                let now = Instant::now();
+                if now >= window.from && now < window.until {
+                    result.frames += 1;
+                    let seq: u64 = **data.seq_range.end();
+                    result.first_seq.get_or_insert(seq);
+                    result.last_seq = result.last_seq.max(seq);
                 }
-                Ok(Output::Event(Event::Connected)) => result.connected = true,
-                Ok(Output::Event(Event::MediaData(data))) => {
-                    let now = Instant::now();
-                    if now >= window.from && now < window.until {
-                        result.frames += 1;
-                        let seq: u64 = **data.seq_range.end();
-                        result.first_seq.get_or_insert(seq);
-                        result.last_seq = result.last_seq.max(seq);
-                    }
-                    if decode && let Ok(n) = decoder.decode(Some(&data.data), 0, &mut pcm) {
-                        let energy = pcm.iter().take(n).map(|s| s * s).sum::<f32>() / n as f32;
-                        let now_loud = energy > 1e-3;
-                        if now_loud && !loud {
-                            let sent = probe.onset_micros.load(Ordering::Relaxed);
-                            let sent = probe.epoch + Duration::from_micros(sent);
-                            if sent > probe.epoch && now > sent {
-                                result.onset_delays.push(now - sent);
-                            }
+                if decode && let Ok(n) = decoder.decode(Some(&data.data), 0, &mut pcm) {
+                    let energy = pcm.iter().take(n).map(|s| s * s).sum::<f32>() / n as f32;
+                    let now_loud = energy > 1e-3;
+                    if now_loud && !loud {
+                        let sent = probe.onset_micros.load(Ordering::Relaxed);
+                        let sent = probe.epoch + Duration::from_micros(sent);
+                        if sent > probe.epoch && now > sent {
+                            result.onset_delays.push(now - sent);
                         }
-                        loud = now_loud;
                     }
+                    loud = now_loud;
                 }
-                Ok(Output::Event(_)) => {}
-                Err(_) => return result,
             }
+            _ => {}
+        }) else {
+            return result;
         };
         if result.connected && Instant::now() >= next_frame {
             let (payload, level) = match voice {
@@ -184,7 +164,7 @@ async fn client(
                     }
                 }
             };
-            if let Some(writer) = rtc.writer(mid) {
+            if let Some(writer) = peer.rtc.writer(mid) {
                 let pt = writer
                     .payload_params()
                     .find(|p| p.spec().codec == Codec::Opus)
@@ -208,143 +188,26 @@ async fn client(
         let wake = deadline
             .min(next_frame)
             .max(Instant::now() + Duration::from_micros(500));
-        tokio::select! {
-            received = socket.recv_from(&mut buf) => {
-                let Ok((n, source)) = received else { continue };
-                if let Ok(contents) = buf[..n].try_into() {
-                    let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: local, contents });
-                    let _ = rtc.handle_input(input);
-                }
-            }
-            _ = tokio::time::sleep_until(wake.into()) => {
-                let _ = rtc.handle_input(Input::Timeout(Instant::now()));
-            }
-        }
+        peer.receive_until(wake, &mut buf).await;
     }
     result
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// JOIN and SUBSCRIBE over the signaling WebSocket; returns the SDP answer and the open socket,
 /// whose frames a task keeps draining.
 async fn signal(url: &str, token: &str, offer: String) -> (String, tokio::task::JoinHandle<()>) {
-    let mut request = format!("{url}?X-Chime-Control-Protocol-Version=3")
-        .into_client_request()
-        .expect("request");
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        format!("_aws_wt_session, {token}").parse().expect("header"),
-    );
-    let (mut socket, _): (Socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("upgrade");
-    let frame = |kind: Type| SdkSignalFrame {
-        timestamp_ms: 1,
-        r#type: kind as i32,
-        ..Default::default()
-    };
-    let join = SdkSignalFrame {
-        join: Some(SdkJoinFrame {
-            protocol_version: Some(2),
-            ..Default::default()
-        }),
-        ..frame(Type::Join)
-    };
-    send(&mut socket, &join).await;
-    let subscribe = SdkSignalFrame {
-        sub: Some(SdkSubscribeFrame {
-            duplex: Some(SdkStreamServiceType::Duplex as i32),
-            sdp_offer: Some(offer),
-            audio_host: Some("127.0.0.1:3478".into()),
-            audio_checkin: Some(false),
-            ..Default::default()
-        }),
-        ..frame(Type::Subscribe)
-    };
-    send(&mut socket, &subscribe).await;
-    let answer = loop {
-        let Some(Ok(Message::Binary(bytes))) = socket.next().await else {
-            panic!("signaling closed before SUBSCRIBE_ACK");
-        };
-        let Some(body) = bytes.get(1..) else { continue };
-        let Ok(frame) = SdkSignalFrame::decode(body) else {
-            continue;
-        };
-        if let Some(answer) = frame.suback.and_then(|s| s.sdp_answer) {
-            break answer;
-        }
-    };
-    let drain = tokio::spawn(async move { while socket.next().await.is_some() {} });
-    (answer, drain)
-}
-
-async fn send(socket: &mut Socket, frame: &SdkSignalFrame) {
-    let mut bytes = vec![0x5];
-    frame.encode(&mut bytes).expect("encode");
-    socket
-        .send(Message::Binary(bytes.into()))
-        .await
-        .expect("send");
-}
-
-fn sdk(endpoint: &str) -> meetings::Client {
-    let config = meetings::Config::builder()
-        .behavior_version(meetings::config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(meetings::config::Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(ACCESS_KEY_ID, SECRET, None, None, "bench"))
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .build();
-    meetings::Client::from_conf(config)
-}
-
-/// Creates the meetings and attendees; returns (signaling url, join tokens) per meeting.
-async fn setup(
-    api: &meetings::Client,
-    meetings_n: usize,
-    per_meeting: usize,
-) -> Vec<(String, Vec<String>)> {
-    let mut out = Vec::new();
-    for m in 0..meetings_n {
-        let meeting = api
-            .create_meeting()
-            .media_region("us-east-1")
-            .external_meeting_id(format!("bench-{m}"))
-            .send()
-            .await
-            .expect("CreateMeeting")
-            .meeting
-            .expect("meeting");
-        let id = meeting.meeting_id().expect("id").to_string();
-        let url = meeting
-            .media_placement()
-            .and_then(|p| p.signaling_url())
-            .expect("url")
-            .to_string();
-        let mut tokens = Vec::new();
-        for chunk in (0..per_meeting).collect::<Vec<_>>().chunks(100) {
-            let mut batch = api.batch_create_attendee().meeting_id(&id);
-            for a in chunk {
-                batch = batch.attendees(
-                    meetings::types::CreateAttendeeRequestItem::builder()
-                        .external_user_id(format!("user-{m}-{a}"))
-                        .build()
-                        .expect("item"),
-                );
-            }
-            let created = batch.send().await.expect("BatchCreateAttendee");
-            tokens.extend(
-                created
-                    .attendees()
-                    .iter()
-                    .filter_map(|a| a.join_token().map(str::to_string)),
-            );
-        }
-        out.push((url, tokens));
-    }
-    out
+    let mut socket = join(url, token).await;
+    let answer = subscribe(
+        &mut socket,
+        offer,
+        SdkStreamServiceType::Duplex,
+        Vec::new(),
+        Vec::new(),
+    )
+    .await
+    .sdp_answer
+    .expect("answer");
+    (answer, drain(socket))
 }
 
 struct Measured {
@@ -364,9 +227,9 @@ async fn scenario(
     voices: Vec<Vec<(Voice, bool)>>,
     measure: Duration,
 ) -> Measured {
-    let api = sdk(endpoint);
+    let api = sdk(endpoint, &KEYS);
     let per_meeting = voices.iter().map(Vec::len).max().unwrap_or(0);
-    let rooms = setup(&api, voices.len(), per_meeting).await;
+    let rooms = setup(&api, "bench-", voices.len(), per_meeting).await;
     let packets = Arc::new(encode_packets());
     let probe = Arc::new(ProbeClock {
         epoch: Instant::now(),
@@ -432,60 +295,6 @@ async fn scenario(
     }
 }
 
-struct Server {
-    child: Child,
-    endpoint: String,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        std::thread::sleep(Duration::from_millis(300));
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(binary: &Path) -> Server {
-    let data = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let child = Command::new(binary)
-        .arg("serve")
-        .env("RUST_LOG", "warn")
-        .env("CARILLON_LISTEN", format!("127.0.0.1:{port}"))
-        .env("CARILLON_DATA_DIR", data.path())
-        .env("CARILLON_ACCESS_KEY_ID", ACCESS_KEY_ID)
-        .env("CARILLON_SECRET_ACCESS_KEY", SECRET)
-        .env("CARILLON_ACCOUNT_ID", "111122223333")
-        .env("CARILLON_ADMIN_LISTEN", "off")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{} did not start",
-            binary.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server {
-        child,
-        endpoint,
-        _data: data,
-    }
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -500,12 +309,7 @@ fn main() {
     if servers.is_empty() {
         servers.push(("mixer".into(), PathBuf::from("target/release/carillon")));
     }
-    str0m::crypto::from_feature_flags().install_process_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = clients::runtime();
     let measure = Duration::from_secs(if quick { 5 } else { 15 });
     let (big, many_meetings) = if quick { (50, 4) } else { (250, 20) };
     let scenarios: Vec<(&str, Meetings)> = vec![
@@ -556,9 +360,10 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|");
     for (name, scenario_voices) in &scenarios {
         for (server_name, binary) in &servers {
-            let server = start(binary);
+            let data = tempfile::tempdir().expect("tempdir");
+            let (server, endpoint) = start_carillon(binary, data.path(), &KEYS);
             let m = runtime.block_on(scenario(
-                &server.endpoint,
+                &endpoint,
                 server.child.id(),
                 scenario_voices.clone(),
                 measure,

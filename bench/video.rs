@@ -21,35 +21,33 @@
 //!                                [--measure SECONDS] [--server PATH]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_credential_types::Credentials;
 use aws_sdk_chimesdkmeetings as meetings;
 use carillon::join::frames::proto::sdk_signal_frame::Type;
 use carillon::join::frames::proto::*;
-use futures_util::{SinkExt, StreamExt};
-use prost::Message as _;
-use str0m::change::SdpAnswer;
+use str0m::Event;
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+#[path = "clients.rs"]
+mod clients;
 #[path = "proc.rs"]
 mod proc;
 #[path = "../tests/common/vp8.rs"]
 mod vp8;
+use clients::{Keys, Peer, Process, drain, join, next_of, sdk, start_carillon, subscribe};
 use proc::{cpu_seconds, status_bytes};
 
-const ACCESS_KEY_ID: &str = "AKIDVIDEOBENCH000001";
-const SECRET: &str = "video-bench-secret";
+const KEYS: Keys = Keys {
+    access_key_id: "AKIDVIDEOBENCH000001",
+    secret: "video-bench-secret",
+};
 const FPS: u32 = 30;
 const BITRATE: u32 = 1_000_000;
 /// A keyframe every 2 s, five times the size of a delta frame.
@@ -133,40 +131,6 @@ impl SeqExtender {
 // ---------------------------------------------------------------------------------------------
 // Signaling (JOIN, SUBSCRIBE with video) and the API.
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn frame(kind: Type) -> SdkSignalFrame {
-    SdkSignalFrame {
-        timestamp_ms: 1,
-        r#type: kind as i32,
-        ..Default::default()
-    }
-}
-
-async fn send(socket: &mut Socket, frame: &SdkSignalFrame) {
-    let mut bytes = vec![0x5];
-    frame.encode(&mut bytes).expect("encode");
-    socket
-        .send(Message::Binary(bytes.into()))
-        .await
-        .expect("send");
-}
-
-async fn next_of(socket: &mut Socket, kind: Type) -> SdkSignalFrame {
-    loop {
-        let Some(Ok(Message::Binary(bytes))) = socket.next().await else {
-            panic!("signaling closed while waiting for {kind:?}");
-        };
-        let Some(body) = bytes.get(1..) else { continue };
-        if let Ok(frame) = SdkSignalFrame::decode(body)
-            && frame.r#type == kind as i32
-        {
-            return frame;
-        }
-    }
-}
-
 /// JOIN, then SUBSCRIBE; returns the SUBSCRIBE_ACK and a task that keeps draining the socket.
 async fn signal(
     url: &str,
@@ -175,24 +139,7 @@ async fn signal(
     send_streams: Vec<SdkStreamDescriptor>,
     receive_stream_ids: Vec<u32>,
 ) -> (SdkSubscribeAckFrame, tokio::task::JoinHandle<()>) {
-    let mut request = format!("{url}?X-Chime-Control-Protocol-Version=3")
-        .into_client_request()
-        .expect("request");
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        format!("_aws_wt_session, {token}").parse().expect("header"),
-    );
-    let (mut socket, _): (Socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("upgrade");
-    let join = SdkSignalFrame {
-        join: Some(SdkJoinFrame {
-            protocol_version: Some(2),
-            ..Default::default()
-        }),
-        ..frame(Type::Join)
-    };
-    send(&mut socket, &join).await;
+    let mut socket = join(url, token).await;
     next_of(&mut socket, Type::Index).await;
     let camera = send_streams
         .iter()
@@ -202,25 +149,8 @@ async fn signal(
     } else {
         SdkStreamServiceType::Rx
     };
-    let subscribe = SdkSignalFrame {
-        sub: Some(SdkSubscribeFrame {
-            duplex: Some(duplex as i32),
-            send_streams,
-            receive_stream_ids,
-            sdp_offer: Some(offer),
-            audio_host: Some("127.0.0.1:3478".into()),
-            audio_checkin: Some(false),
-            ..Default::default()
-        }),
-        ..frame(Type::Subscribe)
-    };
-    send(&mut socket, &subscribe).await;
-    let ack = next_of(&mut socket, Type::SubscribeAck)
-        .await
-        .suback
-        .expect("suback");
-    let drain = tokio::spawn(async move { while socket.next().await.is_some() {} });
-    (ack, drain)
+    let ack = subscribe(&mut socket, offer, duplex, send_streams, receive_stream_ids).await;
+    (ack, drain(socket))
 }
 
 fn audio_descriptor() -> SdkStreamDescriptor {
@@ -245,113 +175,21 @@ fn camera_descriptor() -> SdkStreamDescriptor {
     }
 }
 
-fn sdk(endpoint: &str) -> meetings::Client {
-    let config = meetings::Config::builder()
-        .behavior_version(meetings::config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(meetings::config::Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(ACCESS_KEY_ID, SECRET, None, None, "bench"))
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .build();
-    meetings::Client::from_conf(config)
-}
-
 /// Creates `count` meetings of `attendees`: (signaling url, join tokens) per meeting.
 async fn setup(
     api: &meetings::Client,
     count: usize,
     attendees: usize,
 ) -> Vec<(String, Vec<String>)> {
-    let mut out = Vec::new();
-    for m in 0..count {
-        let meeting = api
-            .create_meeting()
-            .media_region("us-east-1")
-            .external_meeting_id(format!("video-bench-{m}"))
-            .send()
-            .await
-            .expect("CreateMeeting")
-            .meeting
-            .expect("meeting");
-        let id = meeting.meeting_id().expect("id").to_string();
-        let url = meeting
-            .media_placement()
-            .and_then(|p| p.signaling_url())
-            .expect("url")
-            .to_string();
-        let mut batch = api.batch_create_attendee().meeting_id(&id);
-        for a in 0..attendees {
-            batch = batch.attendees(
-                meetings::types::CreateAttendeeRequestItem::builder()
-                    .external_user_id(format!("user-{m}-{a}"))
-                    .build()
-                    .expect("item"),
-            );
-        }
-        let created = batch.send().await.expect("BatchCreateAttendee");
-        let tokens: Vec<String> = created
-            .attendees()
-            .iter()
-            .filter_map(|a| a.join_token().map(str::to_string))
-            .collect();
+    let rooms = clients::setup(api, "video-bench-", count, attendees).await;
+    for (_, tokens) in &rooms {
         assert_eq!(tokens.len(), attendees, "every attendee created");
-        out.push((url, tokens));
     }
-    out
+    rooms
 }
 
 // ---------------------------------------------------------------------------------------------
 // WebRTC clients.
-
-struct Peer {
-    rtc: Rtc,
-    socket: UdpSocket,
-    local: SocketAddr,
-}
-
-impl Peer {
-    async fn new() -> Peer {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("udp");
-        let local = socket.local_addr().expect("addr");
-        let mut rtc = Rtc::builder().build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(local, "udp").expect("candidate"));
-        Peer { rtc, socket, local }
-    }
-
-    /// Transmits what str0m has to send; returns its events' effect through `on_event` and
-    /// when it next wants a timeout, or None once it is dead.
-    fn poll(&mut self, mut on_event: impl FnMut(&mut Rtc, Event)) -> Option<Instant> {
-        loop {
-            match self.rtc.poll_output() {
-                Ok(Output::Timeout(at)) => return Some(at),
-                Ok(Output::Transmit(t)) => {
-                    let _ = self.socket.try_send_to(&t.contents, t.destination);
-                }
-                Ok(Output::Event(event)) => on_event(&mut self.rtc, event),
-                Err(_) => return None,
-            }
-        }
-    }
-
-    fn input(&mut self, datagram: &[u8], source: SocketAddr) {
-        if let Ok(contents) = datagram.try_into() {
-            let input = Input::Receive(
-                Instant::now(),
-                Receive {
-                    proto: Protocol::Udp,
-                    source,
-                    destination: self.local,
-                    contents,
-                },
-            );
-            let _ = self.rtc.handle_input(input);
-        }
-    }
-
-    fn timeout(&mut self) {
-        let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
-    }
-}
 
 /// Sends synthetic VP8 frames at 30 fps once connected (a keyframe every 2 s and whenever the
 /// server asks for one). Returns (frames, bytes) sent in the window and the stream id.
@@ -380,13 +218,7 @@ async fn publisher(
         .and_then(|a| a.stream_id)
         .expect("a stream allocated to the camera");
     let answer = ack.sdp_answer.expect("answer");
-    peer.rtc
-        .sdp_api()
-        .accept_answer(
-            pending,
-            SdpAnswer::from_sdp_string(&answer).expect("answer"),
-        )
-        .expect("answer accepted");
+    peer.accept_answer(pending, &answer);
     let _ = stream_tx.send(stream);
     let (key_len, delta_len) = vp8::sizes(BITRATE, FPS, KEYFRAME_INTERVAL, KEYFRAME_RATIO);
     let mut connected = false;
@@ -438,14 +270,7 @@ async fn publisher(
         let wake = deadline
             .min(next_frame)
             .max(Instant::now() + Duration::from_micros(500));
-        tokio::select! {
-            received = peer.socket.recv_from(&mut buf) => {
-                if let Ok((n, source)) = received {
-                    peer.input(&buf[..n], source);
-                }
-            }
-            _ = tokio::time::sleep_until(wake.into()) => peer.timeout(),
-        }
+        peer.receive_until(wake, &mut buf).await;
     }
     (frames, bytes)
 }
@@ -482,13 +307,7 @@ async fn viewer(url: String, token: String, stream: u32, full: bool, phase: Arc<
         .and_then(|t| t.ssrc)
         .unwrap_or_else(|| panic!("SUBSCRIBE_ACK tracks[] has {label}: {:?}", ack.tracks));
     let answer = ack.sdp_answer.expect("answer");
-    peer.rtc
-        .sdp_api()
-        .accept_answer(
-            pending,
-            SdpAnswer::from_sdp_string(&answer).expect("answer"),
-        )
-        .expect("answer accepted");
+    peer.accept_answer(pending, &answer);
     let mut counted = Counted::default();
     let mut seq = SeqExtender::default();
     let mut buf = vec![0u8; 2048];
@@ -539,52 +358,6 @@ async fn viewer(url: String, token: String, stream: u32, full: bool, phase: Arc<
 
 // ---------------------------------------------------------------------------------------------
 // The servers: `carillon serve`, and the UDP relay floor.
-
-struct Process {
-    child: Child,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        std::thread::sleep(Duration::from_millis(300));
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_carillon(binary: &PathBuf, data: &std::path::Path) -> (Process, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let child = Command::new(binary)
-        .arg("serve")
-        .env("RUST_LOG", "warn")
-        .env("CARILLON_LISTEN", format!("127.0.0.1:{port}"))
-        .env("CARILLON_DATA_DIR", data)
-        .env("CARILLON_ACCESS_KEY_ID", ACCESS_KEY_ID)
-        .env("CARILLON_SECRET_ACCESS_KEY", SECRET)
-        .env("CARILLON_ACCOUNT_ID", "111122223333")
-        .env("CARILLON_ADMIN_LISTEN", "off")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{} did not start",
-            binary.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (Process { child }, format!("http://127.0.0.1:{port}"))
-}
 
 /// The relay's datagrams: [kind][group u16][sequence u32][payload]; kind 0 joins a group, 1 is
 /// data, forwarded as is to every member of its group.
@@ -789,15 +562,15 @@ async fn window(
 }
 
 async fn carillon_step(
-    binary: &PathBuf,
+    binary: &Path,
     publishers: usize,
     viewers: usize,
     measure: Duration,
 ) -> Measured {
     let data = tempfile::tempdir().expect("tempdir");
-    let (server, endpoint) = start_carillon(binary, data.path());
+    let (server, endpoint) = start_carillon(binary, data.path(), &KEYS);
     let pid = server.child.id();
-    let rooms = setup(&sdk(&endpoint), publishers, 1 + viewers).await;
+    let rooms = setup(&sdk(&endpoint, &KEYS), publishers, 1 + viewers).await;
     let phase = Phase::new();
     let mut publisher_tasks = Vec::new();
     let mut viewer_tasks = Vec::new();
@@ -918,12 +691,7 @@ fn main() {
         }),
     );
     let binary = PathBuf::from(arg(&args, "--server").unwrap_or("target/release/carillon"));
-    str0m::crypto::from_feature_flags().install_process_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = clients::runtime();
     let (key_len, delta_len) = vp8::sizes(BITRATE, FPS, KEYFRAME_INTERVAL, KEYFRAME_RATIO);
     println!(
         "{publishers} meetings, 1 publisher each ({} kbit/s VP8 at {FPS} fps: keyframe {key_len} B every {} s, delta frames {delta_len} B), viewers per meeting in steps {steps:?}, {} s measured per step",

@@ -3,17 +3,10 @@
 // other; DeleteAttendee removes one, and its old token no longer admits it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { createServer } from 'node:http';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import puppeteer from 'puppeteer-core';
 import {
   BadRequestException,
-  ChimeSDKMeetingsClient,
   CreateAttendeeCommand,
   CreateMeetingCommand,
   DeleteAttendeeCommand,
@@ -23,10 +16,10 @@ import {
   ListAttendeesCommand,
   NotFoundException,
 } from '@aws-sdk/client-chime-sdk-meetings';
+import { launchBrowser, openDemo, openPage as openDemoPage, sleep, startServer, waitFor } from './harness.mjs';
 
 const credentials = { accessKeyId: 'AKIDBROWSERTEST', secretAccessKey: 'browser-test-secret' };
-const binary = process.env.CARILLON_BIN ?? '../target/debug/carillon';
-const chromium = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
+const accountEnv = { CARILLON_ACCOUNT_ID: '777788889999' };
 
 let server;
 let url;
@@ -54,42 +47,14 @@ const eventTypes = (meetingId) => events
 before(async () => {
   await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
   const webhook = `http://127.0.0.1:${receiver.address().port}/events`;
-  server = spawn(binary, ['serve', '--listen', '127.0.0.1:0', '--data-dir', mkdtempSync(join(tmpdir(), 'carillon-e2e-')),
-    '--webhook', webhook, '--webhook-secret', webhookSecret, '--admin-listen', '127.0.0.1:0'], {
-    env: {
-      ...process.env,
-      CARILLON_ACCESS_KEY_ID: credentials.accessKeyId,
-      CARILLON_SECRET_ACCESS_KEY: credentials.secretAccessKey,
-      CARILLON_ACCOUNT_ID: '777788889999',
-      RUST_LOG: 'warn',
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  // The banner: "carillon is listening on ADDR ..." first, later "metrics and readiness: http://ADMIN/metrics".
-  const lines = createInterface({ input: server.stdout });
-  const banner = [];
-  await new Promise((resolve) => lines.on('line', (line) => {
-    banner.push(line);
-    if (line.includes('metrics and readiness')) resolve();
+  ({ server, url, adminUrl, client } = await startServer({
+    name: 'e2e',
+    credentials,
+    admin: true,
+    args: ['--webhook', webhook, '--webhook-secret', webhookSecret],
+    env: accountEnv,
   }));
-  url = `http://${banner[0].split('listening on ')[1].split(' ')[0]}`;
-  adminUrl = banner.find((l) => l.includes('metrics and readiness')).match(/http:\/\/[^/]+/)[0];
-  client = new ChimeSDKMeetingsClient({ endpoint: url, region: 'us-east-1', credentials });
-  browser = await puppeteer.launch({
-    executablePath: chromium,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--use-fake-device-for-media-stream',
-      '--use-fake-ui-for-media-stream',
-      '--autoplay-policy=no-user-gesture-required',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-    ],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {
@@ -98,15 +63,7 @@ after(async () => {
   receiver.close();
 });
 
-async function openPage() {
-  const page = await browser.newPage();
-  page.on('pageerror', (error) => console.error('page error:', error.message));
-  await page.goto(`${url}/demo/`);
-  await page.waitForFunction(() => window.carillon !== undefined);
-  return page;
-}
-
-const waitFor = (page, fn, arg, timeout = 15000) => page.waitForFunction(fn, { timeout, polling: 100 }, arg);
+const openPage = () => openDemoPage(browser, url);
 
 test('two browsers join, see and hear each other, and DeleteAttendee locks one out', async () => {
   const { Meeting } = await client.send(new CreateMeetingCommand({ MediaRegion: 'us-east-1', ExternalMeetingId: 'browser-e2e' }));
@@ -125,7 +82,7 @@ test('two browsers join, see and hear each other, and DeleteAttendee locks one o
   // Each fake microphone plays a tone: the other browser's inbound audio energy must rise.
   for (const [name, page] of [['alice', alicePage], ['bob', bobPage]]) {
     const first = await page.evaluate(() => window.carillon.audioEnergy());
-    await new Promise((resolve) => setTimeout(resolve, 2000));
+    await sleep(2000);
     const second = await page.evaluate(() => window.carillon.audioEnergy());
     console.log(`${name} inbound audio energy: ${first.toFixed(4)} -> ${second.toFixed(4)}`);
     assert.ok(second > first, `${name} hears the other attendee (energy ${first} -> ${second})`);
@@ -174,38 +131,15 @@ test('two browsers join, see and hear each other, and DeleteAttendee locks one o
 // relay candidates on the listener, and the audio they hear has crossed it. A separate
 // Chromium, as loopback candidates must be allowed for a TURN server on 127.0.0.1.
 test('two browsers join through the embedded TURN listener with relay candidates only', async () => {
-  const turnServer = spawn(binary, ['serve', '--listen', '127.0.0.1:0', '--data-dir', mkdtempSync(join(tmpdir(), 'carillon-turn-')),
-    '--admin-listen', 'off', '--turn-listen', '127.0.0.1:0'], {
-    env: {
-      ...process.env,
-      CARILLON_ACCESS_KEY_ID: credentials.accessKeyId,
-      CARILLON_SECRET_ACCESS_KEY: credentials.secretAccessKey,
-      CARILLON_ACCOUNT_ID: '777788889999',
-      RUST_LOG: 'warn',
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
+  const { server: turnServer, url: turnUrl, client: turnClient } = await startServer({
+    name: 'turn',
+    credentials,
+    args: ['--turn-listen', '127.0.0.1:0'],
+    env: accountEnv,
   });
   let turnBrowser;
   try {
-    const firstLine = await new Promise((resolve) => createInterface({ input: turnServer.stdout }).once('line', resolve));
-    const turnUrl = `http://${firstLine.split('listening on ')[1].split(' ')[0]}`;
-    const turnClient = new ChimeSDKMeetingsClient({ endpoint: turnUrl, region: 'us-east-1', credentials });
-    turnBrowser = await puppeteer.launch({
-      executablePath: chromium,
-      headless: true,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--use-fake-device-for-media-stream',
-        '--use-fake-ui-for-media-stream',
-        '--autoplay-policy=no-user-gesture-required',
-        '--allow-loopback-in-peer-connection',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--no-first-run',
-      ],
-    });
+    turnBrowser = await launchBrowser(['--allow-loopback-in-peer-connection']);
     const { Meeting } = await turnClient.send(new CreateMeetingCommand({ MediaRegion: 'us-east-1', ExternalMeetingId: 'browser-turn' }));
     const pages = [];
     for (const name of ['José', 'Zoë']) {
@@ -240,8 +174,7 @@ test('two browsers join through the embedded TURN listener with relay candidates
         Object.setPrototypeOf(RecordedSocket, NativeSocket);
         window.WebSocket = RecordedSocket;
       });
-      await page.goto(`${turnUrl}/demo/`);
-      await page.waitForFunction(() => window.carillon !== undefined);
+      await openDemo(page, turnUrl);
       const { Attendee } = await turnClient.send(new CreateAttendeeCommand({ MeetingId: Meeting.MeetingId, ExternalUserId: name }));
       pages.push({ name, page, consoleLines, Attendee });
     }
@@ -273,7 +206,7 @@ test('two browsers join through the embedded TURN listener with relay candidates
     // The audio crossed the TURN listener both ways.
     for (const { name, page } of pages) {
       const first = await page.evaluate(() => window.carillon.audioEnergy());
-      await new Promise((resolve) => setTimeout(resolve, 2000));
+      await sleep(2000);
       const second = await page.evaluate(() => window.carillon.audioEnergy());
       assert.ok(second > first, `${name} hears the other attendee through TURN (energy ${first} -> ${second})`);
     }

@@ -5,21 +5,16 @@
 // and subtracts each listener's own voice. Forwarding only the loudest speaker fails this test.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import puppeteer from 'puppeteer-core';
 import {
-  ChimeSDKMeetingsClient,
   CreateAttendeeCommand,
   CreateMeetingCommand,
 } from '@aws-sdk/client-chime-sdk-meetings';
+import { launchBrowser, openPage, sleep, startServer, waitFor } from './harness.mjs';
 
 const credentials = { accessKeyId: 'AKIDMIXTEST', secretAccessKey: 'mix-test-secret' };
-const binary = process.env.CARILLON_BIN ?? '../target/debug/carillon';
-const chromium = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 const scratch = mkdtempSync(join(tmpdir(), 'carillon-mix-'));
 
 // Far enough apart for an 8192-point FFT at 48 kHz (5.9 Hz bins), inside Opus's speech band.
@@ -60,21 +55,7 @@ function toneWav(path, frequency, seconds = 6) {
 }
 
 before(async () => {
-  server = spawn(binary, ['serve', '--listen', '127.0.0.1:0', '--data-dir', join(scratch, 'data'), '--admin-listen', 'off'], {
-    env: {
-      ...process.env,
-      CARILLON_ACCESS_KEY_ID: credentials.accessKeyId,
-      CARILLON_SECRET_ACCESS_KEY: credentials.secretAccessKey,
-      RUST_LOG: 'warn',
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const lines = createInterface({ input: server.stdout });
-  const banner = await new Promise((resolve) => lines.on('line', (line) => {
-    if (line.includes('listening on')) resolve(line);
-  }));
-  url = `http://${banner.split('listening on ')[1].split(' ')[0]}`;
-  client = new ChimeSDKMeetingsClient({ endpoint: url, region: 'us-east-1', credentials });
+  ({ server, url, client } = await startServer({ credentials, dataDir: join(scratch, 'data') }));
 });
 
 after(async () => {
@@ -85,30 +66,13 @@ after(async () => {
 async function launchWithTone(person) {
   const wav = join(scratch, `${person.name}.wav`);
   toneWav(wav, person.tone);
-  const browser = await puppeteer.launch({
-    executablePath: chromium,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--use-fake-device-for-media-stream',
-      '--use-fake-ui-for-media-stream',
-      `--use-file-for-fake-audio-capture=${wav}`,
-      '--autoplay-policy=no-user-gesture-required',
-      '--disable-background-networking',
-      '--disable-background-timer-throttling',
-      '--disable-renderer-backgrounding',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-    ],
-  });
+  const browser = await launchBrowser([
+    `--use-file-for-fake-audio-capture=${wav}`,
+    '--disable-background-timer-throttling',
+    '--disable-renderer-backgrounding',
+  ]);
   browsers.push(browser);
-  const page = await browser.newPage();
-  page.on('pageerror', (error) => console.error(`${person.name} page error:`, error.message));
-  await page.goto(`${url}/demo/`);
-  await page.waitForFunction(() => window.carillon !== undefined);
-  return page;
+  return openPage(browser, url, person.name);
 }
 
 /**
@@ -158,11 +122,11 @@ test('three browsers talking at once each hear both others and not themselves', 
     attendee,
   )));
   for (const { page } of pages) {
-    await page.waitForFunction(() => window.carillon.roster().length === 3
-      && document.getElementById('meeting-audio').srcObject !== null, { timeout: 15000, polling: 100 });
+    await waitFor(page, () => window.carillon.roster().length === 3
+      && document.getElementById('meeting-audio').srcObject !== null);
   }
   // Let every jitter buffer and the mixer settle, then listen on all three at once.
-  await new Promise((resolve) => setTimeout(resolve, 1500));
+  await sleep(1500);
   const tones = people.map((p) => p.tone);
   const heard = await Promise.all(pages.map(({ page }) => listen(page, tones, 3000)));
   pages.forEach(({ name, tone }, i) => {

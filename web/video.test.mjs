@@ -4,23 +4,15 @@
 // and the colour its publisher painted (so the frames are that publisher's, not anyone else's).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import puppeteer from 'puppeteer-core';
 import {
-  ChimeSDKMeetingsClient,
   CreateAttendeeCommand,
   CreateMeetingCommand,
   DeleteAttendeeCommand,
   DeleteMeetingCommand,
 } from '@aws-sdk/client-chime-sdk-meetings';
+import { launchBrowser, openDemo, sleep, startServer } from './harness.mjs';
 
 const credentials = { accessKeyId: 'AKIDVIDEOTEST', secretAccessKey: 'video-test-secret' };
-const binary = process.env.CARILLON_BIN ?? '../target/debug/carillon';
-const chromium = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 
 const RED = [255, 0, 0];
 const GREEN = [0, 255, 0];
@@ -34,49 +26,19 @@ let client;
 let browser;
 
 before(async () => {
-  server = spawn(binary, ['serve', '--listen', '127.0.0.1:0', '--data-dir', mkdtempSync(join(tmpdir(), 'carillon-video-')),
-    '--admin-listen', 'off'], {
-    env: {
-      ...process.env,
-      CARILLON_ACCESS_KEY_ID: credentials.accessKeyId,
-      CARILLON_SECRET_ACCESS_KEY: credentials.secretAccessKey,
-      RUST_LOG: 'warn',
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const lines = createInterface({ input: server.stdout });
-  const banner = await new Promise((resolve) => lines.on('line', (line) => {
-    if (line.includes('listening on')) resolve(line);
-  }));
-  url = `http://${banner.split('listening on ')[1].split(' ')[0]}`;
-  client = new ChimeSDKMeetingsClient({ endpoint: url, region: 'us-east-1', credentials });
-  browser = await puppeteer.launch({
-    executablePath: chromium,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--use-fake-device-for-media-stream',
-      '--use-fake-ui-for-media-stream',
-      '--autoplay-policy=no-user-gesture-required',
-      '--disable-background-networking',
-      // Several pages of one browser publish and render at once: none may be throttled as hidden.
-      '--disable-background-timer-throttling',
-      '--disable-renderer-backgrounding',
-      '--disable-backgrounding-occluded-windows',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-    ],
-  });
+  ({ server, url, client } = await startServer({ name: 'video', credentials }));
+  // Several pages of one browser publish and render at once: none may be throttled as hidden.
+  browser = await launchBrowser([
+    '--disable-background-timer-throttling',
+    '--disable-renderer-backgrounding',
+    '--disable-backgrounding-occluded-windows',
+  ]);
 });
 
 after(async () => {
   await browser?.close();
   server?.kill('SIGTERM');
 });
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Reads with `read` every 100 ms until `accept` holds; on timeout fails with what it read last. */
 async function until(description, read, accept, timeout) {
@@ -115,8 +77,7 @@ async function withMeeting(names, { simulcast = false, late = [] }, body) {
       );
       page.on('console', (message) => person.console.push(`${message.type()}: ${message.text()}`));
       page.on('pageerror', (error) => person.errors.push(error.message));
-      await page.goto(`${url}/demo/`);
-      await page.waitForFunction(() => window.carillon !== undefined);
+      await openDemo(page, url);
       people.push(person);
     }
     const first = people.filter(({ name }) => !late.includes(name));
@@ -210,7 +171,7 @@ async function encodingLayers(person) {
 }
 
 function sendsLayers(person, count) {
-  return until(`${person.name} sends ${count} simulcast layer(s)`, () => encodingLayers(person), (rids) => rids.length === count, 10000);
+  return until(`${person.name} sends ${count} simulcast layer(s)`, () => encodingLayers(person), (rids) => rids.length === count, 15000);
 }
 
 test('a camera reaches the other attendee as a live tile, and goes away when stopped', { timeout: 90000 }, () => withMeeting(

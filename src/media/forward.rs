@@ -176,6 +176,8 @@ impl Forwarding {
             return false;
         }
         subscription.pending = Some(stream);
+        // The grace period before a fallback starts again from the switch.
+        subscription.since = Instant::now();
         self.rebuild_viewers();
         true
     }
@@ -227,13 +229,24 @@ impl Forwarding {
                 .is_some_and(|at| now.saturating_duration_since(*at) < LAYER_SILENCE)
         };
         let mut moves = Vec::new();
+        let mut keyframes = Vec::new();
         for (session, subs) in &self.subscriptions {
             for (mid, subscription) in subs {
                 let current = subscription.current;
-                if subscription.pending.is_some()
-                    || flowing(current)
-                    || now.saturating_duration_since(subscription.since) < LAYER_SILENCE
+                if flowing(current) {
+                    continue;
+                }
+                if let Some(pending) = subscription.pending
+                    && flowing(pending)
                 {
+                    // Waiting for the new layer's keyframe: ask again (throttled), in case the
+                    // request or its answer was lost.
+                    keyframes.push(pending);
+                    continue;
+                }
+                // Neither what it shows nor what it switches to flows: after a grace period
+                // (a camera that is starting), the nearest layer that flows.
+                if now.saturating_duration_since(subscription.since) < LAYER_SILENCE {
                     continue;
                 }
                 let Some(layers) = self
@@ -258,7 +271,6 @@ impl Forwarding {
                 }
             }
         }
-        let mut keyframes = Vec::with_capacity(moves.len());
         for (session, mid, stream) in moves {
             if self.switch(session, mid, stream) {
                 keyframes.push(stream);
@@ -437,6 +449,24 @@ mod tests {
         assert_eq!(out, [(2, mid("5"))], "switched at the keyframe");
         // A flowing subscription stays where it is.
         assert!(fwd.fall_back(later).is_empty());
+
+        // A switch to a layer that never flows (the client chose from a stale INDEX) does not
+        // strand the viewer either: after the grace period it goes to a flowing layer.
+        fwd.remove(2);
+        fwd.subscribe(3, vec![(mid("6"), 10)]);
+        assert!(fwd.switch(3, mid("6"), 11));
+        let much_later = later + LAYER_SILENCE * 2;
+        fwd.saw_frame(12, much_later);
+        assert_eq!(
+            fwd.fall_back(much_later),
+            [12],
+            "the only layer still flowing"
+        );
+        // While it waits for that layer's keyframe, each check asks for one again.
+        assert_eq!(fwd.fall_back(much_later), [12]);
+        fwd.targets(12, true, &mut out);
+        assert_eq!(out, [(3, mid("6"))]);
+        assert!(fwd.fall_back(much_later).is_empty());
     }
 
     #[test]
