@@ -306,7 +306,13 @@ impl Session<'_> {
                 // keeps its SSRC and shows the other layer from its next keyframe. Removals are
                 // followed by a full SUBSCRIBE, which settles them.
                 let update = frame.remote_video_update.unwrap_or_default();
-                for wanted in update.added_or_updated_video_subscriptions {
+                // A session shows at most the subscription limit's worth of streams; more in one
+                // frame is not the SDK, and is not worth a lookup each.
+                for wanted in update
+                    .added_or_updated_video_subscriptions
+                    .into_iter()
+                    .take(VIDEO_SUBSCRIPTION_LIMIT as usize)
+                {
                     let stream = wanted.stream_id.unwrap_or(0);
                     let allowed = self.plane.rooms.receivable_streams(
                         &self.meeting_id,
