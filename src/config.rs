@@ -155,6 +155,13 @@ pub struct Config {
           value_parser = positive_duration)]
     pub max_duration: i64,
 
+    /// How often this node checks its connected attendees against the store (10s, 30s, 1m), so
+    /// that a deleted attendee or ended meeting whose bus notice was lost (or that another node
+    /// changed without a bus) is not left connected.
+    #[arg(long, env = "CARILLON_PRESENCE_CHECK", default_value = "30s",
+          value_parser = positive_duration)]
+    pub presence_check: i64,
+
     /// A NATS server (nats://host:port) that carries DeleteAttendee and meeting ends to every
     /// node sharing this node's store, so clients connected elsewhere are told too.
     #[arg(long, env = "CARILLON_BUS")]
@@ -280,6 +287,7 @@ impl Config {
             on_shutdown: ShutdownMode::End,
             idle_timeout: 300,
             max_duration: 86_400,
+            presence_check: 30,
             bus: None,
             bus_subject: "carillon.bus".into(),
             webhooks: Vec::new(),

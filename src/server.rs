@@ -517,6 +517,9 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
     let join = Arc::new(JoinPlane::new(store.clone(), media, clock.clone()).with_turn(turn_minter));
     join.start_volume_indicators();
     join.start_video_events();
+    join.start_presence_check(Duration::from_secs(
+        u64::try_from(config.presence_check).unwrap_or(30),
+    ));
     // Nobody is connected to a node that just started, whatever the store remembers. On
     // PostgreSQL the reset covers only this node's meetings; an SQLite file shared by several
     // nodes (with a bus) cannot tell them apart, so there it is left alone.

@@ -207,6 +207,61 @@ impl JoinPlane {
         }
     }
 
+    /// Checks the attendees connected to this node against the store every `interval`, for as
+    /// long as the join plane exists: one whose attendee is gone is told 411 (or 410 when its
+    /// meeting is gone too) and closed. Notices over the bus do this at once; this is what
+    /// catches a lost notice, or a change made through another node without a bus.
+    pub fn start_presence_check(self: &Arc<Self>, interval: std::time::Duration) {
+        let plane = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(plane) = plane.upgrade() else { return };
+                plane.check_presence().await;
+            }
+        });
+    }
+
+    async fn check_presence(&self) {
+        let mut meeting_gone: Option<(String, bool)> = None;
+        for (meeting_id, attendee_id) in self.rooms.connected_attendees() {
+            match self.store.presence(&meeting_id, &attendee_id).await {
+                Err(crate::store::StoreError::AttendeeNotFound) => {}
+                // Present, or the store cannot tell now: the next check asks again.
+                _ => continue,
+            }
+            // One meeting lookup per meeting, not per attendee (the list is sorted).
+            let gone = match &meeting_gone {
+                Some((id, gone)) if *id == meeting_id => *gone,
+                _ => {
+                    let Ok(exists) = self.store.meeting_exists(&meeting_id).await else {
+                        continue;
+                    };
+                    meeting_gone = Some((meeting_id.clone(), !exists));
+                    !exists
+                }
+            };
+            tracing::info!(
+                meeting_id,
+                attendee_id,
+                meeting_gone = gone,
+                "disconnecting an attendee the store no longer has"
+            );
+            if gone {
+                self.rooms.end_meeting(&meeting_id);
+            } else {
+                self.rooms.remove_attendee(
+                    &meeting_id,
+                    &attendee_id,
+                    audio_status::ATTENDEE_REMOVED,
+                );
+            }
+        }
+    }
+
     /// Turns cameras and content shares starting and stopping into meeting events
     /// (`chime:AttendeeVideoStarted`, `chime:AttendeeContentVideoStopped`, ...).
     fn start_video_activity_events(&self) {

@@ -1059,6 +1059,25 @@ impl Rooms {
         })
     }
 
+    /// Every (meeting, attendee) with a session here, content shares left out (they end with
+    /// their attendee).
+    pub fn connected_attendees(&self) -> Vec<(String, String)> {
+        self.with(|rooms| {
+            let mut out: Vec<(String, String)> = rooms
+                .iter()
+                .flat_map(|(meeting_id, room)| {
+                    room.participants
+                        .values()
+                        .filter(|p| !p.content)
+                        .map(move |p| (meeting_id.clone(), p.attendee_id.clone()))
+                })
+                .collect();
+            out.sort();
+            out.dedup();
+            out
+        })
+    }
+
     /// Sessions connected across all meetings.
     pub fn session_count(&self) -> usize {
         self.with(|rooms| rooms.values().map(|r| r.participants.len()).sum())
