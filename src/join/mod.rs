@@ -157,7 +157,7 @@ impl JoinPlane {
     pub async fn admit(&self, meeting_id: &str, token: Option<&str>) -> Admission {
         let unavailable =
             Admission::Refused(close_code::ATTENDEE_UNAVAILABLE, "attendee unavailable");
-        let (token, content) = match token.map(split_content_token) {
+        let (token, content) = match token.map(video::split_content) {
             Some((token, content)) => (Some(token), content),
             None => (None, false),
         };
@@ -198,7 +198,7 @@ impl JoinPlane {
     /// Whether the token's attendee still exists (a store failure counts as yes: the admission
     /// already succeeded, and a later DeleteAttendee will still find the session).
     async fn still_admitted(&self, token: Option<&str>) -> bool {
-        match token.map(split_content_token) {
+        match token.map(video::split_content) {
             Some((token, _)) => !matches!(
                 self.store.find_attendee_by_join_token(token).await,
                 Ok(None)
@@ -275,7 +275,7 @@ impl JoinPlane {
                     attendee_id,
                     started,
                 } = change;
-                let content = attendee_id.ends_with(video::CONTENT_SUFFIX);
+                let (_, content) = video::split_content(&attendee_id);
                 let kind = match (content, started) {
                     (false, true) => EventType::AttendeeVideoStarted,
                     (false, false) => EventType::AttendeeVideoStopped,
@@ -326,22 +326,12 @@ async fn record_media_event(
     kind: EventType,
     at: i64,
 ) {
-    let attendee_id = session_attendee_id
-        .strip_suffix(video::CONTENT_SUFFIX)
-        .unwrap_or(session_attendee_id);
+    let (attendee_id, _) = video::split_content(session_attendee_id);
     if let Err(error) = store
         .record_media_event(meeting_id, attendee_id, session_attendee_id, kind, at)
         .await
     {
         tracing::warn!(%error, meeting_id, attendee_id = session_attendee_id, event = kind.name(), "could not record a media event");
-    }
-}
-
-/// A JoinToken with the content-share suffix → (the attendee's own token, true).
-fn split_content_token(token: &str) -> (&str, bool) {
-    match token.strip_suffix(video::CONTENT_SUFFIX) {
-        Some(base) => (base, true),
-        None => (token, false),
     }
 }
 

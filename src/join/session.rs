@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::frames::{self, audio_status, close_code, proto::SdkSignalFrame};
 use super::limits::{JoinLimits, TokenBucket};
 use super::video::{
-    CONTENT_SUFFIX, MAX_CONTENT_SHARES, VideoReceive, VideoRoom, ViewOnly, content_attendee_id,
+    MAX_CONTENT_SHARES, VideoReceive, VideoRoom, ViewOnly, content_attendee_id, split_content,
 };
 use crate::domain::capabilities::Capabilities;
 use crate::events::CapabilityTarget;
@@ -471,7 +471,7 @@ impl Rooms {
         outlet: Outlet,
         max_sessions: usize,
     ) -> Result<usize, AtCapacity> {
-        let content = attendee_id.ends_with(CONTENT_SUFFIX);
+        let (_, content) = split_content(attendee_id);
         self.with(|rooms| {
             let others = |content_only: bool| {
                 rooms.get(meeting_id).map_or(0, |room| {
@@ -564,10 +564,7 @@ impl Rooms {
             let mut changed = false;
             let mut stopped = Vec::new();
             for (session, p) in room.participants.iter_mut() {
-                let attendee = p
-                    .attendee_id
-                    .strip_suffix(CONTENT_SUFFIX)
-                    .unwrap_or(&p.attendee_id);
+                let (attendee, _) = split_content(&p.attendee_id);
                 if !target.includes(attendee) {
                     continue;
                 }

@@ -500,7 +500,7 @@ impl Session<'_> {
             }
             Admission::Admitted(attendee) => attendee,
         };
-        self.content = attendee.attendee_id.ends_with(super::video::CONTENT_SUFFIX);
+        (_, self.content) = super::video::split_content(&attendee.attendee_id);
         let count = match self.plane.rooms.join(
             &self.meeting_id,
             self.id,

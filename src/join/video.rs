@@ -29,6 +29,19 @@ pub fn content_attendee_id(attendee_id: &str) -> String {
 /// What the SDK appends to an attendee id and JoinToken for the content-share session.
 pub const CONTENT_SUFFIX: &str = "#content";
 
+/// A content-share session's attendee id (or JoinToken) → (the attendee's own, true); any other
+/// → (itself, false).
+pub fn split_content(id: &str) -> (&str, bool) {
+    match id.strip_suffix(CONTENT_SUFFIX) {
+        Some(base) => (base, true),
+        None => (id, false),
+    }
+}
+
+/// Video layers one publication may have: the SDK sends one, or three with simulcast. More in a
+/// SUBSCRIBE is not the SDK, and would only grow every INDEX.
+pub const MAX_LAYERS: usize = 4;
+
 /// What kinds of remote video a session may receive (its attendee's capabilities).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct VideoReceive {
@@ -141,6 +154,7 @@ impl VideoRoom {
             .map(|l| (l.stream_id, l.max_bitrate_kbps, l.framerate))
             .collect();
         // Layers are matched by position: descriptor i is the i-th simulcast rid of the offer.
+        let descriptors = descriptors.get(..MAX_LAYERS).unwrap_or(descriptors);
         publication.layers.truncate(descriptors.len());
         for (index, descriptor) in descriptors.iter().enumerate() {
             let stream_id = match publication.layers.get(index) {
@@ -313,6 +327,20 @@ mod tests {
         let content_stream = allocations_stream(&room, "b#content");
         assert!(!room.receivable(content_stream, no_content));
         assert!(room.receivable(content_stream, VideoReceive::ALL));
+    }
+
+    #[test]
+    fn a_publication_has_at_most_max_layers() {
+        let mut room = VideoRoom::default();
+        let many: Vec<_> = (0..50).map(|_| camera("", 100)).collect();
+        let refs: Vec<_> = many.iter().collect();
+        let (allocations, _) = room
+            .publish(1, "a", "José", false, &refs, 25)
+            .expect("publishes");
+        assert_eq!(allocations.len(), MAX_LAYERS);
+        assert_eq!(room.sources(VideoReceive::ALL).len(), MAX_LAYERS);
+        assert_eq!(split_content("a#content"), ("a", true));
+        assert_eq!(split_content("José"), ("José", false));
     }
 
     fn allocations_stream(room: &VideoRoom, attendee: &str) -> u32 {
