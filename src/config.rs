@@ -162,6 +162,13 @@ pub struct Config {
           value_parser = positive_duration)]
     pub presence_check: i64,
 
+    /// A node that has not beaten into the store's node registry for this long is gone: no
+    /// meeting is placed on it, and joins for its meetings are refused (2s, 10s, 1m). Nodes beat
+    /// four times per timeout.
+    #[arg(long, env = "CARILLON_NODE_TIMEOUT", default_value = "10s",
+          value_parser = positive_duration)]
+    pub node_timeout: i64,
+
     /// A NATS server (nats://host:port) that carries DeleteAttendee and meeting ends to every
     /// node sharing this node's store, so clients connected elsewhere are told too.
     #[arg(long, env = "CARILLON_BUS")]
@@ -288,6 +295,7 @@ impl Config {
             idle_timeout: 300,
             max_duration: 86_400,
             presence_check: 30,
+            node_timeout: 10,
             bus: None,
             bus_subject: "carillon.bus".into(),
             webhooks: Vec::new(),

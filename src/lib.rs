@@ -13,6 +13,7 @@ pub mod api;
 pub mod auth;
 pub mod bus;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub mod demo;

@@ -251,6 +251,8 @@ impl Running {
         if let Some(admin) = self.admin_task.take() {
             admin.abort();
         }
+        // First out of placement, so that no new meeting comes here while it stops.
+        self.api.cluster.stop().await;
         self.join.shut_down(self.on_shutdown);
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -514,7 +516,26 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         .with_context(|| format!("binding the media socket {media_listen}"))?;
     let media_addr = media.advertised;
     let (turn_minter, turn) = start_turn(config, addr.ip(), store.clone(), clock.clone())?;
-    let join = Arc::new(JoinPlane::new(store.clone(), media, clock.clone()).with_turn(turn_minter));
+    let cluster = crate::cluster::Cluster::new(
+        store.clone(),
+        public_url.clone(),
+        Duration::from_secs(u64::try_from(config.node_timeout).unwrap_or(10)),
+        Duration::from_secs(u64::try_from(config.max_duration).unwrap_or(86_400)),
+        config.store.is_some(),
+    );
+    let join = Arc::new(
+        JoinPlane::new(store.clone(), media, clock.clone())
+            .with_turn(turn_minter)
+            .with_cluster(cluster.clone()),
+    );
+    let sessions_here = Arc::downgrade(&join);
+    cluster
+        .start(Box::new(move || {
+            sessions_here.upgrade().map_or(0, |join| {
+                i64::try_from(join.rooms.session_count()).unwrap_or(i64::MAX)
+            })
+        }))
+        .await;
     join.start_volume_indicators();
     join.start_video_events();
     join.start_presence_check(Duration::from_secs(
@@ -592,6 +613,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         },
         events,
         lifecycle,
+        cluster,
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let serve_demo = match config.demo {

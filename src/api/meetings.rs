@@ -121,7 +121,7 @@ pub async fn create(
         features: input.features,
         notifications: input.notifications,
         network_type: input.network_type,
-        media_base_url: state.settings.public_url.clone(),
+        media_base_url: state.cluster.place(),
         created_at: now,
     };
     let created = state

@@ -79,6 +79,8 @@ pub struct ApiState {
     pub events: Arc<dyn crate::events::MeetingEvents>,
     /// Ends meetings by the clock; the admin extension's clock endpoint sweeps through it.
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
+    /// The nodes sharing the store: CreateMeeting places each meeting on one of them.
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 /// One authenticated, routed call, as the handlers see it.

@@ -34,6 +34,14 @@ pub mod close_code {
     pub const MEETING_AT_CAPACITY: u16 = 4409;
     /// The meeting has ended (or never existed).
     pub const MEETING_ENDED: u16 = 4410;
+    /// The meeting's MediaPlacement names another node, which is alive: the client reached the
+    /// wrong node (a load balancer in front of signaling, say). Outside 45xx: retrying here
+    /// cannot help.
+    pub const HOSTED_ELSEWHERE: u16 = 4421;
+    /// The node the meeting's MediaPlacement names stopped beating: its meeting cannot be joined
+    /// until that node returns under its URL. Outside 45xx, so the client stops instead of
+    /// retrying for minutes.
+    pub const HOST_GONE: u16 = 4424;
     /// In the 4500–4599 range the client treats as a server error and reconnects.
     pub const SERVER_GOING_AWAY: u16 = 4503;
     /// The session's outbound queue (or a write to its socket) did not keep up: in 45xx so the

@@ -37,6 +37,9 @@ pub struct JoinPlane {
     next_session: AtomicU64,
     /// Mints the TURN credentials of each JOIN_ACK when TURN is on (off by default).
     pub turn: Option<Arc<crate::turn::TurnMinter>>,
+    /// The nodes sharing the store; without it (tests of the join plane alone) every meeting is
+    /// taken to be hosted here.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Whether a JoinToken admits its bearer to the meeting in the URL.
@@ -59,7 +62,14 @@ impl JoinPlane {
             unjoined: limits::Unjoined::default(),
             next_session: AtomicU64::new(1),
             turn: None,
+            cluster: None,
         }
+    }
+
+    /// The same join plane, refusing meetings that `cluster` says are hosted on another node.
+    pub fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> Self {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// The same join plane with TURN credentials in every JOIN_ACK.
@@ -167,6 +177,9 @@ impl JoinPlane {
         };
         match attendee {
             Ok(Some(mut attendee)) if attendee.meeting_id == meeting_id => {
+                if let Some(refusal) = self.hosted_elsewhere(meeting_id).await {
+                    return refusal;
+                }
                 if content {
                     attendee.attendee_id = video::content_attendee_id(&attendee.attendee_id);
                 }
@@ -193,6 +206,40 @@ impl JoinPlane {
                 Admission::Refused(4500, "internal error")
             }
         }
+    }
+
+    /// A refusal when the meeting's MediaPlacement names another node: its sessions, mixer and
+    /// forwarder all live there, and a session here would hear nobody. A meeting whose URL the
+    /// node registry does not know is admitted (one from an earlier run of this machine under
+    /// another URL).
+    async fn hosted_elsewhere(&self, meeting_id: &str) -> Option<Admission> {
+        let cluster = self.cluster.as_ref()?;
+        let host = match self.store.meeting_host(meeting_id).await {
+            Ok(Some(host)) => host,
+            // Gone since the token was read: the meeting's end reaches the client anyway.
+            Ok(None) => return None,
+            Err(error) => {
+                tracing::error!(%error, "store failure while looking up a meeting's node");
+                return Some(Admission::Refused(4500, "internal error"));
+            }
+        };
+        let (code, reason) = match cluster.host(&host) {
+            crate::cluster::Host::Here | crate::cluster::Host::Unknown => return None,
+            crate::cluster::Host::Live(_) => (
+                close_code::HOSTED_ELSEWHERE,
+                "meeting is hosted on another node: use its SignalingUrl",
+            ),
+            crate::cluster::Host::Gone(_) => {
+                (close_code::HOST_GONE, "the node hosting this meeting is gone")
+            }
+        };
+        tracing::info!(
+            meeting_id = %signaling::loggable(meeting_id),
+            host,
+            code,
+            "refusing a join for a meeting hosted on another node"
+        );
+        Some(Admission::Refused(code, reason))
     }
 
     /// Whether the token's attendee still exists (a store failure counts as yes: the admission

@@ -633,11 +633,60 @@ async fn commit_gate(store: &dyn Store) {
         .expect("kept");
 }
 
+/// The node registry keeps each node's latest beat, forgets nodes silent since before the cutoff
+/// (never the node beating), and tells where a meeting is hosted.
+async fn node_registry(store: &dyn Store) {
+    let beat = |url: &str, at: i64, sessions: i64| NodeBeat {
+        url: url.into(),
+        beat_at_ms: at,
+        sessions,
+        stopped: false,
+    };
+    let nodes = store
+        .beat_node(&beat("http://a", 1_000, 3), 0)
+        .await
+        .expect("beat");
+    assert_eq!(nodes, vec![beat("http://a", 1_000, 3)]);
+    store
+        .beat_node(&beat("http://b", 1_500, 0), 0)
+        .await
+        .expect("beat");
+    // A newer beat replaces the older; a node that stops says so in its last beat.
+    let stopped = NodeBeat {
+        stopped: true,
+        ..beat("http://b", 1_500, 0)
+    };
+    store.beat_node(&stopped, 0).await.expect("beat");
+    let nodes = store
+        .beat_node(&beat("http://a", 2_000, 7), 0)
+        .await
+        .expect("beat");
+    assert_eq!(nodes, vec![beat("http://a", 2_000, 7), stopped]);
+    // b has been silent since 1500: a cutoff after it forgets b, not the beating node.
+    let nodes = store
+        .beat_node(&beat("http://a", 3_000, 1), 1_600)
+        .await
+        .expect("beat");
+    assert_eq!(nodes, vec![beat("http://a", 3_000, 1)]);
+
+    let id = store_meeting(store, "registry", "hosted", 3).await;
+    assert_eq!(
+        store.meeting_host(&id).await.expect("host").as_deref(),
+        Some("http://127.0.0.1:8080")
+    );
+    store
+        .delete_meeting("registry", &id, 5)
+        .await
+        .expect("delete");
+    assert_eq!(store.meeting_host(&id).await.expect("host"), None);
+}
+
 #[tokio::test]
 async fn sqlite_in_memory() {
     let store = sqlite::SqliteStore::open_in_memory().expect("open");
     suite(&store).await;
     commit_gate(&store).await;
+    node_registry(&store).await;
     // The lifecycle sweep ends every due meeting of the store, so it gets one of its own.
     lifecycle(&sqlite::SqliteStore::open_in_memory().expect("open")).await;
     outbox(&sqlite::SqliteStore::open_in_memory().expect("open")).await;
@@ -777,6 +826,7 @@ async fn postgres_suite() {
     };
     suite(&store).await;
     commit_gate(&store).await;
+    node_registry(&store).await;
     // Migrations are idempotent across reconnections, and the data is still there.
     let reopened = postgres::PostgresStore::connect(&scratch.url)
         .await

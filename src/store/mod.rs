@@ -174,6 +174,20 @@ pub struct DeadLetter {
     pub body: String,
 }
 
+/// A node's entry in the registry of nodes sharing one store: its latest heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeBeat {
+    /// The node's public URL: its identity, and what the MediaPlacement of the meetings it
+    /// hosts names.
+    pub url: String,
+    /// Real milliseconds since the epoch of its latest beat.
+    pub beat_at_ms: i64,
+    /// Signaling sessions connected to it at that beat (its load, for placement).
+    pub sessions: i64,
+    /// It stopped on purpose at `beat_at_ms` (a graceful shutdown).
+    pub stopped: bool,
+}
+
 /// When meetings end by themselves (`spec/behaviour.md` §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EndRules {
@@ -373,6 +387,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
 
     async fn dead_letters(&self) -> StoreResult<Vec<DeadLetter>>;
+
+    /// Records `beat` in the node registry (inserting or replacing that node's entry), forgets
+    /// every node whose latest beat is older than `forget_before_ms`, and returns the registry.
+    async fn beat_node(&self, beat: &NodeBeat, forget_before_ms: i64) -> StoreResult<Vec<NodeBeat>>;
+
+    /// The public URL of the node hosting the meeting (its MediaPlacement), or None when the
+    /// meeting does not exist (any more).
+    async fn meeting_host(&self, meeting_id: &str) -> StoreResult<Option<String>>;
 
     /// Server settings (the pagination key, generated credentials). Returns the stored value,
     /// inserting `value` first if the name had none, so concurrent first starts agree.

@@ -68,7 +68,7 @@ use super::shared::{
 };
 use super::{
     AttendeeOutcome, AttendeePresence, AttendeeRecord, CreatedMeeting, DeadLetter, EndRules,
-    MeetingRecord, NewAttendee, OutboxEvent, PresenceChange, Store, StoreError, StoreResult, Tag,
+    MeetingRecord, NewAttendee, NodeBeat, OutboxEvent, PresenceChange, Store, StoreError, StoreResult, Tag,
     TagTarget,
 };
 use crate::domain::capabilities::{Capabilities, MediaCapability};
@@ -156,6 +156,16 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     r#"
 ALTER TABLE event_sinks ADD COLUMN IF NOT EXISTS owner TEXT;
 ALTER TABLE event_sinks ADD COLUMN IF NOT EXISTS lease_until BIGINT NOT NULL DEFAULT 0;
+"#,
+    // The node registry: each node's latest heartbeat (placement, and the join plane's check
+    // that a meeting's node is alive).
+    r#"
+CREATE TABLE IF NOT EXISTS nodes (
+    url        TEXT COLLATE "C" PRIMARY KEY,
+    beat_at_ms BIGINT NOT NULL,
+    sessions   BIGINT NOT NULL,
+    stopped    BOOLEAN NOT NULL
+);
 "#,
 ];
 
@@ -1606,6 +1616,59 @@ impl Store for PostgresStore {
                 })
             })
             .collect()
+        })
+        .await
+    }
+
+    async fn beat_node(&self, beat: &NodeBeat, forget_before_ms: i64) -> StoreResult<Vec<NodeBeat>> {
+        let beat = beat.clone();
+        self.write(move |tx| {
+            let beat = beat.clone();
+            Box::pin(async move {
+                tx.execute(
+                    "INSERT INTO nodes (url, beat_at_ms, sessions, stopped) \
+                     VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (url) DO UPDATE SET beat_at_ms = EXCLUDED.beat_at_ms, \
+                       sessions = EXCLUDED.sessions, stopped = EXCLUDED.stopped",
+                    &[&beat.url, &beat.beat_at_ms, &beat.sessions, &beat.stopped],
+                )
+                .await?;
+                tx.execute(
+                    "DELETE FROM nodes WHERE beat_at_ms < $1 AND url <> $2",
+                    &[&forget_before_ms, &beat.url],
+                )
+                .await?;
+                let rows = tx
+                    .query(
+                        "SELECT url, beat_at_ms, sessions, stopped FROM nodes ORDER BY url",
+                        &[],
+                    )
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(NodeBeat {
+                            url: row.try_get(0)?,
+                            beat_at_ms: row.try_get(1)?,
+                            sessions: row.try_get(2)?,
+                            stopped: row.try_get(3)?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn meeting_host(&self, meeting_id: &str) -> StoreResult<Option<String>> {
+        self.read(async |conn| {
+            Ok(conn
+                .query_opt(
+                    "SELECT media_base_url FROM meetings WHERE meeting_id = $1",
+                    &[&meeting_id],
+                )
+                .await?
+                .map(|row| row.try_get(0))
+                .transpose()?)
         })
         .await
     }

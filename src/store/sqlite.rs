@@ -20,7 +20,7 @@ use super::shared::{
 };
 use super::{
     AttendeeOutcome, AttendeePresence, AttendeeRecord, CreatedMeeting, DeadLetter, EndRules,
-    MeetingRecord, NewAttendee, OutboxEvent, PresenceChange, Store, StoreError, StoreResult, Tag,
+    MeetingRecord, NewAttendee, NodeBeat, OutboxEvent, PresenceChange, Store, StoreError, StoreResult, Tag,
     TagTarget,
 };
 use crate::domain::capabilities::{Capabilities, MediaCapability};
@@ -112,6 +112,16 @@ CREATE TABLE dead_letters (
     r#"
 ALTER TABLE event_sinks ADD COLUMN owner TEXT;
 ALTER TABLE event_sinks ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0;
+"#,
+    // The node registry: each node's latest heartbeat (placement and the join plane's check
+    // that a meeting's node is alive).
+    r#"
+CREATE TABLE nodes (
+    url        TEXT PRIMARY KEY,
+    beat_at_ms INTEGER NOT NULL,
+    sessions   INTEGER NOT NULL,
+    stopped    INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -1405,6 +1415,55 @@ impl Store for SqliteStore {
                 params![name],
                 |row| row.get(0),
             )
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn beat_node(&self, beat: &NodeBeat, forget_before_ms: i64) -> StoreResult<Vec<NodeBeat>> {
+        let beat = beat.clone();
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO nodes (url, beat_at_ms, sessions, stopped) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (url) DO UPDATE SET beat_at_ms = excluded.beat_at_ms, \
+                   sessions = excluded.sessions, stopped = excluded.stopped",
+                params![beat.url, beat.beat_at_ms, beat.sessions, beat.stopped],
+            )
+            .map_err(backend)?;
+            tx.execute(
+                "DELETE FROM nodes WHERE beat_at_ms < ?1 AND url <> ?2",
+                params![forget_before_ms, beat.url],
+            )
+            .map_err(backend)?;
+            let mut query = tx
+                .prepare("SELECT url, beat_at_ms, sessions, stopped FROM nodes ORDER BY url")
+                .map_err(backend)?;
+            let nodes = query
+                .query_map([], |row| {
+                    Ok(NodeBeat {
+                        url: row.get(0)?,
+                        beat_at_ms: row.get(1)?,
+                        sessions: row.get(2)?,
+                        stopped: row.get(3)?,
+                    })
+                })
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)?;
+            Ok(nodes)
+        })
+        .await
+    }
+
+    async fn meeting_host(&self, meeting_id: &str) -> StoreResult<Option<String>> {
+        let meeting_id = meeting_id.to_string();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT media_base_url FROM meetings WHERE meeting_id = ?1",
+                params![meeting_id],
+                |row| row.get(0),
+            )
+            .optional()
             .map_err(backend)
         })
         .await
