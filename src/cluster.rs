@@ -266,7 +266,10 @@ mod tests {
         }
         assert_eq!(placed.len(), 3, "only live nodes: {placed:?}");
         // Counting its own placements, no node gets far more than its share.
-        assert!(placed.values().all(|n| (80..=120).contains(n)), "{placed:?}");
+        assert!(
+            placed.values().all(|n| (80..=120).contains(n)),
+            "{placed:?}"
+        );
 
         assert_eq!(a.host("http://a"), Host::Here);
         assert_eq!(a.host("http://b"), Host::Live("http://b".into()));

@@ -51,7 +51,11 @@ async fn kicked_through_the_other_node(first: &TestServer) {
     let other = if m.signaling_url.starts_with(&second_url) {
         first.client()
     } else {
-        assert!(m.signaling_url.contains(&first.addr.to_string()), "{}", m.signaling_url);
+        assert!(
+            m.signaling_url.contains(&first.addr.to_string()),
+            "{}",
+            m.signaling_url
+        );
         common::sdk_client(&second_url, "us-east-1")
     };
     let (jose_id, jose_token) = attendee(first, &m, "José").await;

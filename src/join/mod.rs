@@ -229,9 +229,10 @@ impl JoinPlane {
                 close_code::HOSTED_ELSEWHERE,
                 "meeting is hosted on another node: use its SignalingUrl",
             ),
-            crate::cluster::Host::Gone(_) => {
-                (close_code::HOST_GONE, "the node hosting this meeting is gone")
-            }
+            crate::cluster::Host::Gone(_) => (
+                close_code::HOST_GONE,
+                "the node hosting this meeting is gone",
+            ),
         };
         tracing::info!(
             meeting_id = %signaling::loggable(meeting_id),

@@ -390,7 +390,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records `beat` in the node registry (inserting or replacing that node's entry), forgets
     /// every node whose latest beat is older than `forget_before_ms`, and returns the registry.
-    async fn beat_node(&self, beat: &NodeBeat, forget_before_ms: i64) -> StoreResult<Vec<NodeBeat>>;
+    async fn beat_node(&self, beat: &NodeBeat, forget_before_ms: i64)
+    -> StoreResult<Vec<NodeBeat>>;
 
     /// The public URL of the node hosting the meeting (its MediaPlacement), or None when the
     /// meeting does not exist (any more).

@@ -68,8 +68,8 @@ use super::shared::{
 };
 use super::{
     AttendeeOutcome, AttendeePresence, AttendeeRecord, CreatedMeeting, DeadLetter, EndRules,
-    MeetingRecord, NewAttendee, NodeBeat, OutboxEvent, PresenceChange, Store, StoreError, StoreResult, Tag,
-    TagTarget,
+    MeetingRecord, NewAttendee, NodeBeat, OutboxEvent, PresenceChange, Store, StoreError,
+    StoreResult, Tag, TagTarget,
 };
 use crate::domain::capabilities::{Capabilities, MediaCapability};
 use crate::domain::meeting_events::EventType;
@@ -1620,7 +1620,11 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn beat_node(&self, beat: &NodeBeat, forget_before_ms: i64) -> StoreResult<Vec<NodeBeat>> {
+    async fn beat_node(
+        &self,
+        beat: &NodeBeat,
+        forget_before_ms: i64,
+    ) -> StoreResult<Vec<NodeBeat>> {
         let beat = beat.clone();
         self.write(move |tx| {
             let beat = beat.clone();

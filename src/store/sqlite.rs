@@ -20,8 +20,8 @@ use super::shared::{
 };
 use super::{
     AttendeeOutcome, AttendeePresence, AttendeeRecord, CreatedMeeting, DeadLetter, EndRules,
-    MeetingRecord, NewAttendee, NodeBeat, OutboxEvent, PresenceChange, Store, StoreError, StoreResult, Tag,
-    TagTarget,
+    MeetingRecord, NewAttendee, NodeBeat, OutboxEvent, PresenceChange, Store, StoreError,
+    StoreResult, Tag, TagTarget,
 };
 use crate::domain::capabilities::{Capabilities, MediaCapability};
 use crate::domain::meeting_events::EventType;
@@ -1420,7 +1420,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn beat_node(&self, beat: &NodeBeat, forget_before_ms: i64) -> StoreResult<Vec<NodeBeat>> {
+    async fn beat_node(
+        &self,
+        beat: &NodeBeat,
+        forget_before_ms: i64,
+    ) -> StoreResult<Vec<NodeBeat>> {
         let beat = beat.clone();
         self.write(move |tx| {
             tx.execute(
