@@ -34,6 +34,8 @@ use serde_json::{Value, json};
 
 #[path = "proc.rs"]
 mod proc;
+#[path = "scale_out.rs"]
+mod scale_out;
 use proc::{cpu_seconds, status_bytes};
 
 const ACCESS_KEY_ID: &str = "AKIDCARILLONBENCH";
@@ -512,10 +514,12 @@ impl Drop for Guard {
     }
 }
 
-fn start_carillon(binary: &Path, data_dir: &Path) -> (Guard, SocketAddr) {
+/// `carillon serve` on a free port, with `env` added to the benchmark's settings.
+fn start_carillon(binary: &Path, data_dir: &Path, env: &[(&str, String)]) -> (Guard, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let mut child = Command::new(binary)
         .arg("serve")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("RUST_LOG", "warn")
         .env("CARILLON_LISTEN", addr.to_string())
         .env("CARILLON_DATA_DIR", data_dir)
@@ -865,7 +869,7 @@ fn bench_server(
     println!("\n== {name} ({})", binary.display());
     let data_dir = work.join(format!("data-{name}"));
     std::fs::create_dir_all(&data_dir).expect("data dir");
-    let (guard, addr) = start_carillon(binary, &data_dir);
+    let (guard, addr) = start_carillon(binary, &data_dir, &[]);
     let pid = guard.0.id();
     let mut rows = Vec::new();
     let mut facts = serde_json::Map::new();
@@ -1112,6 +1116,9 @@ fn main() {
     let mut servers: Vec<(String, PathBuf)> = Vec::new();
     let mut out_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/results"));
     let mut nginx = PathBuf::from("/usr/sbin/nginx");
+    // The scale-out comparison runs when a PostgreSQL database is given (`--postgres`), alone
+    // with `--scale-out`.
+    let (mut scale_out_only, mut postgres, mut bus) = (false, None::<String>, None::<String>);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -1123,6 +1130,9 @@ fn main() {
             }
             "--out" => out_dir = PathBuf::from(args.next().expect("--out DIR")),
             "--nginx" => nginx = PathBuf::from(args.next().expect("--nginx PATH")),
+            "--scale-out" => scale_out_only = true,
+            "--postgres" => postgres = Some(args.next().expect("--postgres URL")),
+            "--bus" => bus = Some(args.next().expect("--bus URL")),
             "--bench" => {} // passed by `cargo bench`
             other => panic!("unknown argument {other}"),
         }
@@ -1134,6 +1144,10 @@ fn main() {
         ));
     }
     let s = Settings::new(quick);
+    let scale_out = |work: &Path| match &postgres {
+        Some(url) => scale_out::run(&servers[0].1, work, &s, url, bus.as_deref(), &out_dir),
+        None => eprintln!("no --postgres URL: the scale-out comparison is not run"),
+    };
     // Data directories go under the target directory, on disk rather than a tmpfs: fsync must
     // cost what it costs.
     let work = tempfile::Builder::new()
@@ -1147,6 +1161,10 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
+    if scale_out_only {
+        scale_out(work.path());
+        return;
+    }
     let _ = TURNS.set(Turns {
         state: std::sync::Mutex::new((0, vec![false; servers.len()])),
         changed: std::sync::Condvar::new(),
@@ -1195,6 +1213,7 @@ fn main() {
     baselines.push(sqlite_insert_floor(work.path(), s.run_for));
 
     report(&s, &results, &baselines, size, &out_dir);
+    scale_out(work.path());
 }
 
 fn report(s: &Settings, results: &[ServerResult], baselines: &[Row], size: usize, out_dir: &Path) {
