@@ -494,6 +494,12 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         .to_string();
 
     let store = open_store(config, &public_url).await?;
+    if config.store.is_some() && config.bus.is_none() {
+        tracing::warn!(
+            "this node shares its store without --bus: a DeleteAttendee or DeleteMeeting sent \
+             to another node reaches clients connected here only at the next --presence-check"
+        );
+    }
 
     let (root_key, generated) = root_key(config, store.as_ref()).await?;
     let credentials_file = config.data_dir.join("credentials");

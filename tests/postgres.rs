@@ -214,3 +214,123 @@ async fn an_unknown_store_url_is_refused() {
         "the URL is not repeated: {error}"
     );
 }
+
+/// A TCP proxy to the database that the test can cut (closing every connection through it and
+/// refusing new ones) and restore, as a network partition would.
+struct CuttableProxy {
+    addr: std::net::SocketAddr,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl CuttableProxy {
+    async fn start(target: String) -> CuttableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("proxy listens");
+        let addr = listener.local_addr().expect("addr");
+        let (open, watch) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !*watch.borrow() {
+                    continue; // dropped: the database is unreachable
+                }
+                let (target, mut cut) = (target.clone(), watch.clone());
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        CuttableProxy { addr, open }
+    }
+
+    fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    fn restore(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+/// While the database cannot be reached, calls are answered at once with 503
+/// ServiceUnavailableException and Retry-After (never a 500 or a hang), and the node serves
+/// again by itself once the database is back.
+#[tokio::test]
+async fn a_database_outage_is_503_and_the_node_recovers() {
+    let Some(url) = test_database_url("a_database_outage_is_503_and_the_node_recovers") else {
+        return;
+    };
+    let scratch = ScratchSchema::create(&url).await.expect("a scratch schema");
+    let parsed: tokio_postgres::Config = scratch.url.parse().expect("a PostgreSQL URL");
+    let (host, port) = match (parsed.get_hosts().first(), parsed.get_ports().first()) {
+        (Some(tokio_postgres::config::Host::Tcp(host)), Some(port)) => (host.clone(), *port),
+        _ => panic!("the test database must be reached over TCP: {url}"),
+    };
+    let proxy = CuttableProxy::start(format!("{host}:{port}")).await;
+    let through_proxy = scratch
+        .url
+        .replacen(&format!("{host}:{port}"), &proxy.addr.to_string(), 1);
+    assert_ne!(through_proxy, scratch.url, "the URL names {host}:{port}");
+    let node = TestServer::start_with(|c| c.store = Some(through_proxy.clone())).await;
+    let client = node.client();
+    let id = common::create_meeting_id(&client, "outage").await;
+
+    proxy.cut();
+    for _ in 0..3 {
+        let call = client.get_meeting().meeting_id(&id).send();
+        let error = tokio::time::timeout(std::time::Duration::from_secs(20), call)
+            .await
+            .expect("answered, not hung")
+            .expect_err("the database is unreachable");
+        let raw = error.raw_response().expect("an HTTP answer");
+        assert_eq!(raw.status().as_u16(), 503);
+        assert_eq!(raw.headers().get("retry-after"), Some("1"));
+        assert_eq!(
+            error.into_service_error().meta().code(),
+            Some("ServiceUnavailableException")
+        );
+    }
+    let write = client
+        .create_attendee()
+        .meeting_id(&id)
+        .external_user_id("José")
+        .send();
+    let error = tokio::time::timeout(std::time::Duration::from_secs(20), write)
+        .await
+        .expect("answered, not hung")
+        .expect_err("the database is unreachable");
+    assert_eq!(error.raw_response().map(|r| r.status().as_u16()), Some(503));
+
+    proxy.restore();
+    let mut recovered = false;
+    for _ in 0..100 {
+        if client.get_meeting().meeting_id(&id).send().await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the node serves again once the database is back");
+    let zoe = client
+        .create_attendee()
+        .meeting_id(&id)
+        .external_user_id("Zoë")
+        .send()
+        .await
+        .expect("writes work again");
+    assert_eq!(
+        zoe.attendee.and_then(|a| a.external_user_id).as_deref(),
+        Some("Zoë")
+    );
+    if let Some(running) = node.running {
+        running.stop().await.expect("stops");
+    }
+    drop(proxy);
+    scratch.remove().await.expect("the scratch schema goes");
+}

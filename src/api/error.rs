@@ -229,6 +229,13 @@ impl From<crate::store::StoreError> for ApiError {
                 ErrorKind::ServiceUnavailable,
                 "The request took too long and was not carried out; try again",
             ),
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "store unavailable");
+                ApiError::new(
+                    ErrorKind::ServiceUnavailable,
+                    "The service cannot reach its database right now; try again",
+                )
+            }
             StoreError::Backend(detail) => {
                 // Logged by the dispatcher with the request id; the caller sees no internals.
                 tracing::error!(%detail, "store failure");

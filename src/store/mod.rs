@@ -99,6 +99,10 @@ pub enum StoreError {
     },
     /// The request timed out before this write committed; nothing was kept.
     Abandoned,
+    /// The backend cannot be reached or is overloaded now (a refused or dropped database
+    /// connection, no free connection in time, a transaction that kept conflicting); the same
+    /// call may succeed later.
+    Unavailable(String),
     Backend(String),
 }
 
@@ -109,6 +113,7 @@ impl std::fmt::Display for StoreError {
             StoreError::AttendeeNotFound => write!(f, "attendee not found"),
             StoreError::TooManyTags { limit } => write!(f, "more than {limit} tags"),
             StoreError::Abandoned => write!(f, "the request timed out before committing"),
+            StoreError::Unavailable(e) => write!(f, "storage unavailable: {e}"),
             StoreError::Backend(e) => write!(f, "storage backend: {e}"),
         }
     }

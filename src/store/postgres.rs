@@ -211,6 +211,7 @@ impl From<TxError> for StoreError {
     fn from(e: TxError) -> Self {
         match e {
             TxError::Store(e) => e,
+            TxError::Db(e) if unreachable(&e) => StoreError::Unavailable(describe(&e)),
             TxError::Db(e) => StoreError::Backend(describe(&e)),
             TxError::Retry(why) => StoreError::Backend(why.into()),
         }
@@ -227,6 +228,20 @@ fn describe(e: &tokio_postgres::Error) -> String {
             Some(source) => format!("{e}: {source}"),
             None => e.to_string(),
         },
+    }
+}
+
+/// Whether the error says the database cannot be reached or refuses work for now, rather than
+/// that the statement was wrong: no database error at all (the connection was refused, closed or
+/// broke), or a database error of class 08 (connection exception), 53 (insufficient resources)
+/// or 57P0x (the server is shutting down or starting).
+fn unreachable(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        None => true,
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0")
+        }
     }
 }
 
@@ -368,10 +383,11 @@ impl PostgresStore {
     }
 
     async fn conn(pool: &Pool) -> TxResult<Conn> {
-        pool.get()
-            .await
-            .map(Conn)
-            .map_err(|e| TxError::Store(StoreError::Backend(format!("PostgreSQL connection: {e}"))))
+        pool.get().await.map(Conn).map_err(|e| {
+            TxError::Store(StoreError::Unavailable(format!(
+                "PostgreSQL connection: {e}"
+            )))
+        })
     }
 
     /// Runs `work` in one transaction and commits it, unless it fails, in which case nothing it
@@ -395,9 +411,10 @@ impl PostgresStore {
                         tokio::time::sleep(Duration::from_millis(jitter)).await;
                         attempt += 1;
                     }
+                    // Still conflicting: the caller may try again later (503, not 500).
                     Err(e) if retryable(&e) => {
                         let e = StoreError::from(e);
-                        return Err(StoreError::Backend(format!(
+                        return Err(StoreError::Unavailable(format!(
                             "gave up after {ATTEMPTS} attempts: {e}"
                         )));
                     }
@@ -1838,14 +1855,15 @@ mod tests {
             .await;
         assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), ATTEMPTS);
         match outcome {
-            Err(StoreError::Backend(message)) => {
+            // Retryable later: the API answers 503, not 500.
+            Err(StoreError::Unavailable(message)) => {
                 assert!(
                     message.contains(&format!("gave up after {ATTEMPTS} attempts")),
                     "{message}"
                 );
                 assert!(message.contains("40001"), "{message}");
             }
-            other => panic!("expected a backend error, got {other:?}"),
+            other => panic!("expected an unavailable store, got {other:?}"),
         }
     }
 }
