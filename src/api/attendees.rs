@@ -259,7 +259,11 @@ pub async fn list(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
         attendees: attendees.iter().map(|a| attendee_out(call, a)).collect(),
         next_token,
     };
-    let body = Bytes::from(serde_json::to_vec(&page).map_err(|_| ApiError::service_failure())?);
+    let mut json = serde_json::to_vec(&page).map_err(|_| ApiError::service_failure())?;
+    // Bytes keeps the Vec's whole allocation: trimmed, the cache's byte budget counts what it
+    // really holds.
+    json.shrink_to_fit();
+    let body = Bytes::from(json);
     // The version was read with the rows, in one snapshot, so the entry is never newer than
     // what it shows.
     state.list_cache.insert(
