@@ -1080,19 +1080,21 @@ impl Store for PostgresStore {
             // attendee after the cursor: the LEFT JOIN then yields one row of NULLs.
             let rows = conn
                 .query(
-                    "SELECT a.meeting_id, a.attendee_id, a.external_user_id, a.join_token, \
-                       a.audio, a.video, a.content, a.created_at, m.attendees_version \
-                     FROM meetings AS m LEFT JOIN LATERAL (\
-                       SELECT * FROM attendees WHERE meeting_id = m.meeting_id AND attendee_id > $3 \
-                       ORDER BY attendee_id LIMIT $4) AS a ON TRUE \
-                     WHERE m.meeting_id = $1 AND m.account_id = $2 \
-                     ORDER BY a.attendee_id",
+                    &format!(
+                        "SELECT a.*, m.attendees_version FROM meetings AS m LEFT JOIN LATERAL (\
+                           SELECT {ATTENDEE_COLUMNS} FROM attendees \
+                           WHERE meeting_id = m.meeting_id AND attendee_id > $3 \
+                           ORDER BY attendee_id LIMIT $4) AS a ON TRUE \
+                         WHERE m.meeting_id = $1 AND m.account_id = $2 \
+                         ORDER BY a.attendee_id"
+                    ),
                     &[&meeting_id, &account_id, &after, &limit],
                 )
                 .await?;
             let Some(first) = rows.first() else {
                 return Err(StoreError::MeetingNotFound.into());
             };
+            // The version follows the attendee columns, which attendee_from_row reads from 0.
             let version: i64 = first.try_get(8)?;
             let mut attendees = Vec::with_capacity(rows.len());
             for row in &rows {
