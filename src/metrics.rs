@@ -35,6 +35,9 @@ pub mod name {
     pub const API_DURATION: &str = "carillon_api_request_duration_seconds";
     pub const THROTTLED: &str = "carillon_api_throttled_total";
     pub const SHED: &str = "carillon_api_shed_total";
+    /// ListAttendees pages served from the page cache (`result="hit"`) or read from the store
+    /// (`result="miss"`).
+    pub const LIST_CACHE: &str = "carillon_list_cache_total";
     pub const SESSIONS: &str = "carillon_signaling_sessions";
     pub const LIVE_MEETINGS: &str = "carillon_live_meetings";
     pub const LIVE_ATTENDEES: &str = "carillon_live_attendees";

@@ -601,6 +601,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         faults: Default::default(),
         inflight: Semaphore::new(max_inflight),
         pages: PageTokenCodec::new(page_key),
+        list_cache: api::page_cache::PageCache::new(Default::default()),
         clock,
         settings: ApiSettings {
             public_url: public_url.clone(),

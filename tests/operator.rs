@@ -51,6 +51,15 @@ async fn metrics_and_readiness_on_the_admin_listener() {
         .send()
         .await
         .expect("attendee");
+    // The first list fills the page cache, the second is served from it.
+    for _ in 0..2 {
+        client
+            .list_attendees()
+            .meeting_id(&id)
+            .send()
+            .await
+            .expect("ListAttendees");
+    }
 
     let (status, body) = get(admin, "/metrics", None).await;
     assert_eq!(status, 200);
@@ -64,6 +73,10 @@ async fn metrics_and_readiness_on_the_admin_listener() {
         body.contains("carillon_api_request_duration_seconds_bucket"),
         "{body}"
     );
+    for result in ["hit", "miss"] {
+        let line = format!(r#"carillon_list_cache_total{{result="{result}"}}"#);
+        assert!(body.contains(&line), "{line} in {body}");
+    }
     for gauge in [
         "carillon_signaling_sessions",
         "carillon_live_meetings",

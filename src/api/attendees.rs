@@ -1,17 +1,19 @@
 //! Attendee operations: create (one or a batch), get, list, delete and capabilities.
 
+use axum::body::Bytes;
 use axum::http::StatusCode;
 use serde_json::json;
 
 use super::dto::{AttendeeItemIn, AttendeeOut, AttendeePageOut, CreateAttendeeErrorOut};
 use super::error::{ApiError, ErrorKind};
 use super::input;
+use super::page_cache::{CachedPage, PageKey};
 use super::{ApiState, Call, Reply};
 use crate::domain::capabilities::MeetingFeatures;
 use crate::domain::tokens::{self, PageKind};
 use crate::domain::{ids, validate};
 use crate::events::CapabilityTarget;
-use crate::store::{AttendeeOutcome, AttendeeRecord, NewAttendee};
+use crate::store::{AttendeeOutcome, AttendeePage, AttendeeRecord, NewAttendee};
 
 /// The Attendee shape of the caller's namespace: the legacy one has no Capabilities.
 pub fn attendee_json(call: &Call, attendee: &AttendeeRecord) -> serde_json::Value {
@@ -207,18 +209,48 @@ pub async fn list(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
         }
         None => None,
     };
+    let key = PageKey {
+        account_id: call.account_id.clone(),
+        namespace: call.namespace,
+        meeting_id,
+        after,
+        limit,
+    };
+    if let Some(cached) = state.list_cache.get(&key) {
+        // Served only if no write (through any node sharing the store) has changed the
+        // meeting's attendees since the page was read. The lookup is the account check too.
+        let current = state
+            .store
+            .attendees_version(&key.account_id, &key.meeting_id)
+            .await
+            // A meeting gone (or unreadable) leaves nothing worth keeping.
+            .inspect_err(|_| state.list_cache.remove(&key))?;
+        if current == cached.version {
+            state.list_cache.count(true);
+            return Ok(Reply::JsonText(StatusCode::OK, cached.body));
+        }
+    }
+    state.list_cache.count(false);
     // One row more than the page tells whether another page exists, so the last page never
     // carries a NextToken.
-    let mut attendees = state
+    let AttendeePage {
+        version,
+        mut attendees,
+    } = state
         .store
-        .list_attendees(&call.account_id, &meeting_id, after.as_deref(), limit + 1)
+        .list_attendees_versioned(
+            &key.account_id,
+            &key.meeting_id,
+            key.after.as_deref(),
+            limit + 1,
+        )
         .await?;
     let more = attendees.len() > limit;
     attendees.truncate(limit);
     let next_token = match (more, attendees.last()) {
         (true, Some(last)) => Some(state.pages.encode(
             PageKind::Attendees,
-            &meeting_id,
+            &key.meeting_id,
             &last.attendee_id,
         )),
         _ => None,
@@ -227,7 +259,20 @@ pub async fn list(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
         attendees: attendees.iter().map(|a| attendee_out(call, a)).collect(),
         next_token,
     };
-    let body = serde_json::to_string(&page).map_err(|_| ApiError::service_failure())?;
+    let mut json = serde_json::to_vec(&page).map_err(|_| ApiError::service_failure())?;
+    // Bytes keeps the Vec's whole allocation: trimmed, the cache's byte budget counts what it
+    // really holds.
+    json.shrink_to_fit();
+    let body = Bytes::from(json);
+    // The version was read with the rows, in one snapshot, so the entry is never newer than
+    // what it shows.
+    state.list_cache.insert(
+        key,
+        CachedPage {
+            version,
+            body: body.clone(),
+        },
+    );
     Ok(Reply::JsonText(StatusCode::OK, body))
 }
 

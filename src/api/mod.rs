@@ -10,6 +10,7 @@ pub mod error;
 pub mod faults;
 pub mod input;
 pub mod operation;
+pub mod page_cache;
 
 pub(crate) mod attendees;
 pub(crate) mod meetings;
@@ -38,7 +39,7 @@ use operation::{Operation, Route};
 
 /// Which API a request speaks. The legacy `chime` API lives under `/legacy`, because both APIs
 /// share routes and the signing name and cannot be told apart otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Namespace {
     Meetings,
     Legacy,
@@ -73,6 +74,9 @@ pub struct ApiState {
     /// One permit per request in flight (`ApiSettings::max_inflight`).
     pub inflight: tokio::sync::Semaphore,
     pub pages: PageTokenCodec,
+    /// Serialized ListAttendees pages, each served only while its meeting's attendee version in
+    /// the store is unchanged.
+    pub list_cache: page_cache::PageCache,
     pub clock: Arc<dyn Clock>,
     pub settings: ApiSettings,
     /// Tells the join plane about deleted attendees and ended meetings.
@@ -118,8 +122,9 @@ impl Call {
 /// A successful answer.
 pub enum Reply {
     Json(StatusCode, serde_json::Value),
-    /// A JSON body already serialised, for large responses built from typed shapes.
-    JsonText(StatusCode, String),
+    /// A JSON body already serialised, for large responses built from typed shapes (shared, not
+    /// copied, when it comes from the ListAttendees page cache).
+    JsonText(StatusCode, Bytes),
     Empty(StatusCode),
 }
 

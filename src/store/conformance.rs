@@ -251,6 +251,204 @@ async fn suite(store: &dyn Store) {
     );
 }
 
+/// The attendee version moves with every committed write that changes what ListAttendees returns
+/// (attendees created or deleted, capabilities updated), and with nothing else: not reads,
+/// presence, tags, a create that created nobody, or a write that failed. It is read with the
+/// account check, and with its page from one snapshot.
+async fn attendee_version(store: &dyn Store) {
+    let version = async |id: &str| {
+        store
+            .attendees_version("ver", id)
+            .await
+            .expect("attendees_version")
+    };
+    let empty = store_meeting(store, "ver", "empty", 4).await;
+    let id = store
+        .create_meeting(
+            meeting("ver", "with-attendees", 4),
+            vec![],
+            vec![attendee("José"), attendee("Zoë")],
+        )
+        .await
+        .expect("create with attendees")
+        .meeting
+        .meeting_id;
+    let mut seen = version(&id).await;
+    assert!(
+        seen > version(&empty).await,
+        "a meeting created with attendees is past the version of an empty one"
+    );
+    assert!(matches!(
+        store.attendees_version("other-account", &id).await,
+        Err(StoreError::MeetingNotFound)
+    ));
+    assert!(matches!(
+        store
+            .list_attendees_versioned("other-account", &id, None, 10)
+            .await,
+        Err(StoreError::MeetingNotFound)
+    ));
+    let page = store
+        .list_attendees_versioned("ver", &id, None, 10)
+        .await
+        .expect("versioned list");
+    assert_eq!(page.version, seen);
+    assert_eq!(
+        page.attendees,
+        store
+            .list_attendees("ver", &id, None, 10)
+            .await
+            .expect("list")
+    );
+    let jose = page.attendees[0].clone();
+    let past_the_end = store
+        .list_attendees_versioned("ver", &id, Some(&page.attendees[1].attendee_id), 10)
+        .await
+        .expect("a page after the last attendee");
+    assert_eq!(
+        (past_the_end.version, past_the_end.attendees.len()),
+        (seen, 0)
+    );
+
+    // Reads, presence, media events and tags leave it alone.
+    store.get_meeting("ver", &id).await.expect("get meeting");
+    store
+        .get_attendee("ver", &id, &jose.attendee_id)
+        .await
+        .expect("get attendee");
+    store
+        .find_attendee_by_join_token(&jose.join_token)
+        .await
+        .expect("token lookup");
+    store.meeting_presence("ver", &id).await.expect("presence");
+    for change in [PresenceChange::Joined, PresenceChange::Dropped] {
+        store
+            .record_presence(&id, &jose.attendee_id, change, 5)
+            .await
+            .expect("presence");
+    }
+    store
+        .record_media_event(
+            &id,
+            &jose.attendee_id,
+            &jose.attendee_id,
+            EventType::AttendeeVideoStarted,
+            6,
+        )
+        .await
+        .expect("media event");
+    let jose_target = TagTarget::Attendee(id.clone(), jose.attendee_id.clone());
+    store
+        .tag("ver", &jose_target, vec![tag("team")], 10)
+        .await
+        .expect("tag");
+    store
+        .untag("ver", &jose_target, vec!["team".into()])
+        .await
+        .expect("untag");
+    assert_eq!(version(&id).await, seen, "reads, presence and tags");
+
+    // Creating moves it; an ExternalUserId that already has its attendee, or a full meeting,
+    // does not.
+    let outcomes = store
+        .create_attendees("ver", &id, vec![attendee("«Ana»")])
+        .await
+        .expect("create");
+    assert!(matches!(outcomes[0], AttendeeOutcome::Created(_)));
+    let now = version(&id).await;
+    assert!(now > seen, "CreateAttendee: {now} after {seen}");
+    seen = now;
+    store
+        .create_attendees("ver", &id, vec![attendee("José")])
+        .await
+        .expect("create again");
+    assert_eq!(version(&id).await, seen, "an existing attendee");
+    let outcomes = store
+        .create_attendees("ver", &id, vec![attendee("Bob"), attendee("Eve")])
+        .await
+        .expect("batch create");
+    assert!(matches!(outcomes[1], AttendeeOutcome::MeetingFull { .. }));
+    let now = version(&id).await;
+    assert!(now > seen, "BatchCreateAttendee: {now} after {seen}");
+    seen = now;
+    store
+        .create_attendees("ver", &id, vec![attendee("Eve")])
+        .await
+        .expect("create in a full meeting");
+    assert_eq!(version(&id).await, seen, "a full meeting");
+
+    // Capabilities.
+    let receive = Capabilities {
+        audio: MediaCapability::Receive,
+        video: MediaCapability::None,
+        content: MediaCapability::None,
+    };
+    store
+        .update_capabilities("ver", &id, &jose.attendee_id, receive)
+        .await
+        .expect("update capabilities");
+    let now = version(&id).await;
+    assert!(now > seen, "UpdateAttendeeCapabilities: {now} after {seen}");
+    seen = now;
+    assert!(matches!(
+        store
+            .update_capabilities("ver", &id, &crate::domain::ids::new_id(), receive)
+            .await,
+        Err(StoreError::AttendeeNotFound)
+    ));
+    assert_eq!(version(&id).await, seen, "a failed update");
+    store
+        .update_capabilities_except("ver", &id, std::slice::from_ref(&jose.attendee_id), receive)
+        .await
+        .expect("update except");
+    let now = version(&id).await;
+    assert!(
+        now > seen,
+        "BatchUpdateAttendeeCapabilitiesExcept: {now} after {seen}"
+    );
+    seen = now;
+
+    // Deleting moves it; deleting what is not there does not.
+    store
+        .delete_attendee("ver", &id, &jose.attendee_id, 7)
+        .await
+        .expect("delete attendee");
+    let now = version(&id).await;
+    assert!(now > seen, "DeleteAttendee: {now} after {seen}");
+    seen = now;
+    assert!(matches!(
+        store
+            .delete_attendee("ver", &id, &jose.attendee_id, 7)
+            .await,
+        Err(StoreError::AttendeeNotFound)
+    ));
+    assert_eq!(version(&id).await, seen, "a failed delete");
+    let page = store
+        .list_attendees_versioned("ver", &id, None, 10)
+        .await
+        .expect("versioned list");
+    assert_eq!(page.version, seen);
+    assert!(
+        page.attendees
+            .iter()
+            .all(|a| a.attendee_id != jose.attendee_id)
+    );
+
+    // A deleted meeting has no version at all.
+    store
+        .delete_meeting("ver", &id, 8)
+        .await
+        .expect("delete meeting");
+    assert!(matches!(
+        store.attendees_version("ver", &id).await,
+        Err(StoreError::MeetingNotFound)
+    ));
+    assert!(matches!(
+        store.list_attendees_versioned("ver", &id, None, 10).await,
+        Err(StoreError::MeetingNotFound)
+    ));
+}
+
 /// Meetings end when idle (from creation, and from when the last attendee went) or past their
 /// maximum duration; replicas end with their primary and never by their own clock; presence
 /// shows each attendee's connection state; a restart marks connected attendees as dropped.
@@ -685,6 +883,7 @@ async fn node_registry(store: &dyn Store) {
 async fn sqlite_in_memory() {
     let store = sqlite::SqliteStore::open_in_memory().expect("open");
     suite(&store).await;
+    attendee_version(&store).await;
     commit_gate(&store).await;
     node_registry(&store).await;
     // The lifecycle sweep ends every due meeting of the store, so it gets one of its own.
@@ -696,7 +895,10 @@ async fn sqlite_in_memory() {
 async fn sqlite_on_disk_and_reopened() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("carillon.db");
-    suite(&sqlite::SqliteStore::open(&path).expect("open")).await;
+    let store = sqlite::SqliteStore::open(&path).expect("open");
+    suite(&store).await;
+    // With its separate read connections, whose pages must be one snapshot.
+    attendee_version(&store).await;
     lifecycle(&sqlite::SqliteStore::open(&dir.path().join("lifecycle.db")).expect("open")).await;
     // Migrations are idempotent across reopenings, and the data is still there.
     let reopened = sqlite::SqliteStore::open(&path).expect("reopen");
@@ -787,6 +989,18 @@ async fn two_nodes(a: &dyn Store, b: &dyn Store) {
         1 + 10,
         "MeetingStarted and ten AttendeeAdded"
     );
+
+    // A write through one node moves the attendee version the other reads.
+    let before = a.attendees_version("nodes", &id).await.expect("version");
+    b.delete_attendee("nodes", &id, &listed[0].attendee_id, 3)
+        .await
+        .expect("delete through b");
+    let page = a
+        .list_attendees_versioned("nodes", &id, None, 100)
+        .await
+        .expect("list through a");
+    assert!(page.version > before, "{} after {before}", page.version);
+    assert_eq!(page.attendees.len(), 9);
 }
 
 async fn store_meeting(store: &dyn Store, account: &str, token: &str, cap: u32) -> String {
@@ -825,6 +1039,7 @@ async fn postgres_suite() {
         return;
     };
     suite(&store).await;
+    attendee_version(&store).await;
     commit_gate(&store).await;
     node_registry(&store).await;
     // Migrations are idempotent across reconnections, and the data is still there.

@@ -44,6 +44,14 @@ pub struct AttendeeRecord {
     pub created_at: i64,
 }
 
+/// A page of a meeting's attendees and the attendee version it was read at (see
+/// [`Store::attendees_version`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttendeePage {
+    pub version: i64,
+    pub attendees: Vec<AttendeeRecord>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tag {
     pub key: String,
@@ -263,7 +271,27 @@ pub trait Store: Send + Sync + 'static {
         meeting_id: &str,
         after: Option<&str>,
         limit: usize,
-    ) -> StoreResult<Vec<AttendeeRecord>>;
+    ) -> StoreResult<Vec<AttendeeRecord>> {
+        Ok(self
+            .list_attendees_versioned(account_id, meeting_id, after, limit)
+            .await?
+            .attendees)
+    }
+
+    /// The version of what `list_attendees` returns for the account's meeting: every write that
+    /// changes it (attendees created or deleted, capabilities updated) moves it in the same
+    /// transaction, and nothing else does. One primary-key read; MeetingNotFound for a meeting of
+    /// another account.
+    async fn attendees_version(&self, account_id: &str, meeting_id: &str) -> StoreResult<i64>;
+
+    /// `list_attendees` with the attendee version its rows are at, both read from one snapshot.
+    async fn list_attendees_versioned(
+        &self,
+        account_id: &str,
+        meeting_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<AttendeePage>;
 
     /// Deletes the attendee (and its JoinToken) at `at` (seconds, for its event).
     async fn delete_attendee(

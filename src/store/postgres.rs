@@ -32,20 +32,23 @@
 //!   first claims its version (`INSERT ... ON CONFLICT DO NOTHING`): a node starting beside
 //!   another waits on that row, finds it claimed and moves on, so concurrent starts apply each
 //!   migration once. Every statement is also written to be re-runnable (`IF NOT EXISTS`).
+//! - **The attendee version**: every write that changes what ListAttendees returns bumps
+//!   `meetings.attendees_version` under the meeting's row lock, in the same transaction, so a page
+//!   a node cached is checked against the store with one primary-key read, whichever node wrote.
 //! - **Settings** (`setting_or_insert`): `INSERT ... ON CONFLICT DO NOTHING`, then `SELECT`, so
 //!   nodes starting at once agree on one generated root key and page-token key.
 //!
 //! Portability: plain SQL that PostgreSQL, CockroachDB and YugabyteDB all accept: `ON CONFLICT`,
 //! `SELECT ... FOR UPDATE`, `UPDATE ... RETURNING` in a data-modifying `WITH`, `unnest(...) WITH
-//! ORDINALITY`, `GREATEST`, `COLLATE "C"`, arrays as parameters, `BIGINT`/`BOOLEAN`/`TEXT`
-//! columns (timestamps are BIGINT seconds, JSON is TEXT, as in SQLite). No advisory locks,
-//! PL/pgSQL, LISTEN/NOTIFY, sequences or triggers. Correctness rests on row locks and unique
-//! constraints, which hold under READ COMMITTED (PostgreSQL's default) as under SERIALIZABLE
-//! (CockroachDB's), where the bounded retry absorbs the serialization failures the engine
-//! reports. The schema migration relies on transactional DDL (PostgreSQL, YugabyteDB; CockroachDB
-//! runs schema changes in explicit transactions with caveats): on an engine where a migration
-//! half-applies, its statements are re-runnable, so deleting its `schema_migrations` row and
-//! restarting finishes it.
+//! ORDINALITY`, `LEFT JOIN LATERAL`, `GREATEST`, `COLLATE "C"`, arrays as parameters,
+//! `BIGINT`/`BOOLEAN`/`TEXT` columns (timestamps are BIGINT seconds, JSON is TEXT, as in SQLite).
+//! No advisory locks, PL/pgSQL, LISTEN/NOTIFY, sequences or triggers. Correctness rests on row
+//! locks and unique constraints, which hold under READ COMMITTED (PostgreSQL's default) as under
+//! SERIALIZABLE (CockroachDB's), where the bounded retry absorbs the serialization failures the
+//! engine reports. The schema migration relies on transactional DDL (PostgreSQL, YugabyteDB;
+//! CockroachDB runs schema changes in explicit transactions with caveats): on an engine where a
+//! migration half-applies, its statements are re-runnable, so deleting its `schema_migrations`
+//! row and restarting finishes it.
 //!
 //! The connection string is a libpq-style URL (`postgres://user:pass@host:port/db`); its
 //! `options` parameter can select a schema (`?options=-csearch_path%3Dcarillon`). Connections are
@@ -67,8 +70,8 @@ use super::shared::{
     to_json,
 };
 use super::{
-    AttendeeOutcome, AttendeePresence, AttendeeRecord, CreatedMeeting, DeadLetter, EndRules,
-    MeetingRecord, NewAttendee, NodeBeat, OutboxEvent, PresenceChange, Store, StoreError,
+    AttendeeOutcome, AttendeePage, AttendeePresence, AttendeeRecord, CreatedMeeting, DeadLetter,
+    EndRules, MeetingRecord, NewAttendee, NodeBeat, OutboxEvent, PresenceChange, Store, StoreError,
     StoreResult, Tag, TagTarget,
 };
 use crate::domain::capabilities::{Capabilities, MediaCapability};
@@ -166,6 +169,11 @@ CREATE TABLE IF NOT EXISTS nodes (
     sessions   BIGINT NOT NULL,
     stopped    BOOLEAN NOT NULL
 );
+"#,
+    // A per-meeting version of what ListAttendees returns, moved in the transaction of every
+    // change to it, so that any node can check a cached page with one primary-key read.
+    r#"
+ALTER TABLE meetings ADD COLUMN IF NOT EXISTS attendees_version BIGINT NOT NULL DEFAULT 0;
 "#,
 ];
 
@@ -639,6 +647,33 @@ async fn find_attendee(
     }
 }
 
+/// Moves the meeting's attendee version, in the transaction of the change to its attendees (the
+/// caller holds the meeting's row lock, or created it), so that every node's cached
+/// ListAttendees pages of the meeting stop matching when it commits.
+async fn bump_attendees_version(tx: &Tx, meeting_id: &str) -> TxResult<()> {
+    tx.execute(
+        "UPDATE meetings SET attendees_version = attendees_version + 1 WHERE meeting_id = $1",
+        &[&meeting_id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The account's meeting's attendee version: one primary-key read, which is also the account
+/// check.
+async fn attendees_version(conn: &Conn, account_id: &str, meeting_id: &str) -> TxResult<i64> {
+    let row = conn
+        .query_opt(
+            "SELECT attendees_version FROM meetings WHERE meeting_id = $1 AND account_id = $2",
+            &[&meeting_id, &account_id],
+        )
+        .await?;
+    match row {
+        Some(row) => Ok(row.try_get(0)?),
+        None => Err(StoreError::MeetingNotFound.into()),
+    }
+}
+
 async fn insert_tags(tx: &Tx, meeting_id: &str, attendee_id: &str, tags: &[Tag]) -> TxResult<()> {
     for tag in tags {
         tx.execute(
@@ -734,6 +769,13 @@ async fn insert_attendees(
             capabilities: new.capabilities,
             created_at: new.created_at,
         }));
+    }
+    // Existing attendees and a full meeting change nothing a listing shows.
+    if outcomes
+        .iter()
+        .any(|o| matches!(o, AttendeeOutcome::Created(_)))
+    {
+        bump_attendees_version(tx, &meeting.meeting_id).await?;
     }
     Ok(outcomes)
 }
@@ -1036,27 +1078,48 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn list_attendees(
+    async fn attendees_version(&self, account_id: &str, meeting_id: &str) -> StoreResult<i64> {
+        self.read(async |conn| attendees_version(conn, account_id, meeting_id).await)
+            .await
+    }
+
+    async fn list_attendees_versioned(
         &self,
         account_id: &str,
         meeting_id: &str,
         after: Option<&str>,
         limit: usize,
-    ) -> StoreResult<Vec<AttendeeRecord>> {
+    ) -> StoreResult<AttendeePage> {
         let (after, limit) = (after.unwrap_or(""), limit as i64);
         self.read(async |conn| {
-            find_meeting(conn, account_id, meeting_id).await?;
-            conn.query(
-                &format!(
-                    "SELECT {ATTENDEE_COLUMNS} FROM attendees WHERE meeting_id = $1 AND attendee_id > $2 \
-                     ORDER BY attendee_id LIMIT $3"
-                ),
-                &[&meeting_id, &after, &limit],
-            )
-            .await?
-            .iter()
-            .map(attendee_from_row)
-            .collect()
+            // One statement, so the version and the page come from one snapshot (at any
+            // isolation level) in one round trip. The meeting's row is there even with no
+            // attendee after the cursor: the LEFT JOIN then yields one row of NULLs.
+            let rows = conn
+                .query(
+                    &format!(
+                        "SELECT a.*, m.attendees_version FROM meetings AS m LEFT JOIN LATERAL (\
+                           SELECT {ATTENDEE_COLUMNS} FROM attendees \
+                           WHERE meeting_id = m.meeting_id AND attendee_id > $3 \
+                           ORDER BY attendee_id LIMIT $4) AS a ON TRUE \
+                         WHERE m.meeting_id = $1 AND m.account_id = $2 \
+                         ORDER BY a.attendee_id"
+                    ),
+                    &[&meeting_id, &account_id, &after, &limit],
+                )
+                .await?;
+            let Some(first) = rows.first() else {
+                return Err(StoreError::MeetingNotFound.into());
+            };
+            // The version follows the attendee columns, which attendee_from_row reads from 0.
+            let version: i64 = first.try_get(8)?;
+            let mut attendees = Vec::with_capacity(rows.len());
+            for row in &rows {
+                if row.try_get::<_, Option<&str>>(1)?.is_some() {
+                    attendees.push(attendee_from_row(row)?);
+                }
+            }
+            Ok(AttendeePage { version, attendees })
         })
         .await
     }
@@ -1094,6 +1157,7 @@ impl Store for PostgresStore {
                     &[&meeting_id, &attendee_id],
                 )
                 .await?;
+                bump_attendees_version(tx, &meeting_id).await?;
                 tx.record_event(
                     EventType::AttendeeDeleted,
                     &meeting,
@@ -1137,10 +1201,11 @@ impl Store for PostgresStore {
                         ],
                     )
                     .await?;
-                match updated {
-                    Some(row) => attendee_from_row(&row),
-                    None => Err(StoreError::AttendeeNotFound.into()),
-                }
+                let Some(row) = updated else {
+                    return Err(StoreError::AttendeeNotFound.into());
+                };
+                bump_attendees_version(tx, &meeting_id).await?;
+                attendee_from_row(&row)
             })
         })
         .await
@@ -1163,18 +1228,22 @@ impl Store for PostgresStore {
                 (account_id.clone(), meeting_id.clone(), excluded.clone());
             Box::pin(async move {
                 lock_meeting(tx, &account_id, &meeting_id).await?;
-                tx.execute(
-                    "UPDATE attendees SET audio = $3, video = $4, content = $5 \
-                     WHERE meeting_id = $1 AND attendee_id <> ALL ($2::TEXT[])",
-                    &[
-                        &meeting_id,
-                        &excluded,
-                        &capabilities.audio.as_str(),
-                        &capabilities.video.as_str(),
-                        &capabilities.content.as_str(),
-                    ],
-                )
-                .await?;
+                let updated = tx
+                    .execute(
+                        "UPDATE attendees SET audio = $3, video = $4, content = $5 \
+                         WHERE meeting_id = $1 AND attendee_id <> ALL ($2::TEXT[])",
+                        &[
+                            &meeting_id,
+                            &excluded,
+                            &capabilities.audio.as_str(),
+                            &capabilities.video.as_str(),
+                            &capabilities.content.as_str(),
+                        ],
+                    )
+                    .await?;
+                if updated > 0 {
+                    bump_attendees_version(tx, &meeting_id).await?;
+                }
                 Ok(())
             })
         })

@@ -19,8 +19,8 @@ use super::shared::{
     backend, connection_state, due_bounds, event_row, presence_columns, presence_events, to_json,
 };
 use super::{
-    AttendeeOutcome, AttendeePresence, AttendeeRecord, CreatedMeeting, DeadLetter, EndRules,
-    MeetingRecord, NewAttendee, NodeBeat, OutboxEvent, PresenceChange, Store, StoreError,
+    AttendeeOutcome, AttendeePage, AttendeePresence, AttendeeRecord, CreatedMeeting, DeadLetter,
+    EndRules, MeetingRecord, NewAttendee, NodeBeat, OutboxEvent, PresenceChange, Store, StoreError,
     StoreResult, Tag, TagTarget,
 };
 use crate::domain::capabilities::{Capabilities, MediaCapability};
@@ -122,6 +122,11 @@ CREATE TABLE nodes (
     sessions   INTEGER NOT NULL,
     stopped    INTEGER NOT NULL
 );
+"#,
+    // A per-meeting version of what ListAttendees returns, moved in the transaction of every
+    // change to it, so that a cached page can be checked with one primary-key read.
+    r#"
+ALTER TABLE meetings ADD COLUMN attendees_version INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
 
@@ -479,6 +484,18 @@ fn refresh_connected(tx: &Transaction<'_>, meeting_id: &str, at: i64) -> StoreRe
     Ok(())
 }
 
+/// Moves the meeting's attendee version, in the transaction of the change to its attendees, so
+/// that every node's cached ListAttendees pages of the meeting stop matching when it commits.
+fn bump_attendees_version(tx: &Transaction<'_>, meeting_id: &str) -> StoreResult<()> {
+    tx.prepare_cached(
+        "UPDATE meetings SET attendees_version = attendees_version + 1 WHERE meeting_id = ?1",
+    )
+    .map_err(backend)?
+    .execute(params![meeting_id])
+    .map_err(backend)?;
+    Ok(())
+}
+
 const MEETING_COLUMNS: &str = "account_id, meeting_id, client_request_token, control_region, \
     media_region, external_meeting_id, meeting_host_id, primary_meeting_id, tenant_ids, features, \
     notifications, network_type, media_base_url, max_attendees, created_at";
@@ -553,6 +570,19 @@ fn find_meeting(
     ))
     .map_err(backend)?
     .query_row(params![account_id, meeting_id], meeting_from_row)
+    .optional()
+    .map_err(backend)?
+    .ok_or(StoreError::MeetingNotFound)
+}
+
+/// The account's meeting's attendee version: one primary-key read, which is also the account
+/// check.
+fn attendees_version(conn: &Connection, account_id: &str, meeting_id: &str) -> StoreResult<i64> {
+    conn.prepare_cached(
+        "SELECT attendees_version FROM meetings WHERE meeting_id = ?1 AND account_id = ?2",
+    )
+    .map_err(backend)?
+    .query_row(params![meeting_id, account_id], |row| row.get(0))
     .optional()
     .map_err(backend)?
     .ok_or(StoreError::MeetingNotFound)
@@ -661,6 +691,13 @@ fn insert_attendees(
             capabilities: new.capabilities,
             created_at: new.created_at,
         }));
+    }
+    // Existing attendees and a full meeting change nothing a listing shows.
+    if outcomes
+        .iter()
+        .any(|o| matches!(o, AttendeeOutcome::Created(_)))
+    {
+        bump_attendees_version(tx, &meeting.meeting_id)?;
     }
     Ok(outcomes)
 }
@@ -875,30 +912,43 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_attendees(
+    async fn attendees_version(&self, account_id: &str, meeting_id: &str) -> StoreResult<i64> {
+        let (account_id, meeting_id) = (account_id.to_string(), meeting_id.to_string());
+        self.read(move |conn| attendees_version(conn, &account_id, &meeting_id))
+            .await
+    }
+
+    async fn list_attendees_versioned(
         &self,
         account_id: &str,
         meeting_id: &str,
         after: Option<&str>,
         limit: usize,
-    ) -> StoreResult<Vec<AttendeeRecord>> {
+    ) -> StoreResult<AttendeePage> {
         let (account_id, meeting_id, after) = (
             account_id.to_string(),
             meeting_id.to_string(),
             after.unwrap_or("").to_string(),
         );
         self.read(move |conn| {
-            find_meeting(conn, &account_id, &meeting_id)?;
-            let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT {ATTENDEE_COLUMNS} FROM attendees WHERE meeting_id = ?1 AND attendee_id > ?2 \
-                     ORDER BY attendee_id LIMIT ?3"
-                ))
-                .map_err(backend)?;
-            let rows = stmt
-                .query_map(params![meeting_id, after, limit as i64], attendee_from_row)
-                .map_err(backend)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+            // One read transaction, so the version and the rows come from one snapshot: a write
+            // committing between two autocommit statements would pair old rows with its version.
+            let snapshot = conn.unchecked_transaction().map_err(backend)?;
+            let version = attendees_version(&snapshot, &account_id, &meeting_id)?;
+            let attendees = {
+                let mut stmt = snapshot
+                    .prepare_cached(&format!(
+                        "SELECT {ATTENDEE_COLUMNS} FROM attendees WHERE meeting_id = ?1 AND attendee_id > ?2 \
+                         ORDER BY attendee_id LIMIT ?3"
+                    ))
+                    .map_err(backend)?;
+                let rows = stmt
+                    .query_map(params![meeting_id, after, limit as i64], attendee_from_row)
+                    .map_err(backend)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(backend)?
+            };
+            snapshot.commit().map_err(backend)?;
+            Ok(AttendeePage { version, attendees })
         })
         .await
     }
@@ -938,6 +988,7 @@ impl Store for SqliteStore {
                 params![meeting_id, attendee_id],
             )
             .map_err(backend)?;
+            bump_attendees_version(tx, &meeting_id)?;
             record_event(
                 tx,
                 EventType::AttendeeDeleted,
@@ -979,6 +1030,7 @@ impl Store for SqliteStore {
             if updated == 0 {
                 return Err(StoreError::AttendeeNotFound);
             }
+            bump_attendees_version(tx, &meeting_id)?;
             find_attendee(tx, &meeting_id, &attendee_id)
         })
         .await
@@ -998,18 +1050,22 @@ impl Store for SqliteStore {
         );
         self.write(move |tx| {
             find_meeting(tx, &account_id, &meeting_id)?;
-            tx.execute(
-                "UPDATE attendees SET audio = ?3, video = ?4, content = ?5 WHERE meeting_id = ?1 \
-                 AND attendee_id NOT IN (SELECT value FROM json_each(?2))",
-                params![
-                    meeting_id,
-                    excluded,
-                    capabilities.audio.as_str(),
-                    capabilities.video.as_str(),
-                    capabilities.content.as_str()
-                ],
-            )
-            .map_err(backend)?;
+            let updated = tx
+                .execute(
+                    "UPDATE attendees SET audio = ?3, video = ?4, content = ?5 WHERE meeting_id = ?1 \
+                     AND attendee_id NOT IN (SELECT value FROM json_each(?2))",
+                    params![
+                        meeting_id,
+                        excluded,
+                        capabilities.audio.as_str(),
+                        capabilities.video.as_str(),
+                        capabilities.content.as_str()
+                    ],
+                )
+                .map_err(backend)?;
+            if updated > 0 {
+                bump_attendees_version(tx, &meeting_id)?;
+            }
             Ok(())
         })
         .await
