@@ -48,18 +48,28 @@ struct Measured {
     rows: Vec<(Row, f64)>,
 }
 
-/// CPU seconds of every local PostgreSQL process (the server and its backends).
+/// CPU seconds of the local PostgreSQL servers: each postmaster (a `postgres` process whose
+/// parent is not one) with its direct children, the backends and background workers
+/// (`cpu_seconds` counts both).
 fn postgres_cpu() -> f64 {
+    let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0.0;
     };
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|comm| comm.trim() == "postgres")
-        })
+        .filter(|pid| comm(*pid).trim() == "postgres")
+        .filter(|pid| parent(*pid).is_none_or(|p| comm(p).trim() != "postgres"))
         .map(cpu_seconds)
         .sum()
 }

@@ -831,6 +831,42 @@ async fn commit_gate(store: &dyn Store) {
         .expect("kept");
 }
 
+/// GetAttendee finds an attendee only through its own account's meeting, and tells a missing
+/// meeting from a missing attendee.
+async fn attendee_lookups(store: &dyn Store) {
+    let created = store
+        .create_meeting(
+            meeting("owner", "lookups", 5),
+            vec![],
+            vec![attendee("José")],
+        )
+        .await
+        .expect("create");
+    let id = created.meeting.meeting_id;
+    let AttendeeOutcome::Created(jose) = &created.attendees[0] else {
+        panic!("José is created");
+    };
+    let found = store
+        .get_attendee("owner", &id, &jose.attendee_id)
+        .await
+        .expect("found");
+    assert_eq!(found, *jose);
+    assert!(matches!(
+        store.get_attendee("stranger", &id, &jose.attendee_id).await,
+        Err(StoreError::MeetingNotFound)
+    ));
+    assert!(matches!(
+        store.get_attendee("owner", &id, "no-such-attendee").await,
+        Err(StoreError::AttendeeNotFound)
+    ));
+    assert!(matches!(
+        store
+            .get_attendee("owner", "no-such-meeting", &jose.attendee_id)
+            .await,
+        Err(StoreError::MeetingNotFound)
+    ));
+}
+
 /// The node registry keeps each node's latest beat, forgets nodes silent since before the cutoff
 /// (never the node beating), and tells where a meeting is hosted.
 async fn node_registry(store: &dyn Store) {
@@ -886,6 +922,7 @@ async fn sqlite_in_memory() {
     attendee_version(&store).await;
     commit_gate(&store).await;
     node_registry(&store).await;
+    attendee_lookups(&store).await;
     // The lifecycle sweep ends every due meeting of the store, so it gets one of its own.
     lifecycle(&sqlite::SqliteStore::open_in_memory().expect("open")).await;
     outbox(&sqlite::SqliteStore::open_in_memory().expect("open")).await;
@@ -1042,6 +1079,7 @@ async fn postgres_suite() {
     attendee_version(&store).await;
     commit_gate(&store).await;
     node_registry(&store).await;
+    attendee_lookups(&store).await;
     // Migrations are idempotent across reconnections, and the data is still there.
     let reopened = postgres::PostgresStore::connect(&scratch.url)
         .await

@@ -1072,8 +1072,24 @@ impl Store for PostgresStore {
         attendee_id: &str,
     ) -> StoreResult<AttendeeRecord> {
         self.read(async |conn| {
-            find_meeting(conn, account_id, meeting_id).await?;
-            find_attendee(conn, meeting_id, attendee_id).await
+            // The account check and the attendee in one round trip: no row when the account
+            // has no such meeting, a row of NULL attendee columns when the attendee is gone.
+            let row = conn
+                .query_opt(
+                    &format!(
+                        "SELECT a.* FROM meetings AS m LEFT JOIN LATERAL (\
+                           SELECT {ATTENDEE_COLUMNS} FROM attendees \
+                           WHERE meeting_id = m.meeting_id AND attendee_id = $3) AS a ON TRUE \
+                         WHERE m.meeting_id = $1 AND m.account_id = $2"
+                    ),
+                    &[&meeting_id, &account_id, &attendee_id],
+                )
+                .await?
+                .ok_or(StoreError::MeetingNotFound)?;
+            match row.try_get::<_, Option<String>>(1)? {
+                Some(_) => attendee_from_row(&row),
+                None => Err(StoreError::AttendeeNotFound.into()),
+            }
         })
         .await
     }

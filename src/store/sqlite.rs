@@ -906,7 +906,8 @@ impl Store for SqliteStore {
             attendee_id.to_string(),
         );
         self.read(move |conn| {
-            find_meeting(conn, &account_id, &meeting_id)?;
+            // The account check reads one column of the meeting's row, not the whole meeting.
+            attendees_version(conn, &account_id, &meeting_id)?;
             find_attendee(conn, &meeting_id, &attendee_id)
         })
         .await
