@@ -1,5 +1,9 @@
 //! One suite run against every store backend, so that each keeps the same promises: idempotency,
 //! account isolation, the atomic attendee cap, keyset pages, cascading deletes, tag limits.
+//!
+//! A new backend gets it whole: call [`check_store`] with a way to open fresh, empty stores, and
+//! [`check_two_nodes`] with two stores on one database if several nodes can share it. Outside
+//! this crate's own tests the module is compiled with the `conformance` feature.
 
 use super::*;
 use crate::domain::capabilities::MediaCapability;
@@ -915,17 +919,34 @@ async fn node_registry(store: &dyn Store) {
     assert_eq!(store.meeting_host(&id).await.expect("host"), None);
 }
 
-#[tokio::test]
-async fn sqlite_in_memory() {
-    let store = sqlite::SqliteStore::open_in_memory().expect("open");
+/// Every promise one store must keep. `fresh` opens a new, empty store each time it is called:
+/// the lifecycle sweep ends every due meeting of its store and the outbox checks count every
+/// event, so they get stores of their own.
+pub async fn check_store<S, F, Fut>(mut fresh: F)
+where
+    S: Store,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = S>,
+{
+    let store = fresh().await;
     suite(&store).await;
     attendee_version(&store).await;
     commit_gate(&store).await;
     node_registry(&store).await;
     attendee_lookups(&store).await;
-    // The lifecycle sweep ends every due meeting of the store, so it gets one of its own.
-    lifecycle(&sqlite::SqliteStore::open_in_memory().expect("open")).await;
-    outbox(&sqlite::SqliteStore::open_in_memory().expect("open")).await;
+    lifecycle(&fresh().await).await;
+    outbox(&fresh().await).await;
+}
+
+/// The promises two nodes on one database keep together (concurrent duplicates, the cap, the
+/// outbox order), for backends that several nodes can share.
+pub async fn check_two_nodes(a: &dyn Store, b: &dyn Store) {
+    two_nodes(a, b).await;
+}
+
+#[tokio::test]
+async fn sqlite_in_memory() {
+    check_store(async || sqlite::SqliteStore::open_in_memory().expect("open")).await;
 }
 
 #[tokio::test]
@@ -1055,10 +1076,11 @@ async fn sqlite_two_connections_to_one_file() {
     let path = dir.path().join("carillon.db");
     let a = sqlite::SqliteStore::open(&path).expect("open");
     let b = sqlite::SqliteStore::open(&path).expect("open again");
-    two_nodes(&a, &b).await;
+    check_two_nodes(&a, &b).await;
 }
 
 /// A store in a fresh schema of the test database, or None when there is none.
+#[cfg(test)]
 async fn postgres_store(test: &str) -> Option<(postgres::ScratchSchema, postgres::PostgresStore)> {
     let url = postgres::test_database_url(test)?;
     let scratch = postgres::ScratchSchema::create(&url)

@@ -6,8 +6,10 @@ pub mod postgres;
 mod shared;
 pub mod sqlite;
 
-#[cfg(test)]
-mod conformance;
+/// The conformance suite every backend passes (compiled for this crate's tests, and for other
+/// crates with the `conformance` feature).
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 
 use crate::domain::capabilities::{Capabilities, MeetingFeatures};
 
