@@ -371,12 +371,13 @@ fn load(
     expect: u16,
     capture: bool,
 ) -> Outcome {
-    in_turn(|| load_now(addr, supply, run_for, rate, expect, capture))
+    in_turn(|| load_now(&[(addr, supply.clone())], run_for, rate, expect, capture))
 }
 
+/// The load run itself: connection i sends `targets[i mod n]`'s requests to its address (one
+/// target for one server; several to spread the load over nodes, as a round-robin balancer).
 fn load_now(
-    addr: SocketAddr,
-    supply: &Supply,
+    targets: &[(SocketAddr, Supply)],
     run_for: Duration,
     rate: Option<f64>,
     expect: u16,
@@ -387,7 +388,7 @@ fn load_now(
     let parts = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..connections)
             .map(|c| {
-                let supply = supply.clone();
+                let (addr, supply) = targets[c % targets.len()].clone();
                 scope.spawn(move || {
                     let mut conn = Conn::open(addr);
                     let mut out = Outcome::default();

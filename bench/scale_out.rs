@@ -74,51 +74,6 @@ fn postgres_cpu() -> f64 {
         .sum()
 }
 
-/// Closed loop over `connections` connections, connection i on target i mod n.
-fn load_spread(targets: &[(SocketAddr, Supply)], connections: usize, run_for: Duration) -> Outcome {
-    let started = Instant::now();
-    let parts = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..connections)
-            .map(|c| {
-                let (addr, supply) = targets[c % targets.len()].clone();
-                scope.spawn(move || {
-                    let mut conn = Conn::open(addr);
-                    let mut out = Outcome::default();
-                    while started.elapsed() < run_for {
-                        let Some((_, request)) = supply.next() else {
-                            break;
-                        };
-                        let sent = Instant::now();
-                        match conn.exchange(request) {
-                            Ok((status, body)) => {
-                                out.latencies_us
-                                    .push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                                if status != 200 {
-                                    out.errors += 1;
-                                    out.first_error.get_or_insert_with(|| {
-                                        format!("{status}: {}", String::from_utf8_lossy(body))
-                                    });
-                                }
-                            }
-                            Err(e) => {
-                                out.errors += 1;
-                                out.first_error.get_or_insert_with(|| e.to_string());
-                                conn.reconnect();
-                            }
-                        }
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("load thread"))
-            .collect::<Vec<_>>()
-    });
-    Outcome::merge(parts, started.elapsed())
-}
-
 fn measure_spread(
     name: &str,
     pids: &[u32],
@@ -128,7 +83,7 @@ fn measure_spread(
 ) -> (Row, f64) {
     let node_cpu = || pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
     let (before, db_before) = (node_cpu(), postgres_cpu());
-    let mut out = load_spread(targets, connections, run_for);
+    let mut out = with_connections(connections, || load_now(targets, run_for, None, 200, false));
     let (cpu, db_cpu) = (node_cpu() - before, postgres_cpu() - db_before);
     let row = summarize(name, &mut out, cpu, None);
     print_row(&row);
