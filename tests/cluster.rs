@@ -325,7 +325,7 @@ async fn a_meetings_clients_are_served_by_its_node_only() {
         close_code::HOSTED_ELSEWHERE
     );
 
-    // On the hosting node, a DeleteAttendee sent to another node kicks within a second.
+    // On the hosting node, a DeleteAttendee sent to another node kicks at once, over the bus.
     let mut jose = SignalClient::connect(&meeting.signaling_url, &jose_token).await;
     jose.join().await;
     let mut zoe = SignalClient::connect(&meeting.signaling_url, &zoe_token).await;
@@ -342,9 +342,11 @@ async fn a_meetings_clients_are_served_by_its_node_only() {
     let status = jose.expect(Type::AudioStatus).await;
     assert_eq!(status.audio_status.and_then(|s| s.audio_status), Some(411));
     jose.closed().await;
+    // Over the bus this takes milliseconds; the hosting node's own store check would take up to
+    // its --presence-check of 30 s. The bound tells the two apart with room for a slow machine.
     assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "kicked in {:?}, over the bus",
+        started.elapsed() < Duration::from_secs(5),
+        "kicked in {:?}: not over the bus",
         started.elapsed()
     );
 
