@@ -59,6 +59,9 @@ struct View {
     placed: HashMap<String, i64>,
 }
 
+/// How long a stopping node tries to record its stop in the registry.
+const STOP_RECORD_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Signaling sessions connected to this node, reported with each beat.
 pub type LoadGauge = Box<dyn Fn() -> i64 + Send + Sync>;
 
@@ -146,8 +149,18 @@ impl Cluster {
             sessions: 0,
             stopped: true,
         };
-        if let Err(error) = self.store.beat_node(&stopped, i64::MIN).await {
-            tracing::warn!(%error, "could not record this node's stop in the node registry");
+        // Bounded: with the database unreachable, a stopping node must not wait out the pool's
+        // connection timeout; the others see it gone once its beats age past the timeout.
+        let recorded = tokio::time::timeout(
+            STOP_RECORD_TIMEOUT,
+            self.store.beat_node(&stopped, i64::MIN),
+        );
+        match recorded.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not record this node's stop in the node registry")
+            }
+            Err(_) => tracing::warn!("the node registry did not record this node's stop in time"),
         }
     }
 

@@ -240,17 +240,18 @@ fn describe(e: &tokio_postgres::Error) -> String {
 }
 
 /// Whether the error says the database cannot be reached or refuses work for now, rather than
-/// that the statement was wrong: no database error at all (the connection was refused, closed or
-/// broke), or a database error of class 08 (connection exception), 53 (insufficient resources)
-/// or 57P0x (the server is shutting down or starting).
+/// that the statement or a column was wrong: the connection closed or broke (an I/O error
+/// underneath), or a database error of class 08 (connection exception), 53 (insufficient
+/// resources) or 57P0x (the server is shutting down or starting). A value that does not convert
+/// to or from its column also has no database error, but it is a bug, not an outage: it stays a
+/// 500.
 fn unreachable(e: &tokio_postgres::Error) -> bool {
-    match e.as_db_error() {
-        None => true,
-        Some(db) => {
-            let code = db.code().code();
-            code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0")
-        }
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        return code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0");
     }
+    e.is_closed()
+        || std::error::Error::source(e).is_some_and(|source| source.is::<std::io::Error>())
 }
 
 fn retryable(e: &TxError) -> bool {
