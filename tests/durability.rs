@@ -184,3 +184,70 @@ async fn wait_ready(port: u16) {
     }
     panic!("server on port {port} did not start within 10 s");
 }
+
+/// One process per data directory: a second `carillon serve` on a directory another one is
+/// serving stops at once with a message saying what to do instead, and the first keeps serving;
+/// once the first is gone (even by SIGKILL), the directory can be served again.
+#[tokio::test]
+async fn a_second_process_on_one_data_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let command = |listen: &str| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_carillon"));
+        command
+            .args(["serve", "--listen", listen])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("CARILLON_ACCESS_KEY_ID", ACCESS_KEY_ID)
+            .env("CARILLON_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+            .env("CARILLON_ACCOUNT_ID", ACCOUNT_ID)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .kill_on_drop(true);
+        command
+    };
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        probe.local_addr().expect("addr").port()
+    };
+    let mut first = command(&format!("127.0.0.1:{port}"))
+        .spawn()
+        .expect("binary starts");
+    wait_ready(port).await;
+    let client = sdk_client(&format!("http://127.0.0.1:{port}"), "us-east-1");
+    let id = common::create_meeting_id(&client, "José's meeting").await;
+
+    let second = tokio::time::timeout(
+        Duration::from_secs(30),
+        command("127.0.0.1:0").stderr(Stdio::piped()).output(),
+    )
+    .await
+    .expect("the second server stops by itself")
+    .expect("the second server ran");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("in use by another carillon process") && stderr.contains("--data-dir"),
+        "{stderr}"
+    );
+    client
+        .get_meeting()
+        .meeting_id(&id)
+        .send()
+        .await
+        .expect("the first server still serves");
+
+    first.start_kill().expect("SIGKILL");
+    first.wait().await.expect("killed");
+    let mut again = command(&format!("127.0.0.1:{port}"))
+        .spawn()
+        .expect("binary starts");
+    wait_ready(port).await;
+    client
+        .get_meeting()
+        .meeting_id(&id)
+        .send()
+        .await
+        .expect("served again after the first process died");
+    again.start_kill().expect("stop");
+    let _ = again.wait().await;
+}

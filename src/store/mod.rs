@@ -5,6 +5,7 @@ pub mod gate;
 pub mod postgres;
 mod shared;
 pub mod sqlite;
+mod versions;
 
 /// The conformance suite every backend passes (compiled for this crate's tests, and for other
 /// crates with the `conformance` feature).

@@ -18,6 +18,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use super::shared::{
     backend, connection_state, due_bounds, event_row, presence_columns, presence_events, to_json,
 };
+use super::versions::{AttendeeVersions, KnownVersion, Lookup};
 use super::{
     AttendeeOutcome, AttendeePage, AttendeePresence, AttendeeRecord, CreatedMeeting, DeadLetter,
     EndRules, MeetingRecord, NewAttendee, NodeBeat, OutboxEvent, PresenceChange, Store, StoreError,
@@ -137,6 +138,51 @@ pub struct SqliteStore {
     jobs: std::sync::mpsc::Sender<Job>,
     readers: Arc<[Mutex<Connection>]>,
     next_reader: Arc<std::sync::atomic::AtomicUsize>,
+    /// Each meeting's attendee version as of the last commit, so that checking a cached answer
+    /// reads memory, not SQLite. Shared by every store of this process on the same file.
+    versions: Arc<AttendeeVersions>,
+    /// Keeps the database's lock (and its entry in [`OPEN_DATABASES`]) while the store is open.
+    _database: Option<Arc<OpenDatabase>>,
+}
+
+/// What every store of this process on one database file shares: the lock that keeps other
+/// processes out, and the attendee versions all their writers keep true.
+struct OpenDatabase {
+    versions: Arc<AttendeeVersions>,
+    _lock: std::fs::File,
+}
+
+/// The database files this process has open, by canonical path. Stores opened on one file
+/// (a restart in place, two nodes in one test process) share one [`OpenDatabase`].
+static OPEN_DATABASES: Mutex<Vec<(std::path::PathBuf, std::sync::Weak<OpenDatabase>)>> =
+    Mutex::new(Vec::new());
+
+/// The file's shared state in this process, locking the file when this process has not yet.
+fn open_database(path: &Path) -> StoreResult<Arc<OpenDatabase>> {
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let canonical = std::fs::canonicalize(directory)
+        .map_err(|e| backend(format!("cannot open {}: {e}", directory.display())))?
+        .join(path.file_name().unwrap_or_default());
+    let mut open = OPEN_DATABASES
+        .lock()
+        .map_err(|_| backend("the open-database registry is poisoned"))?;
+    open.retain(|(_, database)| database.strong_count() > 0);
+    if let Some(database) = open
+        .iter()
+        .find(|(held, _)| *held == canonical)
+        .and_then(|(_, database)| database.upgrade())
+    {
+        return Ok(database);
+    }
+    let database = Arc::new(OpenDatabase {
+        versions: Arc::default(),
+        _lock: lock_database(path)?,
+    });
+    open.push((canonical, Arc::downgrade(&database)));
+    Ok(database)
 }
 
 /// Read connections per file-backed store.
@@ -144,7 +190,12 @@ const READERS: usize = 4;
 
 impl SqliteStore {
     pub fn open(path: &Path) -> StoreResult<Self> {
-        let mut store = Self::init(Connection::open(path).map_err(backend)?)?;
+        let database = open_database(path)?;
+        let mut store = Self::init(
+            Connection::open(path).map_err(backend)?,
+            database.versions.clone(),
+        )?;
+        store._database = Some(database);
         let readers = (0..READERS)
             .map(|_| {
                 let reader = Connection::open(path).map_err(backend)?;
@@ -164,10 +215,13 @@ impl SqliteStore {
     /// An in-memory database, for unit tests of the layers above. It has no separate readers:
     /// another connection would open another, empty, database.
     pub fn open_in_memory() -> StoreResult<Self> {
-        Self::init(Connection::open_in_memory().map_err(backend)?)
+        Self::init(
+            Connection::open_in_memory().map_err(backend)?,
+            Arc::default(),
+        )
     }
 
-    fn init(mut conn: Connection) -> StoreResult<Self> {
+    fn init(mut conn: Connection, versions: Arc<AttendeeVersions>) -> StoreResult<Self> {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(backend)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -180,16 +234,46 @@ impl SqliteStore {
         let conn = Arc::new(Mutex::new(conn));
         let (jobs, queue) = std::sync::mpsc::channel();
         let writer_conn = conn.clone();
+        let writer_versions = versions.clone();
         std::thread::Builder::new()
             .name("carillon-store-writer".into())
-            .spawn(move || writer(writer_conn, queue))
+            .spawn(move || writer(writer_conn, queue, &writer_versions))
             .map_err(backend)?;
         Ok(Self {
             conn,
             jobs,
             readers: Arc::new([]),
             next_reader: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            versions,
+            _database: None,
         })
+    }
+
+    /// The account's meeting's attendee version, from memory when it is known there. A meeting
+    /// of another account is not found, as in SQLite.
+    async fn known_attendees_version(
+        &self,
+        account_id: &str,
+        meeting_id: &str,
+    ) -> StoreResult<i64> {
+        let ticket = match self.versions.lookup(meeting_id) {
+            Lookup::Known(known) if known.account_id == account_id => return Ok(known.version),
+            Lookup::Known(_) => return Err(StoreError::MeetingNotFound),
+            Lookup::Unknown(ticket) => ticket,
+        };
+        let (account, meeting) = (account_id.to_string(), meeting_id.to_string());
+        let version = self
+            .read(move |conn| attendees_version(conn, &account, &meeting))
+            .await?;
+        self.versions.remember(
+            ticket,
+            meeting_id,
+            KnownVersion {
+                account_id: account_id.to_string(),
+                version,
+            },
+        );
+        Ok(version)
     }
 
     /// Runs `work` on the writer thread, in a savepoint of the group transaction, and answers
@@ -276,13 +360,54 @@ struct Ran {
     deliver: Box<dyn FnOnce(StoreResult<()>) + Send>,
 }
 
+/// Takes the lock file beside the database, so that a server in another process on the same data
+/// directory stops at once instead of sharing it: the store keeps state in memory (attendee
+/// versions, the node registry's view of earlier runs) that only one process may own.
+fn lock_database(path: &Path) -> StoreResult<std::fs::File> {
+    let lock_path = path.with_extension("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| backend(format!("cannot open {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(backend(format!(
+            "{} is in use by another carillon process (it holds {}); give each server its own \
+             --data-dir, or share one PostgreSQL database (--store postgres://…) between nodes",
+            path.display(),
+            lock_path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(backend(format!("cannot lock {}: {e}", lock_path.display())))
+        }
+    }
+}
+
+thread_local! {
+    /// The meetings whose attendee version the writer thread's current group moved (or which it
+    /// removed), forgotten by [`AttendeeVersions`] once the group commits.
+    static TOUCHED: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Records, on the writer thread, that this transaction changes what the meeting's attendee
+/// version stands for.
+fn touch(meeting_id: &str) {
+    TOUCHED.with_borrow_mut(|touched| touched.push(meeting_id.to_string()));
+}
+
 /// Most writes one group transaction carries.
 const MAX_GROUP: usize = 512;
 
 /// The writer thread: takes every write queued since its last commit, runs each in a savepoint
 /// of one IMMEDIATE transaction, and commits them together (one fsync for the group). A write
 /// that fails, panics or finds its commit gate closed is rolled back to its savepoint alone.
-fn writer(conn: Arc<Mutex<Connection>>, jobs: std::sync::mpsc::Receiver<Job>) {
+fn writer(
+    conn: Arc<Mutex<Connection>>,
+    jobs: std::sync::mpsc::Receiver<Job>,
+    versions: &AttendeeVersions,
+) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -296,11 +421,12 @@ fn writer(conn: Arc<Mutex<Connection>>, jobs: std::sync::mpsc::Receiver<Job>) {
             tracing::error!("store writer: connection mutex poisoned");
             return;
         };
-        run_group(&mut conn, group);
+        run_group(&mut conn, group, versions);
     }
 }
 
-fn run_group(conn: &mut Connection, group: Vec<Job>) {
+fn run_group(conn: &mut Connection, group: Vec<Job>, versions: &AttendeeVersions) {
+    TOUCHED.with_borrow_mut(Vec::clear);
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
@@ -315,7 +441,12 @@ fn run_group(conn: &mut Connection, group: Vec<Job>) {
         if tx.execute_batch("SAVEPOINT write").is_err() {
             break;
         }
+        let touched_before = TOUCHED.with_borrow(Vec::len);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&tx)));
+        if !matches!(outcome, Ok(Ran { keep: true, .. })) {
+            // Rolled back: what it touched is unchanged (forgetting it too would be harmless).
+            TOUCHED.with_borrow_mut(|touched| touched.truncate(touched_before));
+        }
         if tx.is_autocommit() {
             // SQLite rolled the whole transaction back (e.g. on a full disk): nothing of the
             // group is kept, and the kept writes hear it from the failed commit below.
@@ -346,6 +477,11 @@ fn run_group(conn: &mut Connection, group: Vec<Job>) {
     if let Err(e) = &committed {
         tracing::error!(error = %e, "store writer: a group commit failed");
     }
+    // Before any caller hears of the commit, so that its next read sees its write.
+    TOUCHED.with_borrow_mut(|touched| {
+        versions.forget(touched.iter().map(String::as_str));
+        touched.clear();
+    });
     for Ran { keep, deliver } in ran {
         deliver(match (&committed, keep) {
             (Err(e), true) => Err(backend(e)),
@@ -428,6 +564,7 @@ fn end_meeting(
             params![meeting.meeting_id],
         )
         .map_err(backend)?;
+        touch(&meeting.meeting_id);
         ended.push(meeting.meeting_id);
     }
     Ok(ended)
@@ -487,6 +624,7 @@ fn refresh_connected(tx: &Transaction<'_>, meeting_id: &str, at: i64) -> StoreRe
 /// Moves the meeting's attendee version, in the transaction of the change to its attendees, so
 /// that every node's cached ListAttendees pages of the meeting stop matching when it commits.
 fn bump_attendees_version(tx: &Transaction<'_>, meeting_id: &str) -> StoreResult<()> {
+    touch(meeting_id);
     tx.prepare_cached(
         "UPDATE meetings SET attendees_version = attendees_version + 1 WHERE meeting_id = ?1",
     )
@@ -905,18 +1043,16 @@ impl Store for SqliteStore {
             meeting_id.to_string(),
             attendee_id.to_string(),
         );
-        self.read(move |conn| {
-            // The account check reads one column of the meeting's row, not the whole meeting.
-            attendees_version(conn, &account_id, &meeting_id)?;
-            find_attendee(conn, &meeting_id, &attendee_id)
-        })
-        .await
+        // The account check comes from memory when it can (else one column of the meeting's
+        // row), not from the whole meeting.
+        self.known_attendees_version(&account_id, &meeting_id)
+            .await?;
+        self.read(move |conn| find_attendee(conn, &meeting_id, &attendee_id))
+            .await
     }
 
     async fn attendees_version(&self, account_id: &str, meeting_id: &str) -> StoreResult<i64> {
-        let (account_id, meeting_id) = (account_id.to_string(), meeting_id.to_string());
-        self.read(move |conn| attendees_version(conn, &account_id, &meeting_id))
-            .await
+        self.known_attendees_version(account_id, meeting_id).await
     }
 
     async fn list_attendees_versioned(
