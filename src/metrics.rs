@@ -38,6 +38,9 @@ pub mod name {
     /// ListAttendees pages served from the page cache (`result="hit"`) or read from the store
     /// (`result="miss"`).
     pub const LIST_CACHE: &str = "carillon_list_cache_total";
+    /// GetAttendee answers served from the cache (`result="hit"`) or read from the store
+    /// (`result="miss"`).
+    pub const ATTENDEE_CACHE: &str = "carillon_attendee_cache_total";
     pub const SESSIONS: &str = "carillon_signaling_sessions";
     pub const LIVE_MEETINGS: &str = "carillon_live_meetings";
     pub const LIVE_ATTENDEES: &str = "carillon_live_attendees";

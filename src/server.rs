@@ -601,7 +601,14 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         faults: Default::default(),
         inflight: Semaphore::new(max_inflight),
         pages: PageTokenCodec::new(page_key),
-        list_cache: api::page_cache::PageCache::new(Default::default()),
+        list_cache: api::page_cache::PageCache::new(
+            api::page_cache::PageCacheLimits::PAGES,
+            crate::metrics::name::LIST_CACHE,
+        ),
+        attendee_cache: api::page_cache::PageCache::new(
+            api::page_cache::PageCacheLimits::ATTENDEES,
+            crate::metrics::name::ATTENDEE_CACHE,
+        ),
         clock,
         settings: ApiSettings {
             public_url: public_url.clone(),

@@ -116,6 +116,22 @@ async fn two_teams_cannot_see_or_touch_each_others_meetings() {
         .attendee
         .expect("attendee");
     let attendee_id = attendee.attendee_id().expect("id");
+    // Alice's reads warm the GetAttendee and ListAttendees caches: a cached answer is no way in.
+    for _ in 0..2 {
+        alice
+            .get_attendee()
+            .meeting_id(&meeting_id)
+            .attendee_id(attendee_id)
+            .send()
+            .await
+            .expect("alice's GetAttendee");
+        alice
+            .list_attendees()
+            .meeting_id(&meeting_id)
+            .send()
+            .await
+            .expect("alice's ListAttendees");
+    }
 
     // Every operation of bob's on alice's meeting is NotFound, as if it did not exist.
     let get = bob.get_meeting().meeting_id(&meeting_id).send().await;

@@ -7,13 +7,13 @@ use serde_json::json;
 use super::dto::{AttendeeItemIn, AttendeeOut, AttendeePageOut, CreateAttendeeErrorOut};
 use super::error::{ApiError, ErrorKind};
 use super::input;
-use super::page_cache::{CachedPage, PageKey};
+use super::page_cache::{AttendeeKey, CachedPage, PageKey};
 use super::{ApiState, Call, Reply};
 use crate::domain::capabilities::MeetingFeatures;
 use crate::domain::tokens::{self, PageKind};
 use crate::domain::{ids, validate};
 use crate::events::CapabilityTarget;
-use crate::store::{AttendeeOutcome, AttendeePage, AttendeeRecord, NewAttendee};
+use crate::store::{AttendeeOutcome, AttendeePage, AttendeeRecord, NewAttendee, VersionedAttendee};
 
 /// The Attendee shape of the caller's namespace: the legacy one has no Capabilities.
 pub fn attendee_json(call: &Call, attendee: &AttendeeRecord) -> serde_json::Value {
@@ -175,16 +175,42 @@ pub async fn batch_create(state: &ApiState, call: &Call) -> Result<Reply, ApiErr
 }
 
 pub async fn get(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
-    let meeting_id = call.meeting_id()?;
-    let attendee_id = call.attendee_id()?;
-    let attendee = state
+    let key = AttendeeKey {
+        account_id: call.account_id.clone(),
+        namespace: call.namespace,
+        meeting_id: call.meeting_id()?,
+        attendee_id: call.attendee_id()?,
+    };
+    if let Some(cached) = state.attendee_cache.get(&key) {
+        // As for a ListAttendees page: served only while the meeting's attendee version is
+        // the one the answer was read at, and the lookup is the account check.
+        let current = state
+            .store
+            .attendees_version(&key.account_id, &key.meeting_id)
+            .await
+            .inspect_err(|_| state.attendee_cache.remove(&key))?;
+        if current == cached.version {
+            state.attendee_cache.count(true);
+            return Ok(Reply::JsonText(StatusCode::OK, cached.body));
+        }
+    }
+    state.attendee_cache.count(false);
+    let VersionedAttendee { version, attendee } = state
         .store
-        .get_attendee(&call.account_id, &meeting_id, &attendee_id)
-        .await?;
-    Ok(Reply::Json(
-        StatusCode::OK,
-        json!({ "Attendee": attendee_json(call, &attendee) }),
-    ))
+        .get_attendee_versioned(&key.account_id, &key.meeting_id, &key.attendee_id)
+        .await
+        .inspect_err(|_| state.attendee_cache.remove(&key))?;
+    // The same Value, printed the same way, as an uncached answer would be.
+    let json = json!({ "Attendee": attendee_json(call, &attendee) });
+    let body = Bytes::from(serde_json::to_vec(&json).map_err(|_| ApiError::service_failure())?);
+    state.attendee_cache.insert(
+        key,
+        CachedPage {
+            version,
+            body: body.clone(),
+        },
+    );
+    Ok(Reply::JsonText(StatusCode::OK, body))
 }
 
 pub async fn list(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {

@@ -76,7 +76,9 @@ pub struct ApiState {
     pub pages: PageTokenCodec,
     /// Serialized ListAttendees pages, each served only while its meeting's attendee version in
     /// the store is unchanged.
-    pub list_cache: page_cache::PageCache,
+    pub list_cache: page_cache::PageCache<page_cache::PageKey>,
+    /// Serialized GetAttendee answers, served under the same check as the pages.
+    pub attendee_cache: page_cache::PageCache<page_cache::AttendeeKey>,
     pub clock: Arc<dyn Clock>,
     pub settings: ApiSettings,
     /// Tells the join plane about deleted attendees and ended meetings.

@@ -1,7 +1,9 @@
-//! Serialized ListAttendees pages, reused while the meeting's attendees have not changed.
+//! Serialized ListAttendees pages and GetAttendee answers, reused while the meeting's attendees
+//! have not changed.
 //!
 //! A page's body is a pure function of the request shape (account, namespace, meeting, cursor,
 //! page size) and of the meeting's attendees: NextTokens are deterministic HMACs of the cursor.
+//! A GetAttendee body is one of the account, namespace, meeting and attendee.
 //! Each entry records the meeting's attendee version (`Store::attendees_version`) its rows were
 //! read at, and is served only after the store confirms that version is still current, so a
 //! write through any node sharing the store (which moves the version in its own transaction) is
@@ -32,15 +34,38 @@ pub struct PageKey {
     pub limit: usize,
 }
 
-impl PageKey {
+/// Everything a GetAttendee body depends on besides the attendee's row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AttendeeKey {
+    pub account_id: String,
+    /// The legacy namespace shows no Capabilities.
+    pub namespace: Namespace,
+    pub meeting_id: String,
+    pub attendee_id: String,
+}
+
+/// A key of a [`PageCache`].
+pub trait CacheKey: Hash + Eq + Clone {
     /// What an entry costs against the byte budget besides its body: the key's strings and a
     /// rough allowance for the map's node and the entry itself.
+    fn overhead(&self) -> usize;
+}
+
+/// The map node, the entry and the key's fixed part, roughly.
+const ENTRY_OVERHEAD: usize = 160;
+
+impl CacheKey for PageKey {
     fn overhead(&self) -> usize {
-        const FIXED: usize = 160;
-        FIXED
+        ENTRY_OVERHEAD
             + self.account_id.len()
             + self.meeting_id.len()
             + self.after.as_ref().map_or(0, String::len)
+    }
+}
+
+impl CacheKey for AttendeeKey {
+    fn overhead(&self) -> usize {
+        ENTRY_OVERHEAD + self.account_id.len() + self.meeting_id.len() + self.attendee_id.len()
     }
 }
 
@@ -56,15 +81,23 @@ struct Entry {
     cost: usize,
 }
 
-#[derive(Default)]
-struct Shard {
+struct Shard<K> {
     /// Least recently used first.
-    entries: LinkedHashMap<PageKey, Entry>,
+    entries: LinkedHashMap<K, Entry>,
     bytes: usize,
 }
 
-impl Shard {
-    fn remove(&mut self, key: &PageKey) {
+impl<K: CacheKey> Default for Shard<K> {
+    fn default() -> Self {
+        Self {
+            entries: LinkedHashMap::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<K: CacheKey> Shard<K> {
+    fn remove(&mut self, key: &K) {
         if let Some(entry) = self.entries.remove(key) {
             self.bytes = self.bytes.saturating_sub(entry.cost);
         }
@@ -79,30 +112,36 @@ pub struct PageCacheLimits {
     pub entries: usize,
 }
 
-impl Default for PageCacheLimits {
-    /// 64 MiB: about 2,500 full pages of 100 attendees (some 25 KiB each), or many more short
-    /// ones up to the entry cap.
-    fn default() -> Self {
-        Self {
-            bytes: 64 << 20,
-            entries: 65_536,
-        }
-    }
+impl PageCacheLimits {
+    /// For ListAttendees, 64 MiB: about 2,500 full pages of 100 attendees (some 25 KiB each),
+    /// or many more short ones up to the entry cap.
+    pub const PAGES: Self = Self {
+        bytes: 64 << 20,
+        entries: 65_536,
+    };
+
+    /// For GetAttendee, 32 MiB: some 50,000 answers (about 500 bytes with their keys).
+    pub const ATTENDEES: Self = Self {
+        bytes: 32 << 20,
+        entries: 65_536,
+    };
 }
 
 const SHARDS: usize = 16;
 
-pub struct PageCache {
-    shards: Box<[Mutex<Shard>]>,
+pub struct PageCache<K: CacheKey = PageKey> {
+    shards: Box<[Mutex<Shard<K>>]>,
     hasher: std::collections::hash_map::RandomState,
     shard_bytes: usize,
     shard_entries: usize,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// The process-wide counter of hits and misses (`result` label).
+    metric: &'static str,
 }
 
-impl PageCache {
-    pub fn new(limits: PageCacheLimits) -> Self {
+impl<K: CacheKey> PageCache<K> {
+    pub fn new(limits: PageCacheLimits, metric: &'static str) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: Default::default(),
@@ -110,18 +149,19 @@ impl PageCache {
             shard_entries: limits.entries.div_ceil(SHARDS),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            metric,
         }
     }
 
     /// Counts a request served from the cache (`hit`) or from the store, in this cache and in
-    /// the process's `carillon_list_cache_total`.
+    /// the process's counter (`carillon_list_cache_total`, `carillon_attendee_cache_total`).
     pub fn count(&self, hit: bool) {
         let (counter, result) = match hit {
             true => (&self.hits, "hit"),
             false => (&self.misses, "miss"),
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(crate::metrics::name::LIST_CACHE, "result" => result).increment(1);
+        metrics::counter!(self.metric, "result" => result).increment(1);
     }
 
     /// Requests served from the cache and from the store since this cache was made.
@@ -132,7 +172,7 @@ impl PageCache {
         )
     }
 
-    fn shard(&self, key: &PageKey) -> Option<std::sync::MutexGuard<'_, Shard>> {
+    fn shard(&self, key: &K) -> Option<std::sync::MutexGuard<'_, Shard<K>>> {
         let index = self.hasher.hash_one(key) as usize % self.shards.len();
         // A poisoned shard (a panic mid-update, which nothing here should cause) is skipped:
         // the request is served from the store instead.
@@ -141,14 +181,14 @@ impl PageCache {
 
     /// The cached page for `key`, whatever its version: the caller checks that against the
     /// store before serving it.
-    pub fn get(&self, key: &PageKey) -> Option<CachedPage> {
+    pub fn get(&self, key: &K) -> Option<CachedPage> {
         let mut shard = self.shard(key)?;
         shard.entries.to_back(key).map(|entry| entry.page.clone())
     }
 
     /// Keeps `page` for `key`, unless the cache already holds a newer version of it (two fills
     /// racing), then evicts the least recently used entries of the shard until it fits.
-    pub fn insert(&self, key: PageKey, page: CachedPage) {
+    pub fn insert(&self, key: K, page: CachedPage) {
         let cost = key.overhead() + page.body.len();
         if cost > self.shard_bytes {
             return;
@@ -176,7 +216,7 @@ impl PageCache {
     }
 
     /// Forgets `key` (its meeting is gone, or its page is stale).
-    pub fn remove(&self, key: &PageKey) {
+    pub fn remove(&self, key: &K) {
         if let Some(mut shard) = self.shard(key) {
             shard.remove(key);
         }
@@ -217,7 +257,7 @@ mod tests {
 
     #[test]
     fn every_part_of_the_request_shape_is_its_own_entry() {
-        let cache = PageCache::new(PageCacheLimits::default());
+        let cache = PageCache::new(PageCacheLimits::PAGES, "test");
         let base = key("m1", None);
         cache.insert(base.clone(), page(1, "base"));
         let others = [
@@ -246,7 +286,7 @@ mod tests {
 
     #[test]
     fn an_older_fill_does_not_replace_a_newer_one() {
-        let cache = PageCache::new(PageCacheLimits::default());
+        let cache = PageCache::new(PageCacheLimits::PAGES, "test");
         cache.insert(key("m1", None), page(5, "new"));
         cache.insert(key("m1", None), page(4, "old"));
         assert_eq!(cache.get(&key("m1", None)), Some(page(5, "new")));
@@ -264,7 +304,7 @@ mod tests {
             bytes: SHARDS * 10 * (body.len() + keys[0].overhead()),
             entries: 1_000_000,
         };
-        let cache = PageCache::new(limits);
+        let cache = PageCache::new(limits, "test");
         cache.insert(keys[0].clone(), page(1, &body));
         for (i, k) in keys.iter().enumerate().skip(1) {
             cache.insert(k.clone(), page(1, &body));
@@ -281,7 +321,7 @@ mod tests {
             bytes: 64 << 20,
             entries: 64,
         };
-        let cache = PageCache::new(limits);
+        let cache = PageCache::new(limits, "test");
         for i in 0..1_000 {
             cache.insert(key(&format!("m{i}"), None), page(1, "{}"));
         }
@@ -290,16 +330,22 @@ mod tests {
 
     #[test]
     fn a_body_larger_than_a_shard_is_not_kept_and_zero_turns_it_off() {
-        let cache = PageCache::new(PageCacheLimits {
-            bytes: SHARDS * 1_000,
-            entries: 100,
-        });
+        let cache = PageCache::new(
+            PageCacheLimits {
+                bytes: SHARDS * 1_000,
+                entries: 100,
+            },
+            "test",
+        );
         cache.insert(key("m1", None), page(1, &"x".repeat(2_000)));
         assert_eq!(cache.get(&key("m1", None)), None);
-        let off = PageCache::new(PageCacheLimits {
-            bytes: 0,
-            entries: 100,
-        });
+        let off: PageCache = PageCache::new(
+            PageCacheLimits {
+                bytes: 0,
+                entries: 100,
+            },
+            "test",
+        );
         off.insert(key("m1", None), page(1, "{}"));
         assert_eq!(off.get(&key("m1", None)), None);
     }

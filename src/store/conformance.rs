@@ -314,6 +314,30 @@ async fn attendee_version(store: &dyn Store) {
         (seen, 0)
     );
 
+    // GetAttendee's versioned read pairs the row with the same version, checks the account.
+    assert_eq!(
+        store
+            .get_attendee_versioned("ver", &id, &jose.attendee_id)
+            .await
+            .expect("versioned get"),
+        VersionedAttendee {
+            version: seen,
+            attendee: jose.clone(),
+        }
+    );
+    assert!(matches!(
+        store
+            .get_attendee_versioned("other-account", &id, &jose.attendee_id)
+            .await,
+        Err(StoreError::MeetingNotFound)
+    ));
+    assert!(matches!(
+        store
+            .get_attendee_versioned("ver", &id, "no-such-attendee")
+            .await,
+        Err(StoreError::AttendeeNotFound)
+    ));
+
     // Reads, presence, media events and tags leave it alone.
     store.get_meeting("ver", &id).await.expect("get meeting");
     store

@@ -55,6 +55,13 @@ pub struct AttendeePage {
     pub attendees: Vec<AttendeeRecord>,
 }
 
+/// An attendee and the attendee version of its meeting, both read from one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionedAttendee {
+    pub version: i64,
+    pub attendee: AttendeeRecord,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tag {
     pub key: String,
@@ -265,7 +272,21 @@ pub trait Store: Send + Sync + 'static {
         account_id: &str,
         meeting_id: &str,
         attendee_id: &str,
-    ) -> StoreResult<AttendeeRecord>;
+    ) -> StoreResult<AttendeeRecord> {
+        Ok(self
+            .get_attendee_versioned(account_id, meeting_id, attendee_id)
+            .await?
+            .attendee)
+    }
+
+    /// `get_attendee` with the meeting's attendee version (see [`Store::attendees_version`]),
+    /// both read from one snapshot: what a cached GetAttendee answer is checked against.
+    async fn get_attendee_versioned(
+        &self,
+        account_id: &str,
+        meeting_id: &str,
+        attendee_id: &str,
+    ) -> StoreResult<VersionedAttendee>;
 
     /// The meeting's attendees ordered by id, starting after `after` (a keyset cursor).
     async fn list_attendees(

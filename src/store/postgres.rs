@@ -72,7 +72,7 @@ use super::shared::{
 use super::{
     AttendeeOutcome, AttendeePage, AttendeePresence, AttendeeRecord, CreatedMeeting, DeadLetter,
     EndRules, MeetingRecord, NewAttendee, NodeBeat, OutboxEvent, PresenceChange, Store, StoreError,
-    StoreResult, Tag, TagTarget,
+    StoreResult, Tag, TagTarget, VersionedAttendee,
 };
 use crate::domain::capabilities::{Capabilities, MediaCapability};
 use crate::domain::meeting_events::EventType;
@@ -1066,19 +1066,20 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn get_attendee(
+    async fn get_attendee_versioned(
         &self,
         account_id: &str,
         meeting_id: &str,
         attendee_id: &str,
-    ) -> StoreResult<AttendeeRecord> {
+    ) -> StoreResult<VersionedAttendee> {
         self.read(async |conn| {
-            // The account check and the attendee in one round trip: no row when the account
-            // has no such meeting, a row of NULL attendee columns when the attendee is gone.
+            // The account check, the attendee and the version in one statement (one snapshot,
+            // one round trip): no row when the account has no such meeting, a row of NULL
+            // attendee columns when the attendee is gone.
             let row = conn
                 .query_opt(
                     &format!(
-                        "SELECT a.* FROM meetings AS m LEFT JOIN LATERAL (\
+                        "SELECT a.*, m.attendees_version FROM meetings AS m LEFT JOIN LATERAL (\
                            SELECT {ATTENDEE_COLUMNS} FROM attendees \
                            WHERE meeting_id = m.meeting_id AND attendee_id = $3) AS a ON TRUE \
                          WHERE m.meeting_id = $1 AND m.account_id = $2"
@@ -1088,7 +1089,11 @@ impl Store for PostgresStore {
                 .await?
                 .ok_or(StoreError::MeetingNotFound)?;
             match row.try_get::<_, Option<String>>(1)? {
-                Some(_) => attendee_from_row(&row),
+                Some(_) => Ok(VersionedAttendee {
+                    // After the attendee columns, which attendee_from_row reads from 0.
+                    version: row.try_get(8)?,
+                    attendee: attendee_from_row(&row)?,
+                }),
                 None => Err(StoreError::AttendeeNotFound.into()),
             }
         })

@@ -22,7 +22,7 @@ use super::versions::{AttendeeVersions, KnownVersion, Lookup};
 use super::{
     AttendeeOutcome, AttendeePage, AttendeePresence, AttendeeRecord, CreatedMeeting, DeadLetter,
     EndRules, MeetingRecord, NewAttendee, NodeBeat, OutboxEvent, PresenceChange, Store, StoreError,
-    StoreResult, Tag, TagTarget,
+    StoreResult, Tag, TagTarget, VersionedAttendee,
 };
 use crate::domain::capabilities::{Capabilities, MediaCapability};
 use crate::domain::meeting_events::EventType;
@@ -1038,17 +1038,34 @@ impl Store for SqliteStore {
         meeting_id: &str,
         attendee_id: &str,
     ) -> StoreResult<AttendeeRecord> {
+        // The account check comes from memory when it can (else one column of the meeting's
+        // row), not from the whole meeting.
+        self.known_attendees_version(account_id, meeting_id).await?;
+        let (meeting_id, attendee_id) = (meeting_id.to_string(), attendee_id.to_string());
+        self.read(move |conn| find_attendee(conn, &meeting_id, &attendee_id))
+            .await
+    }
+
+    async fn get_attendee_versioned(
+        &self,
+        account_id: &str,
+        meeting_id: &str,
+        attendee_id: &str,
+    ) -> StoreResult<VersionedAttendee> {
         let (account_id, meeting_id, attendee_id) = (
             account_id.to_string(),
             meeting_id.to_string(),
             attendee_id.to_string(),
         );
-        // The account check comes from memory when it can (else one column of the meeting's
-        // row), not from the whole meeting.
-        self.known_attendees_version(&account_id, &meeting_id)
-            .await?;
-        self.read(move |conn| find_attendee(conn, &meeting_id, &attendee_id))
-            .await
+        self.read(move |conn| {
+            // One read transaction: the version and the row from one snapshot.
+            let snapshot = conn.unchecked_transaction().map_err(backend)?;
+            let version = attendees_version(&snapshot, &account_id, &meeting_id)?;
+            let attendee = find_attendee(&snapshot, &meeting_id, &attendee_id)?;
+            snapshot.commit().map_err(backend)?;
+            Ok(VersionedAttendee { version, attendee })
+        })
+        .await
     }
 
     async fn attendees_version(&self, account_id: &str, meeting_id: &str) -> StoreResult<i64> {
