@@ -85,23 +85,11 @@ async fn everything_survives_a_graceful_restart() {
 async fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().expect("temp dir");
     let spawn = |port: u16| {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_carillon"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env("CARILLON_ACCESS_KEY_ID", ACCESS_KEY_ID)
-            .env("CARILLON_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
-            .env("CARILLON_ACCOUNT_ID", ACCOUNT_ID)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
+        serve(dir.path(), &format!("127.0.0.1:{port}"))
             .spawn()
             .expect("binary starts")
     };
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        probe.local_addr().expect("addr").port()
-    };
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut child = spawn(port);
     wait_ready(port).await;
@@ -172,6 +160,27 @@ async fn acknowledged_writes_survive_kill_9() {
     let _ = child.wait().await;
 }
 
+/// `carillon serve` (the real binary) on `data_dir`, listening on `listen`.
+fn serve(data_dir: &std::path::Path, listen: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_carillon"));
+    command
+        .args(["serve", "--listen", listen])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("CARILLON_ACCESS_KEY_ID", ACCESS_KEY_ID)
+        .env("CARILLON_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+        .env("CARILLON_ACCOUNT_ID", ACCOUNT_ID)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    probe.local_addr().expect("addr").port()
+}
+
 async fn wait_ready(port: u16) {
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -191,24 +200,8 @@ async fn wait_ready(port: u16) {
 #[tokio::test]
 async fn a_second_process_on_one_data_directory_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let command = |listen: &str| {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_carillon"));
-        command
-            .args(["serve", "--listen", listen])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env("CARILLON_ACCESS_KEY_ID", ACCESS_KEY_ID)
-            .env("CARILLON_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
-            .env("CARILLON_ACCOUNT_ID", ACCOUNT_ID)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .kill_on_drop(true);
-        command
-    };
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        probe.local_addr().expect("addr").port()
-    };
+    let command = |listen: &str| serve(dir.path(), listen);
+    let port = free_port();
     let mut first = command(&format!("127.0.0.1:{port}"))
         .spawn()
         .expect("binary starts");

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::dto::{AttendeeItemIn, AttendeeOut, AttendeePageOut, CreateAttendeeErrorOut};
 use super::error::{ApiError, ErrorKind};
 use super::input;
-use super::page_cache::{AttendeeKey, CachedPage, PageKey};
+use super::page_cache::{AttendeeKey, CacheKey, CachedPage, PageCache, PageKey};
 use super::{ApiState, Call, Reply};
 use crate::domain::capabilities::MeetingFeatures;
 use crate::domain::tokens::{self, PageKind};
@@ -174,6 +174,31 @@ pub async fn batch_create(state: &ApiState, call: &Call) -> Result<Reply, ApiErr
     ))
 }
 
+/// The cached body for `key`, if no write (through any node sharing the store) has changed the
+/// meeting's attendees since it was read. The version lookup is the account check too: a
+/// meeting of another account, or one gone, is an error and its entry is dropped.
+async fn fresh<K: CacheKey>(
+    state: &ApiState,
+    cache: &PageCache<K>,
+    key: &K,
+    account_id: &str,
+    meeting_id: &str,
+) -> Result<Option<Bytes>, ApiError> {
+    let hit = match cache.get(key) {
+        Some(cached) => {
+            let current = state
+                .store
+                .attendees_version(account_id, meeting_id)
+                .await
+                .inspect_err(|_| cache.remove(key))?;
+            (current == cached.version).then_some(cached.body)
+        }
+        None => None,
+    };
+    cache.count(hit.is_some());
+    Ok(hit)
+}
+
 pub async fn get(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let key = AttendeeKey {
         account_id: call.account_id.clone(),
@@ -181,20 +206,10 @@ pub async fn get(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
         meeting_id: call.meeting_id()?,
         attendee_id: call.attendee_id()?,
     };
-    if let Some(cached) = state.attendee_cache.get(&key) {
-        // As for a ListAttendees page: served only while the meeting's attendee version is
-        // the one the answer was read at, and the lookup is the account check.
-        let current = state
-            .store
-            .attendees_version(&key.account_id, &key.meeting_id)
-            .await
-            .inspect_err(|_| state.attendee_cache.remove(&key))?;
-        if current == cached.version {
-            state.attendee_cache.count(true);
-            return Ok(Reply::JsonText(StatusCode::OK, cached.body));
-        }
+    let (account_id, meeting_id) = (&key.account_id, &key.meeting_id);
+    if let Some(body) = fresh(state, &state.attendee_cache, &key, account_id, meeting_id).await? {
+        return Ok(Reply::JsonText(StatusCode::OK, body));
     }
-    state.attendee_cache.count(false);
     let VersionedAttendee { version, attendee } = state
         .store
         .get_attendee_versioned(&key.account_id, &key.meeting_id, &key.attendee_id)
@@ -242,21 +257,10 @@ pub async fn list(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
         after,
         limit,
     };
-    if let Some(cached) = state.list_cache.get(&key) {
-        // Served only if no write (through any node sharing the store) has changed the
-        // meeting's attendees since the page was read. The lookup is the account check too.
-        let current = state
-            .store
-            .attendees_version(&key.account_id, &key.meeting_id)
-            .await
-            // A meeting gone (or unreadable) leaves nothing worth keeping.
-            .inspect_err(|_| state.list_cache.remove(&key))?;
-        if current == cached.version {
-            state.list_cache.count(true);
-            return Ok(Reply::JsonText(StatusCode::OK, cached.body));
-        }
+    let (account_id, meeting_id) = (&key.account_id, &key.meeting_id);
+    if let Some(body) = fresh(state, &state.list_cache, &key, account_id, meeting_id).await? {
+        return Ok(Reply::JsonText(StatusCode::OK, body));
     }
-    state.list_cache.count(false);
     // One row more than the page tells whether another page exists, so the last page never
     // carries a NextToken.
     let AttendeePage {
