@@ -82,6 +82,18 @@ async fn suite(store: &dyn Store) {
         store.get_meeting("a2", &id).await,
         Err(StoreError::MeetingNotFound)
     ));
+    // Read again (a store may now answer from memory), the same meeting, and still not
+    // another account's.
+    for _ in 0..2 {
+        assert_eq!(
+            store.get_meeting("a1", &id).await.expect("get meeting"),
+            first.meeting
+        );
+    }
+    assert!(matches!(
+        store.get_meeting("a2", &id).await,
+        Err(StoreError::MeetingNotFound)
+    ));
 
     // The cap counts existing attendees; a known ExternalUserId returns its attendee.
     let outcomes = store
@@ -221,6 +233,10 @@ async fn suite(store: &dyn Store) {
         .expect("delete meeting");
     assert!(matches!(
         store.list_attendees("a1", &id, None, 10).await,
+        Err(StoreError::MeetingNotFound)
+    ));
+    assert!(matches!(
+        store.get_meeting("a1", &id).await,
         Err(StoreError::MeetingNotFound)
     ));
     assert!(matches!(
