@@ -6,22 +6,9 @@ mod common;
 
 use aws_sdk_chimesdkmeetings as meetings;
 use carillon::store::postgres::{ScratchSchema, test_database_url};
-use common::{TestServer, create_meeting_id};
+use common::{TestServer, caps, create_meeting_id};
+use meetings::types::AttendeeIdItem;
 use meetings::types::MediaCapabilities::{None as Off, Receive, SendReceive};
-use meetings::types::{AttendeeCapabilities, AttendeeIdItem};
-
-fn caps(
-    audio: meetings::types::MediaCapabilities,
-    video: meetings::types::MediaCapabilities,
-    content: meetings::types::MediaCapabilities,
-) -> AttendeeCapabilities {
-    AttendeeCapabilities::builder()
-        .audio(audio)
-        .video(video)
-        .content(content)
-        .build()
-        .expect("capabilities")
-}
 
 /// The cache's (hits, misses) on a node.
 fn counts(server: &TestServer) -> (u64, u64) {

@@ -8,25 +8,12 @@ use std::collections::BTreeMap;
 
 use aws_sdk_chimesdkmeetings as meetings;
 use carillon::store::postgres::{ScratchSchema, test_database_url};
-use common::{TestServer, create_meeting_id};
+use common::{TestServer, caps, create_meeting_id};
 use meetings::types::MediaCapabilities::{None as Off, Receive, SendReceive};
-use meetings::types::{AttendeeCapabilities, AttendeeIdItem, CreateAttendeeRequestItem};
+use meetings::types::{AttendeeIdItem, CreateAttendeeRequestItem};
 
 /// One attendee as a list shows it: ExternalUserId → (AttendeeId, audio, video, content).
 type Listing = BTreeMap<String, (String, String, String, String)>;
-
-fn caps(
-    audio: meetings::types::MediaCapabilities,
-    video: meetings::types::MediaCapabilities,
-    content: meetings::types::MediaCapabilities,
-) -> AttendeeCapabilities {
-    AttendeeCapabilities::builder()
-        .audio(audio)
-        .video(video)
-        .content(content)
-        .build()
-        .expect("capabilities")
-}
 
 fn item(user: &str) -> CreateAttendeeRequestItem {
     CreateAttendeeRequestItem::builder()

@@ -44,14 +44,17 @@ async fn metrics_and_readiness_on_the_admin_listener() {
         .send()
         .await;
     assert!(missing.is_err());
-    client
+    let zoe = client
         .create_attendee()
         .meeting_id(&id)
         .external_user_id("Zoë")
         .send()
         .await
-        .expect("attendee");
-    // The first list fills the page cache, the second is served from it.
+        .expect("attendee")
+        .attendee
+        .and_then(|a| a.attendee_id)
+        .expect("AttendeeId");
+    // The first read fills each cache, the second is served from it.
     for _ in 0..2 {
         client
             .list_attendees()
@@ -59,6 +62,13 @@ async fn metrics_and_readiness_on_the_admin_listener() {
             .send()
             .await
             .expect("ListAttendees");
+        client
+            .get_attendee()
+            .meeting_id(&id)
+            .attendee_id(&zoe)
+            .send()
+            .await
+            .expect("GetAttendee");
     }
 
     let (status, body) = get(admin, "/metrics", None).await;
@@ -73,9 +83,11 @@ async fn metrics_and_readiness_on_the_admin_listener() {
         body.contains("carillon_api_request_duration_seconds_bucket"),
         "{body}"
     );
-    for result in ["hit", "miss"] {
-        let line = format!(r#"carillon_list_cache_total{{result="{result}"}}"#);
-        assert!(body.contains(&line), "{line} in {body}");
+    for cache in ["list", "attendee"] {
+        for result in ["hit", "miss"] {
+            let line = format!(r#"carillon_{cache}_cache_total{{result="{result}"}}"#);
+            assert!(body.contains(&line), "{line} in {body}");
+        }
     }
     for gauge in [
         "carillon_signaling_sessions",

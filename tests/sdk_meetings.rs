@@ -3,26 +3,13 @@
 mod common;
 
 use aws_sdk_chimesdkmeetings as meetings;
-use common::{ACCOUNT_ID, TestServer, create_meeting};
+use common::{ACCOUNT_ID, TestServer, caps, create_meeting};
 use meetings::error::ProvideErrorMetadata;
 use meetings::types::{
-    AttendeeCapabilities, AttendeeFeatures, AttendeeIdItem, ContentFeatures, ContentResolution,
+    AttendeeFeatures, AttendeeIdItem, ContentFeatures, ContentResolution,
     CreateAttendeeRequestItem, MediaCapabilities, MeetingFeaturesConfiguration, Tag, VideoFeatures,
     VideoResolution,
 };
-
-fn caps(
-    audio: MediaCapabilities,
-    video: MediaCapabilities,
-    content: MediaCapabilities,
-) -> AttendeeCapabilities {
-    AttendeeCapabilities::builder()
-        .audio(audio)
-        .video(video)
-        .content(content)
-        .build()
-        .expect("capabilities build")
-}
 
 #[tokio::test]
 async fn meeting_lifecycle_with_every_member() {

@@ -713,6 +713,18 @@ fn find_meeting(
     .ok_or(StoreError::MeetingNotFound)
 }
 
+/// Runs `read` in one read transaction, so that everything it reads comes from one snapshot: a
+/// write committing between two autocommit statements would pair old rows with its version.
+fn in_snapshot<T>(
+    conn: &Connection,
+    read: impl FnOnce(&Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    let snapshot = conn.unchecked_transaction().map_err(backend)?;
+    let result = read(&snapshot)?;
+    snapshot.commit().map_err(backend)?;
+    Ok(result)
+}
+
 /// The account's meeting's attendee version: one primary-key read, which is also the account
 /// check.
 fn attendees_version(conn: &Connection, account_id: &str, meeting_id: &str) -> StoreResult<i64> {
@@ -1032,20 +1044,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn get_attendee(
-        &self,
-        account_id: &str,
-        meeting_id: &str,
-        attendee_id: &str,
-    ) -> StoreResult<AttendeeRecord> {
-        // The account check comes from memory when it can (else one column of the meeting's
-        // row), not from the whole meeting.
-        self.known_attendees_version(account_id, meeting_id).await?;
-        let (meeting_id, attendee_id) = (meeting_id.to_string(), attendee_id.to_string());
-        self.read(move |conn| find_attendee(conn, &meeting_id, &attendee_id))
-            .await
-    }
-
     async fn get_attendee_versioned(
         &self,
         account_id: &str,
@@ -1058,12 +1056,11 @@ impl Store for SqliteStore {
             attendee_id.to_string(),
         );
         self.read(move |conn| {
-            // One read transaction: the version and the row from one snapshot.
-            let snapshot = conn.unchecked_transaction().map_err(backend)?;
-            let version = attendees_version(&snapshot, &account_id, &meeting_id)?;
-            let attendee = find_attendee(&snapshot, &meeting_id, &attendee_id)?;
-            snapshot.commit().map_err(backend)?;
-            Ok(VersionedAttendee { version, attendee })
+            in_snapshot(conn, |snapshot| {
+                let version = attendees_version(snapshot, &account_id, &meeting_id)?;
+                let attendee = find_attendee(snapshot, &meeting_id, &attendee_id)?;
+                Ok(VersionedAttendee { version, attendee })
+            })
         })
         .await
     }
@@ -1085,11 +1082,8 @@ impl Store for SqliteStore {
             after.unwrap_or("").to_string(),
         );
         self.read(move |conn| {
-            // One read transaction, so the version and the rows come from one snapshot: a write
-            // committing between two autocommit statements would pair old rows with its version.
-            let snapshot = conn.unchecked_transaction().map_err(backend)?;
-            let version = attendees_version(&snapshot, &account_id, &meeting_id)?;
-            let attendees = {
+            in_snapshot(conn, |snapshot| {
+                let version = attendees_version(snapshot, &account_id, &meeting_id)?;
                 let mut stmt = snapshot
                     .prepare_cached(&format!(
                         "SELECT {ATTENDEE_COLUMNS} FROM attendees WHERE meeting_id = ?1 AND attendee_id > ?2 \
@@ -1099,10 +1093,9 @@ impl Store for SqliteStore {
                 let rows = stmt
                     .query_map(params![meeting_id, after, limit as i64], attendee_from_row)
                     .map_err(backend)?;
-                rows.collect::<Result<Vec<_>, _>>().map_err(backend)?
-            };
-            snapshot.commit().map_err(backend)?;
-            Ok(AttendeePage { version, attendees })
+                let attendees = rows.collect::<Result<Vec<_>, _>>().map_err(backend)?;
+                Ok(AttendeePage { version, attendees })
+            })
         })
         .await
     }

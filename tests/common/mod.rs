@@ -17,6 +17,20 @@ pub const ACCESS_KEY_ID: &str = "AKIDCARILLONTEST";
 pub const SECRET_ACCESS_KEY: &str = "carillon-test-secret";
 pub const ACCOUNT_ID: &str = "111122223333";
 
+/// AttendeeCapabilities of the given audio, video and content.
+pub fn caps(
+    audio: meetings::types::MediaCapabilities,
+    video: meetings::types::MediaCapabilities,
+    content: meetings::types::MediaCapabilities,
+) -> meetings::types::AttendeeCapabilities {
+    meetings::types::AttendeeCapabilities::builder()
+        .audio(audio)
+        .video(video)
+        .content(content)
+        .build()
+        .expect("capabilities")
+}
+
 pub struct TestServer {
     pub running: Option<Running>,
     pub addr: SocketAddr,
