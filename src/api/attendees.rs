@@ -38,7 +38,7 @@ fn attendee_item(
     now: i64,
 ) -> Result<NewAttendee, ApiError> {
     let item = input::attendee_item(call.is_legacy(), member, item, features)?;
-    let attendee_id = ids::new_id();
+    let attendee_id = ids::new_attendee_id();
     Ok(NewAttendee {
         join_token: tokens::new_join_token(&attendee_id),
         attendee_id,

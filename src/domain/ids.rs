@@ -18,6 +18,25 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// A fresh AttendeeId: the GuidString form of the real service's, whose 32 hex digits carry no
+/// RFC 4122 version either. The first 12 are the milliseconds since the Unix epoch and the other
+/// 20 are random (80 bits), so that ids created one after another sort one after another: the
+/// embedded store's index of attendees by id then grows at its end instead of dirtying a random
+/// page of it per attendee, and ListAttendees lists a meeting's attendees in the order they were
+/// created. An AttendeeId is no secret (everyone in the meeting sees it); the JoinToken is.
+pub fn new_attendee_id() -> String {
+    use rand::RngCore;
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64);
+    let mut bytes = [0u8; 16];
+    let (time, random) = bytes.split_at_mut(6);
+    time.copy_from_slice(&millis.to_be_bytes()[2..]);
+    rand::rng().fill_bytes(random);
+    // Only formatted: `from_bytes` sets no version or variant bits.
+    uuid::Uuid::from_bytes(bytes).to_string()
+}
+
 /// IDs are compared case-insensitively by the service; we store them lowercase.
 pub fn normalize(id: &str) -> String {
     id.to_ascii_lowercase()
@@ -38,6 +57,17 @@ pub fn random_string(alphabet: &[u8], len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attendee_ids_are_guids_that_sort_in_creation_order() {
+        let first = new_attendee_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = new_attendee_id();
+        assert!(is_guid(&first) && is_guid(&second), "{first} {second}");
+        assert_eq!(first, first.to_ascii_lowercase());
+        assert!(first < second, "{first} then {second}");
+        assert_ne!(new_attendee_id(), new_attendee_id());
+    }
 
     #[test]
     fn guid_pattern_is_a_full_match() {

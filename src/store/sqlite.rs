@@ -18,7 +18,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use super::shared::{
     backend, connection_state, due_bounds, event_row, presence_columns, presence_events, to_json,
 };
-use super::versions::{AttendeeVersions, KnownVersion, Lookup};
+use super::versions::{AttendeeVersions, Lookup};
 use super::{
     AttendeeOutcome, AttendeePage, AttendeePresence, AttendeeRecord, CreatedMeeting, DeadLetter,
     EndRules, MeetingRecord, NewAttendee, NodeBeat, OutboxEvent, PresenceChange, Store, StoreError,
@@ -125,9 +125,40 @@ CREATE TABLE nodes (
 );
 "#,
     // A per-meeting version of what ListAttendees returns, moved in the transaction of every
-    // change to it, so that a cached page can be checked with one primary-key read.
+    // change to it, so that a cached page can be checked with one primary-key read. (No longer
+    // read or written: the versions now live in memory, see `versions.rs`.)
     r#"
 ALTER TABLE meetings ADD COLUMN attendees_version INTEGER NOT NULL DEFAULT 0;
+"#,
+    // The join plane finds an attendee by the AttendeeId its JoinToken names (and then compares
+    // the whole token), through an index of attendees by id: AttendeeIds now sort in creation
+    // order, so the index grows at its end, where the unique index of random JoinTokens cost a
+    // random page per attendee created (a quarter of what CreateAttendee wrote). SQLite drops a
+    // UNIQUE constraint only by rebuilding the table.
+    r#"
+CREATE TABLE attendees_rebuilt (
+    meeting_id       TEXT NOT NULL REFERENCES meetings (meeting_id) ON DELETE CASCADE,
+    attendee_id      TEXT NOT NULL,
+    external_user_id TEXT NOT NULL,
+    join_token       TEXT NOT NULL,
+    audio            TEXT NOT NULL,
+    video            TEXT NOT NULL,
+    content          TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    joined           INTEGER,
+    joined_at        INTEGER,
+    left_at          INTEGER,
+    dropped          INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (meeting_id, attendee_id),
+    UNIQUE (meeting_id, external_user_id)
+);
+INSERT INTO attendees_rebuilt
+    SELECT meeting_id, attendee_id, external_user_id, join_token, audio, video, content,
+           created_at, joined, joined_at, left_at, dropped
+    FROM attendees;
+DROP TABLE attendees;
+ALTER TABLE attendees_rebuilt RENAME TO attendees;
+CREATE INDEX attendees_by_id ON attendees (attendee_id);
 "#,
 ];
 
@@ -249,8 +280,10 @@ impl SqliteStore {
         })
     }
 
-    /// The account's meeting's attendee version, from memory when it is known there. A meeting
-    /// of another account is not found, as in SQLite.
+    /// The account's meeting's attendee version: a generation kept in memory (see
+    /// [`AttendeeVersions`]), after checking the meeting's account in SQLite when it is not
+    /// remembered. A meeting of another account is not found, as in SQLite. Callers pairing it
+    /// with rows must read the rows after this returns, so the rows are never older than it.
     async fn known_attendees_version(
         &self,
         account_id: &str,
@@ -262,18 +295,12 @@ impl SqliteStore {
             Lookup::Unknown(ticket) => ticket,
         };
         let (account, meeting) = (account_id.to_string(), meeting_id.to_string());
-        let version = self
-            .read(move |conn| attendees_version(conn, &account, &meeting))
+        self.read(move |conn| check_meeting_account(conn, &account, &meeting))
             .await?;
-        self.versions.remember(
-            ticket,
-            meeting_id,
-            KnownVersion {
-                account_id: account_id.to_string(),
-                version,
-            },
-        );
-        Ok(version)
+        Ok(self
+            .versions
+            .remember(ticket, meeting_id, account_id)
+            .version)
     }
 
     /// Runs `work` on the writer thread, in a savepoint of the group transaction, and answers
@@ -621,17 +648,12 @@ fn refresh_connected(tx: &Transaction<'_>, meeting_id: &str, at: i64) -> StoreRe
     Ok(())
 }
 
-/// Moves the meeting's attendee version, in the transaction of the change to its attendees, so
-/// that every node's cached ListAttendees pages of the meeting stop matching when it commits.
-fn bump_attendees_version(tx: &Transaction<'_>, meeting_id: &str) -> StoreResult<()> {
+/// Moves the meeting's attendee version: the writer forgets the meeting's generation once this
+/// transaction commits, before its callers are answered, so every cached ListAttendees page and
+/// GetAttendee answer of the meeting stops matching. Nothing is written: the version lives in
+/// memory (see [`AttendeeVersions`]).
+fn bump_attendees_version(meeting_id: &str) {
     touch(meeting_id);
-    tx.prepare_cached(
-        "UPDATE meetings SET attendees_version = attendees_version + 1 WHERE meeting_id = ?1",
-    )
-    .map_err(backend)?
-    .execute(params![meeting_id])
-    .map_err(backend)?;
-    Ok(())
 }
 
 const MEETING_COLUMNS: &str = "account_id, meeting_id, client_request_token, control_region, \
@@ -713,29 +735,14 @@ fn find_meeting(
     .ok_or(StoreError::MeetingNotFound)
 }
 
-/// Runs `read` in one read transaction, so that everything it reads comes from one snapshot: a
-/// write committing between two autocommit statements would pair old rows with its version.
-fn in_snapshot<T>(
-    conn: &Connection,
-    read: impl FnOnce(&Connection) -> StoreResult<T>,
-) -> StoreResult<T> {
-    let snapshot = conn.unchecked_transaction().map_err(backend)?;
-    let result = read(&snapshot)?;
-    snapshot.commit().map_err(backend)?;
-    Ok(result)
-}
-
-/// The account's meeting's attendee version: one primary-key read, which is also the account
-/// check.
-fn attendees_version(conn: &Connection, account_id: &str, meeting_id: &str) -> StoreResult<i64> {
-    conn.prepare_cached(
-        "SELECT attendees_version FROM meetings WHERE meeting_id = ?1 AND account_id = ?2",
-    )
-    .map_err(backend)?
-    .query_row(params![meeting_id, account_id], |row| row.get(0))
-    .optional()
-    .map_err(backend)?
-    .ok_or(StoreError::MeetingNotFound)
+/// Whether the account's meeting exists: one primary-key read.
+fn check_meeting_account(conn: &Connection, account_id: &str, meeting_id: &str) -> StoreResult<()> {
+    conn.prepare_cached("SELECT 1 FROM meetings WHERE meeting_id = ?1 AND account_id = ?2")
+        .map_err(backend)?
+        .query_row(params![meeting_id, account_id], |_| Ok(()))
+        .optional()
+        .map_err(backend)?
+        .ok_or(StoreError::MeetingNotFound)
 }
 
 fn find_attendee(
@@ -847,7 +854,7 @@ fn insert_attendees(
         .iter()
         .any(|o| matches!(o, AttendeeOutcome::Created(_)))
     {
-        bump_attendees_version(tx, &meeting.meeting_id)?;
+        bump_attendees_version(&meeting.meeting_id);
     }
     Ok(outcomes)
 }
@@ -1055,14 +1062,14 @@ impl Store for SqliteStore {
             meeting_id.to_string(),
             attendee_id.to_string(),
         );
-        self.read(move |conn| {
-            in_snapshot(conn, |snapshot| {
-                let version = attendees_version(snapshot, &account_id, &meeting_id)?;
-                let attendee = find_attendee(snapshot, &meeting_id, &attendee_id)?;
-                Ok(VersionedAttendee { version, attendee })
-            })
-        })
-        .await
+        // The version first (with the account check), then the row: never older than it.
+        let version = self
+            .known_attendees_version(&account_id, &meeting_id)
+            .await?;
+        let attendee = self
+            .read(move |conn| find_attendee(conn, &meeting_id, &attendee_id))
+            .await?;
+        Ok(VersionedAttendee { version, attendee })
     }
 
     async fn attendees_version(&self, account_id: &str, meeting_id: &str) -> StoreResult<i64> {
@@ -1081,10 +1088,12 @@ impl Store for SqliteStore {
             meeting_id.to_string(),
             after.unwrap_or("").to_string(),
         );
+        // The version first (with the account check), then the rows: never older than it.
+        let version = self
+            .known_attendees_version(&account_id, &meeting_id)
+            .await?;
         self.read(move |conn| {
-            in_snapshot(conn, |snapshot| {
-                let version = attendees_version(snapshot, &account_id, &meeting_id)?;
-                let mut stmt = snapshot
+                let mut stmt = conn
                     .prepare_cached(&format!(
                         "SELECT {ATTENDEE_COLUMNS} FROM attendees WHERE meeting_id = ?1 AND attendee_id > ?2 \
                          ORDER BY attendee_id LIMIT ?3"
@@ -1095,7 +1104,6 @@ impl Store for SqliteStore {
                     .map_err(backend)?;
                 let attendees = rows.collect::<Result<Vec<_>, _>>().map_err(backend)?;
                 Ok(AttendeePage { version, attendees })
-            })
         })
         .await
     }
@@ -1135,7 +1143,7 @@ impl Store for SqliteStore {
                 params![meeting_id, attendee_id],
             )
             .map_err(backend)?;
-            bump_attendees_version(tx, &meeting_id)?;
+            bump_attendees_version(&meeting_id);
             record_event(
                 tx,
                 EventType::AttendeeDeleted,
@@ -1177,7 +1185,7 @@ impl Store for SqliteStore {
             if updated == 0 {
                 return Err(StoreError::AttendeeNotFound);
             }
-            bump_attendees_version(tx, &meeting_id)?;
+            bump_attendees_version(&meeting_id);
             find_attendee(tx, &meeting_id, &attendee_id)
         })
         .await
@@ -1211,7 +1219,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend)?;
             if updated > 0 {
-                bump_attendees_version(tx, &meeting_id)?;
+                bump_attendees_version(&meeting_id);
             }
             Ok(())
         })
@@ -1294,15 +1302,30 @@ impl Store for SqliteStore {
         &self,
         join_token: &str,
     ) -> StoreResult<Option<AttendeeRecord>> {
+        // The token names its attendee; only the stored token, compared whole, admits it.
+        let Some(attendee_id) = crate::domain::tokens::join_token_attendee(join_token) else {
+            return Ok(None);
+        };
         let join_token = join_token.to_string();
         self.read(move |conn| {
-            conn.query_row(
-                &format!("SELECT {ATTENDEE_COLUMNS} FROM attendees WHERE join_token = ?1"),
-                params![join_token],
-                attendee_from_row,
-            )
-            .optional()
-            .map_err(backend)
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {ATTENDEE_COLUMNS} FROM attendees WHERE attendee_id = ?1"
+                ))
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![attendee_id], attendee_from_row)
+                .map_err(backend)?;
+            for attendee in rows {
+                let attendee = attendee.map_err(backend)?;
+                if crate::domain::digest::constant_time_eq(
+                    attendee.join_token.as_bytes(),
+                    join_token.as_bytes(),
+                ) {
+                    return Ok(Some(attendee));
+                }
+            }
+            Ok(None)
         })
         .await
     }

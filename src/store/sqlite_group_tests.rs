@@ -178,3 +178,122 @@ async fn concurrent_creates_hold_the_cap_and_are_durable_when_answered() {
         .expect("count");
     assert_eq!(stored, 50);
 }
+
+/// A database written before AttendeeIds carried their creation time (random ids, JoinTokens in
+/// a unique index) upgrades in place: its attendees are all still there, and their JoinTokens
+/// still admit them, found now through the index of attendees by id.
+#[tokio::test]
+async fn an_older_database_upgrades_and_its_join_tokens_still_admit() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("db");
+    let meeting_id = crate::domain::ids::new_id();
+    let old_attendees: Vec<(String, String, String)> = ["José", "Zoë"]
+        .iter()
+        .map(|user| {
+            let attendee_id = crate::domain::ids::new_id();
+            let token = crate::domain::tokens::new_join_token(&attendee_id);
+            (attendee_id, user.to_string(), token)
+        })
+        .collect();
+    {
+        let mut conn = Connection::open(&path).expect("open the old database");
+        let tx = conn.transaction().expect("tx");
+        for sql in &MIGRATIONS[..7] {
+            tx.execute_batch(sql).expect("an old migration");
+        }
+        tx.pragma_update(None, "user_version", 7).expect("version");
+        tx.execute(
+            "INSERT INTO meetings (meeting_id, account_id, client_request_token, control_region, \
+             media_region, tenant_ids, media_base_url, max_attendees, created_at) \
+             VALUES (?1, 'a', 't', 'us-east-1', 'us-east-1', '[]', 'http://127.0.0.1:8080', 250, 1)",
+            params![meeting_id],
+        )
+        .expect("old meeting");
+        for (attendee_id, user, token) in &old_attendees {
+            tx.execute(
+                "INSERT INTO attendees (meeting_id, attendee_id, external_user_id, join_token, \
+                 audio, video, content, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, 'SendReceive', 'SendReceive', 'SendReceive', 1)",
+                params![meeting_id, attendee_id, user, token],
+            )
+            .expect("old attendee");
+        }
+        tx.commit().expect("commit");
+    }
+
+    let store = SqliteStore::open(&path).expect("open and upgrade");
+    assert_eq!(
+        count(&store, "PRAGMA user_version"),
+        MIGRATIONS.len() as i64
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'attendees_by_id'"
+        ),
+        1
+    );
+    for (attendee_id, user, token) in &old_attendees {
+        let found = store
+            .find_attendee_by_join_token(token)
+            .await
+            .expect("lookup")
+            .expect("an old JoinToken still admits its attendee");
+        assert_eq!(
+            (&found.attendee_id, &found.external_user_id),
+            (attendee_id, user)
+        );
+    }
+    // The id a token names only finds the attendee; the whole token must match.
+    let (jose_id, ..) = &old_attendees[0];
+    let forged = crate::domain::tokens::new_join_token(jose_id);
+    assert_eq!(
+        store
+            .find_attendee_by_join_token(&forged)
+            .await
+            .expect("lookup"),
+        None
+    );
+    assert_eq!(
+        store
+            .find_attendee_by_join_token("not a token")
+            .await
+            .expect("lookup"),
+        None
+    );
+
+    // New attendees join the old ones, and sort after them only by their ids.
+    let attendee_id = crate::domain::ids::new_attendee_id();
+    let join_token = crate::domain::tokens::new_join_token(&attendee_id);
+    let outcomes = store
+        .create_attendees(
+            "a",
+            &meeting_id,
+            vec![NewAttendee {
+                attendee_id: attendee_id.clone(),
+                external_user_id: "«Ana»".into(),
+                join_token: join_token.clone(),
+                capabilities: Capabilities {
+                    audio: MediaCapability::SendReceive,
+                    video: MediaCapability::SendReceive,
+                    content: MediaCapability::SendReceive,
+                },
+                tags: vec![],
+                created_at: 2,
+            }],
+        )
+        .await
+        .expect("create after the upgrade");
+    assert!(matches!(outcomes[0], AttendeeOutcome::Created(_)));
+    let listed = store
+        .list_attendees("a", &meeting_id, None, 10)
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 3);
+    let ana = store
+        .find_attendee_by_join_token(&join_token)
+        .await
+        .expect("lookup")
+        .expect("a new JoinToken admits");
+    assert_eq!(ana.attendee_id, attendee_id);
+}

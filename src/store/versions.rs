@@ -1,23 +1,28 @@
-//! The embedded store's memory of each meeting's attendee version (and owning account), so
-//! that checking a cached ListAttendees page (or GetAttendee answer) costs no SQLite read
-//! transaction: those cost more than the rest of the request under load (shared-memory WAL
-//! locks, `fcntl`, a mutex both worker threads contend for).
+//! The embedded store's attendee versions: each meeting's version (and owning account) lives
+//! only in memory. Checking a cached ListAttendees page (or GetAttendee answer) then costs no
+//! SQLite read transaction (those cost more than the rest of the request under load:
+//! shared-memory WAL locks, `fcntl`, a mutex both worker threads contend for), and a write to a
+//! meeting's attendees dirties no page of the meeting's row (on disk, that page was a tenth of
+//! what CreateAttendee wrote).
 //!
-//! It is only valid because one process owns the database (the lock beside it, see
-//! `SqliteStore::open`) and every store of that process on the file shares one
-//! `AttendeeVersions`, which each store's writer thread keeps true:
-//! - the writer forgets a meeting once a group that moved its version (or removed it) has
-//!   committed, before any caller of that group is answered, so a write is seen by the very
-//!   next read;
-//! - a reader remembers the version it read from SQLite only if nothing was forgotten in the
-//!   meeting's shard since before its read began (the shard's epoch), so a read that raced a
-//!   commit can never put back an old version.
+//! A version is a generation: a number this process hands out once, to a meeting it does not
+//! remember. A cached entry is labelled with the version its reader took *before* reading the
+//! rows, so the rows are never older than their label. It is only valid because one process owns
+//! the database (the lock beside it, see `SqliteStore::open`), and every store of that process on
+//! the file shares one `AttendeeVersions`, which each store's writer thread keeps true:
+//! - the writer forgets a meeting once a group that changed its attendees (or removed it) has
+//!   committed, before any caller of that group is answered, so the next reader gets a new
+//!   generation, which no entry read before the write carries;
+//! - a reader remembers the generation it was given only if nothing was forgotten in the
+//!   meeting's shard since before it looked (the shard's epoch), so a reader that raced a commit
+//!   can never put back a generation older than the write.
 //!
 //! Memory is bounded: a shard that outgrows its share is emptied (and its epoch moved), which
-//! costs only a few reads from SQLite.
+//! costs only new generations, so cache misses. A restart starts from nothing, as the caches do.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// A meeting as the version check sees it.
@@ -42,17 +47,20 @@ const CAPACITY: usize = 262_144;
 pub struct AttendeeVersions {
     shards: Box<[Mutex<Shard>]>,
     hasher: std::collections::hash_map::RandomState,
+    /// The last generation handed out.
+    generation: AtomicI64,
 }
 
 /// What [`AttendeeVersions::lookup`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
     Known(KnownVersion),
-    /// Not remembered: read the version from SQLite, then hand it back with this ticket.
+    /// Not remembered: check the meeting's account in SQLite, then [`AttendeeVersions::remember`]
+    /// it with this ticket.
     Unknown(Ticket),
 }
 
-/// A reader's ticket, taken before it reads the version from SQLite.
+/// A reader's ticket, taken before it reads the meeting from SQLite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
     shard: usize,
@@ -64,6 +72,7 @@ impl Default for AttendeeVersions {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: Default::default(),
+            generation: AtomicI64::new(0),
         }
     }
 }
@@ -97,25 +106,31 @@ impl AttendeeVersions {
         }
     }
 
-    /// Remembers what a reader read after taking `ticket`, unless a commit touched the shard
-    /// since.
-    pub fn remember(&self, ticket: Ticket, meeting_id: &str, known: KnownVersion) {
+    /// Gives the meeting of `account_id` (as read from SQLite after taking `ticket`) a new
+    /// generation, and remembers it unless a commit touched the shard since. Either way the
+    /// generation is new, so no entry cached before matches it.
+    pub fn remember(&self, ticket: Ticket, meeting_id: &str, account_id: &str) -> KnownVersion {
+        let known = KnownVersion {
+            account_id: account_id.to_string(),
+            version: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
+        };
         let Some(mut shard) = self.shard(ticket.shard) else {
-            return;
+            return known;
         };
         if shard.epoch != ticket.epoch {
-            return;
+            return known;
         }
         if shard.meetings.len() >= CAPACITY / SHARDS {
             shard.meetings.clear();
             shard.epoch += 1;
-            return;
+            return known;
         }
-        shard.meetings.insert(meeting_id.to_string(), known);
+        shard.meetings.insert(meeting_id.to_string(), known.clone());
+        known
     }
 
-    /// Forgets meetings whose version moved (or which were removed) in a commit. Called by the
-    /// writer after the commit and before answering its callers.
+    /// Forgets meetings whose attendees changed (or which were removed) in a commit. Called by
+    /// the writer after the commit and before answering its callers.
     pub fn forget<'a>(&self, meeting_ids: impl IntoIterator<Item = &'a str>) {
         for meeting_id in meeting_ids {
             if let Some(mut shard) = self.shard(self.shard_index(meeting_id)) {
@@ -130,12 +145,7 @@ impl AttendeeVersions {
 mod tests {
     use super::*;
 
-    fn known(version: i64) -> KnownVersion {
-        KnownVersion {
-            account_id: "111122223333".into(),
-            version,
-        }
-    }
+    const ACCOUNT: &str = "111122223333";
 
     fn ticket(versions: &AttendeeVersions, meeting_id: &str) -> Ticket {
         match versions.lookup(meeting_id) {
@@ -145,25 +155,30 @@ mod tests {
     }
 
     #[test]
-    fn a_read_is_remembered_until_a_commit_forgets_it() {
+    fn a_generation_is_remembered_until_a_commit_forgets_it() {
         let versions = AttendeeVersions::default();
-        versions.remember(ticket(&versions, "m1"), "m1", known(3));
-        assert_eq!(versions.lookup("m1"), Lookup::Known(known(3)));
+        let first = versions.remember(ticket(&versions, "m1"), "m1", ACCOUNT);
+        assert_eq!(versions.lookup("m1"), Lookup::Known(first.clone()));
         versions.forget(["m1"]);
-        ticket(&versions, "m1");
+        let second = versions.remember(ticket(&versions, "m1"), "m1", ACCOUNT);
+        assert_ne!(
+            first.version, second.version,
+            "a write gives a new generation"
+        );
+        assert_eq!(versions.lookup("m1"), Lookup::Known(second));
     }
 
     #[test]
-    fn a_read_that_raced_a_commit_is_not_remembered() {
+    fn a_reader_that_raced_a_commit_is_not_remembered() {
         let versions = AttendeeVersions::default();
         let raced = ticket(&versions, "m1");
-        // The reader's SQLite read saw version 3; a commit moved it to 4 before the reader
-        // got back.
+        // The reader checked the meeting in SQLite; a commit changed its attendees before the
+        // reader got back.
         versions.forget(["m1"]);
-        versions.remember(raced, "m1", known(3));
-        let fresh = ticket(&versions, "m1");
-        versions.remember(fresh, "m1", known(4));
-        assert_eq!(versions.lookup("m1"), Lookup::Known(known(4)));
+        let stale = versions.remember(raced, "m1", ACCOUNT);
+        let fresh = versions.remember(ticket(&versions, "m1"), "m1", ACCOUNT);
+        assert_ne!(stale.version, fresh.version);
+        assert_eq!(versions.lookup("m1"), Lookup::Known(fresh));
     }
 
     #[test]
@@ -172,7 +187,7 @@ mod tests {
         for i in 0..(CAPACITY + 1_000) {
             let meeting = format!("m{i}");
             if let Lookup::Unknown(ticket) = versions.lookup(&meeting) {
-                versions.remember(ticket, &meeting, known(1));
+                versions.remember(ticket, &meeting, ACCOUNT);
             }
         }
         let held: usize = versions
