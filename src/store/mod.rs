@@ -55,7 +55,7 @@ pub struct AttendeePage {
     pub attendees: Vec<AttendeeRecord>,
 }
 
-/// An attendee and the attendee version of its meeting, both read from one snapshot.
+/// An attendee and an attendee version of its meeting that the row is not older than.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionedAttendee {
     pub version: i64,
@@ -279,8 +279,9 @@ pub trait Store: Send + Sync + 'static {
             .attendee)
     }
 
-    /// `get_attendee` with the meeting's attendee version (see [`Store::attendees_version`]),
-    /// both read from one snapshot: what a cached GetAttendee answer is checked against.
+    /// `get_attendee` with the meeting's attendee version (see [`Store::attendees_version`]), taken
+    /// no later than the row was read (so the row is never older than it): what a cached
+    /// GetAttendee answer is checked against.
     async fn get_attendee_versioned(
         &self,
         account_id: &str,
@@ -303,12 +304,14 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// The version of what `list_attendees` returns for the account's meeting: every write that
-    /// changes it (attendees created or deleted, capabilities updated) moves it in the same
-    /// transaction, and nothing else does. One primary-key read; MeetingNotFound for a meeting of
-    /// another account.
+    /// changes it (attendees created or deleted, capabilities updated) moves it before it is
+    /// answered, and nothing else does; versions are only compared for equality. PostgreSQL keeps
+    /// it in the meeting's row (one primary-key read), the embedded store in memory.
+    /// MeetingNotFound for a meeting of another account.
     async fn attendees_version(&self, account_id: &str, meeting_id: &str) -> StoreResult<i64>;
 
-    /// `list_attendees` with the attendee version its rows are at, both read from one snapshot.
+    /// `list_attendees` with an attendee version taken no later than the rows were read, so the
+    /// rows are never older than it.
     async fn list_attendees_versioned(
         &self,
         account_id: &str,

@@ -1093,17 +1093,17 @@ impl Store for SqliteStore {
             .known_attendees_version(&account_id, &meeting_id)
             .await?;
         self.read(move |conn| {
-                let mut stmt = conn
-                    .prepare_cached(&format!(
-                        "SELECT {ATTENDEE_COLUMNS} FROM attendees WHERE meeting_id = ?1 AND attendee_id > ?2 \
-                         ORDER BY attendee_id LIMIT ?3"
-                    ))
-                    .map_err(backend)?;
-                let rows = stmt
-                    .query_map(params![meeting_id, after, limit as i64], attendee_from_row)
-                    .map_err(backend)?;
-                let attendees = rows.collect::<Result<Vec<_>, _>>().map_err(backend)?;
-                Ok(AttendeePage { version, attendees })
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {ATTENDEE_COLUMNS} FROM attendees WHERE meeting_id = ?1 AND attendee_id > ?2 \
+                     ORDER BY attendee_id LIMIT ?3"
+                ))
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![meeting_id, after, limit as i64], attendee_from_row)
+                .map_err(backend)?;
+            let attendees = rows.collect::<Result<Vec<_>, _>>().map_err(backend)?;
+            Ok(AttendeePage { version, attendees })
         })
         .await
     }
