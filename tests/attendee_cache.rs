@@ -151,11 +151,7 @@ async fn each_write_shows_in_the_next_get_with_the_cache_warm() {
 #[tokio::test]
 async fn a_write_through_another_node_shows_in_the_next_get() {
     let first = TestServer::start().await;
-    let mut config = first.config.clone();
-    config.listen = "127.0.0.1:0".into();
-    let second = carillon::server::start(&config)
-        .await
-        .expect("a second node on the same store");
+    let second = first.second_node().await;
     let other = common::sdk_client(&format!("http://{}", second.boot.addr), "us-east-1");
     let client = first.client();
     let id = create_meeting_id(&client, "two nodes").await;

@@ -434,11 +434,7 @@ async fn no_event_is_lost_when_the_server_is_killed_mid_stream() {
 async fn with_two_nodes_on_one_store_each_event_is_delivered_once() {
     let (receiver, url) = Receiver::start(0).await;
     let first = TestServer::start_with(|config| config.webhooks = vec![url]).await;
-    let mut config = first.config.clone();
-    config.listen = "127.0.0.1:0".into();
-    let second = carillon::server::start(&config)
-        .await
-        .expect("a second node on the same store");
+    let second = first.second_node().await;
     let on_second = common::sdk_client(&format!("http://{}", second.boot.addr), "us-east-1");
     let id = common::create_meeting_id(&first.client(), "two-nodes").await;
     for i in 0..10 {

@@ -372,16 +372,12 @@ async fn legacy_and_chime_sdk_pages_are_cached_apart() {
     assert_eq!(legacy(raw.get(&legacy_path).await), 3);
 }
 
-/// A second node on the same SQLite file writes; the first node's warm pages are checked against
-/// the store, so its next list shows each write.
+/// A second server of this process on the same SQLite file (they share the store's memory of
+/// attendee versions) writes; the first node's warm pages show each write.
 #[tokio::test]
 async fn a_write_through_another_node_shows_in_the_next_list() {
     let first = TestServer::start().await;
-    let mut config = first.config.clone();
-    config.listen = "127.0.0.1:0".into();
-    let second = carillon::server::start(&config)
-        .await
-        .expect("a second node on the same store");
+    let second = first.second_node().await;
     let other = common::sdk_client(&format!("http://{}", second.boot.addr), "us-east-1");
     let client = first.client();
     let id = create_meeting_id(&client, "two nodes").await;

@@ -39,11 +39,7 @@ async fn without_a_bus_the_hosting_node_disconnects_what_the_store_no_longer_has
 /// sent to the node not hosting it end their sessions on the one that does (411, then 410 and
 /// 4410).
 async fn kicked_through_the_other_node(first: &TestServer) {
-    let mut config = first.config.clone();
-    config.listen = "127.0.0.1:0".into();
-    let second = carillon::server::start(&config)
-        .await
-        .expect("a second node on the same store");
+    let second = first.second_node().await;
     let second_url = format!("http://{}", second.boot.addr);
 
     // The SignalingUrl names the node hosting the meeting; the calls go to the other one.

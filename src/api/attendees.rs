@@ -181,11 +181,10 @@ async fn fresh<K: CacheKey>(
     state: &ApiState,
     cache: &PageCache<K>,
     key: &K,
-    account_id: &str,
-    meeting_id: &str,
 ) -> Result<Option<Bytes>, ApiError> {
     let hit = match cache.get(key) {
         Some(cached) => {
+            let (account_id, meeting_id) = key.meeting();
             let current = state
                 .store
                 .attendees_version(account_id, meeting_id)
@@ -206,8 +205,7 @@ pub async fn get(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
         meeting_id: call.meeting_id()?,
         attendee_id: call.attendee_id()?,
     };
-    let (account_id, meeting_id) = (&key.account_id, &key.meeting_id);
-    if let Some(body) = fresh(state, &state.attendee_cache, &key, account_id, meeting_id).await? {
+    if let Some(body) = fresh(state, &state.attendee_cache, &key).await? {
         return Ok(Reply::JsonText(StatusCode::OK, body));
     }
     let VersionedAttendee { version, attendee } = state
@@ -257,8 +255,7 @@ pub async fn list(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
         after,
         limit,
     };
-    let (account_id, meeting_id) = (&key.account_id, &key.meeting_id);
-    if let Some(body) = fresh(state, &state.list_cache, &key, account_id, meeting_id).await? {
+    if let Some(body) = fresh(state, &state.list_cache, &key).await? {
         return Ok(Reply::JsonText(StatusCode::OK, body));
     }
     // One row more than the page tells whether another page exists, so the last page never

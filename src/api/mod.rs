@@ -74,8 +74,8 @@ pub struct ApiState {
     /// One permit per request in flight (`ApiSettings::max_inflight`).
     pub inflight: tokio::sync::Semaphore,
     pub pages: PageTokenCodec,
-    /// Serialized ListAttendees pages, each served only while its meeting's attendee version in
-    /// the store is unchanged.
+    /// Serialized ListAttendees pages, each served only while its meeting's attendee version is
+    /// unchanged.
     pub list_cache: page_cache::PageCache<page_cache::PageKey>,
     /// Serialized GetAttendee answers, served under the same check as the pages.
     pub attendee_cache: page_cache::PageCache<page_cache::AttendeeKey>,

@@ -4,9 +4,9 @@
 //! A page's body is a pure function of the request shape (account, namespace, meeting, cursor,
 //! page size) and of the meeting's attendees: NextTokens are deterministic HMACs of the cursor.
 //! A GetAttendee body is one of the account, namespace, meeting and attendee.
-//! Each entry records the meeting's attendee version (`Store::attendees_version`) its rows were
-//! read at, and is served only after the store confirms that version is still current, so a
-//! write through any node sharing the store (which moves the version in its own transaction) is
+//! Each entry records a meeting's attendee version (`Store::attendees_version`) its rows are not
+//! older than, and is served only after the store confirms that version is still current, so a
+//! write through any node sharing the store (which moves the version before it is answered) is
 //! seen by the very next request. The cache only saves stepping rows and serializing JSON, never
 //! the check.
 //!
@@ -46,6 +46,9 @@ pub struct AttendeeKey {
 
 /// A key of a [`PageCache`].
 pub trait CacheKey: Hash + Eq + Clone {
+    /// The account and meeting whose attendee version the entry is checked against.
+    fn meeting(&self) -> (&str, &str);
+
     /// What an entry costs against the byte budget besides its body: the key's strings and a
     /// rough allowance for the map's node and the entry itself.
     fn overhead(&self) -> usize;
@@ -55,6 +58,10 @@ pub trait CacheKey: Hash + Eq + Clone {
 const ENTRY_OVERHEAD: usize = 160;
 
 impl CacheKey for PageKey {
+    fn meeting(&self) -> (&str, &str) {
+        (&self.account_id, &self.meeting_id)
+    }
+
     fn overhead(&self) -> usize {
         ENTRY_OVERHEAD
             + self.account_id.len()
@@ -64,6 +71,10 @@ impl CacheKey for PageKey {
 }
 
 impl CacheKey for AttendeeKey {
+    fn meeting(&self) -> (&str, &str) {
+        (&self.account_id, &self.meeting_id)
+    }
+
     fn overhead(&self) -> usize {
         ENTRY_OVERHEAD + self.account_id.len() + self.meeting_id.len() + self.attendee_id.len()
     }

@@ -80,6 +80,16 @@ impl TestServer {
         self.running = Some(running);
     }
 
+    /// A second server of this process on this one's store (its data directory, or the same
+    /// database), on a port of its own.
+    pub async fn second_node(&self) -> Running {
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".into();
+        server::start(&config)
+            .await
+            .expect("a second node on the same store")
+    }
+
     pub fn client(&self) -> meetings::Client {
         sdk_client(&self.url(), "us-east-1")
     }
