@@ -4,6 +4,7 @@
 
 mod common;
 
+use aws_sdk_chimesdkmeetings as meetings;
 use carillon::config::ClockMode;
 use carillon::join::frames::proto::sdk_signal_frame::Type;
 use common::signal::{SignalClient, attendee, client_frame, meeting};
@@ -79,6 +80,48 @@ async fn an_unused_meeting_ends_after_five_idle_minutes() {
         .send()
         .await
         .expect("DeleteMeeting of an ended meeting is 204");
+}
+
+/// Meetings that idle out together end in several bounded transactions (so the writes queued
+/// behind the sweep are not held for seconds), and the advance still answers only once all have
+/// ended, listing every one.
+#[tokio::test]
+async fn full_meetings_that_idle_out_together_all_end_before_the_advance_returns() {
+    let server = manual_server().await;
+    let client = server.client();
+    let mut ids = Vec::new();
+    for m in 0..3 {
+        let id = common::create_meeting_id(&client, &format!("full-{m}")).await;
+        for batch in 0..3 {
+            let mut request = client.batch_create_attendee().meeting_id(&id);
+            for a in 0..100 {
+                request = request.attendees(
+                    meetings::types::CreateAttendeeRequestItem::builder()
+                        .external_user_id(format!("Zoë-{batch}-{a}"))
+                        .build()
+                        .expect("item"),
+                );
+            }
+            let created = request.send().await.expect("batch");
+            // The last 50 find the meeting full.
+            let full = if batch == 2 { 50 } else { 0 };
+            assert_eq!(created.errors().len(), full, "{created:?}");
+        }
+        ids.push(id);
+    }
+    let mut answered = ended(&advance(&server, 300).await);
+    answered.sort();
+    ids.sort();
+    // Each meeting holds 250 attendees (the cap), more than one sweep transaction deletes.
+    assert_eq!(answered, ids, "ended before the call returned");
+    for id in &ids {
+        let gone = client.get_meeting().meeting_id(id).send().await;
+        assert!(
+            gone.expect_err("ended")
+                .into_service_error()
+                .is_not_found_exception()
+        );
+    }
 }
 
 #[tokio::test]

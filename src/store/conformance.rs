@@ -495,6 +495,76 @@ async fn attendee_version(store: &dyn Store) {
     ));
 }
 
+/// The sweep ends due meetings in bounded transactions: each call the first due meeting whatever
+/// its size, then more only while their attendees stay within the budget, until a call ends
+/// none. Every due meeting ends exactly once; one that is not due stays.
+async fn sweep_in_bounded_batches(store: &dyn Store) {
+    let rules = EndRules {
+        idle_seconds: 300,
+        max_seconds: 86_400,
+    };
+    let mut sizes = std::collections::BTreeMap::new();
+    for (i, size) in [3, 3, 0, 3, 0].into_iter().enumerate() {
+        let mut due = meeting("sweep", &format!("due-{i}"), 10);
+        due.created_at = 1_000;
+        sizes.insert(due.meeting_id.clone(), size);
+        let attendees = (0..size)
+            .map(|j| attendee(&format!("Zoë-{i}-{j}")))
+            .collect();
+        store
+            .create_meeting(due, vec![], attendees)
+            .await
+            .expect("due meeting");
+    }
+    let mut later = meeting("sweep", "later", 10);
+    later.created_at = 1_200;
+    let later_id = later.meeting_id.clone();
+    store
+        .create_meeting(later, vec![], vec![attendee("José")])
+        .await
+        .expect("later meeting");
+
+    let budget = 4;
+    let mut ended_all = Vec::new();
+    let mut calls = 0;
+    loop {
+        let ended = store
+            .end_due_meetings(1_300, rules, budget)
+            .await
+            .expect("sweep");
+        if ended.is_empty() {
+            break;
+        }
+        calls += 1;
+        assert!(
+            calls <= sizes.len(),
+            "the sweep does not stop: {calls} calls"
+        );
+        let removed: usize = ended.iter().map(|id| sizes[id]).sum();
+        assert!(
+            ended.len() == 1 || removed <= budget,
+            "one call ended {ended:?}, {removed} attendees over a budget of {budget}"
+        );
+        ended_all.extend(ended);
+    }
+    ended_all.sort();
+    assert_eq!(ended_all, sizes.keys().cloned().collect::<Vec<_>>());
+    assert!(
+        calls >= 3,
+        "three meetings of 3 share no budget of 4: {calls} calls"
+    );
+    for id in sizes.keys() {
+        assert!(matches!(
+            store.get_meeting("sweep", id).await,
+            Err(StoreError::MeetingNotFound)
+        ));
+    }
+    store
+        .get_meeting("sweep", &later_id)
+        .await
+        .expect("the meeting that is not due stays");
+}
+
 /// Meetings end when idle (from creation, and from when the last attendee went) or past their
 /// maximum duration; replicas end with their primary and never by their own clock; presence
 /// shows each attendee's connection state; a restart marks connected attendees as dropped.
@@ -524,7 +594,7 @@ async fn lifecycle(store: &dyn Store) {
     // Not yet idle for five minutes.
     assert!(
         store
-            .end_due_meetings(1_299, rules)
+            .end_due_meetings(1_299, rules, usize::MAX)
             .await
             .expect("sweep")
             .is_empty()
@@ -536,7 +606,7 @@ async fn lifecycle(store: &dyn Store) {
         .expect("joined");
     assert!(
         store
-            .end_due_meetings(5_000, rules)
+            .end_due_meetings(5_000, rules, usize::MAX)
             .await
             .expect("sweep")
             .is_empty()
@@ -575,12 +645,15 @@ async fn lifecycle(store: &dyn Store) {
     );
     assert!(
         store
-            .end_due_meetings(6_299, rules)
+            .end_due_meetings(6_299, rules, usize::MAX)
             .await
             .expect("sweep")
             .is_empty()
     );
-    let mut ended = store.end_due_meetings(6_300, rules).await.expect("sweep");
+    let mut ended = store
+        .end_due_meetings(6_300, rules, usize::MAX)
+        .await
+        .expect("sweep");
     ended.sort();
     let mut expected = vec![primary_id.clone(), replica_id.clone()];
     expected.sort();
@@ -603,13 +676,16 @@ async fn lifecycle(store: &dyn Store) {
         .expect("joined");
     assert!(
         store
-            .end_due_meetings(96_399, rules)
+            .end_due_meetings(96_399, rules, usize::MAX)
             .await
             .expect("sweep")
             .is_empty()
     );
     assert_eq!(
-        store.end_due_meetings(96_400, rules).await.expect("sweep"),
+        store
+            .end_due_meetings(96_400, rules, usize::MAX)
+            .await
+            .expect("sweep"),
         vec![busy_id]
     );
 
@@ -638,13 +714,16 @@ async fn lifecycle(store: &dyn Store) {
     );
     assert!(
         store
-            .end_due_meetings(150_299, rules)
+            .end_due_meetings(150_299, rules, usize::MAX)
             .await
             .expect("sweep")
             .is_empty()
     );
     assert_eq!(
-        store.end_due_meetings(150_300, rules).await.expect("sweep"),
+        store
+            .end_due_meetings(150_300, rules, usize::MAX)
+            .await
+            .expect("sweep"),
         vec![remembered_id]
     );
 
@@ -658,7 +737,10 @@ async fn lifecycle(store: &dyn Store) {
         .await
         .expect("orphan");
     assert_eq!(
-        store.end_due_meetings(200_001, rules).await.expect("sweep"),
+        store
+            .end_due_meetings(200_001, rules, usize::MAX)
+            .await
+            .expect("sweep"),
         vec![orphan_id]
     );
 
@@ -977,6 +1059,7 @@ where
     node_registry(&store).await;
     attendee_lookups(&store).await;
     lifecycle(&fresh().await).await;
+    sweep_in_bounded_batches(&fresh().await).await;
     outbox(&fresh().await).await;
 }
 
@@ -1000,6 +1083,10 @@ async fn sqlite_on_disk_and_reopened() {
     // With its separate read connections, whose pages must be one snapshot.
     attendee_version(&store).await;
     lifecycle(&sqlite::SqliteStore::open(&dir.path().join("lifecycle.db")).expect("open")).await;
+    sweep_in_bounded_batches(
+        &sqlite::SqliteStore::open(&dir.path().join("sweep.db")).expect("open"),
+    )
+    .await;
     // Migrations are idempotent across reopenings, and the data is still there.
     let reopened = sqlite::SqliteStore::open(&path).expect("reopen");
     assert_eq!(
@@ -1166,6 +1253,14 @@ async fn postgres_lifecycle() {
 }
 
 #[tokio::test]
+async fn postgres_sweep_in_bounded_batches() {
+    let Some((_scratch, store)) = postgres_store("postgres_sweep").await else {
+        return;
+    };
+    sweep_in_bounded_batches(&store).await;
+}
+
+#[tokio::test]
 async fn postgres_outbox() {
     let Some((_scratch, store)) = postgres_store("postgres_outbox").await else {
         return;
@@ -1264,7 +1359,9 @@ async fn postgres_presence_reset_is_per_node() {
         max_seconds: 86_400,
     };
     assert_eq!(
-        a.end_due_meetings(320, rules).await.expect("sweep"),
+        a.end_due_meetings(320, rules, usize::MAX)
+            .await
+            .expect("sweep"),
         vec![ids[0].0.clone()]
     );
 }

@@ -255,9 +255,17 @@ pub trait Store: Send + Sync + 'static {
         at: i64,
     ) -> StoreResult<Vec<String>>;
 
-    /// Ends every meeting that `rules` say is over at `now` (seconds), with its replicas, and
-    /// returns the ids of all that ended.
-    async fn end_due_meetings(&self, now: i64, rules: EndRules) -> StoreResult<Vec<String>>;
+    /// Ends meetings that `rules` say are over at `now` (seconds), with their replicas, in one
+    /// transaction, and returns the ids of all that ended. Ending a meeting deletes its
+    /// attendees, so one call ends only as many as `attendee_budget` allows: the first due
+    /// meeting whatever its size, then more while their attendees together stay within the
+    /// budget. Callers repeat until a call ends none.
+    async fn end_due_meetings(
+        &self,
+        now: i64,
+        rules: EndRules,
+        attendee_budget: usize,
+    ) -> StoreResult<Vec<String>>;
 
     /// Creates attendees atomically against the meeting's cap: concurrent calls never overshoot.
     async fn create_attendees(

@@ -66,8 +66,8 @@ use tokio_postgres::{NoTls, Row};
 
 use super::gate::CommitGate;
 use super::shared::{
-    EventRow, backend, connection_state, due_bounds, event_row, presence_columns, presence_events,
-    to_json,
+    DUE_MEETINGS_PER_CALL, EventRow, backend, connection_state, due_bounds, event_row,
+    presence_columns, presence_events, to_json, within_budget,
 };
 use super::{
     AttendeeOutcome, AttendeePage, AttendeePresence, AttendeeRecord, CreatedMeeting, DeadLetter,
@@ -1018,7 +1018,12 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn end_due_meetings(&self, now: i64, rules: EndRules) -> StoreResult<Vec<String>> {
+    async fn end_due_meetings(
+        &self,
+        now: i64,
+        rules: EndRules,
+        attendee_budget: usize,
+    ) -> StoreResult<Vec<String>> {
         self.write(move |tx| {
             Box::pin(async move {
                 let (created_by, idle_since_by) = due_bounds(now, rules);
@@ -1032,14 +1037,27 @@ impl Store for PostgresStore {
                             OR (NOT m.connected AND COALESCE(m.idle_since, m.created_at) <= $2))) \
                          OR (m.primary_meeting_id IS NOT NULL AND NOT EXISTS \
                             (SELECT 1 FROM meetings AS p WHERE p.meeting_id = m.primary_meeting_id)) \
-                         ORDER BY m.meeting_id FOR UPDATE",
-                        &[&created_by, &idle_since_by],
+                         ORDER BY m.meeting_id LIMIT $3 FOR UPDATE",
+                        &[&created_by, &idle_since_by, &DUE_MEETINGS_PER_CALL],
                     )
                     .await?;
-                let mut ended = Vec::new();
+                let mut ended: Vec<String> = Vec::new();
+                let mut removed = 0;
                 for row in &due {
                     let (account_id, meeting_id): (String, String) =
                         (row.try_get(0)?, row.try_get(1)?);
+                    let attendees: i64 = tx
+                        .query_one(
+                            "SELECT COUNT(*) FROM attendees WHERE meeting_id = $1",
+                            &[&meeting_id],
+                        )
+                        .await?
+                        .try_get(0)?;
+                    let attendees = usize::try_from(attendees).unwrap_or(0);
+                    if !within_budget(!ended.is_empty(), removed, attendees, attendee_budget) {
+                        break;
+                    }
+                    removed += attendees;
                     ended.extend(end_meeting(tx, &account_id, &meeting_id, now).await?);
                 }
                 Ok(ended)

@@ -88,6 +88,17 @@ pub(crate) fn connection_state(joined: Option<bool>, dropped: bool) -> Connectio
     }
 }
 
+/// The most due meetings one `end_due_meetings` call looks at. Meetings without attendees cost
+/// almost nothing to end, so many end together; the attendee budget bounds the rest.
+pub(crate) const DUE_MEETINGS_PER_CALL: i64 = 64;
+
+/// Whether a sweep that has already ended meetings holding `removed` attendees may end one more
+/// holding `next`: the first meeting always (however large, it ends atomically), then more only
+/// within `budget`.
+pub(crate) fn within_budget(ended_any: bool, removed: usize, next: usize, budget: usize) -> bool {
+    !ended_any || removed.saturating_add(next) <= budget
+}
+
 /// The bounds the due-meeting sweep compares with at `now`: a meeting created at or before the
 /// first is past its maximum duration; one idle since at or before the second has idled out.
 pub(crate) fn due_bounds(now: i64, rules: EndRules) -> (i64, i64) {

@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::shared::{
-    backend, connection_state, due_bounds, event_row, presence_columns, presence_events, to_json,
+    DUE_MEETINGS_PER_CALL, backend, connection_state, due_bounds, event_row, presence_columns,
+    presence_events, to_json, within_budget,
 };
 use super::versions::{AttendeeVersions, Lookup};
 use super::{
@@ -159,6 +160,11 @@ INSERT INTO attendees_rebuilt
 DROP TABLE attendees;
 ALTER TABLE attendees_rebuilt RENAME TO attendees;
 CREATE INDEX attendees_by_id ON attendees (attendee_id);
+"#,
+    // The lifecycle sweep finds idle meetings through this index instead of scanning every
+    // meeting each second (`end_due_meetings`). Only meetings nobody is connected to can idle out.
+    r#"
+CREATE INDEX meetings_idle_due ON meetings (COALESCE(idle_since, created_at)) WHERE connected = 0;
 "#,
 ];
 
@@ -779,6 +785,16 @@ fn insert_tags(
     Ok(())
 }
 
+/// How many attendees the meeting has (through the primary key's meeting prefix).
+fn attendee_count(tx: &Transaction<'_>, meeting_id: &str) -> StoreResult<usize> {
+    let count: i64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM attendees WHERE meeting_id = ?1")
+        .map_err(backend)?
+        .query_row(params![meeting_id], |row| row.get(0))
+        .map_err(backend)?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}
+
 /// Inserts attendees one by one under the meeting's cap; the caller holds the write transaction,
 /// so the count cannot change underneath.
 fn insert_attendees(
@@ -787,11 +803,7 @@ fn insert_attendees(
     attendees: Vec<NewAttendee>,
 ) -> StoreResult<Vec<AttendeeOutcome>> {
     // Statements come from the connection's cache: this runs once per attendee created.
-    let mut count: u32 = tx
-        .prepare_cached("SELECT COUNT(*) FROM attendees WHERE meeting_id = ?1")
-        .map_err(backend)?
-        .query_row(params![meeting.meeting_id], |row| row.get(0))
-        .map_err(backend)?;
+    let mut count = u32::try_from(attendee_count(tx, &meeting.meeting_id)?).unwrap_or(u32::MAX);
     let mut outcomes = Vec::with_capacity(attendees.len());
     for new in attendees {
         let existing = tx
@@ -1006,30 +1018,54 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn end_due_meetings(&self, now: i64, rules: EndRules) -> StoreResult<Vec<String>> {
+    async fn end_due_meetings(
+        &self,
+        now: i64,
+        rules: EndRules,
+        attendee_budget: usize,
+    ) -> StoreResult<Vec<String>> {
         self.write(move |tx| {
-            // Replicas never end by their own clocks, only with their primary; one whose primary
-            // is gone (it raced the primary's end) ends now.
+            // Each arm reads only what is due through its own index (a scan of every meeting,
+            // once a second on the writer thread, grew with the store). Replicas never end by
+            // their own clocks, only with their primary; one whose primary is gone (it raced
+            // the primary's end) ends now. A meeting both too old and idle is listed twice.
             let due: Vec<(String, String)> = {
                 let mut statement = tx
                     .prepare_cached(
-                        "SELECT account_id, meeting_id FROM meetings AS m \
-                         WHERE (m.primary_meeting_id IS NULL AND (m.created_at <= ?1 \
-                            OR (m.connected = 0 AND COALESCE(m.idle_since, m.created_at) <= ?2))) \
-                         OR (m.primary_meeting_id IS NOT NULL AND NOT EXISTS \
-                            (SELECT 1 FROM meetings AS p WHERE p.meeting_id = m.primary_meeting_id))",
+                        "SELECT account_id, meeting_id FROM meetings INDEXED BY meetings_by_age \
+                         WHERE created_at <= ?1 AND +primary_meeting_id IS NULL \
+                         UNION ALL \
+                         SELECT account_id, meeting_id FROM meetings INDEXED BY meetings_idle_due \
+                         WHERE connected = 0 AND COALESCE(idle_since, created_at) <= ?2 \
+                           AND +primary_meeting_id IS NULL \
+                         UNION ALL \
+                         SELECT m.account_id, m.meeting_id \
+                         FROM meetings AS m INDEXED BY meetings_by_primary \
+                         WHERE m.primary_meeting_id > '' AND NOT EXISTS \
+                           (SELECT 1 FROM meetings AS p WHERE p.meeting_id = m.primary_meeting_id) \
+                         LIMIT ?3",
                     )
                     .map_err(backend)?;
                 let (created_by, idle_since_by) = due_bounds(now, rules);
                 let rows = statement
-                    .query_map(params![created_by, idle_since_by], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
-                    })
+                    .query_map(
+                        params![created_by, idle_since_by, DUE_MEETINGS_PER_CALL],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
                     .map_err(backend)?;
                 rows.collect::<Result<_, _>>().map_err(backend)?
             };
-            let mut ended = Vec::new();
+            let mut ended: Vec<String> = Vec::new();
+            let mut removed = 0;
             for (account_id, meeting_id) in due {
+                if ended.contains(&meeting_id) {
+                    continue;
+                }
+                let attendees = attendee_count(tx, &meeting_id)?;
+                if !within_budget(!ended.is_empty(), removed, attendees, attendee_budget) {
+                    break;
+                }
+                removed += attendees;
                 ended.extend(end_meeting(tx, &account_id, &meeting_id, now)?);
             }
             Ok(ended)
