@@ -289,10 +289,15 @@ fn print_answer((status, body): (u16, String)) -> anyhow::Result<()> {
     if !(200..300).contains(&status) {
         anyhow::bail!("the server answered {status}: {body}");
     }
-    if !body.is_empty() {
-        println!("{body}");
+    if body.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    // The call has done its work; a reader that stopped reading (`| head`) is not an error.
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{body}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 async fn faults(args: FaultsArgs) -> anyhow::Result<()> {
