@@ -857,8 +857,49 @@ const DELETE: &str = "DeleteAttendee";
 const LIST_HALF: &str = "ListAttendees 100 of 250 @ half peak (open loop)";
 const GET_HALF: &str = "GetAttendee @ half peak (open loop)";
 const CREATE_HALF: &str = "CreateAttendee @ half peak (open loop)";
+const CREATE_SWEEP: &str = "CreateAttendee @ half peak while the store's meetings end";
 const LIST_LARGE: &str = "ListAttendees 100 of 250, large store";
 const GET_LARGE: &str = "GetAttendee, large store";
+
+/// Moves the server's manual clock forward; returns the meetings that ended.
+fn advance_clock(addr: SocketAddr, seconds: u64) -> usize {
+    let body = json!({ "advance_seconds": seconds }).to_string();
+    let (status, answer) = call_now(addr, "POST", "/_carillon/clock", body.as_bytes());
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    serde_json::from_slice::<Value>(&answer)
+        .ok()
+        .and_then(|v| v["ended_meetings"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
+struct Sweep {
+    ended: usize,
+    seconds: f64,
+}
+
+/// An open-loop run of `supply` while the clock moves two more minutes, ending every meeting
+/// created before the last advance (the clock call answers once all have ended).
+fn measure_during_sweep(
+    name: &str,
+    pid: u32,
+    addr: SocketAddr,
+    supply: &Supply,
+    run_for: Duration,
+    rate: f64,
+) -> (Row, Sweep) {
+    in_turn(|| {
+        let cpu_before = cpu_seconds(pid);
+        let started = Instant::now();
+        let sweep = std::thread::spawn(move || advance_clock(addr, 120));
+        let mut out = load_now(&[(addr, supply.clone())], run_for, Some(rate), 200, false);
+        let cpu = cpu_seconds(pid) - cpu_before;
+        let ended = sweep.join().expect("clock advance");
+        let seconds = started.elapsed().as_secs_f64();
+        let row = summarize(name, &mut out, cpu, Some(rate));
+        print_row(&row);
+        (row, Sweep { ended, seconds })
+    })
+}
 
 fn bench_server(
     name: &str,
@@ -870,7 +911,9 @@ fn bench_server(
     println!("\n== {name} ({})", binary.display());
     let data_dir = work.join(format!("data-{name}"));
     std::fs::create_dir_all(&data_dir).expect("data dir");
-    let (guard, addr) = start_carillon(binary, &data_dir, &[]);
+    // A manual clock: no meeting idles out in the middle of a measurement, and the last one
+    // ends them all at a moment of its choosing.
+    let (guard, addr) = start_carillon(binary, &data_dir, &[("CARILLON_CLOCK", "manual".into())]);
     let pid = guard.0.id();
     let mut rows = Vec::new();
     let mut facts = serde_json::Map::new();
@@ -1092,6 +1135,23 @@ fn bench_server(
         bytes as f64 / 1048576.0,
         bytes as f64 / attendees.max(1) as f64
     );
+    // Every meeting so far (the large store's and the writes') idles out at once, as meetings a
+    // test suite or a load test created together do, while CreateAttendee goes on at half of
+    // its peak in meetings created later.
+    section("every meeting so far idles out at once");
+    advance_clock(addr, 240);
+    let (_, staying) =
+        create_meetings("(setup) meetings that stay", pid, addr, "stay", n / 250 + 1);
+    let creates_sweep = Supply::once(sign_all(addr, create_specs(n, "s", &staying)));
+    let (row, sweep) =
+        measure_during_sweep(CREATE_SWEEP, pid, addr, &creates_sweep, run_for, half_rate);
+    rows.push(row);
+    println!(
+        "  {name:<10} the sweep ended {} meetings in {:.1} s",
+        sweep.ended, sweep.seconds
+    );
+    facts.insert("sweep_ended_meetings".into(), json!(sweep.ended));
+    facts.insert("sweep_seconds".into(), json!(round(sweep.seconds, 2)));
     facts.insert("attendees_stored".into(), json!(attendees));
     facts.insert("rss_bytes".into(), json!(rss));
     facts.insert("peak_rss_bytes".into(), json!(peak_rss));
@@ -1273,7 +1333,7 @@ fn report(s: &Settings, results: &[ServerResult], baselines: &[Row], size: usize
                 CREATE | CREATE_WIDE => floor
                     .map(|f| format!("{:.2}x raw SQLite insert", row.per_second / f.per_second))
                     .unwrap_or_default(),
-                LIST_HALF | GET_HALF | CREATE_HALF => {
+                LIST_HALF | GET_HALF | CREATE_HALF | CREATE_SWEEP => {
                     format!("offered {:.0}/s", row.offered.unwrap_or(0.0))
                 }
                 _ => String::new(),
@@ -1304,6 +1364,12 @@ fn report(s: &Settings, results: &[ServerResult], baselines: &[Row], size: usize
             f("peak_rss_bytes") / 1048576.0,
             f("data_dir_bytes") / 1048576.0,
             f("data_dir_bytes_per_attendee"),
+        ));
+        md.push_str(&format!(
+            "Then every meeting idled out at once: the sweep ended {} meetings in {:.1} s \
+             (the row \"{CREATE_SWEEP}\" ran meanwhile).\n",
+            f("sweep_ended_meetings"),
+            f("sweep_seconds"),
         ));
     }
     if results.len() > 1 {
