@@ -912,8 +912,16 @@ fn bench_server(
     let data_dir = work.join(format!("data-{name}"));
     std::fs::create_dir_all(&data_dir).expect("data dir");
     // A manual clock: no meeting idles out in the middle of a measurement, and the last one
-    // ends them all at a moment of its choosing.
-    let (guard, addr) = start_carillon(binary, &data_dir, &[("CARILLON_CLOCK", "manual".into())]);
+    // ends them all at a moment of its choosing. That clock call answers once every meeting has
+    // ended, which for the full run's store takes longer than the default 30 s request timeout.
+    let (guard, addr) = start_carillon(
+        binary,
+        &data_dir,
+        &[
+            ("CARILLON_CLOCK", "manual".into()),
+            ("CARILLON_REQUEST_TIMEOUT", "600".into()),
+        ],
+    );
     let pid = guard.0.id();
     let mut rows = Vec::new();
     let mut facts = serde_json::Map::new();
