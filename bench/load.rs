@@ -889,12 +889,13 @@ fn measure_during_sweep(
 ) -> (Row, Sweep) {
     in_turn(|| {
         let cpu_before = cpu_seconds(pid);
-        let started = Instant::now();
-        let sweep = std::thread::spawn(move || advance_clock(addr, 120));
+        let sweep = std::thread::spawn(move || {
+            let started = Instant::now();
+            (advance_clock(addr, 120), started.elapsed().as_secs_f64())
+        });
         let mut out = load_now(&[(addr, supply.clone())], run_for, Some(rate), 200, false);
         let cpu = cpu_seconds(pid) - cpu_before;
-        let ended = sweep.join().expect("clock advance");
-        let seconds = started.elapsed().as_secs_f64();
+        let (ended, seconds) = sweep.join().expect("clock advance");
         let row = summarize(name, &mut out, cpu, Some(rate));
         print_row(&row);
         (row, Sweep { ended, seconds })
