@@ -687,6 +687,17 @@ async fn insert_tags(tx: &Tx, meeting_id: &str, attendee_id: &str, tags: &[Tag])
     Ok(())
 }
 
+/// How many attendees the meeting has.
+async fn attendee_count(tx: &Tx, meeting_id: &str) -> TxResult<i64> {
+    Ok(tx
+        .query_one(
+            "SELECT COUNT(*) FROM attendees WHERE meeting_id = $1",
+            &[&meeting_id],
+        )
+        .await?
+        .try_get(0)?)
+}
+
 /// Inserts attendees one by one under the meeting's cap. The caller holds the meeting's row lock
 /// (or created the meeting in this transaction), so the count cannot change underneath.
 async fn insert_attendees(
@@ -697,14 +708,8 @@ async fn insert_attendees(
     let select_existing = format!(
         "SELECT {ATTENDEE_COLUMNS} FROM attendees WHERE meeting_id = $1 AND external_user_id = $2"
     );
-    let count: i64 = tx
-        .query_one(
-            "SELECT COUNT(*) FROM attendees WHERE meeting_id = $1",
-            &[&meeting.meeting_id],
-        )
-        .await?
-        .try_get(0)?;
-    let mut count = u32::try_from(count).map_err(backend)?;
+    let mut count =
+        u32::try_from(attendee_count(tx, &meeting.meeting_id).await?).map_err(backend)?;
     let mut outcomes = Vec::with_capacity(attendees.len());
     for new in attendees {
         let existing = tx
@@ -1046,14 +1051,8 @@ impl Store for PostgresStore {
                 for row in &due {
                     let (account_id, meeting_id): (String, String) =
                         (row.try_get(0)?, row.try_get(1)?);
-                    let attendees: i64 = tx
-                        .query_one(
-                            "SELECT COUNT(*) FROM attendees WHERE meeting_id = $1",
-                            &[&meeting_id],
-                        )
-                        .await?
-                        .try_get(0)?;
-                    let attendees = usize::try_from(attendees).unwrap_or(0);
+                    let attendees =
+                        usize::try_from(attendee_count(tx, &meeting_id).await?).unwrap_or(0);
                     if !within_budget(!ended.is_empty(), removed, attendees, attendee_budget) {
                         break;
                     }
