@@ -609,6 +609,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
             api::page_cache::PageCacheLimits::ATTENDEES,
             crate::metrics::name::ATTENDEE_CACHE,
         ),
+        meeting_features: Default::default(),
         clock,
         settings: ApiSettings {
             public_url: public_url.clone(),

@@ -110,24 +110,32 @@ pub fn outcomes_json(
     (attendees, errors)
 }
 
-fn meeting_features(meeting: &crate::store::MeetingRecord) -> MeetingFeatures {
-    meeting.features.clone().unwrap_or_default()
+/// The features of the caller's meeting (see [`super::meeting_features`]): remembered, or read
+/// from the store, which answers NotFound for a meeting that is gone or another account's.
+async fn meeting_features(
+    state: &ApiState,
+    call: &Call,
+    meeting_id: &str,
+) -> Result<MeetingFeatures, ApiError> {
+    if let Some(features) = state.meeting_features.get(&call.account_id, meeting_id) {
+        return Ok(features);
+    }
+    let meeting = state
+        .store
+        .get_meeting(&call.account_id, meeting_id)
+        .await?;
+    let features = meeting.features.unwrap_or_default();
+    state
+        .meeting_features
+        .insert(&call.account_id, meeting_id, features.clone());
+    Ok(features)
 }
 
 pub async fn create(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let meeting_id = call.meeting_id()?;
     let body: AttendeeItemIn = input::json_body(&call.body)?;
-    let meeting = state
-        .store
-        .get_meeting(&call.account_id, &meeting_id)
-        .await?;
-    let new = attendee_item(
-        call,
-        "",
-        &body,
-        &meeting_features(&meeting),
-        state.clock.now_unix(),
-    )?;
+    let features = meeting_features(state, call, &meeting_id).await?;
+    let new = attendee_item(call, "", &body, &features, state.clock.now_unix())?;
     let outcomes = state
         .store
         .create_attendees(&call.account_id, &meeting_id, vec![new])
@@ -148,16 +156,8 @@ pub async fn create(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
 pub async fn batch_create(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let meeting_id = call.meeting_id()?;
     let items = input::batch_create_attendee(&call.body)?;
-    let meeting = state
-        .store
-        .get_meeting(&call.account_id, &meeting_id)
-        .await?;
-    let (valid, mut errors) = attendee_items(
-        call,
-        &items,
-        &meeting_features(&meeting),
-        state.clock.now_unix(),
-    )?;
+    let features = meeting_features(state, call, &meeting_id).await?;
+    let (valid, mut errors) = attendee_items(call, &items, &features, state.clock.now_unix())?;
     let outcomes = if valid.is_empty() {
         Vec::new()
     } else {
@@ -327,11 +327,9 @@ async fn allowed_capabilities(
     meeting_id: &str,
     caps: crate::domain::capabilities::Capabilities,
 ) -> Result<crate::domain::capabilities::Capabilities, ApiError> {
-    let meeting = state
-        .store
-        .get_meeting(&call.account_id, meeting_id)
-        .await?;
-    meeting_features(&meeting).check_capabilities(&caps)?;
+    meeting_features(state, call, meeting_id)
+        .await?
+        .check_capabilities(&caps)?;
     Ok(caps)
 }
 

@@ -221,6 +221,7 @@ pub async fn list(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
 /// nothing changed.
 pub async fn delete(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let meeting_id = call.meeting_id()?;
+    state.meeting_features.remove(&meeting_id);
     match state
         .store
         .delete_meeting(&call.account_id, &meeting_id, state.clock.now_unix())

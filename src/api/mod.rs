@@ -9,6 +9,7 @@ pub mod dto;
 pub mod error;
 pub mod faults;
 pub mod input;
+pub mod meeting_features;
 pub mod operation;
 pub mod page_cache;
 
@@ -79,6 +80,8 @@ pub struct ApiState {
     pub list_cache: page_cache::PageCache<page_cache::PageKey>,
     /// Serialized GetAttendee answers, served under the same check as the pages.
     pub attendee_cache: page_cache::PageCache<page_cache::AttendeeKey>,
+    /// Recently used meetings' features, for the capability checks of attendee writes.
+    pub meeting_features: meeting_features::MeetingFeaturesCache,
     pub clock: Arc<dyn Clock>,
     pub settings: ApiSettings,
     /// Tells the join plane about deleted attendees and ended meetings.
