@@ -156,7 +156,7 @@ pub fn namespace_of(path: &str) -> (Namespace, &str) {
 /// The entry point for every API request.
 pub async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> Response {
     let started = std::time::Instant::now();
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = crate::domain::ids::new_id();
     let (namespace, _) = namespace_of(request.uri().path());
     let method = request.method().clone();
     let path = request.uri().path().to_string();

@@ -13,9 +13,14 @@ pub fn is_guid(s: &str) -> bool {
     })
 }
 
-/// A fresh lowercase UUID, the form the real service uses for MeetingId and AttendeeId.
+/// A fresh lowercase version 4 UUID, the form the real service uses for MeetingId (and
+/// request and event ids). Its random bits come from the thread's CSPRNG (`rand::rng()`, seeded
+/// from the OS), not from a `getrandom` system call per id as `Uuid::new_v4` makes: ids are
+/// minted several times per request, one of them on the store's writer thread.
 pub fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
 }
 
 /// A fresh AttendeeId: the GuidString form of the real service's, whose 32 hex digits carry no
@@ -86,5 +91,8 @@ mod tests {
         assert!(is_guid(&id));
         assert_eq!(id, id.to_ascii_lowercase());
         assert_ne!(new_id(), id);
+        let parsed = uuid::Uuid::parse_str(&id).expect("a UUID");
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
     }
 }

@@ -3,7 +3,8 @@
 //! Meeting State Change"`, and a `detail` naming the event type, the meeting and, for attendee
 //! events, the attendee.
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
@@ -91,39 +92,71 @@ pub fn iso_time(unix: i64) -> String {
     )
 }
 
-/// The EventBridge-shaped envelope of one event at `timestamp_ms` (the server's clock).
+/// The EventBridge-shaped envelope of one event at `timestamp_ms` (the server's clock), as the
+/// JSON text the outbox keeps. Typed rather than built as a `serde_json::Value` (a map per
+/// object): events are written by the store's single writer thread, once per attendee created.
+/// Members come in EventBridge's order.
 pub fn envelope(
     kind: EventType,
     meeting: &MeetingFacts<'_>,
     attendee: Option<&AttendeeFacts<'_>>,
     timestamp_ms: i64,
-) -> Value {
-    let mut detail = json!({
-        "version": "0",
-        "eventType": kind.name(),
-        "timestamp": timestamp_ms,
-        "meetingId": meeting.meeting_id,
-        "externalMeetingId": meeting.external_meeting_id,
-        "mediaRegion": meeting.media_region,
-    });
-    if let (Some(attendee), Some(fields)) = (attendee, detail.as_object_mut()) {
-        fields.insert("attendeeId".into(), attendee.attendee_id.into());
-        fields.insert("externalUserId".into(), attendee.external_user_id.into());
-        if kind.has_network_type() {
-            fields.insert("networkType".into(), "Voip".into());
-        }
-    }
-    json!({
-        "version": "0",
-        "id": uuid::Uuid::new_v4().to_string(),
-        "detail-type": "Chime Meeting State Change",
-        "source": "aws.chime",
-        "account": meeting.account_id,
-        "time": iso_time(timestamp_ms.div_euclid(1000)),
-        "region": meeting.control_region,
-        "resources": [],
-        "detail": detail,
-    })
+) -> String {
+    let envelope = Envelope {
+        version: "0",
+        id: crate::domain::ids::new_id(),
+        detail_type: "Chime Meeting State Change",
+        source: "aws.chime",
+        account: meeting.account_id,
+        time: iso_time(timestamp_ms.div_euclid(1000)),
+        region: meeting.control_region,
+        resources: [],
+        detail: Detail {
+            version: "0",
+            event_type: kind.name(),
+            timestamp: timestamp_ms,
+            meeting_id: meeting.meeting_id,
+            external_meeting_id: meeting.external_meeting_id,
+            media_region: meeting.media_region,
+            attendee_id: attendee.map(|a| a.attendee_id),
+            external_user_id: attendee.map(|a| a.external_user_id),
+            network_type: (attendee.is_some() && kind.has_network_type()).then_some("Voip"),
+        },
+    };
+    // Only strings and numbers: serializing cannot fail.
+    serde_json::to_string(&envelope).unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    version: &'static str,
+    id: String,
+    #[serde(rename = "detail-type")]
+    detail_type: &'static str,
+    source: &'static str,
+    account: &'a str,
+    time: String,
+    region: &'a str,
+    resources: [&'static str; 0],
+    detail: Detail<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Detail<'a> {
+    version: &'static str,
+    event_type: &'static str,
+    timestamp: i64,
+    meeting_id: &'a str,
+    /// `null` when the meeting has none, as before.
+    external_meeting_id: Option<&'a str>,
+    media_region: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attendee_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_user_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network_type: Option<&'static str>,
 }
 
 /// The notification targets a meeting's NotificationsConfiguration names (SNS topic, SQS queue,
@@ -142,6 +175,7 @@ pub fn targets(notifications: Option<&Value>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn attendee_events_carry_the_attendee_and_the_transport() {
@@ -156,12 +190,13 @@ mod tests {
             attendee_id: "a-1",
             external_user_id: "José",
         };
-        let joined = envelope(
+        let parse = |text: String| -> Value { serde_json::from_str(&text).expect("JSON") };
+        let joined = parse(envelope(
             EventType::AttendeeJoined,
             &meeting,
             Some(&attendee),
             1_795_819_438_123,
-        );
+        ));
         assert_eq!(joined["source"], "aws.chime");
         assert_eq!(joined["detail-type"], "Chime Meeting State Change");
         assert_eq!(joined["time"], "2026-11-27T22:43:58Z");
@@ -170,10 +205,23 @@ mod tests {
         assert_eq!(joined["detail"]["timestamp"], 1_795_819_438_123i64);
         assert_eq!(joined["detail"]["externalUserId"], "José");
         assert_eq!(joined["detail"]["networkType"], "Voip");
-        let added = envelope(EventType::AttendeeAdded, &meeting, Some(&attendee), 0);
+        let added = parse(envelope(
+            EventType::AttendeeAdded,
+            &meeting,
+            Some(&attendee),
+            0,
+        ));
         assert!(added["detail"].get("networkType").is_none());
-        let started = envelope(EventType::MeetingStarted, &meeting, None, 0);
+        let started = parse(envelope(EventType::MeetingStarted, &meeting, None, 0));
         assert!(started["detail"].get("attendeeId").is_none());
+        assert!(started["detail"]["externalMeetingId"] == "standup");
+        assert_eq!(started["resources"], json!([]));
+        assert_eq!(started["version"], "0");
+        let id = started["id"].as_str().expect("id");
+        assert_eq!(
+            uuid::Uuid::parse_str(id).map(|u| u.get_version_num()),
+            Ok(4)
+        );
         assert_eq!(started["detail"]["mediaRegion"], "eu-central-1");
     }
 

@@ -54,7 +54,7 @@ pub(crate) fn event_row(
     Ok(EventRow {
         meeting_id: meeting.meeting_id.clone(),
         targets: to_json(&targets)?,
-        body: body.to_string(),
+        body,
         recorded_at_ms,
     })
 }
