@@ -204,6 +204,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub event_attempts: u32,
 
+    /// Meeting events are kept in the outbox this long (real time), delivered or not, then
+    /// deleted (1h, 24h, 7d; EventBridge too gives up on an undeliverable event after 24 hours).
+    #[arg(long, env = "CARILLON_EVENT_RETENTION", default_value = "24h",
+          value_parser = positive_duration)]
+    pub event_retention: i64,
+
     /// `ARN=URL`: the events of meetings whose NotificationsConfiguration names ARN go to URL
     /// (http:// or nats://). Repeatable. CreateMeeting refuses ARNs with no route.
     #[arg(
@@ -304,6 +310,7 @@ impl Config {
             events_subject: "carillon.events".into(),
             notify_routes: Vec::new(),
             event_attempts: 8,
+            event_retention: 86_400,
             turn_uris: Vec::new(),
             turn_secret: None,
             turn_ttl: crate::turn::DEFAULT_TTL_SECONDS,

@@ -567,15 +567,20 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         }
         None => join.clone(),
     };
-    let lifecycle = Arc::new(Lifecycle::new(
-        store.clone(),
-        clock.clone(),
-        EndRules {
-            idle_seconds: config.idle_timeout,
-            max_seconds: config.max_duration,
-        },
-        events.clone(),
-    ));
+    let lifecycle = Arc::new(
+        Lifecycle::new(
+            store.clone(),
+            clock.clone(),
+            EndRules {
+                idle_seconds: config.idle_timeout,
+                max_seconds: config.max_duration,
+            },
+            events.clone(),
+        )
+        .with_event_retention(Duration::from_secs(
+            u64::try_from(config.event_retention).unwrap_or(u64::MAX),
+        )),
+    );
     lifecycle.start();
 
     let sinks = event_sinks(config)?;

@@ -191,6 +191,33 @@ async fn a_two_person_meeting_streams_every_event_in_order_signed() {
     assert!(all_signed, "every POST is signed");
 }
 
+/// The outbox keeps events for `--event-retention` (real time), then deletes them, delivered or
+/// not (here no sink takes them at all), so it stays bounded whatever happens to the sinks.
+#[tokio::test]
+async fn events_past_the_retention_leave_the_outbox() {
+    let server = TestServer::start_with(|config| config.event_retention = 1).await;
+    let store = server.running.as_ref().expect("running").api.store.clone();
+    let m = meeting(&server).await;
+    attendee(&server, &m, "José").await;
+    let recorded = store.outbox_after(0, 10).await.expect("outbox");
+    assert!(
+        recorded.len() >= 2,
+        "MeetingStarted and AttendeeAdded are recorded: {recorded:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = store.outbox_after(0, 10).await.expect("outbox");
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events past the retention are still there: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn failed_deliveries_are_retried_in_order_then_dead_lettered() {
     let (receiver, url) = Receiver::start(0).await;

@@ -928,6 +928,32 @@ async fn outbox(store: &dyn Store) {
             .len(),
         1
     );
+
+    // Retention: nothing recorded before the oldest event goes; then the oldest two of the
+    // nine, whatever the cutoff (the limit bounds one call); then the rest. Numbers go on.
+    let oldest = events.iter().map(|e| e.recorded_at_ms).min().unwrap_or(0);
+    assert_eq!(store.prune_events(oldest, 100).await.expect("prune"), 0);
+    assert_eq!(store.prune_events(i64::MAX, 2).await.expect("prune"), 2);
+    let left = store.outbox_after(0, 100).await.expect("outbox");
+    assert_eq!(
+        left.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        events[2..].iter().map(|e| e.seq).collect::<Vec<_>>()
+    );
+    assert_eq!(store.prune_events(i64::MAX, 100).await.expect("prune"), 7);
+    assert!(store.outbox_after(0, 100).await.expect("outbox").is_empty());
+    assert_eq!(store.prune_events(i64::MAX, 100).await.expect("prune"), 0);
+    let mut later = meeting("events", "after the prune", 5);
+    later.notifications = None;
+    store
+        .create_meeting(later, vec![], vec![])
+        .await
+        .expect("create");
+    let after = store.outbox_after(0, 100).await.expect("outbox");
+    assert_eq!(after.len(), 1);
+    assert!(
+        after[0].seq > events[events.len() - 1].seq,
+        "sequence numbers are not reused"
+    );
 }
 
 /// A write inside a request whose gate was closed (the request timed out) keeps nothing; one

@@ -428,6 +428,10 @@ pub trait Store: Send + Sync + 'static {
     /// The newest event's sequence number (0 when there is none).
     async fn latest_event_seq(&self) -> StoreResult<i64>;
 
+    /// Deletes those of the `limit` oldest outbox events recorded before `before_ms`, delivered
+    /// or not (the retention), and returns how many went. Sequence numbers are never reused.
+    async fn prune_events(&self, before_ms: i64, limit: usize) -> StoreResult<usize>;
+
     /// The last sequence number a sink has delivered (0 before its first).
     async fn sink_cursor(&self, sink: &str) -> StoreResult<i64>;
 

@@ -1696,6 +1696,35 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn prune_events(&self, before_ms: i64, limit: usize) -> StoreResult<usize> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.write(move |tx| {
+            Box::pin(async move {
+                // The oldest event first, so that a store with nothing to prune reads one row.
+                let oldest = tx
+                    .query_opt(
+                        "SELECT recorded_at_ms FROM events ORDER BY seq LIMIT 1",
+                        &[],
+                    )
+                    .await?;
+                let oldest: Option<i64> = oldest.map(|row| row.try_get(0)).transpose()?;
+                if oldest.is_none_or(|recorded| recorded >= before_ms) {
+                    return Ok(0);
+                }
+                let removed = tx
+                    .execute(
+                        "DELETE FROM events WHERE seq IN \
+                           (SELECT seq FROM events ORDER BY seq LIMIT $2) \
+                         AND recorded_at_ms < $1",
+                        &[&before_ms, &limit],
+                    )
+                    .await?;
+                Ok(usize::try_from(removed).unwrap_or(usize::MAX))
+            })
+        })
+        .await
+    }
+
     async fn recent_meetings(&self, limit: usize) -> StoreResult<Vec<MeetingRecord>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(async |conn| {

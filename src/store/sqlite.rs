@@ -1570,6 +1570,29 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn prune_events(&self, before_ms: i64, limit: usize) -> StoreResult<usize> {
+        self.write(move |tx| {
+            // The oldest event first, so that a store with nothing to prune reads one row.
+            let oldest: Option<i64> = tx
+                .prepare_cached("SELECT recorded_at_ms FROM events ORDER BY seq LIMIT 1")
+                .map_err(backend)?
+                .query_row([], |row| row.get(0))
+                .optional()
+                .map_err(backend)?;
+            if oldest.is_none_or(|recorded| recorded >= before_ms) {
+                return Ok(0);
+            }
+            tx.prepare_cached(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?2) \
+                 AND recorded_at_ms < ?1",
+            )
+            .map_err(backend)?
+            .execute(params![before_ms, i64::try_from(limit).unwrap_or(i64::MAX)])
+            .map_err(backend)
+        })
+        .await
+    }
+
     async fn sink_cursor(&self, sink: &str) -> StoreResult<i64> {
         let sink = sink.to_string();
         self.read(move |conn| {
