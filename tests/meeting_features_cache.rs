@@ -8,23 +8,11 @@ mod common;
 
 use aws_sdk_chimesdkmeetings as meetings;
 use carillon::store::postgres::{ScratchSchema, test_database_url};
-use common::{TestServer, caps};
-use meetings::error::{ProvideErrorMetadata, SdkError};
+use common::{TestServer, caps, code};
 use meetings::types::MediaCapabilities::{None as Off, Receive, Send, SendReceive};
 use meetings::types::{
     CreateAttendeeRequestItem, MeetingFeaturesConfiguration, VideoFeatures, VideoResolution,
 };
-
-fn code<E: ProvideErrorMetadata, R>(result: Result<impl Sized, SdkError<E, R>>) -> String {
-    match result {
-        Ok(_) => "ok".into(),
-        Err(error) => error
-            .as_service_error()
-            .and_then(|e| e.code())
-            .unwrap_or("not a service error")
-            .to_string(),
-    }
-}
 
 /// A meeting without video, whose features `node` remembers after one CreateAttendee; the
 /// meeting is then deleted through `other`, and `node` must answer NotFound to each write.

@@ -7,8 +7,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_chimesdkmeetings as meetings;
-use aws_smithy_runtime_api::client::result::SdkError;
-use common::{RawResponse, Signing, TestServer, sdk_client_as};
+use common::{RawResponse, Signing, TestServer, code, sdk_client_as};
 use meetings::error::ProvideErrorMetadata;
 
 const ALICE: (&str, &str) = ("AKIAEXAMPLEALICE0001", "alice-secret-0001");
@@ -59,17 +58,6 @@ async fn start_with_keys(adjust: impl FnOnce(&mut carillon::config::Config)) -> 
 
 fn client(server: &TestServer, key: (&str, &str)) -> meetings::Client {
     sdk_client_as(&server.url(), "us-east-1", key.0, key.1, false)
-}
-
-fn code<E: ProvideErrorMetadata, R>(result: Result<impl Sized, SdkError<E, R>>) -> String {
-    match result {
-        Ok(_) => "ok".into(),
-        Err(error) => error
-            .as_service_error()
-            .and_then(|e| e.code())
-            .unwrap_or("not a service error")
-            .to_string(),
-    }
 }
 
 async fn raw_as(

@@ -436,3 +436,17 @@ pub fn create_meeting_body(external_meeting_id: &str) -> String {
     })
     .to_string()
 }
+
+/// The error code of an SDK call's service error ("ok" when the call succeeded).
+pub fn code<E: meetings::error::ProvideErrorMetadata, R>(
+    result: Result<impl Sized, aws_smithy_runtime_api::client::result::SdkError<E, R>>,
+) -> String {
+    match result {
+        Ok(_) => "ok".into(),
+        Err(error) => error
+            .as_service_error()
+            .and_then(|e| e.code())
+            .unwrap_or("not a service error")
+            .to_string(),
+    }
+}
