@@ -1,6 +1,7 @@
 //! Persistence behind one trait, so the embedded default (SQLite) and a distributed SQL engine
 //! can be swapped without touching the API layer. Every write is durable before it returns.
 
+mod attendee_counts;
 pub mod gate;
 pub mod postgres;
 mod shared;

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
+use super::attendee_counts::{self, AttendeeCounts};
 use super::shared::{
     DUE_MEETINGS_PER_CALL, backend, connection_state, due_bounds, event_row, presence_columns,
     presence_events, to_json, within_budget,
@@ -186,6 +187,7 @@ pub struct SqliteStore {
 /// processes out, and the attendee versions all their writers keep true.
 struct OpenDatabase {
     versions: Arc<AttendeeVersions>,
+    counts: Arc<AttendeeCounts>,
     _lock: std::fs::File,
 }
 
@@ -216,6 +218,7 @@ fn open_database(path: &Path) -> StoreResult<Arc<OpenDatabase>> {
     }
     let database = Arc::new(OpenDatabase {
         versions: Arc::default(),
+        counts: Arc::default(),
         _lock: lock_database(path)?,
     });
     open.push((canonical, Arc::downgrade(&database)));
@@ -231,6 +234,7 @@ impl SqliteStore {
         let mut store = Self::init(
             Connection::open(path).map_err(backend)?,
             database.versions.clone(),
+            database.counts.clone(),
         )?;
         store._database = Some(database);
         let readers = (0..READERS)
@@ -255,10 +259,15 @@ impl SqliteStore {
         Self::init(
             Connection::open_in_memory().map_err(backend)?,
             Arc::default(),
+            Arc::default(),
         )
     }
 
-    fn init(mut conn: Connection, versions: Arc<AttendeeVersions>) -> StoreResult<Self> {
+    fn init(
+        mut conn: Connection,
+        versions: Arc<AttendeeVersions>,
+        counts: Arc<AttendeeCounts>,
+    ) -> StoreResult<Self> {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(backend)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -274,7 +283,10 @@ impl SqliteStore {
         let writer_versions = versions.clone();
         std::thread::Builder::new()
             .name("carillon-store-writer".into())
-            .spawn(move || writer(writer_conn, queue, &writer_versions))
+            .spawn(move || {
+                counts.install();
+                writer(writer_conn, queue, &writer_versions)
+            })
             .map_err(backend)?;
         Ok(Self {
             conn,
@@ -428,6 +440,7 @@ thread_local! {
 /// version stands for.
 fn touch(meeting_id: &str) {
     TOUCHED.with_borrow_mut(|touched| touched.push(meeting_id.to_string()));
+    attendee_counts::unknown(meeting_id);
 }
 
 /// Most writes one group transaction carries.
@@ -460,6 +473,9 @@ fn writer(
 
 fn run_group(conn: &mut Connection, group: Vec<Job>, versions: &AttendeeVersions) {
     TOUCHED.with_borrow_mut(Vec::clear);
+    attendee_counts::start_group();
+    let counts = AttendeeCounts::of_this_writer();
+    let _one_group_at_a_time = counts.as_deref().map(AttendeeCounts::begin_group);
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
@@ -479,6 +495,7 @@ fn run_group(conn: &mut Connection, group: Vec<Job>, versions: &AttendeeVersions
         if !matches!(outcome, Ok(Ran { keep: true, .. })) {
             // Rolled back: what it touched is unchanged (forgetting it too would be harmless).
             TOUCHED.with_borrow_mut(|touched| touched.truncate(touched_before));
+            attendee_counts::rolled_back();
         }
         if tx.is_autocommit() {
             // SQLite rolled the whole transaction back (e.g. on a full disk): nothing of the
@@ -509,6 +526,9 @@ fn run_group(conn: &mut Connection, group: Vec<Job>, versions: &AttendeeVersions
     let committed = tx.commit();
     if let Err(e) = &committed {
         tracing::error!(error = %e, "store writer: a group commit failed");
+    }
+    if let Some(counts) = &counts {
+        counts.finish_group(committed.is_ok());
     }
     // Before any caller hears of the commit, so that its next read sees its write.
     TOUCHED.with_borrow_mut(|touched| {
@@ -802,8 +822,12 @@ fn insert_attendees(
     meeting: &MeetingRecord,
     attendees: Vec<NewAttendee>,
 ) -> StoreResult<Vec<AttendeeOutcome>> {
-    // Statements come from the connection's cache: this runs once per attendee created.
-    let mut count = u32::try_from(attendee_count(tx, &meeting.meeting_id)?).unwrap_or(u32::MAX);
+    // Statements come from the connection's cache: this runs once per attendee created. The
+    // count is remembered by the writer when it can be (`attendee_counts.rs`).
+    let mut count = match attendee_counts::known(&meeting.meeting_id) {
+        Some(count) => count,
+        None => u32::try_from(attendee_count(tx, &meeting.meeting_id)?).unwrap_or(u32::MAX),
+    };
     let mut outcomes = Vec::with_capacity(attendees.len());
     for new in attendees {
         let existing = tx
@@ -868,6 +892,8 @@ fn insert_attendees(
     {
         bump_attendees_version(&meeting.meeting_id);
     }
+    // After the version's bump, which marks the count unknown: this one is exact.
+    attendee_counts::set(&meeting.meeting_id, count);
     Ok(outcomes)
 }
 

@@ -179,6 +179,97 @@ async fn concurrent_creates_hold_the_cap_and_are_durable_when_answered() {
     assert_eq!(stored, 50);
 }
 
+fn new_attendee(user: String) -> NewAttendee {
+    NewAttendee {
+        join_token: crate::domain::ids::new_id(),
+        attendee_id: crate::domain::ids::new_id(),
+        external_user_id: user,
+        capabilities: Capabilities {
+            audio: MediaCapability::SendReceive,
+            video: MediaCapability::None,
+            content: MediaCapability::None,
+        },
+        tags: vec![],
+        created_at: 1,
+    }
+}
+
+/// The cap counts attendees the writers remember (`attendee_counts.rs`): creates abandoned
+/// after they ran (rolled back to their savepoint, in groups with kept creates), deletions, and
+/// creates through a second store on the same file must all leave the count SQLite would give.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_remembered_count_holds_the_cap_through_rollbacks_deletes_and_two_writers() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("db");
+    let store = Arc::new(SqliteStore::open(&path).expect("open"));
+    let second = Arc::new(SqliteStore::open(&path).expect("a second store on the file"));
+    let mut m = meeting("a", "t");
+    m.max_attendees = 30;
+    let id = store
+        .create_meeting(m, vec![], vec![])
+        .await
+        .expect("meeting")
+        .meeting
+        .meeting_id;
+    let stored = |path: &std::path::Path| -> i64 {
+        Connection::open(path)
+            .expect("open")
+            .query_row("SELECT COUNT(*) FROM attendees", [], |r| r.get(0))
+            .expect("count")
+    };
+    let mut tasks = Vec::new();
+    for i in 0..90 {
+        let store = if i % 2 == 0 {
+            store.clone()
+        } else {
+            second.clone()
+        };
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            let create = store.create_attendees("a", &id, vec![new_attendee(format!("user-{i}"))]);
+            if i % 3 == 0 {
+                // Abandoned: the write runs, then finds its request timed out.
+                let gate = CommitGate::new();
+                assert!(gate.close());
+                let result = gate.scope(create).await;
+                assert!(matches!(result, Err(StoreError::Abandoned)), "{result:?}");
+                None
+            } else {
+                create.await.expect("create").into_iter().next()
+            }
+        }));
+    }
+    let mut created = Vec::new();
+    for task in tasks {
+        if let Some(AttendeeOutcome::Created(a)) = task.await.expect("task") {
+            created.push(a.attendee_id);
+        }
+    }
+    assert_eq!(created.len(), 30, "the cap holds");
+    assert_eq!(stored(&path), 30);
+
+    // A deletion through one store frees a place for a create through the other, once.
+    store
+        .delete_attendee("a", &id, &created[0], 5)
+        .await
+        .expect("delete");
+    for (n, writer) in [second.clone(), store.clone(), second.clone()]
+        .iter()
+        .enumerate()
+    {
+        let outcome = writer
+            .create_attendees("a", &id, vec![new_attendee(format!("late-{n}"))])
+            .await
+            .expect("create");
+        match (n, &outcome[..]) {
+            (0, [AttendeeOutcome::Created(_)]) => {}
+            (_, [AttendeeOutcome::MeetingFull { cap: 30, .. }]) if n > 0 => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(stored(&path), 30);
+}
+
 /// A database written before AttendeeIds carried their creation time (random ids, JoinTokens in
 /// a unique index) upgrades in place: its attendees are all still there, and their JoinTokens
 /// still admit them, found now through the index of attendees by id.
