@@ -26,6 +26,22 @@ fn meeting(account: &str, token: &str) -> MeetingRecord {
     }
 }
 
+/// An attendee of `user`, audio only.
+fn new_attendee(user: String) -> NewAttendee {
+    NewAttendee {
+        join_token: crate::domain::ids::new_id(),
+        attendee_id: crate::domain::ids::new_id(),
+        external_user_id: user,
+        capabilities: Capabilities {
+            audio: MediaCapability::SendReceive,
+            video: MediaCapability::None,
+            content: MediaCapability::None,
+        },
+        tags: vec![],
+        created_at: 1,
+    }
+}
+
 fn count(store: &SqliteStore, sql: &'static str) -> i64 {
     let conn = store.conn.lock().expect("lock");
     conn.query_row(sql, [], |r| r.get(0)).expect("count")
@@ -146,20 +162,8 @@ async fn concurrent_creates_hold_the_cap_and_are_durable_when_answered() {
     for i in 0..120 {
         let (store, id) = (store.clone(), id.clone());
         tasks.push(tokio::spawn(async move {
-            let new = NewAttendee {
-                join_token: format!("token-{i}"),
-                attendee_id: crate::domain::ids::new_id(),
-                external_user_id: format!("user-{}", i % 100),
-                capabilities: Capabilities {
-                    audio: MediaCapability::SendReceive,
-                    video: MediaCapability::None,
-                    content: MediaCapability::None,
-                },
-                tags: vec![],
-                created_at: 1,
-            };
             store
-                .create_attendees("a", &id, vec![new])
+                .create_attendees("a", &id, vec![new_attendee(format!("user-{}", i % 100))])
                 .await
                 .expect("create")
         }));
@@ -177,21 +181,6 @@ async fn concurrent_creates_hold_the_cap_and_are_durable_when_answered() {
         .query_row("SELECT COUNT(*) FROM attendees", [], |r| r.get(0))
         .expect("count");
     assert_eq!(stored, 50);
-}
-
-fn new_attendee(user: String) -> NewAttendee {
-    NewAttendee {
-        join_token: crate::domain::ids::new_id(),
-        attendee_id: crate::domain::ids::new_id(),
-        external_user_id: user,
-        capabilities: Capabilities {
-            audio: MediaCapability::SendReceive,
-            video: MediaCapability::None,
-            content: MediaCapability::None,
-        },
-        tags: vec![],
-        created_at: 1,
-    }
 }
 
 /// The cap counts attendees the writers remember (`attendee_counts.rs`): creates abandoned
