@@ -343,6 +343,9 @@ struct Outcome {
     elapsed: Duration,
     /// Bodies of the answered requests, by request index, when asked for.
     captured: Vec<(usize, Vec<u8>)>,
+    /// CPU seconds over the run: the whole machine busy, and this load generator's own.
+    machine_cpu: f64,
+    generator_cpu: f64,
 }
 
 impl Outcome {
@@ -384,6 +387,7 @@ fn load_now(
     capture: bool,
 ) -> Outcome {
     let connections = CONNS.with(|c| c.get());
+    let (machine_before, generator_before) = (machine_busy_seconds(), own_cpu_seconds());
     let started = Instant::now();
     let parts = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..connections)
@@ -446,11 +450,60 @@ fn load_now(
             .map(|h| h.join().expect("load thread"))
             .collect::<Vec<_>>()
     });
-    Outcome::merge(parts, started.elapsed())
+    let mut outcome = Outcome::merge(parts, started.elapsed());
+    outcome.machine_cpu = machine_busy_seconds() - machine_before;
+    outcome.generator_cpu = own_cpu_seconds() - generator_before;
+    outcome
 }
 
 // ---------------------------------------------------------------------------------------------
 // Processes
+
+/// CPU seconds (user + system) of this process alone: the load generator's own cost, which on
+/// a machine of few cores competes with the server it loads.
+fn own_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let fields: Vec<u64> = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .map_while(|f| f.parse().ok())
+                .collect();
+            Some(fields.iter().sum::<u64>() as f64 / 100.0) // USER_HZ
+        })
+        .unwrap_or(0.0)
+}
+
+/// Seconds of CPU the whole machine spent busy (every core, every process and the kernel's
+/// interrupt work; not idle, not waiting for I/O), from /proc/stat. Divided by a run's length it
+/// says how many of the machine's cores were in use: a row whose figure is near the core count
+/// was bounded by the CPU, whoever used it.
+fn machine_busy_seconds() -> f64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| {
+            let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+            let ticks: Vec<u64> = line
+                .split_whitespace()
+                .skip(1)
+                .map_while(|f| f.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal (guest time is inside user).
+            let busy: u64 = ticks
+                .iter()
+                .take(8)
+                .enumerate()
+                .filter(|(i, _)| *i != 3 && *i != 4)
+                .map(|(_, t)| t)
+                .sum();
+            Some(busy as f64 / 100.0) // USER_HZ
+        })
+        .unwrap_or(0.0)
+}
 
 fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
@@ -587,6 +640,9 @@ struct Row {
     cpu_cores: f64,
     /// Server CPU per request, in microseconds.
     cpu_us_per_request: f64,
+    /// The load generator's CPU and the whole machine's busy CPU over the run, in cores.
+    generator_cpu_cores: f64,
+    machine_cpu_cores: f64,
     /// The offered rate of an open-loop run.
     offered: Option<f64>,
 }
@@ -599,6 +655,8 @@ impl Row {
             "p99_ms": round(self.p99_ms, 3), "p999_ms": round(self.p999_ms, 3),
             "server_cpu_cores": round(self.cpu_cores, 2),
             "server_cpu_us_per_request": round(self.cpu_us_per_request, 1),
+            "generator_cpu_cores": round(self.generator_cpu_cores, 2),
+            "machine_cpu_cores": round(self.machine_cpu_cores, 2),
             "offered_per_second": self.offered.map(|r| round(r, 0)),
         })
     }
@@ -657,6 +715,8 @@ fn summarize(name: &str, out: &mut Outcome, cpu: f64, rate: Option<f64>) -> Row 
         } else {
             0.0
         },
+        generator_cpu_cores: out.generator_cpu / out.elapsed.as_secs_f64(),
+        machine_cpu_cores: out.machine_cpu / out.elapsed.as_secs_f64(),
         offered: rate,
     }
 }
@@ -670,7 +730,7 @@ fn section(text: &str) {
 
 fn print_row(r: &Row) {
     println!(
-        "  {:<10} {:<44} {:>9.0} req/s  p50 {:>6.2}  p99 {:>6.2}  p99.9 {:>6.2} ms  cpu {:>4.2} cores {:>6.1} us/req{}",
+        "  {:<10} {:<44} {:>9.0} req/s  p50 {:>6.2}  p99 {:>6.2}  p99.9 {:>6.2} ms  cpu {:>4.2} cores {:>6.1} us/req  generator {:>4.2}  machine {:>4.2} cores{}",
         who().map_or_else(|| "baseline".to_string(), |(_, name)| name),
         r.name,
         r.per_second,
@@ -679,6 +739,8 @@ fn print_row(r: &Row) {
         r.p999_ms,
         r.cpu_cores,
         r.cpu_us_per_request,
+        r.generator_cpu_cores,
+        r.machine_cpu_cores,
         if r.errors > 0 {
             format!("  ERRORS {}", r.errors)
         } else {
@@ -1303,7 +1365,10 @@ fn report(s: &Settings, results: &[ServerResult], baselines: &[Row], size: usize
     md.push_str(&format!(
         "# Carillon load benchmark, {stamp}{}\n\n\
          Loopback, {CONNECTIONS} keep-alive connections, {:?} per measurement, {} cores, release build, \
-         request logging off, SigV4-signed requests (aws-sigv4). Reproduce: `bench/run{}`.\n\n",
+         request logging off, SigV4-signed requests (aws-sigv4). Reproduce: `bench/run{}`.\n\n\
+         The load generator runs on the same cores: \"generator CPU\" is its own, \"machine CPU \
+         busy\" the whole machine's (every process and the kernel); a row whose machine figure is \
+         near the core count was bounded by the CPU, not by the server alone.\n\n",
         if s.quick { " (--quick)" } else { "" },
         s.run_for,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -1328,7 +1393,7 @@ fn report(s: &Settings, results: &[ServerResult], baselines: &[Row], size: usize
     for r in results {
         let healthz = r.get(HEALTHZ);
         md.push_str(&format!(
-            "\n## {}\n\n| operation | req/s | p50 ms | p99 ms | p99.9 ms | server CPU cores | CPU us/req | ratio |\n|---|---:|---:|---:|---:|---:|---:|---|\n",
+            "\n## {}\n\n| operation | req/s | p50 ms | p99 ms | p99.9 ms | server CPU cores | CPU us/req | generator CPU cores | machine CPU busy, cores | ratio |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
             r.name
         ));
         for row in &r.rows {
@@ -1353,14 +1418,16 @@ fn report(s: &Settings, results: &[ServerResult], baselines: &[Row], size: usize
                 String::new()
             };
             md.push_str(&format!(
-                "| {}{errors} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {ratio} |\n",
+                "| {}{errors} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} | {ratio} |\n",
                 row.name,
                 row.per_second,
                 row.p50_ms,
                 row.p99_ms,
                 row.p999_ms,
                 row.cpu_cores,
-                row.cpu_us_per_request
+                row.cpu_us_per_request,
+                row.generator_cpu_cores,
+                row.machine_cpu_cores
             ));
         }
         let f = |k: &str| r.facts.get(k).and_then(Value::as_f64).unwrap_or(0.0);
