@@ -42,6 +42,18 @@ fn new_attendee(user: String) -> NewAttendee {
     }
 }
 
+/// Creates account "a"'s meeting admitting at most `cap` attendees; returns its MeetingId.
+async fn capped_meeting(store: &SqliteStore, cap: u32) -> String {
+    let mut m = meeting("a", "t");
+    m.max_attendees = cap;
+    store
+        .create_meeting(m, vec![], vec![])
+        .await
+        .expect("meeting")
+        .meeting
+        .meeting_id
+}
+
 fn count(store: &SqliteStore, sql: &'static str) -> i64 {
     let conn = store.conn.lock().expect("lock");
     conn.query_row(sql, [], |r| r.get(0)).expect("count")
@@ -150,14 +162,7 @@ async fn concurrent_creates_hold_the_cap_and_are_durable_when_answered() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("db");
     let store = Arc::new(SqliteStore::open(&path).expect("open"));
-    let mut m = meeting("a", "t");
-    m.max_attendees = 50;
-    let id = store
-        .create_meeting(m, vec![], vec![])
-        .await
-        .expect("meeting")
-        .meeting
-        .meeting_id;
+    let id = capped_meeting(&store, 50).await;
     let mut tasks = Vec::new();
     for i in 0..120 {
         let (store, id) = (store.clone(), id.clone());
@@ -192,14 +197,7 @@ async fn the_remembered_count_holds_the_cap_through_rollbacks_deletes_and_two_wr
     let path = dir.path().join("db");
     let store = Arc::new(SqliteStore::open(&path).expect("open"));
     let second = Arc::new(SqliteStore::open(&path).expect("a second store on the file"));
-    let mut m = meeting("a", "t");
-    m.max_attendees = 30;
-    let id = store
-        .create_meeting(m, vec![], vec![])
-        .await
-        .expect("meeting")
-        .meeting
-        .meeting_id;
+    let id = capped_meeting(&store, 30).await;
     let stored = |path: &std::path::Path| -> i64 {
         Connection::open(path)
             .expect("open")
