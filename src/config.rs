@@ -87,10 +87,12 @@ pub struct Config {
     #[arg(long, env = "CARILLON_MEDIA_LISTEN")]
     pub media_listen: Option<std::net::SocketAddr>,
 
-    /// IP put in SDP answers as the media host candidate (defaults to the media listen IP;
-    /// set it when clients reach this node through another address).
-    #[arg(long, env = "CARILLON_MEDIA_PUBLIC_IP")]
-    pub media_public_ip: Option<std::net::IpAddr>,
+    /// IPs put in SDP answers as the media host candidates, comma-separated (e.g. an IPv4 and
+    /// an IPv6 address); defaults to the media listen IP. Set it when clients reach this node
+    /// through other addresses, as behind a cloud VM's 1:1 NAT: the socket stays bound to
+    /// --media-listen and answers on the advertised addresses.
+    #[arg(long, env = "CARILLON_MEDIA_PUBLIC_IP", value_delimiter = ',')]
+    pub media_public_ip: Vec<std::net::IpAddr>,
 
     /// Serve the demo page from this directory (e.g. web/dist while working on it) instead of
     /// the copy built into the binary.
@@ -282,7 +284,7 @@ impl Config {
             secret_access_key: None,
             account_id: None,
             media_listen: None,
-            media_public_ip: None,
+            media_public_ip: Vec::new(),
             demo_dir: None,
             demo: DemoMode::Auto,
             max_body_bytes: 256 * 1024,

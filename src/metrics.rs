@@ -56,6 +56,10 @@ pub mod name {
     pub const MIXER_TICKS: &str = "carillon_mixer_ticks_total";
     pub const MIXER_BUSY: &str = "carillon_mixer_busy_microseconds_total";
     pub const MIXER_DROPPED: &str = "carillon_mixer_dropped_total";
+    /// Lost uplink audio packets by what the mixer did about them (`how="fec"` rebuilt from the
+    /// next packet's in-band FEC, `how="concealed"`).
+    pub const MIXER_LOST: &str = "carillon_mixer_lost_packets_total";
+    pub const MIXER_SILENCE: &str = "carillon_mixer_silence_frames_total";
     pub const VIDEO_FRAMES: &str = "carillon_video_frames_forwarded_total";
     pub const VIDEO_BYTES: &str = "carillon_video_bytes_forwarded_total";
     pub const KEYFRAME_REQUESTS: &str = "carillon_video_keyframe_requests_total";
@@ -83,6 +87,9 @@ pub fn record_media(stats: &crate::media::MediaStats) {
         .absolute(u64::try_from(stats.mixer_busy.as_micros()).unwrap_or(u64::MAX));
     metrics::counter!(MIXER_DROPPED, "what" => "packet").absolute(stats.mixer_dropped_packets);
     metrics::counter!(MIXER_DROPPED, "what" => "tick").absolute(stats.mixer_dropped_ticks);
+    metrics::counter!(MIXER_LOST, "how" => "fec").absolute(stats.mixer_fec_recovered);
+    metrics::counter!(MIXER_LOST, "how" => "concealed").absolute(stats.mixer_concealed);
+    metrics::counter!(MIXER_SILENCE).absolute(stats.mixer_silence_frames);
     metrics::counter!(VIDEO_FRAMES).absolute(stats.video_frames_forwarded);
     metrics::counter!(VIDEO_BYTES).absolute(stats.video_bytes_forwarded);
     metrics::counter!(KEYFRAME_REQUESTS).absolute(stats.keyframe_requests);

@@ -358,9 +358,11 @@ fn start_turn(
             crate::turn::random_secret()
         }
     };
-    let advertised_ip = [config.media_public_ip, Some(listen.ip()), Some(http_ip)]
-        .into_iter()
-        .flatten()
+    let advertised_ip = config
+        .media_public_ip
+        .iter()
+        .copied()
+        .chain([listen.ip(), http_ip])
         .find(|ip| !ip.is_unspecified())
         .ok_or_else(|| {
             anyhow::anyhow!(
@@ -517,7 +519,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
     let media_listen = config
         .media_listen
         .unwrap_or_else(|| SocketAddr::new(addr.ip(), 0));
-    let media = Media::start(media_listen, config.media_public_ip)
+    let media = Media::start(media_listen, &config.media_public_ip)
         .await
         .with_context(|| format!("binding the media socket {media_listen}"))?;
     let media_addr = media.advertised;

@@ -200,6 +200,11 @@ fn loud_then_quiet(at: Duration) -> i8 {
     }
 }
 
+/// A muted microphone: the browser keeps sending, at the silent level.
+fn silent(_: Duration) -> i8 {
+    -127
+}
+
 fn quiet_then_loud(at: Duration) -> i8 {
     if at < Duration::from_secs(2) {
         -50
@@ -362,4 +367,137 @@ async fn a_capability_change_takes_effect_in_a_live_session() {
     );
     assert!(!a.hears(BOB), "bob is no longer mixed in: {}", a.describe());
     assert!(b.hears(ALICE), "bob still hears alice: {}", b.describe());
+}
+
+/// The downlink never has holes: alone in a meeting, or with only silence to hear, a listener
+/// still gets one frame every 20 ms on an unbroken timeline (a hole makes the browser's jitter
+/// buffer conceal, which people hear as stretched, robotic sound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downlink_has_a_frame_every_20_ms_alone_and_in_silence() {
+    let server = TestServer::start().await;
+    let m = meeting(&server).await;
+    let (_, alice) = attendee(&server, &m, "alice").await;
+    let (_, bob) = attendee(&server, &m, "bob").await;
+    let run_for = Duration::from_secs(4);
+    // Alice talks alone (nobody else to hear); bob joins muted.
+    let a = tokio::spawn(run_client(
+        m.signaling_url.clone(),
+        alice,
+        "alice",
+        ALICE,
+        steady,
+        run_for,
+    ));
+    let b = tokio::spawn(run_client(
+        m.signaling_url.clone(),
+        bob,
+        "bob",
+        BOB,
+        silent,
+        run_for,
+    ));
+    let (a, b) = (a.await.expect("alice"), b.await.expect("bob"));
+    for (who, outcome) in [("alice", &a), ("bob", &b)] {
+        assert!(outcome.connected, "{who} connected");
+        // Four seconds at 50 frames a second, less the time to connect.
+        assert!(
+            outcome.timestamps.len() >= 100,
+            "{who} got a frame every tick, not only when someone else talks: {}",
+            outcome.describe()
+        );
+        for pair in outcome.timestamps.windows(2) {
+            assert_eq!(
+                pair[1].wrapping_sub(pair[0]),
+                FRAME_SAMPLES as u64,
+                "{who}'s downlink steps exactly one frame at a time: {pair:?}"
+            );
+        }
+    }
+    assert!(
+        !a.hears(ALICE) && !a.hears(BOB),
+        "alone in the mix, alice hears silence: {}",
+        a.describe()
+    );
+    assert!(b.hears(ALICE), "bob hears alice: {}", b.describe());
+    assert!(!b.hears(BOB), "muted bob is not mixed in: {}", b.describe());
+}
+
+/// A UDP forwarder standing in for a 1:1 NAT: datagrams to `public` go to `private` from a
+/// socket of their own per client, and the answers go back from `public`. Counts what it
+/// carried each way.
+struct Nat {
+    forwarded: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Nat {
+    async fn start(public: SocketAddr, private: SocketAddr) -> Nat {
+        use std::collections::HashMap;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let front = Arc::new(
+            UdpSocket::bind(public)
+                .await
+                .expect("bind the public address"),
+        );
+        let forwarded = Arc::new(AtomicU64::new(0));
+        let counter = forwarded.clone();
+        tokio::spawn(async move {
+            let mut inside: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+            let mut buf = vec![0u8; 2048];
+            while let Ok((n, client)) = front.recv_from(&mut buf).await {
+                let upstream = match inside.get(&client) {
+                    Some(socket) => socket.clone(),
+                    None => {
+                        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+                        let (back, front, counter) =
+                            (socket.clone(), front.clone(), counter.clone());
+                        tokio::spawn(async move {
+                            let mut buf = vec![0u8; 2048];
+                            while let Ok((n, _)) = back.recv_from(&mut buf).await {
+                                counter.fetch_add(1, Ordering::Relaxed);
+                                let _ = front.send_to(&buf[..n], client).await;
+                            }
+                        });
+                        inside.insert(client, socket.clone());
+                        socket
+                    }
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                let _ = upstream.send_to(&buf[..n], private).await;
+            }
+        });
+        Nat { forwarded }
+    }
+}
+
+/// Behind a 1:1 NAT (a cloud VM: the socket on a private address, clients told a public one),
+/// `--media-public-ip` names the public address, and media flows through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_flows_through_an_advertised_address_that_is_not_the_bound_one() {
+    // A free port, bound on the private address by the server and on the public one by the NAT.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port();
+    let private = SocketAddr::from(([127, 0, 0, 1], port));
+    let public = SocketAddr::from(([127, 0, 0, 2], port));
+    let server = TestServer::start_with(|config| {
+        config.media_listen = Some(private);
+        config.media_public_ip = vec![public.ip()];
+    })
+    .await;
+    let nat = Nat::start(public, private).await;
+    let call = alice_and_bob_talk(&server, Duration::from_secs(4)).await;
+    let (a, b) = (
+        call.alice.await.expect("alice"),
+        call.bob.await.expect("bob"),
+    );
+    assert!(a.connected && b.connected, "ICE and DTLS through the NAT");
+    assert!(a.hears(BOB), "alice hears bob: {}", a.describe());
+    assert!(b.hears(ALICE), "bob hears alice: {}", b.describe());
+    let forwarded = nat.forwarded.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        forwarded > 200,
+        "the media went through the advertised address ({forwarded} datagrams)"
+    );
 }

@@ -86,13 +86,31 @@ struct Peer {
 pub struct Shared {
     pub socket: Arc<UdpSocket>,
     pub local: SocketAddr,
-    pub advertised: SocketAddr,
+    /// The host candidates clients are given: the bound address, or the advertised addresses
+    /// (`--media-public-ip`) that a NAT maps onto it.
+    pub candidates: Vec<SocketAddr>,
     pub routes: Routes,
     pub mixers: Mixers,
     pub levels: LevelBoard,
     pub registry: Registry,
     pub video_events: mpsc::UnboundedSender<VideoEvent>,
     pub video: VideoCounters,
+}
+
+impl Shared {
+    /// The host candidate a datagram from `source` was sent to. str0m accepts a STUN check only
+    /// on one of its local candidates, but the socket only knows its bound address: behind a
+    /// 1:1 NAT the client wrote to an advertised address that the NAT rewrote. One advertised
+    /// address per family is all a client can have reached, so the family decides.
+    fn candidate_for(&self, source: SocketAddr) -> SocketAddr {
+        let family = |address: &&SocketAddr| address.is_ipv4() == source.is_ipv4();
+        self.candidates
+            .iter()
+            .find(family)
+            .or(self.candidates.first())
+            .copied()
+            .unwrap_or(self.local)
+    }
 }
 
 /// Video forwarding counters for /metrics; each meeting task adds once per round, not per frame.
@@ -399,18 +417,23 @@ impl MeetingTask {
         role: AudioRole,
         offer: str0m::change::SdpOffer,
     ) -> Result<String, String> {
-        // Opus without RED for the mixer; VP8 alone for video, so that every publisher sends
-        // what every viewer decodes and the forwarder never transcodes (the client would
-        // otherwise prefer VP9 or H.264, media-protocol.md §2.1).
+        // Opus with RED (RFC 2198), as Chime answers: the browser then sends each audio frame
+        // again in the next packet, and str0m fills a lost packet from that copy before the
+        // mixer sees the gap; the downlink carries the same redundancy (str0m wraps what the
+        // mixer writes), and browsers decode it natively. VP8 alone for video, so that every
+        // publisher sends what every viewer decodes and the forwarder never transcodes (the
+        // client would otherwise prefer VP9 or H.264, media-protocol.md §2.1).
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
             .clear_codecs()
-            .enable_opus(true, false)
+            .enable_opus(true, true)
             .enable_vp8(true)
             .build(Instant::now());
-        let candidate = Candidate::host(self.shared.advertised, "udp")
-            .map_err(|e| format!("host candidate: {e}"))?;
-        rtc.add_local_candidate(candidate);
+        for address in &self.shared.candidates {
+            let candidate =
+                Candidate::host(*address, "udp").map_err(|e| format!("host candidate: {e}"))?;
+            rtc.add_local_candidate(candidate);
+        }
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
@@ -523,7 +546,7 @@ impl MeetingTask {
             Receive {
                 proto: Protocol::Udp,
                 source: datagram.source,
-                destination: self.shared.local,
+                destination: self.shared.candidate_for(datagram.source),
                 contents,
             },
         );

@@ -29,6 +29,36 @@ const ENCODER_LINGER_TICKS: u64 = 50;
 /// -dBov at or above which a source counts as silent (the audio-level extension: 0 loudest).
 const SILENT_LEVEL: f32 = 90.0;
 
+/// What one source plays in one slot of its timeline.
+enum Frame<'a> {
+    Received(&'a [u8]),
+    /// Lost, with the packet that follows it, whose in-band FEC may carry it.
+    Recovered {
+        follower: &'a [u8],
+    },
+    /// Lost for good: concealed.
+    Lost,
+}
+
+/// How a meeting's sources played since the counters were last taken (metrics, tests, bench).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MixCounters {
+    /// Lost packets rebuilt from the next packet's in-band FEC.
+    pub recovered: u64,
+    /// Lost packets concealed (no FEC could be used).
+    pub concealed: u64,
+    /// Downlink frames of encoded silence (nobody else audible).
+    pub silence: u64,
+}
+
+impl MixCounters {
+    fn add(&mut self, other: MixCounters) {
+        self.recovered += other.recovered;
+        self.concealed += other.concealed;
+        self.silence += other.silence;
+    }
+}
+
 /// What an attendee's capabilities allow on the audio channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AudioRole {
@@ -89,6 +119,7 @@ struct Source {
     level: Option<f32>,
     /// The first tick this session received on: its downlink timeline starts there.
     first_tick: u64,
+    counters: MixCounters,
 }
 
 impl Source {
@@ -103,6 +134,7 @@ impl Source {
             decoder_stale: false,
             level: None,
             first_tick: tick,
+            counters: MixCounters::default(),
         }
     }
 
@@ -172,8 +204,19 @@ impl Source {
             {
                 self.buffer.pop_first();
             }
+            let mut recovery: Option<Vec<u8>> = None;
             let packet = match self.buffer.first_key_value() {
                 Some((ts, _)) if *ts == next => self.buffer.pop_first().map(|(_, p)| p),
+                // The packet due now is missing and the one right after it is here: its in-band
+                // FEC copy (which browsers send when the answer says `useinbandfec=1`) rebuilds
+                // the lost one, better than concealment and without skipping any time.
+                Some((ts, follower))
+                    if opus::packet_samples(follower)
+                        .is_some_and(|samples| ts.checked_sub(next) == Some(samples as u64)) =>
+                {
+                    recovery = Some(follower.clone());
+                    None
+                }
                 // A gap with later packets waiting beyond the jitter allowance: resynchronise.
                 Some((ts, _)) if self.buffer.len() >= JITTER_FRAMES => {
                     next = *ts;
@@ -181,9 +224,11 @@ impl Source {
                 }
                 _ => None,
             };
-            let samples = match &packet {
-                Some(bytes) => opus::packet_samples(bytes).unwrap_or(FRAME_SAMPLES),
-                None => {
+            let samples = match (&packet, &recovery) {
+                (Some(bytes), _) | (None, Some(bytes)) => {
+                    opus::packet_samples(bytes).unwrap_or(FRAME_SAMPLES)
+                }
+                (None, None) => {
                     self.concealed += 1;
                     if self.concealed > MAX_CONCEALED {
                         // Stopped (muted, left, or a long outage): wait for a buffer again.
@@ -192,16 +237,25 @@ impl Source {
                         self.decoder_stale = true;
                         return false;
                     }
+                    self.counters.concealed += 1;
                     FRAME_SAMPLES
                 }
             };
             if packet.is_some() {
                 self.concealed = 0;
             }
+            if recovery.is_some() {
+                self.counters.recovered += 1;
+            }
             // The timestamp is the client's: it must not overflow however large it is.
             next = next.saturating_add(samples as u64);
             consumed += samples;
-            if decode && !self.decode_into_pcm(packet.as_deref(), samples, scratch) {
+            let frame = match (&packet, &recovery) {
+                (Some(packet), _) => Frame::Received(packet),
+                (None, Some(follower)) => Frame::Recovered { follower },
+                (None, None) => Frame::Lost,
+            };
+            if decode && !self.decode_into_pcm(frame, samples, scratch) {
                 self.pcm.resize(self.pcm.len() + samples, 0.0);
             }
         }
@@ -209,11 +263,12 @@ impl Source {
         decode
     }
 
-    /// Decodes (or conceals) into the PCM queue. A codec failure or panic on a client's packet
-    /// costs that packet (replaced by silence) and the decoder's state, nothing more.
+    /// Decodes, rebuilds or conceals one packet's worth into the PCM queue. A codec failure or
+    /// panic on a client's packet costs that packet (replaced by silence) and the decoder's
+    /// state, nothing more.
     fn decode_into_pcm(
         &mut self,
-        packet: Option<&[u8]>,
+        frame: Frame<'_>,
         samples: usize,
         scratch: &mut [f32; MAX_PACKET_SAMPLES],
     ) -> bool {
@@ -223,8 +278,10 @@ impl Source {
         let Some(decoder) = self.decoder.as_mut() else {
             return false;
         };
-        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            decoder.decode(packet, samples, scratch)
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match frame {
+            Frame::Received(packet) => decoder.decode(Some(packet), samples, scratch),
+            Frame::Recovered { follower } => decoder.decode_fec(follower, samples, scratch),
+            Frame::Lost => decoder.decode(None, samples, scratch),
         }));
         match decoded {
             Ok(Ok(n)) => {
@@ -259,6 +316,9 @@ pub struct MeetingMix {
     sessions: HashMap<u64, Source>,
     encoders: HashMap<Mix, (Encoder, u64)>,
     scratch: Box<[f32; MAX_PACKET_SAMPLES]>,
+    /// The frame sent to a listener with nothing to hear.
+    silence: Arc<[u8]>,
+    counters: MixCounters,
 }
 
 impl MeetingMix {
@@ -269,6 +329,8 @@ impl MeetingMix {
             sessions: HashMap::new(),
             encoders: HashMap::new(),
             scratch: Box::new([0.0; MAX_PACKET_SAMPLES]),
+            silence: Arc::from(opus::SILENCE_FRAME),
+            counters: MixCounters::default(),
         }
     }
 
@@ -338,53 +400,67 @@ impl MeetingMix {
                 frames.push((*id, frame));
             }
         }
-        let mut downlinks = Vec::new();
-        if !frames.is_empty() {
-            let mut sum = [0f32; FRAME_SAMPLES];
-            for (_, frame) in &frames {
-                for (total, sample) in sum.iter_mut().zip(frame.iter()) {
-                    *total += sample;
-                }
+        let mut sum = [0f32; FRAME_SAMPLES];
+        for (_, frame) in &frames {
+            for (total, sample) in sum.iter_mut().zip(frame.iter()) {
+                *total += sample;
             }
-            let mut shared: Option<Arc<[u8]>> = None;
-            let tick = self.tick;
-            for (listener, source) in &self.sessions {
-                if !source.role.receive {
-                    continue;
+        }
+        // Every listener gets a frame every tick, so that its jitter buffer never sees a hole
+        // (a hole is concealed: the browser stretches the last sound). A listener with nobody
+        // else to hear gets encoded silence; a lone speaker is a listener too.
+        let mut downlinks = Vec::with_capacity(self.sessions.len());
+        let mut shared: Option<Arc<[u8]>> = None;
+        let tick = self.tick;
+        for (listener, source) in &self.sessions {
+            if !source.role.receive {
+                continue;
+            }
+            let own = frames.iter().find(|(id, _)| id == listener);
+            let others_heard = frames.len() > usize::from(own.is_some());
+            let packet = match own {
+                _ if !others_heard => {
+                    self.counters.silence += 1;
+                    Some(self.silence.clone())
                 }
-                let own = frames.iter().find(|(id, _)| id == listener);
-                let packet = match own {
-                    // A speaker hears everyone picked but itself; alone, it hears nothing.
-                    Some((_, own)) if frames.len() > 1 => {
-                        let mut pcm = sum;
-                        for (total, sample) in pcm.iter_mut().zip(own.iter()) {
-                            *total -= sample;
-                        }
-                        encode(&mut self.encoders, Mix::Without(*listener), &mut pcm, tick)
+                // A speaker hears everyone picked but itself.
+                Some((_, own)) => {
+                    let mut pcm = sum;
+                    for (total, sample) in pcm.iter_mut().zip(own.iter()) {
+                        *total -= sample;
                     }
-                    Some(_) => None,
-                    None => match &shared {
-                        Some(packet) => Some(packet.clone()),
-                        None => {
-                            let mut pcm = sum;
-                            shared = encode(&mut self.encoders, Mix::All, &mut pcm, tick);
-                            shared.clone()
-                        }
-                    },
-                };
-                if let Some(packet) = packet {
-                    downlinks.push(Downlink {
-                        listener: *listener,
-                        rtp_time: (tick - source.first_tick) * FRAME_SAMPLES as u64,
-                        packet,
-                    });
+                    encode(&mut self.encoders, Mix::Without(*listener), &mut pcm, tick)
                 }
+                None => match &shared {
+                    Some(packet) => Some(packet.clone()),
+                    None => {
+                        let mut pcm = sum;
+                        shared = encode(&mut self.encoders, Mix::All, &mut pcm, tick);
+                        shared.clone()
+                    }
+                },
+            };
+            if let Some(packet) = packet {
+                downlinks.push(Downlink {
+                    listener: *listener,
+                    rtp_time: (tick - source.first_tick) * FRAME_SAMPLES as u64,
+                    packet,
+                });
             }
         }
         let now = self.tick;
         self.encoders
             .retain(|_, (_, last_used)| now - *last_used <= ENCODER_LINGER_TICKS);
         downlinks
+    }
+
+    /// What happened since the last call, summed over the meeting's sources.
+    pub fn take_counters(&mut self) -> MixCounters {
+        let mut total = std::mem::take(&mut self.counters);
+        for source in self.sessions.values_mut() {
+            total.add(std::mem::take(&mut source.counters));
+        }
+        total
     }
 
     /// Encoders alive now (for tests and metrics).
@@ -557,9 +633,10 @@ mod tests {
             hears(&heard[&3].0, TONES[0]) && !hears(&heard[&3].0, TONES[1]),
             "a sender at the silent level is not mixed in, whatever its packets hold"
         );
+        let (lone_speaker, _) = &heard[&1];
         assert!(
-            !heard.contains_key(&1),
-            "alone in the mix, the speaker gets nothing to hear"
+            peak(lone_speaker) < SILENT_PEAK,
+            "alone in the mix, the speaker hears silence, not itself"
         );
         assert_eq!(mix.encoder_count(), 1, "only the shared mix is encoded");
     }
@@ -659,6 +736,142 @@ mod tests {
         mix.push(1, 42 * FRAME_SAMPLES as u64, vec![], Some(-20));
         for _ in 0..5 {
             mix.tick();
+        }
+    }
+
+    #[test]
+    fn every_listener_gets_one_frame_every_tick_whoever_talks() {
+        let mut mix = MeetingMix::new(3);
+        for session in 1..=3 {
+            mix.set_role(session, AudioRole::FULL);
+        }
+        let packets = tone_packets(TONES[0], 150);
+        let mut received: HashMap<u64, Vec<u64>> = HashMap::new();
+        let mut decoder = Decoder::new().expect("decoder");
+        let mut out = [0f32; MAX_PACKET_SAMPLES];
+        for tick in 0..300usize {
+            // Nobody talks for 1 s, then 1 talks alone for 3 s, then silence again.
+            if (50..200).contains(&tick) {
+                mix.push(
+                    1,
+                    (tick * FRAME_SAMPLES) as u64,
+                    packets[tick - 50].clone(),
+                    Some(-20),
+                );
+            }
+            let downlinks = mix.tick();
+            let mut listeners: Vec<u64> = downlinks.iter().map(|d| d.listener).collect();
+            listeners.sort_unstable();
+            assert_eq!(listeners, [1, 2, 3], "tick {tick}: one frame per listener");
+            for downlink in downlinks {
+                received
+                    .entry(downlink.listener)
+                    .or_default()
+                    .push(downlink.rtp_time);
+                if downlink.listener == 1 {
+                    // What the lone speaker hears decodes cleanly, as silence.
+                    let n = decoder
+                        .decode(Some(&downlink.packet), 0, &mut out)
+                        .expect("decode");
+                    assert_eq!(n, FRAME_SAMPLES);
+                    assert!(
+                        peak(&out[..n]) < SILENT_PEAK,
+                        "tick {tick}: {}",
+                        peak(&out[..n])
+                    );
+                }
+            }
+        }
+        for (listener, times) in received {
+            for pair in times.windows(2) {
+                assert_eq!(
+                    pair[1] - pair[0],
+                    FRAME_SAMPLES as u64,
+                    "listener {listener}: timestamps step 20 ms, never jump"
+                );
+            }
+        }
+        let counters = mix.take_counters();
+        assert!(counters.silence >= 400, "{counters:?}");
+        // Only the end of the talk spurt, before the source counts as stopped.
+        assert!(
+            counters.concealed <= u64::from(MAX_CONCEALED),
+            "{counters:?}"
+        );
+    }
+
+    #[test]
+    fn the_silence_frame_decodes_to_20_ms_of_zeros() {
+        let mut decoder = Decoder::new().expect("decoder");
+        let mut out = [1f32; MAX_PACKET_SAMPLES];
+        assert_eq!(
+            opus::packet_samples(&opus::SILENCE_FRAME),
+            Some(FRAME_SAMPLES)
+        );
+        let n = decoder
+            .decode(Some(&opus::SILENCE_FRAME), 0, &mut out)
+            .expect("decode");
+        assert_eq!(n, FRAME_SAMPLES);
+        assert!(peak(&out[..n]) < SILENT_PEAK, "peak {}", peak(&out[..n]));
+    }
+
+    /// Below -80 dBFS: what counts as silence in these tests.
+    const SILENT_PEAK: f32 = 1e-4;
+
+    fn peak(samples: &[f32]) -> f32 {
+        samples.iter().fold(0.0, |max, s| max.max(s.abs()))
+    }
+
+    /// The mixed downlink of listener 2 while 1 talks, with 1's packets in `lost` never arriving.
+    fn heard_with_loss(lost: &[usize]) -> (Vec<f32>, MixCounters) {
+        let mut mix = MeetingMix::new(3);
+        mix.set_role(1, AudioRole::FULL);
+        mix.set_role(2, AudioRole::FULL);
+        let packets = tone_packets(TONES[0], 60);
+        let mut decoder = Decoder::new().expect("decoder");
+        let mut out = [0f32; MAX_PACKET_SAMPLES];
+        let mut heard = Vec::new();
+        for (index, packet) in packets.iter().enumerate() {
+            if !lost.contains(&index) {
+                mix.push(1, (index * FRAME_SAMPLES) as u64, packet.clone(), Some(-20));
+            }
+            for downlink in mix.tick().into_iter().filter(|d| d.listener == 2) {
+                let n = decoder
+                    .decode(Some(&downlink.packet), 0, &mut out)
+                    .expect("decode");
+                heard.extend_from_slice(&out[..n]);
+            }
+        }
+        (heard, mix.take_counters())
+    }
+
+    #[test]
+    fn a_lost_packet_is_rebuilt_from_the_next_ones_fec() {
+        let (clean, clean_counters) = heard_with_loss(&[]);
+        assert_eq!(clean_counters.recovered + clean_counters.concealed, 0);
+        let lost = [20, 35];
+        let (repaired, counters) = heard_with_loss(&lost);
+        assert_eq!(
+            (counters.recovered, counters.concealed),
+            (2, 0),
+            "both lost packets come back from FEC, none is concealed"
+        );
+        // Same length: nothing was skipped, and the tone plays on through the losses.
+        assert_eq!(repaired.len(), clean.len());
+        for index in lost {
+            // The listener hears it a couple of ticks later (the jitter buffer): compare the
+            // frames around the loss with what the clean run heard there.
+            let window = index.saturating_sub(1) * FRAME_SAMPLES..(index + 4) * FRAME_SAMPLES;
+            let error: f32 = repaired[window.clone()]
+                .iter()
+                .zip(&clean[window.clone()])
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum();
+            let energy: f32 = clean[window].iter().map(|s| s * s).sum();
+            assert!(
+                error < 0.25 * energy,
+                "around lost packet {index}, the repair is close to what was sent: error {error}, energy {energy}"
+            );
         }
     }
 }

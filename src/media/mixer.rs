@@ -54,6 +54,12 @@ pub struct MixerStats {
     pub dropped_packets: AtomicU64,
     /// Tick results dropped because a meeting did not take them in time.
     pub dropped_ticks: AtomicU64,
+    /// Lost uplink packets rebuilt from the next packet's in-band FEC.
+    pub fec_recovered: AtomicU64,
+    /// Lost uplink packets concealed.
+    pub concealed: AtomicU64,
+    /// Downlink frames of silence sent to listeners with nobody else to hear.
+    pub silence_frames: AtomicU64,
 }
 
 /// One mixer thread's input: an unbounded channel, so that no sender ever blocks an executor
@@ -157,6 +163,16 @@ fn run(
             if !downlinks.is_empty() && meeting.downlinks.try_send(downlinks).is_err() {
                 stats.dropped_ticks.fetch_add(1, Ordering::Relaxed);
             }
+            let counters = meeting.mix.take_counters();
+            stats
+                .fec_recovered
+                .fetch_add(counters.recovered, Ordering::Relaxed);
+            stats
+                .concealed
+                .fetch_add(counters.concealed, Ordering::Relaxed);
+            stats
+                .silence_frames
+                .fetch_add(counters.silence, Ordering::Relaxed);
         }
         let busy = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         stats.busy_nanos.fetch_add(busy, Ordering::Relaxed);

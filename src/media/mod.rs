@@ -82,7 +82,7 @@ pub struct MeetingHandle {
 #[derive(Clone)]
 pub struct Media {
     shared: Arc<Shared>,
-    /// The address put in SDP answers as the host candidate.
+    /// The first address put in SDP answers as a host candidate.
     pub advertised: SocketAddr,
     sessions: Arc<Mutex<HashMap<u64, String>>>,
     next_meeting_key: Arc<AtomicU64>,
@@ -103,19 +103,17 @@ pub enum VideoEvent {
 }
 
 impl Media {
-    /// Binds the UDP socket and starts the receive task and the mixer threads.
-    pub async fn start(
-        listen: SocketAddr,
-        advertised_ip: Option<IpAddr>,
-    ) -> std::io::Result<Media> {
+    /// Binds the UDP socket and starts the receive task and the mixer threads. Clients are
+    /// given a host candidate on each of `advertised_ips` (the bound address when empty).
+    pub async fn start(listen: SocketAddr, advertised_ips: &[IpAddr]) -> std::io::Result<Media> {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        Self::start_with(listen, advertised_ip, threads, DEFAULT_MIXED_SPEAKERS).await
+        Self::start_with(listen, advertised_ips, threads, DEFAULT_MIXED_SPEAKERS).await
     }
 
     /// As [`Media::start`], with the number of mixer threads and of speakers mixed at once.
     pub async fn start_with(
         listen: SocketAddr,
-        advertised_ip: Option<IpAddr>,
+        advertised_ips: &[IpAddr],
         mixer_threads: usize,
         speakers: usize,
     ) -> std::io::Result<Media> {
@@ -123,14 +121,22 @@ impl Media {
         str0m::crypto::from_feature_flags().install_process_default();
         let socket = Arc::new(net::bind(listen)?);
         let local = socket.local_addr()?;
-        let advertised = SocketAddr::new(advertised_ip.unwrap_or(local.ip()), local.port());
+        let candidates: Vec<SocketAddr> = if advertised_ips.is_empty() {
+            vec![local]
+        } else {
+            advertised_ips
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, local.port()))
+                .collect()
+        };
+        let advertised = candidates.first().copied().unwrap_or(local);
         let routes = Routes::default();
         let (video_events, video_events_rx) = mpsc::unbounded_channel();
         tokio::spawn(net::receive(socket.clone(), routes.clone()));
         let shared = Arc::new(Shared {
             socket,
             local,
-            advertised,
+            candidates,
             routes,
             mixers: Mixers::start(mixer_threads, speakers)?,
             levels: LevelBoard::default(),
@@ -304,6 +310,9 @@ impl Media {
             mixer_busy: Duration::from_nanos(mixer.busy_nanos.load(Ordering::Relaxed)),
             mixer_dropped_packets: mixer.dropped_packets.load(Ordering::Relaxed),
             mixer_dropped_ticks: mixer.dropped_ticks.load(Ordering::Relaxed),
+            mixer_fec_recovered: mixer.fec_recovered.load(Ordering::Relaxed),
+            mixer_concealed: mixer.concealed.load(Ordering::Relaxed),
+            mixer_silence_frames: mixer.silence_frames.load(Ordering::Relaxed),
             video_frames_forwarded: video.frames_forwarded.load(Ordering::Relaxed),
             video_bytes_forwarded: video.bytes_forwarded.load(Ordering::Relaxed),
             keyframe_requests: video.keyframe_requests.load(Ordering::Relaxed),
@@ -323,6 +332,10 @@ pub struct MediaStats {
     pub mixer_busy: Duration,
     pub mixer_dropped_packets: u64,
     pub mixer_dropped_ticks: u64,
+    /// Lost uplink audio packets rebuilt from in-band FEC, and those concealed.
+    pub mixer_fec_recovered: u64,
+    pub mixer_concealed: u64,
+    pub mixer_silence_frames: u64,
     pub video_frames_forwarded: u64,
     pub video_bytes_forwarded: u64,
     pub keyframe_requests: u64,

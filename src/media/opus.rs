@@ -16,6 +16,12 @@ const BITRATE: i32 = 32_000;
 /// Large enough for any 20 ms packet at our bitrate.
 const MAX_PACKET_BYTES: usize = 1500;
 
+/// 20 ms of digital silence as one Opus packet: the TOC byte 0xF8 (CELT only, fullband, 20 ms,
+/// one frame) and a two-byte CELT frame that codes silence. Sent to a listener with nothing to
+/// hear, it decodes to zeros (no concealment, no comfort noise) at a fixed cost of three bytes,
+/// without an encoder.
+pub const SILENCE_FRAME: [u8; 3] = [0xf8, 0xff, 0xfe];
+
 #[derive(Debug)]
 pub struct OpusError(pub i32);
 
@@ -126,19 +132,54 @@ impl Decoder {
         conceal: usize,
         pcm: &mut [f32; MAX_PACKET_SAMPLES],
     ) -> Result<usize, OpusError> {
+        self.decode_with(packet, conceal, pcm, false)
+    }
+
+    /// Rebuilds the `samples` before `next_packet` (a lost packet) from the in-band FEC copy the
+    /// sender put in `next_packet` (Opus LBRR, RFC 6716 §2.1.7). When `next_packet` carries no
+    /// FEC data, libopus conceals instead, so this is never worse than [`Decoder::decode`]
+    /// with `None`. `next_packet` itself must still be decoded normally afterwards.
+    pub fn decode_fec(
+        &mut self,
+        next_packet: &[u8],
+        samples: usize,
+        pcm: &mut [f32; MAX_PACKET_SAMPLES],
+    ) -> Result<usize, OpusError> {
+        self.decode_with(Some(next_packet), samples, pcm, true)
+    }
+
+    fn decode_with(
+        &mut self,
+        packet: Option<&[u8]>,
+        conceal: usize,
+        pcm: &mut [f32; MAX_PACKET_SAMPLES],
+        fec: bool,
+    ) -> Result<usize, OpusError> {
         let (data, len, frame) = match packet {
             Some(bytes) if !bytes.is_empty() => (
                 bytes.as_ptr(),
                 i32::try_from(bytes.len())
                     .map_err(|_| OpusError(unsafe_opus::OPUS_INVALID_PACKET))?,
-                MAX_PACKET_SAMPLES,
+                // FEC decoding must ask for exactly the lost duration.
+                if fec {
+                    conceal.min(MAX_PACKET_SAMPLES)
+                } else {
+                    MAX_PACKET_SAMPLES
+                },
             ),
             _ => (std::ptr::null(), 0, conceal.min(MAX_PACKET_SAMPLES)),
         };
         // SAFETY: `data` is valid for `len` bytes (or null with len 0, which asks for
         // concealment); `pcm` has room for `frame` ≤ MAX_PACKET_SAMPLES mono samples.
         let decoded = unsafe {
-            unsafe_opus::opus_decode_float(self.state, data, len, pcm.as_mut_ptr(), frame as i32, 0)
+            unsafe_opus::opus_decode_float(
+                self.state,
+                data,
+                len,
+                pcm.as_mut_ptr(),
+                frame as i32,
+                i32::from(fec),
+            )
         };
         usize::try_from(decoded).map_err(|_| OpusError(decoded))
     }

@@ -429,7 +429,7 @@ pub struct LimitedPlane {
 impl LimitedPlane {
     pub async fn start(server: &TestServer, limits: JoinLimits) -> LimitedPlane {
         let running = server.running.as_ref().expect("running");
-        let media = Media::start("127.0.0.1:0".parse().expect("address"), None)
+        let media = Media::start("127.0.0.1:0".parse().expect("address"), &[])
             .await
             .expect("media socket");
         let plane = Arc::new(
