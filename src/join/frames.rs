@@ -168,8 +168,14 @@ pub fn view_only(now_ms: u64, reason: &str) -> SdkSignalFrame {
 }
 
 /// BITRATES: what each video stream has been sending lately, so that the client's downlink
-/// policies can choose layers by measured rather than nominal bitrates.
-pub fn bitrates(now_ms: u64, streams: Vec<(u32, u32)>) -> SdkSignalFrame {
+/// policies can choose layers by measured rather than nominal bitrates, and what the server
+/// estimates it can send this client (kbit/s), which the SDK takes as its available incoming
+/// bitrate (`MonitorTask`), the input of its downlink policy.
+pub fn bitrates(
+    now_ms: u64,
+    streams: Vec<(u32, u32)>,
+    downlink_estimate_kbps: Option<u32>,
+) -> SdkSignalFrame {
     SdkSignalFrame {
         bitrates: Some(SdkBitrateFrame {
             bitrates: streams
@@ -179,7 +185,7 @@ pub fn bitrates(now_ms: u64, streams: Vec<(u32, u32)>) -> SdkSignalFrame {
                     avg_bitrate_bps: Some(bps),
                 })
                 .collect(),
-            server_available_outgoing_bitrate: None,
+            server_available_outgoing_bitrate: downlink_estimate_kbps,
         }),
         ..frame(Type::Bitrates, now_ms)
     }

@@ -127,7 +127,8 @@ impl JoinPlane {
                     media::VideoEvent::Bitrates {
                         meeting_id,
                         streams,
-                    } => plane.rooms.send_bitrates(&meeting_id, streams),
+                        estimates,
+                    } => plane.rooms.send_bitrates(&meeting_id, streams, &estimates),
                 }
             }
         });

@@ -657,7 +657,14 @@ impl Rooms {
     }
 
     /// Sends the meeting's sessions the measured bitrate of every stream they may receive.
-    pub fn send_bitrates(&self, meeting_id: &str, streams: Vec<(u32, u32)>) {
+    /// BITRATES to every session of a meeting: the streams' measured rates, and each
+    /// session's own downlink estimate (kbit/s) where the media plane has one.
+    pub fn send_bitrates(
+        &self,
+        meeting_id: &str,
+        streams: Vec<(u32, u32)>,
+        estimates: &[(u64, u32)],
+    ) {
         self.with(|rooms| {
             let Some(room) = rooms.get_mut(meeting_id) else {
                 return;
@@ -667,8 +674,17 @@ impl Rooms {
                 .into_iter()
                 .filter(|(stream, _)| published.contains(stream))
                 .collect();
-            if !streams.is_empty() {
-                room.broadcast(meeting_id, None, &frames::bitrates(timestamp_ms(), streams));
+            if streams.is_empty() {
+                return;
+            }
+            let now = timestamp_ms();
+            let shared = encode(&frames::bitrates(now, streams.clone(), None));
+            for (session, participant) in &mut room.participants {
+                let frame = match estimates.iter().find(|(s, _)| s == session) {
+                    Some((_, kbps)) => encode(&frames::bitrates(now, streams.clone(), Some(*kbps))),
+                    None => shared.clone(),
+                };
+                participant.deliver(meeting_id, *session, frame);
             }
         })
     }

@@ -25,6 +25,21 @@ const MAX_PAUSED_STREAMS: usize = 64;
 /// or many viewers losing packets at once, cost the publisher one keyframe, not one each.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
 
+/// Of a viewer's downlink estimate, what its audio is given before any video: Opus at
+/// 32 kbit/s with RED (each frame twice), plus RTP, SRTP, UDP and IP headers at 50 packets a
+/// second.
+pub const AUDIO_RESERVE_BPS: u64 = 100_000;
+/// A layer above the one shown must fit in this share of the video budget (the estimate less
+/// the audio's share): room for retransmissions and keyframes above the average rate, and
+/// without it a viewer near a layer's rate would switch up and down at every estimate.
+pub const UPGRADE_MARGIN: f64 = 0.8;
+/// The layer shown (or a lower one) is kept while its rate is within this factor of the video
+/// budget. An estimator that sees congestion backs off to about 0.85x of what was acknowledged,
+/// so an estimate at 0.85x of the current rate is the normal reaction to a passing delay spike
+/// (on a busy machine, a few milliseconds of scheduling); stepping down on it would lower the
+/// rate, then the estimate, and spiral down. A real bottleneck puts the estimate far lower.
+const HOLD_MARGIN: f64 = 1.25;
+
 /// Where a stream's frames come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Source {
@@ -41,6 +56,11 @@ struct Subscription {
     pending: Option<u32>,
     /// When it was wired up: a layer that never sent counts as silent from here.
     since: Instant,
+    /// The layer the client asked for (SUBSCRIBE, REMOTE_VIDEO_UPDATE): the most it is sent
+    /// when its downlink allows; [`Forwarding::fit_downlink`] may show a lower one.
+    wanted: u32,
+    /// Not forwarded: even the lowest layer does not fit the viewer's downlink.
+    squeezed: bool,
 }
 
 /// One publisher's video section and its layers (rid, stream id), in descriptor order.
@@ -63,6 +83,8 @@ pub struct Forwarding {
     last_frame: HashMap<u32, Instant>,
     /// Streams each session paused (the user paused a remote tile): not forwarded to it.
     paused: HashMap<u64, HashSet<u32>>,
+    /// Each stream's measured bitrate, bits per second.
+    rates: HashMap<u32, u64>,
 }
 
 impl Forwarding {
@@ -134,7 +156,10 @@ impl Forwarding {
             let kept = old
                 .get(&mid)
                 .filter(|s| s.current == stream || s.pending == Some(stream))
-                .copied();
+                .map(|s| Subscription {
+                    wanted: stream,
+                    ..*s
+                });
             now.insert(
                 mid,
                 kept.unwrap_or_else(|| {
@@ -143,6 +168,8 @@ impl Forwarding {
                         current: stream,
                         pending: None,
                         since: wired_at,
+                        wanted: stream,
+                        squeezed: false,
                     }
                 }),
             );
@@ -154,9 +181,23 @@ impl Forwarding {
         fresh
     }
 
-    /// Points a receive section at another layer of the same publisher (REMOTE_VIDEO_UPDATE),
-    /// effective at that layer's next keyframe. Returns whether anything changed.
-    pub fn switch(&mut self, session: u64, mid: Mid, stream: u32) -> bool {
+    /// The client asks for another layer of the same publisher on a receive section
+    /// (REMOTE_VIDEO_UPDATE), effective at that layer's next keyframe. Returns whether anything
+    /// changed. The viewer's downlink may still hold it lower ([`Forwarding::fit_downlink`]).
+    pub fn want(&mut self, session: u64, mid: Mid, stream: u32) -> bool {
+        if let Some(subscription) = self
+            .subscriptions
+            .get_mut(&session)
+            .and_then(|subs| subs.get_mut(&mid))
+        {
+            subscription.wanted = stream;
+        }
+        self.switch(session, mid, stream)
+    }
+
+    /// Points a receive section at another layer, effective at that layer's next keyframe.
+    /// Returns whether anything changed.
+    fn switch(&mut self, session: u64, mid: Mid, stream: u32) -> bool {
         let Some(subscription) = self
             .subscriptions
             .get_mut(&session)
@@ -302,6 +343,9 @@ impl Forwarding {
             {
                 continue;
             }
+            if subscription.squeezed {
+                continue;
+            }
             if subscription.current == stream {
                 // With a switch pending, the old layer keeps flowing until the new one's keyframe.
                 out.push((session, mid));
@@ -332,6 +376,129 @@ impl Forwarding {
                     .map(|s| s.pending.unwrap_or(s.current))
                     .collect()
             })
+    }
+
+    /// Records a stream's measured bitrate.
+    pub fn set_rate(&mut self, stream: u32, bps: u64) {
+        self.rates.insert(stream, bps);
+    }
+
+    /// The bitrate a session's video would take at the highest layer of every publisher it
+    /// shows: what its downlink estimator should probe for. Not the layers its client wants
+    /// now: the client chooses from the estimate the server reports, so an estimate that only
+    /// covered its current choice would never let it step up.
+    pub fn probe_rate(&self, session: u64) -> u64 {
+        self.subscriptions.get(&session).map_or(0, |subs| {
+            subs.values()
+                .map(|s| {
+                    let top = self.layers_up_to(self.top_layer(s.wanted));
+                    top.iter()
+                        .map(|stream| self.rates.get(stream).copied().unwrap_or(0))
+                        .max()
+                        .unwrap_or(0)
+                })
+                .sum()
+        })
+    }
+
+    /// The highest layer of `stream`'s publisher (`stream` itself when it has no other).
+    fn top_layer(&self, stream: u32) -> u32 {
+        self.sources
+            .get(&stream)
+            .and_then(|source| self.publications.get(&source.session))
+            .and_then(|publication| publication.layers.last())
+            .map_or(stream, |(_, top)| *top)
+    }
+
+    /// Fits what a viewer is sent into its downlink estimate (bits per second), as Chime's
+    /// server-side network adaptation does: audio's share first, then each receive section in
+    /// SDP order gets the highest layer of its publisher, at most the one its client wants, that
+    /// still fits; a section where even the lowest layer does not fit is not forwarded
+    /// (squeezed) until it fits again. Layers unmeasured so far count as free. Returns the
+    /// streams whose publishers should send a keyframe (switches and resumes).
+    pub fn fit_downlink(&mut self, session: u64, estimate_bps: u64) -> Vec<u32> {
+        let Some(subs) = self.subscriptions.get(&session) else {
+            return Vec::new();
+        };
+        let mut budget = estimate_bps.saturating_sub(AUDIO_RESERVE_BPS);
+        let mut mids: Vec<Mid> = subs.keys().copied().collect();
+        mids.sort_by_key(|mid| (mid.len(), mid.to_string()));
+        let mut choices: Vec<(Mid, Option<u32>)> = Vec::with_capacity(mids.len());
+        for mid in mids {
+            let Some(subscription) = subs.get(&mid) else {
+                continue;
+            };
+            let shown = subscription.pending.unwrap_or(subscription.current);
+            let layers = self.layers_up_to(subscription.wanted);
+            let shown_at = layers.iter().position(|s| *s == shown);
+            let rate = |stream: &u32| self.rates.get(stream).copied().unwrap_or(0);
+            let choice = layers.iter().enumerate().rev().find(|(index, stream)| {
+                let upgrade = shown_at.is_none_or(|at| *index > at) || subscription.squeezed;
+                let room = if upgrade {
+                    (budget as f64 * UPGRADE_MARGIN) as u64
+                } else {
+                    (budget as f64 * HOLD_MARGIN) as u64
+                };
+                rate(stream) <= room
+            });
+            let choice = choice.map(|(_, stream)| *stream);
+            if let Some(stream) = choice {
+                budget = budget.saturating_sub(rate(&stream));
+            }
+            choices.push((mid, choice));
+        }
+        let mut keyframes = Vec::new();
+        let mut changed = false;
+        for (mid, choice) in choices {
+            let Some(subscription) = self
+                .subscriptions
+                .get_mut(&session)
+                .and_then(|subs| subs.get_mut(&mid))
+            else {
+                continue;
+            };
+            match choice {
+                None => {
+                    changed |= !subscription.squeezed;
+                    subscription.squeezed = true;
+                }
+                Some(stream) => {
+                    if subscription.squeezed {
+                        subscription.squeezed = false;
+                        changed = true;
+                        // Resumed: the viewer needs a keyframe to decode from.
+                        if subscription.current == stream {
+                            keyframes.push(stream);
+                        }
+                    }
+                    let shown = subscription.pending.unwrap_or(subscription.current);
+                    if shown != stream && self.switch(session, mid, stream) {
+                        keyframes.push(stream);
+                    }
+                }
+            }
+        }
+        if changed {
+            self.rebuild_viewers();
+        }
+        keyframes
+    }
+
+    /// The layers of `stream`'s publisher from the lowest up to `stream` itself (just `stream`
+    /// for a single-layer publisher or an unknown stream).
+    fn layers_up_to(&self, stream: u32) -> Vec<u32> {
+        let layers = self
+            .sources
+            .get(&stream)
+            .and_then(|source| self.publications.get(&source.session))
+            .map(|publication| &publication.layers);
+        match layers {
+            Some(layers) => {
+                let top = layers.iter().position(|(_, s)| *s == stream).unwrap_or(0);
+                layers.iter().take(top + 1).map(|(_, s)| *s).collect()
+            }
+            None => vec![stream],
+        }
     }
 
     /// Whether the publisher of `stream` may be asked for a keyframe now; records the ask.
@@ -405,8 +572,8 @@ mod tests {
         fwd.publish(1, mid("1"), vec![(Some(low), 10), (Some(hi), 11)]);
         assert_eq!(fwd.stream_of(1, mid("1"), Some(hi)), Some(11));
         fwd.subscribe(2, vec![(mid("5"), 10)]);
-        assert!(fwd.switch(2, mid("5"), 11));
-        assert!(!fwd.switch(2, mid("5"), 11), "already pending");
+        assert!(fwd.want(2, mid("5"), 11));
+        assert!(!fwd.want(2, mid("5"), 11), "already pending");
         let mut out = Vec::new();
         fwd.targets(11, false, &mut out);
         assert!(
@@ -454,7 +621,7 @@ mod tests {
         // strand the viewer either: after the grace period it goes to a flowing layer.
         fwd.remove(2);
         fwd.subscribe(3, vec![(mid("6"), 10)]);
-        assert!(fwd.switch(3, mid("6"), 11));
+        assert!(fwd.want(3, mid("6"), 11));
         let much_later = later + LAYER_SILENCE * 2;
         fwd.saw_frame(12, much_later);
         assert_eq!(
@@ -496,5 +663,65 @@ mod tests {
         assert!(!fwd.may_ask_keyframe(7, start + Duration::from_millis(100)));
         assert!(fwd.may_ask_keyframe(8, start), "another stream");
         assert!(fwd.may_ask_keyframe(7, start + KEYFRAME_REQUEST_INTERVAL));
+    }
+
+    #[test]
+    fn a_viewer_gets_the_highest_layer_its_downlink_carries_and_none_when_nothing_fits() {
+        let mut fwd = Forwarding::default();
+        let (low, hi) = (Rid::from("low"), Rid::from("hi"));
+        fwd.publish(1, mid("1"), vec![(Some(low), 10), (Some(hi), 11)]);
+        fwd.set_rate(10, 150_000);
+        fwd.set_rate(11, 1_200_000);
+        // Two viewers want the high layer; one has 3 Mbit/s, the other 500 kbit/s.
+        fwd.subscribe(2, vec![(mid("5"), 11)]);
+        fwd.subscribe(3, vec![(mid("5"), 11)]);
+        assert!(
+            fwd.fit_downlink(2, 3_000_000).is_empty(),
+            "it fits: no change"
+        );
+        assert_eq!(fwd.fit_downlink(3, 500_000), [10], "down to the low layer");
+        assert_eq!(fwd.probe_rate(3), 1_200_000, "probes for the high one");
+        let mut out = Vec::new();
+        fwd.targets(10, true, &mut out);
+        assert_eq!(out, [(3, mid("5"))], "switched at the low layer's keyframe");
+        fwd.targets(11, false, &mut out);
+        assert_eq!(
+            out,
+            [(2, mid("5"))],
+            "the uncapped viewer keeps the high layer"
+        );
+
+        // 200 kbit/s: after audio, not even the low layer fits: video is not forwarded.
+        assert!(fwd.fit_downlink(3, 200_000).is_empty());
+        fwd.targets(10, true, &mut out);
+        assert!(out.is_empty(), "squeezed out");
+        // It fits again: resumed from a keyframe of the low layer.
+        assert_eq!(fwd.fit_downlink(3, 500_000), [10]);
+        fwd.targets(10, true, &mut out);
+        assert_eq!(out, [(3, mid("5"))]);
+        // Just above the high layer's rate is not enough to switch up (no flapping at the
+        // edge); well above it is.
+        assert!(fwd.fit_downlink(3, 1_500_000).is_empty());
+        assert_eq!(fwd.fit_downlink(3, 2_500_000), [11]);
+        let mut out = Vec::new();
+        fwd.targets(11, true, &mut out);
+        // A dip to 0.85x of what it receives (an estimator backing off after a delay spike)
+        // does not step it down; a bottleneck well below does.
+        assert!(fwd.fit_downlink(3, 1_100_000).is_empty());
+        assert_eq!(fwd.fit_downlink(3, 800_000), [10]);
+    }
+
+    #[test]
+    fn a_client_never_gets_more_than_it_asked_for() {
+        let mut fwd = Forwarding::default();
+        let (low, hi) = (Rid::from("low"), Rid::from("hi"));
+        fwd.publish(1, mid("1"), vec![(Some(low), 10), (Some(hi), 11)]);
+        fwd.set_rate(10, 150_000);
+        fwd.set_rate(11, 1_200_000);
+        fwd.subscribe(2, vec![(mid("5"), 10)]);
+        assert!(
+            fwd.fit_downlink(2, 10_000_000).is_empty(),
+            "low is what it wants"
+        );
     }
 }

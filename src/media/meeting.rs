@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::format::Codec;
 use str0m::media::{Frequency, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
@@ -15,7 +16,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use super::forward::Forwarding;
+use super::forward::{AUDIO_RESERVE_BPS, Forwarding, UPGRADE_MARGIN};
 use super::levels::{LevelBoard, LevelCell};
 use super::mix::{AudioRole, Downlink};
 use super::mixer::{MixerInput, Mixers};
@@ -33,6 +34,14 @@ const LAYER_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a meeting reports its streams' bitrates (the client expects BITRATES about every
 /// 4 s).
 const BITRATE_INTERVAL: Duration = Duration::from_secs(4);
+/// Where each viewer's downlink estimate starts, before transport-cc feedback refines it:
+/// Chrome's own starting estimate for a new connection.
+const INITIAL_DOWNLINK_ESTIMATE: Bitrate = Bitrate::kbps(300);
+/// An estimate this far below the last one a client was told is reported at once rather than
+/// at the next BITRATES, so that its downlink policy steps down within a second or two.
+const ESTIMATE_DROP_REPORT: f64 = 0.75;
+/// How soon after the last BITRATES a dropped estimate may be reported.
+const ESTIMATE_REPORT_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Datagrams handled per wake-up before timers and downlinks get a turn.
 const DATAGRAM_BATCH: usize = 256;
 
@@ -80,6 +89,11 @@ struct Peer {
     /// (without bound) for a connection that may never come.
     connected: bool,
     created: Instant,
+    /// The downlink's estimated capacity (str0m's send-side estimator, from the client's
+    /// transport-cc feedback), bits per second.
+    estimate: Option<u64>,
+    /// The estimate last put in a BITRATES frame for this session.
+    reported_estimate: Option<u64>,
 }
 
 /// What a meeting task shares with the rest of the media plane.
@@ -219,12 +233,16 @@ impl MeetingTask {
             if now.saturating_duration_since(self.layers_checked) >= LAYER_CHECK_INTERVAL {
                 self.layers_checked = now;
                 let keyframes = self.forwarding.fall_back(now);
-                if !keyframes.is_empty() {
-                    self.keyframes_wanted.extend(keyframes);
+                self.keyframes_wanted.extend(keyframes);
+                self.fit_downlinks();
+                if !self.keyframes_wanted.is_empty() {
                     self.drain_dirty();
                 }
             }
-            if now.saturating_duration_since(self.bitrates_since) >= BITRATE_INTERVAL {
+            let since_report = now.saturating_duration_since(self.bitrates_since);
+            if since_report >= BITRATE_INTERVAL
+                || (since_report >= ESTIMATE_REPORT_MIN_INTERVAL && self.estimate_dropped())
+            {
                 self.report_bitrates(now);
             }
             if self.peers.is_empty() && self.leave_registry(&commands) {
@@ -291,7 +309,7 @@ impl MeetingTask {
             } => {
                 if self
                     .forwarding
-                    .switch(session, Mid::from(mid.as_str()), stream)
+                    .want(session, Mid::from(mid.as_str()), stream)
                 {
                     self.keyframes_wanted.push(stream);
                 }
@@ -428,6 +446,9 @@ impl MeetingTask {
             .clear_codecs()
             .enable_opus(true, true)
             .enable_vp8(true)
+            // Estimates the viewer's downlink from its transport-cc feedback, and paces what
+            // is sent to it at that rate.
+            .enable_bwe(Some(INITIAL_DOWNLINK_ESTIMATE))
             .build(Instant::now());
         for address in &self.shared.candidates {
             let candidate =
@@ -471,6 +492,8 @@ impl MeetingTask {
                 level,
                 connected: false,
                 created: Instant::now(),
+                estimate: None,
+                reported_estimate: None,
             },
         );
         Ok(answer)
@@ -515,6 +538,38 @@ impl MeetingTask {
         }
     }
 
+    /// Downlink congestion control, server side: each viewer's video is fitted into its
+    /// estimate ([`Forwarding::fit_downlink`]), and its estimator is asked to probe for what the
+    /// layers its client wants would take.
+    fn fit_downlinks(&mut self) {
+        for (session, peer) in self.peers.iter_mut() {
+            let Some(estimate) = peer.estimate.filter(|_| peer.connected) else {
+                continue;
+            };
+            let keyframes = self.forwarding.fit_downlink(*session, estimate);
+            let probe = self.forwarding.probe_rate(*session);
+            tracing::debug!(meeting_id = %self.meeting_id, session, estimate, probe, ?keyframes, "downlink fitted");
+            self.keyframes_wanted.extend(keyframes);
+            if probe > 0 {
+                // Probe past what switching up to the top layers needs, so that the estimate
+                // can show the room for them; keep at least the audio's share flowing.
+                let upgrade_needs = (probe as f64 / UPGRADE_MARGIN) as u64 + AUDIO_RESERVE_BPS;
+                peer.rtc.bwe().set_bitrate(
+                    Bitrate::bps(AUDIO_RESERVE_BPS),
+                    Bitrate::bps(upgrade_needs + upgrade_needs / 5),
+                );
+            }
+        }
+    }
+
+    /// Some viewer's estimate fell well below what it was last told.
+    fn estimate_dropped(&self) -> bool {
+        self.peers.values().any(|peer| {
+            matches!((peer.estimate, peer.reported_estimate),
+                (Some(now), Some(told)) if (now as f64) < told as f64 * ESTIMATE_DROP_REPORT)
+        })
+    }
+
     fn report_bitrates(&mut self, now: Instant) {
         let elapsed = now
             .saturating_duration_since(self.bitrates_since)
@@ -523,14 +578,27 @@ impl MeetingTask {
         if self.stream_bytes.is_empty() || elapsed <= 0.0 {
             return;
         }
-        let streams = self
+        let streams: Vec<(u32, u32)> = self
             .stream_bytes
             .drain()
             .map(|(stream, bytes)| (stream, (bytes as f64 * 8.0 / elapsed) as u32))
             .collect();
+        for (stream, bps) in &streams {
+            self.forwarding.set_rate(*stream, u64::from(*bps));
+        }
+        let estimates = self
+            .peers
+            .iter_mut()
+            .filter_map(|(session, peer)| {
+                let estimate = peer.estimate?;
+                peer.reported_estimate = Some(estimate);
+                Some((*session, u32::try_from(estimate / 1000).unwrap_or(u32::MAX)))
+            })
+            .collect();
         let _ = self.shared.video_events.send(VideoEvent::Bitrates {
             meeting_id: self.meeting_id.clone(),
             streams,
+            estimates,
         });
     }
 
@@ -651,6 +719,9 @@ impl MeetingTask {
                         if let Some(stream) = self.forwarding.shown_on(session, request.mid) {
                             self.keyframes_wanted.push(stream);
                         }
+                    }
+                    Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                        peer.estimate = Some(estimate.as_u64());
                     }
                     Event::Connected => {
                         peer.connected = true;

@@ -95,10 +95,14 @@ pub enum VideoEvent {
     /// A session's connection died (ICE or DTLS failure, silence): its video must leave INDEX
     /// now, not when its signaling socket times out, or viewers keep a frozen tile.
     ConnectionLost { meeting_id: String, session: u64 },
-    /// What each published stream sent over the last few seconds, in bits per second.
+    /// What each published stream sent over the last few seconds, in bits per second, and
+    /// each session's estimated downlink capacity in kbit/s (BITRATES
+    /// `server_available_outgoing_bitrate`, which the SDK's downlink policies use as its
+    /// available incoming bitrate).
     Bitrates {
         meeting_id: String,
         streams: Vec<(u32, u32)>,
+        estimates: Vec<(u64, u32)>,
     },
 }
 
