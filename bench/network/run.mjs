@@ -2,7 +2,7 @@
 // Carillon meeting, and the same pages peer to peer as the same-run baseline, each page's media
 // through its own user-space impairment proxy (impair.mjs), under a set of network conditions.
 //
-//   node bench/network/run.mjs [--quick] [--seconds N] [--server NAME=PATH]...
+//   node bench/network/run.mjs [--quick] [--seconds N] [--repeat N] [--server NAME=PATH]...
 //
 // Per condition and system, three pages, each in its own Chromium process, with the same fake
 // microphone (a speech-like WAV) and the same busy 960x540 @ 15 fps canvas camera:
@@ -23,7 +23,7 @@ import dgram from 'node:dgram';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { createRequire } from 'node:module';
-import { tmpdir, cpus } from 'node:os';
+import { tmpdir, cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -43,6 +43,8 @@ const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
 const servers = [];
 let seconds = quick ? 20 : 40;
+// Each condition and system is run this many times (interleaved); the tables show every run's value.
+let repeat = 1;
 for (let i = 0; i < argv.length; i += 1) {
   if (argv[i] === '--server') {
     const [name, ...rest] = (argv[++i] ?? '').split('=');
@@ -50,6 +52,10 @@ for (let i = 0; i < argv.length; i += 1) {
     servers.push({ name, path: resolve(rest.join('=')) });
   } else if (argv[i] === '--seconds') {
     seconds = Number(argv[++i]);
+  } else if (argv[i] === '--render') {
+    i += 1;
+  } else if (argv[i] === '--repeat') {
+    repeat = Math.max(1, Number(argv[++i]) || 1);
   } else if (argv[i] === '--only') {
     // Development aid: --only KEY[,KEY] runs only those conditions.
     process.env.BENCH_ONLY = argv[++i];
@@ -59,7 +65,7 @@ for (let i = 0; i < argv.length; i += 1) {
     throw new Error(`unknown option ${argv[i]} (use --quick, --seconds N, --server NAME=PATH)`);
   }
 }
-if (servers.length === 0) {
+if (servers.length === 0 && !argv.includes('--render')) {
   const fallback = process.env.CARILLON_BIN
     ?? [join(root, 'target/release/carillon'), join(root, 'target/debug/carillon')].find((p) => existsSync(p));
   if (!fallback) throw new Error('no carillon binary: build one, or pass --server NAME=PATH (or CARILLON_BIN)');
@@ -138,6 +144,29 @@ function freeUdpPort() {
   });
 }
 
+/** CPU seconds a process has used so far (Linux /proc; null elsewhere). */
+function processCpuSeconds(pid) {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, USER_HZ = 100
+  } catch {
+    return null;
+  }
+}
+
+/** The machine's [busy, total] CPU jiffies so far (Linux /proc/stat). */
+function machineCpu() {
+  try {
+    const [, ...values] = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/);
+    const n = values.map(Number);
+    const idle = n[3] + (n[4] ?? 0);
+    const total = n.slice(0, 8).reduce((a, b) => a + b, 0);
+    return [total - idle, total];
+  } catch {
+    return null;
+  }
+}
+
 const credentials = { accessKeyId: 'AKIDNETWORKBENCH', secretAccessKey: 'network-bench-secret' };
 
 /** `carillon serve` from `path` on loopback, media on a known UDP port (the proxies' target). */
@@ -160,7 +189,7 @@ async function startServer(name, path) {
   });
   const client = new ChimeSDKMeetingsClient({ endpoint: url, region: 'us-east-1', credentials });
   return {
-    url, client, mediaPort, logLines,
+    url, client, mediaPort, logLines, pid: child.pid,
     stop: () => { child.kill('SIGTERM'); setTimeout(() => child.kill('SIGKILL'), 3000).unref(); rmSync(data, { recursive: true, force: true }); },
   };
 }
@@ -169,8 +198,11 @@ async function startServer(name, path) {
 // Media: the fake microphone and the p2p page's origin
 
 /** A speech-like 16-bit mono 48 kHz WAV: a voiced 110-180 Hz buzz with formants and a ~4 Hz
- * syllable envelope that never falls silent (so no DTX gaps blur the concealment figures). */
-function speechWav(path, secondsLong = 10) {
+ * syllable envelope, in talk spurts of 1.6 s with pauses of 0.9 s of digital silence between
+ * them, as people talk (`silent` gives 10 s of silence: a listener who says nothing). Pauses
+ * matter: what a listener gets while nobody talks is where a server's downlink can have holes
+ * that the browser conceals. */
+function speechWav(path, { silent = false } = {}, secondsLong = 10) {
   const rate = 48000;
   const n = rate * secondsLong;
   const data = Buffer.alloc(n * 2);
@@ -182,7 +214,10 @@ function speechWav(path, secondsLong = 10) {
     const formants = [[1, 1], [2, 0.8], [3, 0.6], [5, 0.35], [8, 0.2], [13, 0.12], [19, 0.06]];
     let v = 0;
     for (const [h, a] of formants) v += a * Math.sin(h * phase);
-    const envelope = 0.3 + 0.7 * Math.abs(Math.sin(Math.PI * 3.7 * t + Math.sin(2 * Math.PI * 0.3 * t)));
+    const talking = !silent && t % 2.5 < 1.6;
+    const envelope = talking
+      ? 0.3 + 0.7 * Math.abs(Math.sin(Math.PI * 3.7 * t + Math.sin(2 * Math.PI * 0.3 * t)))
+      : 0;
     data.writeInt16LE(Math.round(Math.max(-1, Math.min(1, (v / 3.2) * envelope)) * 14000), i * 2);
   }
   const header = Buffer.alloc(44);
@@ -204,8 +239,10 @@ function speechWav(path, secondsLong = 10) {
 
 const scratch = mkdtempSync(join(tmpdir(), 'carillon-netbench-'));
 process.on('exit', () => rmSync(scratch, { recursive: true, force: true }));
-const wav = join(scratch, 'speech.wav');
-speechWav(wav);
+// The publisher talks; the viewers listen, their microphones open but silent.
+const wavs = { talker: join(scratch, 'speech.wav'), listener: join(scratch, 'silence.wav') };
+speechWav(wavs.talker);
+speechWav(wavs.listener, { silent: true });
 
 const p2pOrigin = await new Promise((resolve) => {
   const server = http.createServer((_req, res) => {
@@ -223,7 +260,7 @@ const ROLES = ['publisher', 'viewerA', 'viewerB'];
 
 async function newPage(role, config, cleanup) {
   const browser = await launchBrowser([
-    `--use-file-for-fake-audio-capture=${wav}`,
+    `--use-file-for-fake-audio-capture=${role === 'publisher' ? wavs.talker : wavs.listener}`,
     '--disable-background-timer-throttling',
     '--disable-renderer-backgrounding',
     '--disable-backgrounding-occluded-windows',
@@ -331,18 +368,22 @@ async function runScenario(system, condition, server) {
     const A = pages.viewerA.page;
     await waitUntil('viewer A decodes video', async () => ((await lastSample(A))?.video.framesDecoded ?? 0) > 0, 30000).catch((e) => log(`${system.name}/${condition.key}: ${e.message}`));
     let windowStart;
+    let cpuStart;
+    const markStart = () => { cpuStart = { server: server ? processCpuSeconds(server.pid) : null, machine: machineCpu(), t: Date.now() }; };
     if (condition.cap) {
       // The cap goes on once the high layer flows to A (and not before 15 s of camera).
       await waitUntil('viewer A shows 960x540', async () => ((await lastSample(A))?.video.frameWidth ?? 0) >= 960 && Date.now() - tCam >= 15000, 45000)
         .catch((e) => log(`${system.name}/${condition.key}: ${e.message}; capping anyway`));
       await sleep(Math.max(0, tCam + 15000 - Date.now()));
       events.cap = Date.now();
+      markStart();
       await proxies.viewerA.send({ set: { down: { rateKbps: condition.cap } } });
       windowStart = events.cap;
       await sleep(seconds * 1000);
     } else {
       await sleep(Math.max(0, tCam + warmupSeconds * 1000 - Date.now()));
       windowStart = Date.now();
+      markStart();
       if (condition.burstMs) {
         await sleep((seconds * 1000) / 3);
         events.burst = Date.now();
@@ -353,6 +394,13 @@ async function runScenario(system, condition, server) {
       }
     }
     const windowEnd = Date.now();
+    const serverCpuEnd = server ? processCpuSeconds(server.pid) : null;
+    const machineEnd = machineCpu();
+    const load = {
+      serverCpuPercent: serverCpuEnd !== null && cpuStart.server !== null ? round((100 * (serverCpuEnd - cpuStart.server) * 1000) / (windowEnd - cpuStart.t), 0) : null,
+      machineBusyPercent: machineEnd && cpuStart.machine ? round((100 * (machineEnd[0] - cpuStart.machine[0])) / (machineEnd[1] - cpuStart.machine[1]), 0) : null,
+      loadavg1: round(loadavg()[0], 2),
+    };
     const samples = {};
     for (const role of ROLES) samples[role] = await pages[role].page.evaluate(() => window.__bench.samples);
     const proxyStats = {};
@@ -360,7 +408,8 @@ async function runScenario(system, condition, server) {
     const rewrites = {};
     for (const role of ROLES) rewrites[role] = await pages[role].page.evaluate(() => window.__bench.rewrites);
     const errors = Object.fromEntries(ROLES.map((r) => [r, pages[r].errors]));
-    return summarize({ system, condition, samples, events, windowStart, windowEnd, proxies, proxyStats, rewrites, errors });
+    const tiles = system.kind === 'carillon' ? await A.evaluate(() => window.carillon.tiles().filter((t) => !t.localTile)) : null;
+    return { ...summarize({ system, condition, samples, events, windowStart, windowEnd, proxies, proxyStats, rewrites, errors }), viewerATiles: tiles, load };
   } finally {
     for (const step of cleanup.reverse()) await step();
   }
@@ -456,7 +505,9 @@ function capFigures(samples, tCap, to) {
     if (s.video.frameWidth > 0 && s.video.frameWidth <= 320 && fps !== null && fps >= 12) lowAt = s.t;
   });
   const gaps = frameGaps(samples, tCap, to);
+  const before = at(samples, tCap);
   return {
+    resolutionWhenCapped: `${before.video.frameWidth}x${before.video.frameHeight}`,
     secondsCapToLowLayer12fps: lowAt === null ? null : (lowAt - tCap) / 1000,
     freezesOver1sAfterCap: gaps.length,
     freezeSecondsOver1sAfterCap: round(gaps.reduce((sum, g) => sum + g.ms, 0) / 1000, 2),
@@ -481,9 +532,18 @@ function summarize({ system, condition, samples, events, windowStart, windowEnd,
   const down = proxyStats.viewerA?.down;
   const viaProxy = Boolean(down && down.bytesForwarded > 100000
     && (system.kind === 'p2p' || A.selectedPairs.some((p) => p.remote?.startsWith(`127.0.0.1:${proxyPort}`))));
+  // A's course, one row a second from the camera start: [s, width, height, framesDecoded,
+  // concealedSamples, totalSamplesReceived, video bytesReceived] (for plots and second looks).
+  const timelineA = [];
+  for (const s of samples.viewerA) {
+    if (timelineA.length && s.t - timelineA.at(-1).t < 1000) continue;
+    timelineA.push(s);
+  }
   return {
     system: system.name,
     condition: condition.key,
+    timelineA: timelineA.map((s) => [round((s.t - windowStart) / 1000, 1), s.video.frameWidth, s.video.frameHeight, s.video.framesDecoded,
+      s.audio.concealedSamples, s.audio.totalSamplesReceived, s.video.bytesReceived]),
     events: Object.fromEntries(Object.entries(events).map(([k, t]) => [k, round((t - windowStart) / 1000, 1)])),
     viewerA: A,
     viewerB: B,
@@ -504,7 +564,8 @@ const rows = (condition) => {
   const list = [
     ['audio concealed (concealed / received samples)', (r) => pct(r.viewerA.audio.concealment)],
     ['audio silent concealed', (r) => pct(r.viewerA.audio.silentConcealment)],
-    ['audio packets lost', (r) => String(r.viewerA.audio.packetsLost)],
+    ['audio packets lost / received (50 a second sent)', (r) => `${r.viewerA.audio.packetsLost} / ${r.viewerA.audio.packetsReceived} in ${num(r.viewerA.windowSeconds, 0)} s`],
+    ['audio mean jitter-buffer delay (ms)', (r) => num(r.viewerA.audio.jitterBufferMs, 0)],
     ['video fps (frames decoded / s)', (r) => num(r.viewerA.video.fps)],
     ['video freezes (count / total s)', (r) => `${r.viewerA.video.freezeCount} / ${num(r.viewerA.video.totalFreezesDuration, 2)}`],
     ['video gaps > 1 s (250 ms sampling)', (r) => `${r.viewerA.video.gapsOver1s.length}${r.viewerA.video.gapsOver1s.length ? ` (${r.viewerA.video.gapsOver1s.map((g) => `${g.seconds}s${g.ongoing ? '…' : ''}`).join(', ')})` : ''}`],
@@ -513,52 +574,67 @@ const rows = (condition) => {
     ['video first frame → 960x540 (s)', (r) => num(r.viewerA.video.secondsFirstFrameTo960x540)],
     ['video kbit/s received', (r) => num(r.viewerA.video.kbps, 0)],
     ['video nackCount / packetsLost', (r) => `${r.viewerA.video.nackCount} / ${r.viewerA.video.packetsLost}`],
+    ['proxy drops toward A, all media (loss / burst / queue)', (r) => { const d = r.proxy.viewerA.down; return `${d.lost} / ${d.burstDropped} / ${d.queueDropped} of ${d.packetsIn}`; }],
+    ['ICE RTT of A\'s selected pair (ms)', (r) => num((r.viewerA.selectedPairs[0]?.rtt ?? NaN) * 1000, 0)],
   ];
   if (condition.cap) {
     list.push(
+      ['A\'s resolution when the cap went on', (r) => r.viewerA.resolutionWhenCapped],
       ['cap → low layer (width ≤ 320) at ≥ 12 fps (s)', (r) => (r.viewerA.secondsCapToLowLayer12fps === null ? 'never' : num(r.viewerA.secondsCapToLowLayer12fps))],
       ['freezes > 1 s after the cap (count / s)', (r) => `${r.viewerA.freezesOver1sAfterCap} / ${num(r.viewerA.freezeSecondsOver1sAfterCap, 2)}`],
       ['capped viewer fps in the last 10 s (paused if ~0)', (r) => num(r.viewerA.video.fpsLast10s)],
+      ['capped viewer\'s remote tile (SDK): active, size', (r) => (r.viewerATiles ? r.viewerATiles.map((t) => `${t.active ? 'active' : 'inactive'} ${t.width}x${t.height}`).join('; ') || 'none' : 'n/a')],
       ['uncapped viewer B: resolution at end, fps', (r) => `${r.viewerB.video.resolutionAtEnd}, ${num(r.viewerB.video.fps)}`],
     );
   }
   if (condition.burstMs) list.push(['burst end → next decoded frame (s)', (r) => num(r.viewerA.secondsBurstEndToNextFrame, 2)]);
   list.push(
-    ['clean viewer B: audio concealed, fps', (r) => `${pct(r.viewerB.audio.concealment)}, ${num(r.viewerB.video.fps)}`],
+    ['clean viewer B: audio concealed, packets received, fps', (r) => `${pct(r.viewerB.audio.concealment)}, ${r.viewerB.audio.packetsReceived}, ${num(r.viewerB.video.fps)}`],
     ['publisher sends (rid width×height, limitation)', (r) => r.publisherSend.map((l) => `${l.rid ?? '-'} ${l.width}×${l.height}${l.limitation && l.limitation !== 'none' ? ` ${l.limitation}` : ''}`).join('; ') || '—'],
     ['A media via its proxy', (r) => (r.viaProxy ? 'yes' : 'NO')],
+    ['server CPU % of a core / machine busy % (window)', (r) => `${r.load?.serverCpuPercent ?? '—'} / ${r.load?.machineBusyPercent ?? '—'}`],
   );
   return list;
 };
 
-function markdown(results, meta) {
+function markdown(results, meta, conditionList) {
+  const { quick: isQuick, seconds: windowSeconds, warmupSeconds: warmup, repeat: runs = 1 } = meta;
   const out = [];
-  out.push(`# Network conditions: Carillon vs peer to peer${quick ? ' (quick)' : ''}, ${meta.started}`, '');
-  out.push(`Loopback, ${meta.cores} cores, Chromium ${meta.chromium}, amazon-chime-sdk-js ${meta.sdk}. Reproduce: \`bench/network/run${quick ? ' --quick' : ''}\`.`, '');
-  out.push('Three pages per run, each its own Chromium with the same speech-like fake microphone and the same busy',
+  out.push(`# Network conditions: Carillon vs peer to peer${isQuick ? ' (quick)' : ''}, ${meta.started}`, '');
+  out.push(`Loopback, ${meta.cores} cores, Chromium ${meta.chromium}, amazon-chime-sdk-js ${meta.sdk}. Reproduce: \`bench/network/run${isQuick ? ' --quick' : ''}\`.`, '');
+  out.push('Three pages per run, each its own Chromium with a fake microphone (the publisher talks in 1.6 s spurts with',
+    '0.9 s pauses of silence; the viewers\' microphones are open and silent) and the same busy',
     '960x540 @ 15 fps canvas camera: the publisher (clean link), viewer A (whose link carries the condition) and',
-    'viewer B (a clean viewer of the same publisher). Every page\'s media goes through its own user-space UDP',
-    'impairment proxy (`bench/network/impair.mjs`). Carillon: the demo page (amazon-chime-sdk-js, simulcast on: low',
+    'viewer B (a clean viewer of the same publisher). Media goes through user-space UDP impairment proxies',
+    '(`bench/network/impair.mjs`): in Carillon one per page (server candidate rewritten in the page), in p2p one per',
+    'publisher-viewer connection (candidates munged by the runner), so A\'s path has one impaired hop in both. Carillon: the demo page (amazon-chime-sdk-js, simulcast on: low',
     '240x135 + hi 960x540 with three attendees). p2p: plain RTCPeerConnections, one per publisher-viewer pair, VP8',
     'single layer up to 1200 kbit/s (a p2p receiver cannot take simulcast: the publisher adapts that one encoding',
     'to the viewer\'s bandwidth estimate instead), signaling by the runner. Figures are viewer A\'s getStats',
-    `(inbound-rtp) over the measurement window: ${seconds} s after a ${warmupSeconds} s warm-up from the camera start, or for the caps`,
-    `${seconds} s from the moment the cap is applied. Signaling (WebSocket/HTTP) is not impaired, only media.`,
-    'Timings are reported, never asserted; the machine may be busy, so absolute numbers are noisy.', '');
-  const names = systems.map((s) => s.name);
-  for (const condition of conditions) {
+    `(inbound-rtp) over the measurement window: ${windowSeconds} s after a ${warmup} s warm-up from the camera start, or for the caps`,
+    `${windowSeconds} s from the moment the cap is applied. Signaling (WebSocket/HTTP) is not impaired, only media.`,
+    ...(runs > 1 ? [`Each condition ran ${runs} times (interleaved with the other systems); a cell lists every run's value, separated by ‖.`] : []),
+    'Timings are reported, never asserted; the machine may be busy, so absolute numbers are noisy.',
+    'Note: Chrome\'s inbound-rtp packetsLost does not count a gap longer than its reordering threshold (50 packets, 1 s',
+    'of audio) as loss (it reads it as a stream restart), so the burst shows in concealment, not in audio packets lost;',
+    'the proxy\'s own drop counts are in the table. Times in the JSON timelines are seconds from the window start.', '',
+    `Servers: ${meta.servers.map((s) => `${s.name} = \`${s.path}\``).join(', ')}.`, '');
+  const names = meta.systems ?? [...meta.servers.map((s) => s.name), 'p2p'];
+  for (const condition of conditionList) {
     out.push(`## ${condition.title}`, '', `_${condition.note}._`, '');
     out.push(`| | ${names.join(' | ')} |`, `|---|${names.map(() => '---').join('|')}|`);
     for (const [label, cell] of rows(condition)) {
       const cells = names.map((name) => {
-        const r = results.find((x) => x.system === name && x.condition === condition.key);
-        if (!r) return '—';
-        if (r.error) return `failed: ${r.error.slice(0, 80)}`;
-        try {
-          return cell(r);
-        } catch {
-          return '?';
-        }
+        const runs = results.filter((x) => x.system === name && x.condition === condition.key);
+        if (!runs.length) return '—';
+        return runs.map((r) => {
+          if (r.error) return `failed: ${r.error.slice(0, 80)}`;
+          try {
+            return cell(r);
+          } catch {
+            return '?';
+          }
+        }).join(' ‖ ');
       });
       out.push(`| ${label} | ${cells.join(' | ')} |`);
     }
@@ -570,6 +646,16 @@ function markdown(results, meta) {
 // ---------------------------------------------------------------------------------------------
 // Main
 
+// --render FILE.json: only rewrite FILE.md from a run's JSON (after changing the tables).
+const renderIndex = argv.indexOf('--render');
+if (renderIndex >= 0) {
+  const file = resolve(argv[renderIndex + 1]);
+  const saved = JSON.parse(readFileSync(file, 'utf8'));
+  writeFileSync(file.replace(/\.json$/, '.md'), `${markdown(saved.results, saved.meta, saved.conditions)}\n`);
+  log(`rendered ${file.replace(/\.json$/, '.md')}`);
+  process.exit(0);
+}
+
 const started = new Date();
 const pad = (n) => String(n).padStart(2, '0');
 const date = `${started.getFullYear()}-${pad(started.getMonth() + 1)}-${pad(started.getDate())}`;
@@ -577,6 +663,7 @@ const meta = {
   started: started.toISOString(),
   quick,
   seconds,
+  repeat,
   warmupSeconds,
   cores: cpus().length,
   chromium: await (async () => {
@@ -587,6 +674,7 @@ const meta = {
   })(),
   sdk: JSON.parse(readFileSync(join(web, 'node_modules/amazon-chime-sdk-js/package.json'), 'utf8')).version,
   servers: servers.map(({ name, path }) => ({ name, path })),
+  systems: systems.map((s) => s.name),
 };
 log(`network bench: ${conditions.map((c) => c.key).join(', ')} × ${systems.map((s) => s.name).join(', ')}; ${seconds} s windows`);
 
@@ -599,13 +687,13 @@ mkdirSync(outDir, { recursive: true });
 const base = join(outDir, `${date}-network${quick ? '-quick' : ''}`);
 const save = () => {
   writeFileSync(`${base}.json`, `${JSON.stringify({ meta, conditions, results }, null, 2)}\n`);
-  writeFileSync(`${base}.md`, `${markdown(results, meta)}\n`);
+  writeFileSync(`${base}.md`, `${markdown(results, meta, conditions)}\n`);
 };
 
 const scenarioBudgetMs = (warmupSeconds + seconds + 45 + 120) * 1000;
-for (const condition of conditions) {
+for (let rep = 1; rep <= repeat; rep += 1) for (const condition of conditions) {
   for (const system of systems) {
-    log(`${condition.key} / ${system.name} ...`);
+    log(`${condition.key} / ${system.name}${repeat > 1 ? ` (run ${rep} of ${repeat})` : ''} ...`);
     const server = started_servers.get(system.name);
     let timer;
     try {
@@ -613,13 +701,13 @@ for (const condition of conditions) {
         runScenario(system, condition, server),
         new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`scenario over ${scenarioBudgetMs / 1000} s`)), scenarioBudgetMs); }),
       ]);
-      results.push(result);
+      results.push({ ...result, run: rep });
       const A = result.viewerA;
       log(`  A: audio concealed ${pct(A.audio.concealment)}, lost ${A.audio.packetsLost}; video ${num(A.video.fps)} fps, ${A.video.resolutionAtEnd}, freezes ${A.video.freezeCount}, via proxy ${result.viaProxy}`);
     } catch (error) {
       log(`  failed: ${error.stack ?? error}`);
       const serverLog = server?.logLines.slice(-20);
-      results.push({ system: system.name, condition: condition.key, error: String(error.message ?? error), serverLog });
+      results.push({ system: system.name, condition: condition.key, run: rep, error: String(error.message ?? error), serverLog });
     } finally {
       clearTimeout(timer);
     }
