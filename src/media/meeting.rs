@@ -113,9 +113,10 @@ pub struct Shared {
 
 impl Shared {
     /// The host candidate a datagram from `source` was sent to. str0m accepts a STUN check only
-    /// on one of its local candidates, but the socket only knows its bound address: behind a
-    /// 1:1 NAT the client wrote to an advertised address that the NAT rewrote. One advertised
-    /// address per family is all a client can have reached, so the family decides.
+    /// when it is addressed to one of its local candidates, but the socket only knows its bound
+    /// address: behind a 1:1 NAT the client wrote to an advertised address that the NAT
+    /// rewrote. The first advertised address of the source's family is taken; of several in one
+    /// family any would do, since the reply leaves from this socket whichever it is.
     fn candidate_for(&self, source: SocketAddr) -> SocketAddr {
         let family = |address: &&SocketAddr| address.is_ipv4() == source.is_ipv4();
         self.candidates
@@ -540,7 +541,7 @@ impl MeetingTask {
 
     /// Downlink congestion control, server side: each viewer's video is fitted into its
     /// estimate ([`Forwarding::fit_downlink`]), and its estimator is asked to probe for what the
-    /// layers its client wants would take.
+    /// top layers of the videos it shows would take ([`Forwarding::probe_rate`]).
     fn fit_downlinks(&mut self) {
         for (session, peer) in self.peers.iter_mut() {
             let Some(estimate) = peer.estimate.filter(|_| peer.connected) else {
