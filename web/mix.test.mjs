@@ -5,14 +5,14 @@
 // and subtracts each listener's own voice. Forwarding only the loudest speaker fails this test.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   CreateAttendeeCommand,
   CreateMeetingCommand,
 } from '@aws-sdk/client-chime-sdk-meetings';
-import { launchBrowser, openPage, sleep, startServer, waitFor } from './harness.mjs';
+import { launchBrowser, openPage, sleep, startServer, waitFor, writeWav } from './harness.mjs';
 
 const credentials = { accessKeyId: 'AKIDMIXTEST', secretAccessKey: 'mix-test-secret' };
 const scratch = mkdtempSync(join(tmpdir(), 'carillon-mix-'));
@@ -29,29 +29,11 @@ let url;
 let client;
 const browsers = [];
 
-/** A 16-bit mono 48 kHz WAV of a sine tone; Chromium loops it as the fake microphone. */
+/** A mono 48 kHz WAV of a sine tone; Chromium loops it as the fake microphone. */
 function toneWav(path, frequency, seconds = 6) {
   const rate = 48000;
-  const samples = rate * seconds;
-  const data = Buffer.alloc(samples * 2);
-  for (let i = 0; i < samples; i += 1) {
-    data.writeInt16LE(Math.round(Math.sin((2 * Math.PI * frequency * i) / rate) * 12000), i * 2);
-  }
-  const header = Buffer.alloc(44);
-  header.write('RIFF', 0);
-  header.writeUInt32LE(36 + data.length, 4);
-  header.write('WAVE', 8);
-  header.write('fmt ', 12);
-  header.writeUInt32LE(16, 16);
-  header.writeUInt16LE(1, 20); // PCM
-  header.writeUInt16LE(1, 22); // mono
-  header.writeUInt32LE(rate, 24);
-  header.writeUInt32LE(rate * 2, 28);
-  header.writeUInt16LE(2, 32);
-  header.writeUInt16LE(16, 34);
-  header.write('data', 36);
-  header.writeUInt32LE(data.length, 40);
-  writeFileSync(path, Buffer.concat([header, data]));
+  const samples = Array.from({ length: rate * seconds }, (_, i) => Math.sin((2 * Math.PI * frequency * i) / rate) * (12000 / 32767));
+  writeWav(path, samples, rate);
 }
 
 before(async () => {

@@ -31,7 +31,7 @@ import { fileURLToPath } from 'node:url';
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '../..');
 const web = join(root, 'web');
-const { launchBrowser, sleep } = await import(join(web, 'harness.mjs'));
+const { launchBrowser, sleep, writeWav } = await import(join(web, 'harness.mjs'));
 const sdkRequire = createRequire(join(web, 'package.json'));
 const { ChimeSDKMeetingsClient, CreateMeetingCommand, CreateAttendeeCommand, DeleteMeetingCommand } = sdkRequire('@aws-sdk/client-chime-sdk-meetings');
 const pageScript = readFileSync(join(here, 'page.js'), 'utf8');
@@ -204,10 +204,9 @@ async function startServer(name, path) {
  * that the browser conceals. */
 function speechWav(path, { silent = false } = {}, secondsLong = 10) {
   const rate = 48000;
-  const n = rate * secondsLong;
-  const data = Buffer.alloc(n * 2);
+  const samples = new Array(rate * secondsLong);
   let phase = 0;
-  for (let i = 0; i < n; i += 1) {
+  for (let i = 0; i < samples.length; i += 1) {
     const t = i / rate;
     const f0 = 145 + 35 * Math.sin(2 * Math.PI * 0.7 * t);
     phase += (2 * Math.PI * f0) / rate;
@@ -218,23 +217,9 @@ function speechWav(path, { silent = false } = {}, secondsLong = 10) {
     const envelope = talking
       ? 0.3 + 0.7 * Math.abs(Math.sin(Math.PI * 3.7 * t + Math.sin(2 * Math.PI * 0.3 * t)))
       : 0;
-    data.writeInt16LE(Math.round(Math.max(-1, Math.min(1, (v / 3.2) * envelope)) * 14000), i * 2);
+    samples[i] = Math.max(-1, Math.min(1, (v / 3.2) * envelope)) * (14000 / 32767);
   }
-  const header = Buffer.alloc(44);
-  header.write('RIFF', 0);
-  header.writeUInt32LE(36 + data.length, 4);
-  header.write('WAVE', 8);
-  header.write('fmt ', 12);
-  header.writeUInt32LE(16, 16);
-  header.writeUInt16LE(1, 20);
-  header.writeUInt16LE(1, 22);
-  header.writeUInt32LE(rate, 24);
-  header.writeUInt32LE(rate * 2, 28);
-  header.writeUInt16LE(2, 32);
-  header.writeUInt16LE(16, 34);
-  header.write('data', 36);
-  header.writeUInt32LE(data.length, 40);
-  writeFileSync(path, Buffer.concat([header, data]));
+  writeWav(path, samples, rate);
 }
 
 const scratch = mkdtempSync(join(tmpdir(), 'carillon-netbench-'));

@@ -665,13 +665,19 @@ mod tests {
         assert!(fwd.may_ask_keyframe(7, start + KEYFRAME_REQUEST_INTERVAL));
     }
 
-    #[test]
-    fn a_viewer_gets_the_highest_layer_its_downlink_carries_and_none_when_nothing_fits() {
+    /// Session 1 publishes a low layer (stream 10, 150 kbit/s) and a high one (11, 1.2 Mbit/s).
+    fn simulcast_publisher() -> Forwarding {
         let mut fwd = Forwarding::default();
         let (low, hi) = (Rid::from("low"), Rid::from("hi"));
         fwd.publish(1, mid("1"), vec![(Some(low), 10), (Some(hi), 11)]);
         fwd.set_rate(10, 150_000);
         fwd.set_rate(11, 1_200_000);
+        fwd
+    }
+
+    #[test]
+    fn a_viewer_gets_the_highest_layer_its_downlink_carries_and_none_when_nothing_fits() {
+        let mut fwd = simulcast_publisher();
         // Two viewers want the high layer; one has 3 Mbit/s, the other 500 kbit/s.
         fwd.subscribe(2, vec![(mid("5"), 11)]);
         fwd.subscribe(3, vec![(mid("5"), 11)]);
@@ -713,11 +719,7 @@ mod tests {
 
     #[test]
     fn a_client_never_gets_more_than_it_asked_for() {
-        let mut fwd = Forwarding::default();
-        let (low, hi) = (Rid::from("low"), Rid::from("hi"));
-        fwd.publish(1, mid("1"), vec![(Some(low), 10), (Some(hi), 11)]);
-        fwd.set_rate(10, 150_000);
-        fwd.set_rate(11, 1_200_000);
+        let mut fwd = simulcast_publisher();
         fwd.subscribe(2, vec![(mid("5"), 10)]);
         assert!(
             fwd.fit_downlink(2, 10_000_000).is_empty(),
