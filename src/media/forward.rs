@@ -274,15 +274,17 @@ impl Forwarding {
         for (session, subs) in &self.subscriptions {
             for (mid, subscription) in subs {
                 let current = subscription.current;
-                if flowing(current) {
-                    continue;
-                }
                 if let Some(pending) = subscription.pending
                     && flowing(pending)
                 {
                     // Waiting for the new layer's keyframe: ask again (throttled), in case the
-                    // request or its answer was lost.
+                    // request or its answer was lost. Whether or not the old layer still flows:
+                    // a viewer stepped down for its downlink is losing packets of the old one
+                    // until the switch completes, and a publisher sends no keyframe unasked.
                     keyframes.push(pending);
+                    continue;
+                }
+                if flowing(current) {
                     continue;
                 }
                 // Neither what it shows nor what it switches to flows: after a grace period
@@ -687,6 +689,12 @@ mod tests {
         );
         assert_eq!(fwd.fit_downlink(3, 500_000), [10], "down to the low layer");
         assert_eq!(fwd.probe_rate(3), 1_200_000, "probes for the high one");
+        // Until the low layer's keyframe comes, each check asks for it again, although the
+        // high layer still flows.
+        let now = Instant::now();
+        fwd.saw_frame(10, now);
+        fwd.saw_frame(11, now);
+        assert_eq!(fwd.fall_back(now), [10]);
         let mut out = Vec::new();
         fwd.targets(10, true, &mut out);
         assert_eq!(out, [(3, mid("5"))], "switched at the low layer's keyframe");
