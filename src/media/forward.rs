@@ -120,6 +120,7 @@ impl Forwarding {
                     self.sources.remove(&stream);
                     self.keyframe_asked.remove(&stream);
                     self.last_frame.remove(&stream);
+                    self.rates.remove(&stream);
                 }
             }
         }
@@ -181,15 +182,15 @@ impl Forwarding {
         fresh
     }
 
+    fn subscription_mut(&mut self, session: u64, mid: Mid) -> Option<&mut Subscription> {
+        self.subscriptions.get_mut(&session)?.get_mut(&mid)
+    }
+
     /// The client asks for another layer of the same publisher on a receive section
     /// (REMOTE_VIDEO_UPDATE), effective at that layer's next keyframe. Returns whether anything
     /// changed. The viewer's downlink may still hold it lower ([`Forwarding::fit_downlink`]).
     pub fn want(&mut self, session: u64, mid: Mid, stream: u32) -> bool {
-        if let Some(subscription) = self
-            .subscriptions
-            .get_mut(&session)
-            .and_then(|subs| subs.get_mut(&mid))
-        {
+        if let Some(subscription) = self.subscription_mut(session, mid) {
             subscription.wanted = stream;
         }
         self.switch(session, mid, stream)
@@ -198,11 +199,7 @@ impl Forwarding {
     /// Points a receive section at another layer, effective at that layer's next keyframe.
     /// Returns whether anything changed.
     fn switch(&mut self, session: u64, mid: Mid, stream: u32) -> bool {
-        let Some(subscription) = self
-            .subscriptions
-            .get_mut(&session)
-            .and_then(|subs| subs.get_mut(&mid))
-        else {
+        let Some(subscription) = self.subscription_mut(session, mid) else {
             return false;
         };
         if subscription.current == stream {
@@ -452,11 +449,7 @@ impl Forwarding {
         let mut keyframes = Vec::new();
         let mut changed = false;
         for (mid, choice) in choices {
-            let Some(subscription) = self
-                .subscriptions
-                .get_mut(&session)
-                .and_then(|subs| subs.get_mut(&mid))
-            else {
+            let Some(subscription) = self.subscription_mut(session, mid) else {
                 continue;
             };
             match choice {
@@ -723,6 +716,17 @@ mod tests {
         // does not step it down; a bottleneck well below does.
         assert!(fwd.fit_downlink(3, 1_100_000).is_empty());
         assert_eq!(fwd.fit_downlink(3, 800_000), [10]);
+    }
+
+    #[test]
+    fn a_publishers_measured_rates_go_when_it_unpublishes() {
+        let mut fwd = simulcast_publisher();
+        fwd.subscribe(2, vec![(mid("5"), 11)]);
+        assert_eq!(fwd.probe_rate(2), 1_200_000);
+        // A camera turned off and on gets new stream ids: the old ones must not pile up.
+        fwd.unpublish(1);
+        assert!(fwd.rates.is_empty());
+        assert_eq!(fwd.probe_rate(2), 0);
     }
 
     #[test]
