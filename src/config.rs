@@ -83,7 +83,20 @@ pub struct Config {
     #[arg(long, env = "CARILLON_ACCOUNT_ID")]
     pub account_id: Option<String>,
 
-    /// UDP address for WebRTC media. Defaults to the listen IP with any free port.
+    /// PEM certificate (chain) for HTTPS and WSS on --listen; with --tls-key. MediaPlacement
+    /// URLs become https:// and wss:// (the default --public-url too). Reloaded on SIGHUP.
+    #[arg(long, env = "CARILLON_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CARILLON_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// UDP address for WebRTC media: `IP:PORT`, with port 0 for any free one. Defaults to the
+    /// listen IP with any free port; with the API on loopback (local development), to every
+    /// address of this host, loopback included, since Firefox uses no loopback candidates. An
+    /// address of every interface (0.0.0.0) binds each of the host's addresses and advertises
+    /// each, never 0.0.0.0 itself.
     #[arg(long, env = "CARILLON_MEDIA_LISTEN")]
     pub media_listen: Option<std::net::SocketAddr>,
 
@@ -285,6 +298,8 @@ impl Config {
             account_id: None,
             media_listen: None,
             media_public_ip: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
             demo_dir: None,
             demo: DemoMode::Auto,
             max_body_bytes: 256 * 1024,

@@ -27,4 +27,5 @@ pub mod metrics;
 pub mod notifications;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod turn;

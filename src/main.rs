@@ -382,7 +382,7 @@ fn print_banner(boot: &server::Boot) {
     }
 }
 
-/// Waits for SIGINT or SIGTERM; SIGHUP meanwhile reloads the keys file.
+/// Waits for SIGINT or SIGTERM; SIGHUP meanwhile reloads the keys file and the TLS certificate.
 async fn wait_for_stop(running: &server::Running) {
     #[cfg(unix)]
     {
@@ -402,12 +402,22 @@ async fn wait_for_stop(running: &server::Running) {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => return,
                 _ = terminate.recv() => return,
-                _ = hangup.recv() => match running.reload_keys() {
-                    Ok(count) => tracing::info!(keys = count, "keys file reloaded"),
-                    Err(error) => {
-                        tracing::error!(%error, "keys file not reloaded; the previous keys stay in force");
+                _ = hangup.recv() => {
+                    match running.reload_keys() {
+                        Ok(count) => tracing::info!(keys = count, "keys file reloaded"),
+                        Err(error) => {
+                            tracing::error!(%error, "keys file not reloaded; the previous keys stay in force");
+                        }
                     }
-                },
+                    match running.reload_certificate() {
+                        Ok(true) => tracing::info!("TLS certificate reloaded"),
+                        Ok(false) => {}
+                        Err(error) => tracing::error!(
+                            error = format!("{error:#}"),
+                            "TLS certificate not reloaded; the previous one stays in force"
+                        ),
+                    }
+                }
             }
         }
     }

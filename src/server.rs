@@ -1,6 +1,6 @@
 //! Assembling and running the service: storage, keys, the router, and graceful shutdown.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use crate::config::{Config, DemoMode};
 use crate::demo::Demo;
 use crate::domain::tokens::PageTokenCodec;
 use crate::join::JoinPlane;
-use crate::join::media::Media;
+use crate::join::media::{Media, MediaAddresses};
 use crate::lifecycle::Lifecycle;
 use crate::notifications;
 use crate::store::postgres::PostgresStore;
@@ -73,10 +73,13 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Serves until `shutdown` resolves, then stops accepting, asks every connection to finish its
 /// current request and close, and returns once all have.
+/// With `tls`, each connection's TLS handshake runs in its own task, bounded by the header
+/// read timeout, so a client that stalls there holds only its own connection slot.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -109,20 +112,21 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let connection = http
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
+        let http = http.clone();
+        let tls = tls.clone();
+        let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            tokio::pin!(connection);
-            let stopping = async {
-                let _ = stop.wait_for(|stop| *stop).await;
-            };
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = stopping => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+            match tls {
+                None => serve_connection(&http, stream, service, stop).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(&http, stream, service, stop).await,
+                        // A client that does not speak TLS, distrusts the certificate or stalls:
+                        // its own business, logged for the operator at debug only.
+                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
                 }
             }
             drop(permit);
@@ -133,6 +137,31 @@ pub async fn serve(
     // Every connection returns its permit when it has closed.
     let _ = permits.acquire_many(limits.max_connections as u32).await;
     Ok(())
+}
+
+/// Serves one connection until it closes, or until `stop` asks it to finish its current request.
+async fn serve_connection<S>(
+    http: &hyper::server::conn::http1::Builder,
+    stream: S,
+    service: hyper_util::service::TowerToHyperService<Router>,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = http
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let stopping = async {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = stopping => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 /// What a started server tells its operator.
@@ -228,6 +257,8 @@ pub struct Running {
     sinks: Vec<notifications::SinkConfig>,
     /// The embedded TURN listener; stops when dropped.
     turn: Option<TurnListener>,
+    /// The HTTPS certificate (`--tls-cert`), reloaded on SIGHUP.
+    certificate: Option<Arc<crate::tls::ReloadableCertificate>>,
     on_shutdown: crate::config::ShutdownMode,
 }
 
@@ -242,6 +273,16 @@ impl Running {
         let count = keys.len();
         self.api.keys.replace(keys);
         Ok(count)
+    }
+
+    /// Reads the TLS certificate and key again (SIGHUP), if the server has them: new
+    /// handshakes get the new pair, open connections keep theirs. A pair that does not load
+    /// leaves the old one in force.
+    pub fn reload_certificate(&self) -> anyhow::Result<bool> {
+        match &self.certificate {
+            Some(certificate) => certificate.reload().map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// Stops accepting, tells connected clients their meeting ended or to reconnect
@@ -316,6 +357,44 @@ fn check_turn(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The URL MediaPlacement names without `--public-url`: the listen address, except that an
+/// address of every interface (`0.0.0.0`), which no client can dial, becomes this host's first
+/// address, with a warning that clients elsewhere need `--public-url`.
+fn default_public_url(scheme: &str, addr: SocketAddr) -> String {
+    if !addr.ip().is_unspecified() {
+        return format!("{scheme}://{addr}");
+    }
+    let host = crate::media::net::host_addresses(addr.is_ipv6(), true)
+        .first()
+        .map_or(addr, |ip| SocketAddr::new(*ip, addr.port()));
+    tracing::warn!(
+        %host,
+        "listening on every address without --public-url: MediaPlacement names {host}; set \
+         --public-url to the address clients reach this node at"
+    );
+    format!("{scheme}://{host}")
+}
+
+/// Where media listens: `--media-listen`, else the API's IP with any free port, except that an
+/// API on loopback (local development) gets media on every address of the host, loopback
+/// included, since Firefox does not use loopback ICE candidates (as `livekit-server --dev`).
+fn media_addresses(config: &Config, api_ip: IpAddr) -> MediaAddresses {
+    let local_development = api_ip.is_loopback();
+    let listen = config.media_listen.unwrap_or_else(|| {
+        let ip = match api_ip {
+            IpAddr::V4(ip) if ip.is_loopback() => IpAddr::from([0, 0, 0, 0]),
+            IpAddr::V6(ip) if ip.is_loopback() => IpAddr::from([0u16; 8]),
+            ip => ip,
+        };
+        SocketAddr::new(ip, 0)
+    });
+    MediaAddresses {
+        listen: Some(listen),
+        public_ips: config.media_public_ip.clone(),
+        loopback: local_development,
+    }
+}
+
 /// TURN as configured: nothing (the default), credentials for external TURN servers
 /// (`--turn-uris`), or the embedded listener (`--turn-listen`), advertised unless `--turn-uris`
 /// names the servers. The secret is never logged.
@@ -363,6 +442,7 @@ fn start_turn(
         .iter()
         .copied()
         .chain([listen.ip(), http_ip])
+        .chain(crate::media::net::host_addresses(listen.is_ipv6(), false))
         .find(|ip| !ip.is_unspecified())
         .ok_or_else(|| {
             anyhow::anyhow!(
@@ -488,10 +568,19 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let certificate = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::ReloadableCertificate::load(cert, key)?),
+        _ => None,
+    };
+    let scheme = if certificate.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let public_url = config
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"))
+        .unwrap_or_else(|| default_public_url(scheme, addr))
         .trim_end_matches('/')
         .to_string();
 
@@ -516,12 +605,10 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         .await?;
     let page_key = hex::decode(page_key).context("stored page token key is not hex")?;
 
-    let media_listen = config
-        .media_listen
-        .unwrap_or_else(|| SocketAddr::new(addr.ip(), 0));
-    let media = Media::start(media_listen, &config.media_public_ip)
+    let media_addresses = media_addresses(config, addr.ip());
+    let media = Media::start(&media_addresses)
         .await
-        .with_context(|| format!("binding the media socket {media_listen}"))?;
+        .with_context(|| format!("binding the media sockets ({media_addresses:?})"))?;
     let media_addr = media.advertised;
     let (turn_minter, turn) = start_turn(config, addr.ip(), store.clone(), clock.clone())?;
     let cluster = crate::cluster::Cluster::new(
@@ -666,10 +753,15 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
     )
     .await?;
     let (admin_addr, admin_task) = admin.unzip();
+    let tls = match &certificate {
+        Some(certificate) => Some(certificate.acceptor(&[b"http/1.1"])?),
+        None => None,
+    };
     let task = tokio::spawn(serve(
         listener,
         app(state.clone(), join.clone(), demo),
         limits,
+        tls,
         async {
             let _ = rx.await;
         },
@@ -678,6 +770,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         join,
         api: state,
         keys_file: config.keys_file.clone(),
+        certificate,
         on_shutdown: config.on_shutdown,
         boot: Boot {
             addr,

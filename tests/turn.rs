@@ -1,4 +1,4 @@
-//! TURN: off by default (no credentials in JOIN_ACK); with --turn-uris and --turn-secret every
+//! TURN: off by default (JOIN_ACK credentials name no server); with --turn-uris and --turn-secret every
 //! JOIN_ACK carries TURN REST credentials (checked here with an HMAC computed independently);
 //! the embedded listener (--turn-listen) allocates for valid credentials, relays to loopback,
 //! and refuses expired credentials, a wrong password and a deleted attendee's credentials.
@@ -42,11 +42,17 @@ async fn join_ack_credentials(
 }
 
 #[tokio::test]
-async fn join_ack_carries_no_turn_credentials_by_default() {
+async fn join_ack_names_no_turn_server_by_default() {
     let server = TestServer::start().await;
     let m = meeting(&server).await;
     let (_, credentials) = join_ack_credentials(&server, &m, "José").await;
-    assert_eq!(credentials, None, "TURN is off unless configured");
+    // Credentials with no TURN server: the SDK connects directly, and does not log the error
+    // it logs for a JOIN_ACK without any.
+    assert_eq!(
+        credentials,
+        Some(SdkTurnCredentials::default()),
+        "TURN is off unless configured"
+    );
     assert_eq!(
         server.running.as_ref().expect("running").boot.turn_addr,
         None
@@ -150,8 +156,14 @@ async fn the_embedded_listener_relays_for_live_attendees_only() {
         .turn_addr
         .expect("the TURN listener runs");
     let m = meeting(&server).await;
-    let (jose_id, credentials) = join_ack_credentials(&server, &m, "José").await;
-    let credentials = credentials.expect("credentials for the embedded listener");
+    let (jose_id, jose_token) = attendee(&server, &m, "José").await;
+    let mut jose = SignalClient::connect(&m.signaling_url, &jose_token).await;
+    let (ack, _) = jose.join().await;
+    let credentials = ack
+        .joinack
+        .expect("joinack")
+        .turn_credentials
+        .expect("credentials for the embedded listener");
     assert_eq!(
         credentials.uris,
         vec![format!("turn:{turn_addr}?transport=udp")],
@@ -198,7 +210,26 @@ async fn the_embedded_listener_relays_for_live_attendees_only() {
     );
     assert!(!allocates(turn_addr, &forged, &hmac_sha1_base64(secret, &forged)).await);
 
-    // Once the attendee is deleted, its unexpired credentials stop working.
+    // The attendee's content-share session (`<JoinToken>#content`) gets credentials of its own
+    // (`<expiry>:<AttendeeId>#content`), which the listener admits as the attendee's.
+    let mut content =
+        SignalClient::connect(&m.signaling_url, &format!("{jose_token}#content")).await;
+    let (content_ack, _) = content.join().await;
+    let content_credentials = content_ack
+        .joinack
+        .expect("joinack")
+        .turn_credentials
+        .expect("credentials for the content share");
+    let content_user = content_credentials.username.expect("username");
+    let content_password = content_credentials.password.expect("password");
+    assert!(
+        content_user.ends_with(&format!(":{jose_id}#content")),
+        "{content_user}"
+    );
+    assert!(allocates(turn_addr, &content_user, &content_password).await);
+
+    // Once the attendee is deleted, its unexpired credentials stop working, its content
+    // share's too.
     assert!(allocates(turn_addr, &username, &password).await);
     server
         .client()
@@ -209,6 +240,7 @@ async fn the_embedded_listener_relays_for_live_attendees_only() {
         .await
         .expect("delete");
     assert!(!allocates(turn_addr, &username, &password).await);
+    assert!(!allocates(turn_addr, &content_user, &content_password).await);
 
     // And once the meeting ends, so do those of everyone in it.
     let (_, zoe) = join_ack_credentials(&server, &m, "Zoë").await;

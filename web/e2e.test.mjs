@@ -16,7 +16,9 @@ import {
   ListAttendeesCommand,
   NotFoundException,
 } from '@aws-sdk/client-chime-sdk-meetings';
-import { launchBrowser, openDemo, openPage as openDemoPage, sleep, startServer, waitFor } from './harness.mjs';
+import {
+  launchBrowser, openDemo, openPage as openDemoPage, recordConnections, sleep, startServer, waitFor,
+} from './harness.mjs';
 
 const credentials = { accessKeyId: 'AKIDBROWSERTEST', secretAccessKey: 'browser-test-secret' };
 const accountEnv = { CARILLON_ACCOUNT_ID: '777788889999' };
@@ -150,30 +152,8 @@ test('two browsers join through the embedded TURN listener with relay candidates
         if (response.status() >= 400) consoleLines.push(`http ${response.status()} ${response.request().method()} ${response.url()}`);
       });
       page.on('pageerror', (error) => console.error('page error:', error.message));
-      // Keep every RTCPeerConnection the SDK makes, to read its configuration and candidates.
-      await page.evaluateOnNewDocument(() => {
-        const Native = window.RTCPeerConnection;
-        window.carillonPeers = [];
-        const Recorded = function RTCPeerConnection(...args) {
-          const peer = new Native(...args);
-          window.carillonPeers.push(peer);
-          return peer;
-        };
-        Recorded.prototype = Native.prototype;
-        Object.setPrototypeOf(Recorded, Native);
-        window.RTCPeerConnection = Recorded;
-        // And how each signaling WebSocket closes.
-        const NativeSocket = window.WebSocket;
-        window.carillonSocketCloses = [];
-        const RecordedSocket = function WebSocket(...args) {
-          const socket = new NativeSocket(...args);
-          socket.addEventListener('close', (event) => window.carillonSocketCloses.push({ code: event.code, wasClean: event.wasClean }));
-          return socket;
-        };
-        RecordedSocket.prototype = NativeSocket.prototype;
-        Object.setPrototypeOf(RecordedSocket, NativeSocket);
-        window.WebSocket = RecordedSocket;
-      });
+      // Keep every RTCPeerConnection the SDK makes, and how each signaling socket closes.
+      await recordConnections(page);
       await openDemo(page, turnUrl);
       const { Attendee } = await turnClient.send(new CreateAttendeeCommand({ MeetingId: Meeting.MeetingId, ExternalUserId: name }));
       pages.push({ name, page, consoleLines, Attendee });

@@ -12,15 +12,16 @@ export const binary = process.env.CARILLON_BIN ?? '../target/debug/carillon';
 export const chromium = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 
 /**
- * Starts `carillon serve` on a free loopback port with `credentials` as its API keys, the admin
+ * Starts `carillon serve` on `listen` (a free loopback port) with `credentials` as its API keys, the admin
  * listener on another free port if `admin` (else off), `args` added to its command line and `env`
  * to its environment. Its data lives in `dataDir`, by default a new directory named after `name`.
  * Resolves once its banner has named the API address (and the admin one) to
- * {server, url, adminUrl, client}: the process, the API and admin base URLs, and an SDK client.
+ * {server, url, address, adminUrl, client}: the process, the public base URL (MediaPlacement's),
+ * the address it listens on, the admin base URL, and an SDK client.
  */
-export async function startServer({ name, credentials, admin = false, args = [], env = {}, dataDir }) {
+export async function startServer({ name, credentials, admin = false, listen = '127.0.0.1:0', args = [], env = {}, dataDir }) {
   const data = dataDir ?? mkdtempSync(join(tmpdir(), `carillon-${name}-`));
-  const server = spawn(binary, ['serve', '--listen', '127.0.0.1:0', '--data-dir', data,
+  const server = spawn(binary, ['serve', '--listen', listen, '--data-dir', data,
     '--admin-listen', admin ? '127.0.0.1:0' : 'off', ...args], {
     env: {
       ...process.env,
@@ -34,17 +35,20 @@ export async function startServer({ name, credentials, admin = false, args = [],
   // The banner: "carillon is listening on ADDR ..." first, later (with the admin listener)
   // "metrics and readiness: http://ADMIN/metrics".
   const lines = createInterface({ input: server.stdout });
-  const { url, adminUrl } = await new Promise((resolve, reject) => {
+  const { url, address, adminUrl } = await new Promise((resolve, reject) => {
     let found = {};
     lines.on('line', (line) => {
-      if (line.includes('listening on')) found = { ...found, url: `http://${line.split('listening on ')[1].split(' ')[0]}` };
+      // "carillon is listening on ADDR (public URL URL)": http:// or, with --tls-cert, https://.
+      if (line.includes('listening on')) {
+        found = { ...found, url: line.match(/public URL ([^)\s]+)\)/)[1], address: line.split('listening on ')[1].split(' ')[0] };
+      }
       if (line.includes('metrics and readiness')) found = { ...found, adminUrl: line.match(/http:\/\/[^/]+/)[0] };
       if (found.url && (!admin || found.adminUrl)) resolve(found);
     });
     lines.on('close', () => reject(new Error(`${binary} exited before its banner named its addresses`)));
   });
   const client = new ChimeSDKMeetingsClient({ endpoint: url, region: 'us-east-1', credentials });
-  return { server, url, adminUrl, client };
+  return { server, url, address, adminUrl, client };
 }
 
 /** Launches headless Chromium with fake camera and microphone, autoplay, and `extraArgs`. */
@@ -64,6 +68,61 @@ export function launchBrowser(extraArgs = []) {
       '--no-first-run',
       ...extraArgs,
     ],
+  });
+}
+
+export const firefox = process.env.FIREFOX_BIN ?? '/usr/bin/firefox-esr';
+
+/**
+ * Launches Debian's headless Firefox ESR over WebDriver BiDi, with fake camera and microphone
+ * (a tone), no permission prompts and autoplay allowed. Headless Firefox has no audio output, so
+ * what a Firefox page hears is judged from its stats (`totalAudioEnergy`), not from a sound card.
+ */
+export function launchFirefox() {
+  return puppeteer.launch({
+    browser: 'firefox',
+    executablePath: firefox,
+    headless: true,
+    extraPrefsFirefox: {
+      'media.navigator.streams.fake': true,
+      'media.navigator.permission.disabled': true,
+      'media.autoplay.default': 0,
+      // Several pages of one browser publish and render at once: none may be throttled, nor
+      // wait for the foreground to play media.
+      'dom.min_background_timeout_value': 4,
+      'dom.timeout.enable_budget_timer_throttling': false,
+      'media.block-autoplay-until-in-foreground': false,
+    },
+  });
+}
+
+/**
+ * Makes `page` keep every RTCPeerConnection the SDK creates (`window.carillonPeers`, to read
+ * its configuration, candidates and stats) and how each signaling WebSocket closes
+ * (`window.carillonSocketCloses`). Call before loading the page.
+ */
+export function recordConnections(page) {
+  return page.evaluateOnNewDocument(() => {
+    const Native = window.RTCPeerConnection;
+    window.carillonPeers = [];
+    const Recorded = function RTCPeerConnection(...args) {
+      const peer = new Native(...args);
+      window.carillonPeers.push(peer);
+      return peer;
+    };
+    Recorded.prototype = Native.prototype;
+    Object.setPrototypeOf(Recorded, Native);
+    window.RTCPeerConnection = Recorded;
+    const NativeSocket = window.WebSocket;
+    window.carillonSocketCloses = [];
+    const RecordedSocket = function WebSocket(...args) {
+      const socket = new NativeSocket(...args);
+      socket.addEventListener('close', (event) => window.carillonSocketCloses.push({ code: event.code, wasClean: event.wasClean }));
+      return socket;
+    };
+    RecordedSocket.prototype = NativeSocket.prototype;
+    Object.setPrototypeOf(RecordedSocket, NativeSocket);
+    window.WebSocket = RecordedSocket;
   });
 }
 
@@ -106,4 +165,58 @@ export function writeWav(path, samples, rate = 48000) {
   header.write('data', 36);
   header.writeUInt32LE(data.length, 40);
   writeFileSync(path, Buffer.concat([header, data]));
+}
+
+/** Reads with `read` every 100 ms until `accept` holds; on timeout fails with what it read last. */
+export async function until(description, read, accept, timeout) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await read();
+    if (accept(value)) return value;
+    if (Date.now() > deadline) throw new Error(`${description}: not within ${timeout} ms; last read ${JSON.stringify(value)}`);
+    await sleep(100);
+  }
+}
+
+/** Within VP8's colour error of `target` on every channel. */
+export const looksLike = (target) => (rgb) => rgb !== null && rgb.every((c, i) => Math.abs(c - target[i]) < 80);
+
+// What a viewer shows, for people {name, call(hook, ...args)} whose page has the demo's hooks.
+
+/** Waits until `viewer` has an active remote tile for `attendeeId` and returns it. */
+export function remoteTile(viewer, attendeeId, timeout = 10000) {
+  return until(
+    `${viewer.name} shows a tile for ${attendeeId}`,
+    () => viewer.call('tiles'),
+    (tiles) => tiles.some((t) => t.attendeeId === attendeeId && !t.localTile && t.active),
+    timeout,
+  ).then((tiles) => tiles.find((t) => t.attendeeId === attendeeId && !t.localTile));
+}
+
+export function tileGone(viewer, attendeeId, timeout) {
+  return until(
+    `${viewer.name} removes the tile for ${attendeeId}`,
+    () => viewer.call('tiles'),
+    (tiles) => !tiles.some((t) => t.attendeeId === attendeeId),
+    timeout,
+  );
+}
+
+/** Waits until the tile of `attendeeId` on `viewer` has decoded more than `count` further frames. */
+export async function decodes(viewer, attendeeId, count, timeout = 5000) {
+  const start = await viewer.call('videoFramesDecoded', attendeeId);
+  await until(`${viewer.name} decodes more than ${count} frames of ${attendeeId}`, () => viewer.call('videoFramesDecoded', attendeeId),
+    (frames) => frames - start > count, timeout);
+}
+
+export function showsColour(viewer, attendeeId, colour, timeout = 5000) {
+  return until(`${viewer.name} shows ${attendeeId} in rgb(${colour})`, () => viewer.call('tileColour', attendeeId), looksLike(colour), timeout);
+}
+
+/** Waits until `listener`'s inbound audio energy rises over `ms` (the other side's tone arrives). */
+export async function hears(listener, ms = 2000) {
+  const first = await listener.call('audioEnergy');
+  await sleep(ms);
+  const second = await listener.call('audioEnergy');
+  return { first, second, heard: second > first };
 }

@@ -10,7 +10,9 @@ import {
   DeleteAttendeeCommand,
   DeleteMeetingCommand,
 } from '@aws-sdk/client-chime-sdk-meetings';
-import { launchBrowser, openDemo, sleep, startServer } from './harness.mjs';
+import {
+  decodes, launchBrowser, openDemo, remoteTile, showsColour, sleep, startServer, tileGone, until,
+} from './harness.mjs';
 
 const credentials = { accessKeyId: 'AKIDVIDEOTEST', secretAccessKey: 'video-test-secret' };
 
@@ -39,20 +41,6 @@ after(async () => {
   await browser?.close();
   server?.kill('SIGTERM');
 });
-
-/** Reads with `read` every 100 ms until `accept` holds; on timeout fails with what it read last. */
-async function until(description, read, accept, timeout) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const value = await read();
-    if (accept(value)) return value;
-    if (Date.now() > deadline) throw new Error(`${description}: not within ${timeout} ms; last read ${JSON.stringify(value)}`);
-    await sleep(100);
-  }
-}
-
-/** Within VP8's colour error of `target` on every channel. */
-const looksLike = (target) => (rgb) => rgb !== null && rgb.every((c, i) => Math.abs(c - target[i]) < 80);
 
 /**
  * Runs `body` with one page per name in a new meeting, and tears everything down after. Each
@@ -116,36 +104,6 @@ async function diagnostics(person) {
     ...person.errors.map((e) => `page error: ${e}`),
     ...person.console.slice(-40),
   ].join('\n');
-}
-
-/** Waits until `viewer` has an active remote tile for `attendeeId` and returns it. */
-function remoteTile(viewer, attendeeId, timeout = 10000) {
-  return until(
-    `${viewer.name} shows a tile for ${attendeeId}`,
-    () => viewer.call('tiles'),
-    (tiles) => tiles.some((t) => t.attendeeId === attendeeId && !t.localTile && t.active),
-    timeout,
-  ).then((tiles) => tiles.find((t) => t.attendeeId === attendeeId && !t.localTile));
-}
-
-function tileGone(viewer, attendeeId, timeout) {
-  return until(
-    `${viewer.name} removes the tile for ${attendeeId}`,
-    () => viewer.call('tiles'),
-    (tiles) => !tiles.some((t) => t.attendeeId === attendeeId),
-    timeout,
-  );
-}
-
-/** Waits until the tile of `attendeeId` on `viewer` has decoded more than `count` further frames. */
-async function decodes(viewer, attendeeId, count, timeout = 5000) {
-  const start = await viewer.call('videoFramesDecoded', attendeeId);
-  await until(`${viewer.name} decodes more than ${count} frames of ${attendeeId}`, () => viewer.call('videoFramesDecoded', attendeeId),
-    (frames) => frames - start > count, timeout);
-}
-
-function showsColour(viewer, attendeeId, colour, timeout = 5000) {
-  return until(`${viewer.name} shows ${attendeeId} in rgb(${colour})`, () => viewer.call('tileColour', attendeeId), looksLike(colour), timeout);
 }
 
 /** Every pair of `present` shows each other's camera, in its colour, with frames decoding. */

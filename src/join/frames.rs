@@ -99,7 +99,10 @@ pub fn join_ack(now_ms: u64) -> SdkSignalFrame {
 pub fn join_ack_with_turn(now_ms: u64, turn: Option<SdkTurnCredentials>) -> SdkSignalFrame {
     SdkSignalFrame {
         joinack: Some(SdkJoinAckFrame {
-            turn_credentials: turn,
+            // Without TURN, credentials with no URIs: amazon-chime-sdk-js logs an error for a
+            // JOIN_ACK that has none at all, and with no URIs it connects directly as it would
+            // without them (it relays only when it is given a TURN URI).
+            turn_credentials: Some(turn.unwrap_or_default()),
             video_subscription_limit: Some(super::video::VIDEO_SUBSCRIPTION_LIMIT),
             default_server_side_network_adaption: Some(SdkServerSideNetworkAdaption::None as i32),
             ..Default::default()

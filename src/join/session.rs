@@ -1017,12 +1017,18 @@ impl Rooms {
                         })
                     })
                     .collect();
-                if !states.is_empty() {
-                    room.broadcast(
-                        meeting_id,
-                        None,
-                        &frames::audio_metadata(timestamp_ms(), states),
-                    );
+                if states.is_empty() {
+                    continue;
+                }
+                // Only to checked-in sessions: they have had the roster that defines each
+                // stream id (AUDIO_STREAM_ID_INFO); a session that has not checked in yet (or
+                // a content share, which never does) would warn "volume indicator stream id N
+                // seen before being defined".
+                let frame = encode(&frames::audio_metadata(timestamp_ms(), states));
+                for (session, p) in &mut room.participants {
+                    if p.stream_id.is_some() {
+                        p.deliver(meeting_id, *session, frame.clone());
+                    }
                 }
             }
         })
@@ -1169,6 +1175,22 @@ mod tests {
         let (way_in, _inlet) = outlet(8);
         assert!(rooms.join("empty", 9, "z", "Zoë", way_in, 0).is_err());
         assert!(!rooms.with(|r| r.contains_key("empty")));
+    }
+
+    #[test]
+    fn volume_indicators_reach_only_sessions_that_know_the_stream_ids() {
+        let rooms = Rooms::default();
+        let (_, mut talker) = join(&rooms, 1, "a", "José", 10);
+        let (_, mut content) = join(&rooms, 2, "a#content", "José", 10);
+        rooms.check_in("m", 1, false);
+        let roster = talker.queue.try_recv().expect("the roster");
+        assert_eq!(kind(&roster), Some(Type::AudioStreamIdInfo as i32));
+        // The content session never checks in, so it never gets the roster either.
+        while content.queue.try_recv().is_ok() {}
+        rooms.send_volume_indicators(&HashMap::from([(1, Some(3)), (2, None)]));
+        let metadata = talker.queue.try_recv().expect("volume indicators");
+        assert_eq!(kind(&metadata), Some(Type::AudioMetadata as i32));
+        assert!(content.queue.try_recv().is_err(), "nothing it could place");
     }
 
     #[test]

@@ -13,14 +13,13 @@ use str0m::format::Codec;
 use str0m::media::{Frequency, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use super::forward::{AUDIO_RESERVE_BPS, Forwarding, UPGRADE_MARGIN};
 use super::levels::{LevelBoard, LevelCell};
 use super::mix::{AudioRole, Downlink};
 use super::mixer::{MixerInput, Mixers};
-use super::net::{Datagram, Route, Routes, sdp_ufrag};
+use super::net::{Datagram, MediaSockets, Route, Routes, sdp_ufrag};
 use super::sdp;
 use super::{Answer, Registry, TrackMapping, VideoEvent, VideoPlan};
 use crate::events::CapabilityTarget;
@@ -98,10 +97,9 @@ struct Peer {
 
 /// What a meeting task shares with the rest of the media plane.
 pub struct Shared {
-    pub socket: Arc<UdpSocket>,
-    pub local: SocketAddr,
-    /// The host candidates clients are given: the bound address, or the advertised addresses
-    /// (`--media-public-ip`) that a NAT maps onto it.
+    /// The bound sockets and the host candidates clients are given.
+    pub sockets: MediaSockets,
+    /// Every host candidate, in order.
     pub candidates: Vec<SocketAddr>,
     pub routes: Routes,
     pub mixers: Mixers,
@@ -109,23 +107,6 @@ pub struct Shared {
     pub registry: Registry,
     pub video_events: mpsc::UnboundedSender<VideoEvent>,
     pub video: VideoCounters,
-}
-
-impl Shared {
-    /// The host candidate a datagram from `source` was sent to. str0m accepts a STUN check only
-    /// when it is addressed to one of its local candidates, but the socket only knows its bound
-    /// address: behind a 1:1 NAT the client wrote to an advertised address that the NAT
-    /// rewrote. The first advertised address of the source's family is taken; of several in one
-    /// family any would do, since the reply leaves from this socket whichever it is.
-    fn candidate_for(&self, source: SocketAddr) -> SocketAddr {
-        let family = |address: &&SocketAddr| address.is_ipv4() == source.is_ipv4();
-        self.candidates
-            .iter()
-            .find(family)
-            .or(self.candidates.first())
-            .copied()
-            .unwrap_or(self.local)
-    }
 }
 
 /// Video forwarding counters for /metrics; each meeting task adds once per round, not per frame.
@@ -615,7 +596,7 @@ impl MeetingTask {
             Receive {
                 proto: Protocol::Udp,
                 source: datagram.source,
-                destination: self.shared.candidate_for(datagram.source),
+                destination: datagram.destination,
                 contents,
             },
         );
@@ -672,7 +653,9 @@ impl MeetingTask {
                     break;
                 }
                 Ok(Output::Transmit(t)) => {
-                    let _ = self.shared.socket.try_send_to(&t.contents, t.destination);
+                    self.shared
+                        .sockets
+                        .send(t.source, t.destination, &t.contents);
                 }
                 Ok(Output::Event(event)) => match event {
                     Event::MediaAdded(added)

@@ -24,7 +24,7 @@ pub mod opus;
 pub mod sdp;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,7 +36,8 @@ use levels::LevelBoard;
 use meeting::{MeetingCommand, MeetingTask, Shared};
 pub use mix::AudioRole;
 use mixer::Mixers;
-use net::Routes;
+pub use net::MediaAddresses;
+use net::{MediaSockets, Routes};
 
 /// Speakers mixed at once in a meeting larger than a handful of senders.
 pub const DEFAULT_MIXED_SPEAKERS: usize = 3;
@@ -84,6 +85,8 @@ pub struct Media {
     shared: Arc<Shared>,
     /// The first address put in SDP answers as a host candidate.
     pub advertised: SocketAddr,
+    /// Every host candidate put in SDP answers.
+    pub candidates: Vec<SocketAddr>,
     sessions: Arc<Mutex<HashMap<u64, String>>>,
     next_meeting_key: Arc<AtomicU64>,
     video_events: Arc<Mutex<Option<mpsc::UnboundedReceiver<VideoEvent>>>>,
@@ -107,39 +110,33 @@ pub enum VideoEvent {
 }
 
 impl Media {
-    /// Binds the UDP socket and starts the receive task and the mixer threads. Clients are
-    /// given a host candidate on each of `advertised_ips` (the bound address when empty).
-    pub async fn start(listen: SocketAddr, advertised_ips: &[IpAddr]) -> std::io::Result<Media> {
+    /// Binds the UDP sockets (see [`net::MediaSockets`]) and starts their receive tasks and
+    /// the mixer threads.
+    pub async fn start(addresses: &MediaAddresses) -> std::io::Result<Media> {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        Self::start_with(listen, advertised_ips, threads, DEFAULT_MIXED_SPEAKERS).await
+        Self::start_with(addresses, threads, DEFAULT_MIXED_SPEAKERS).await
     }
 
     /// As [`Media::start`], with the number of mixer threads and of speakers mixed at once.
     pub async fn start_with(
-        listen: SocketAddr,
-        advertised_ips: &[IpAddr],
+        addresses: &MediaAddresses,
         mixer_threads: usize,
         speakers: usize,
     ) -> std::io::Result<Media> {
         // str0m needs a process-wide crypto provider for DTLS; installing it twice is harmless.
         str0m::crypto::from_feature_flags().install_process_default();
-        let socket = Arc::new(net::bind(listen)?);
-        let local = socket.local_addr()?;
-        let candidates: Vec<SocketAddr> = if advertised_ips.is_empty() {
-            vec![local]
-        } else {
-            advertised_ips
-                .iter()
-                .map(|ip| SocketAddr::new(*ip, local.port()))
-                .collect()
-        };
-        let advertised = candidates.first().copied().unwrap_or(local);
+        let sockets = MediaSockets::bind(addresses)?;
+        let candidates = sockets.candidates();
+        let advertised = candidates.first().copied().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no media address")
+        })?;
         let routes = Routes::default();
         let (video_events, video_events_rx) = mpsc::unbounded_channel();
-        tokio::spawn(net::receive(socket.clone(), routes.clone()));
+        for socket in &sockets.sockets {
+            tokio::spawn(net::receive(socket.clone(), routes.clone()));
+        }
         let shared = Arc::new(Shared {
-            socket,
-            local,
+            sockets,
             candidates,
             routes,
             mixers: Mixers::start(mixer_threads, speakers)?,
@@ -149,6 +146,7 @@ impl Media {
             video: Default::default(),
         });
         Ok(Media {
+            candidates: shared.candidates.clone(),
             shared,
             video_events: Arc::new(Mutex::new(Some(video_events_rx))),
             advertised,

@@ -7,7 +7,7 @@
 //! known ufrag are dropped.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -22,6 +22,8 @@ const MAX_DATAGRAM: usize = 2048;
 pub struct Datagram {
     pub session: u64,
     pub source: SocketAddr,
+    /// The host candidate it was sent to.
+    pub destination: SocketAddr,
     pub received: Instant,
     pub contents: Vec<u8>,
 }
@@ -92,7 +94,165 @@ impl Routes {
     }
 }
 
-/// Binds the media socket with large buffers.
+/// Where the media plane listens and what it tells clients: one bound socket per host address
+/// it answers on, each with the host candidates that reach it.
+///
+/// - `--media-public-ip` given: one socket on the listen address, advertised as those IPs (a
+///   1:1 NAT rewrites them to the bound address on the way in).
+/// - A specific listen IP: one socket, advertised as itself.
+/// - Every address (`0.0.0.0`, `[::]`): one socket per address of this host, on one port, each
+///   advertised as itself, so a datagram's destination is known from the socket it arrived on
+///   (str0m accepts a check only when its destination is one of its candidates) and a reply
+///   leaves from the address the client wrote to. An unspecified address is never advertised.
+pub struct MediaSockets {
+    pub sockets: Vec<Arc<MediaSocket>>,
+}
+
+pub struct MediaSocket {
+    pub socket: UdpSocket,
+    pub local: SocketAddr,
+    /// The host candidates clients reach this socket at.
+    pub candidates: Vec<SocketAddr>,
+}
+
+impl MediaSocket {
+    /// The host candidate a datagram from `source` was sent to: of several advertised
+    /// addresses (an IPv4 and an IPv6 one behind a NAT), the first of the source's family.
+    pub fn candidate_for(&self, source: SocketAddr) -> SocketAddr {
+        let family = |address: &&SocketAddr| address.is_ipv4() == source.is_ipv4();
+        self.candidates
+            .iter()
+            .find(family)
+            .or(self.candidates.first())
+            .copied()
+            .unwrap_or(self.local)
+    }
+}
+
+/// How to bind the media plane.
+#[derive(Debug, Clone, Default)]
+pub struct MediaAddresses {
+    /// The bind address; an unspecified IP means every address of this host.
+    pub listen: Option<SocketAddr>,
+    /// `--media-public-ip`: the addresses clients are given instead of the bound one.
+    pub public_ips: Vec<IpAddr>,
+    /// Whether loopback addresses are among those bound when listening on every address: yes
+    /// for a node whose API is on loopback (local development), no on a server, whose remote
+    /// clients would only try their own loopback.
+    pub loopback: bool,
+}
+
+impl MediaAddresses {
+    /// One socket bound at `listen`, advertised as itself.
+    pub fn bound(listen: SocketAddr) -> MediaAddresses {
+        MediaAddresses {
+            listen: Some(listen),
+            ..MediaAddresses::default()
+        }
+    }
+}
+
+impl MediaSockets {
+    pub fn bind(addresses: &MediaAddresses) -> std::io::Result<MediaSockets> {
+        let listen = addresses
+            .listen
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+        if !addresses.public_ips.is_empty() || !listen.ip().is_unspecified() {
+            let socket = bind(listen)?;
+            let local = socket.local_addr()?;
+            let candidates = if addresses.public_ips.is_empty() {
+                vec![local]
+            } else {
+                let port = local.port();
+                let public = addresses.public_ips.iter();
+                public.map(|ip| SocketAddr::new(*ip, port)).collect()
+            };
+            let socket = MediaSocket {
+                socket,
+                local,
+                candidates,
+            };
+            return Ok(MediaSockets {
+                sockets: vec![Arc::new(socket)],
+            });
+        }
+        let ips = host_addresses(listen.ip().is_ipv6(), addresses.loopback);
+        if ips.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrNotAvailable,
+                format!(
+                    "media listens on every address ({listen}) but this host has no address a                      client could reach it at; give --media-public-ip"
+                ),
+            ));
+        }
+        let mut port = listen.port();
+        let mut sockets = Vec::with_capacity(ips.len());
+        for ip in ips {
+            // One port for all when it can be had, so that a firewall rule names one port.
+            let socket = match bind(SocketAddr::new(ip, port)) {
+                Ok(socket) => socket,
+                Err(_) if listen.port() == 0 => bind(SocketAddr::new(ip, 0))?,
+                Err(error) => return Err(error),
+            };
+            let local = socket.local_addr()?;
+            if port == 0 {
+                port = local.port();
+            }
+            sockets.push(Arc::new(MediaSocket {
+                socket,
+                local,
+                candidates: vec![local],
+            }));
+        }
+        Ok(MediaSockets { sockets })
+    }
+
+    /// Every host candidate, in the order clients are given them.
+    pub fn candidates(&self) -> Vec<SocketAddr> {
+        let each = self.sockets.iter();
+        each.flat_map(|s| s.candidates.iter().copied()).collect()
+    }
+
+    /// Sends from the socket that answers for `source` (a candidate str0m chose), or the first
+    /// of the destination's family.
+    pub fn send(&self, source: SocketAddr, destination: SocketAddr, contents: &[u8]) {
+        let socket = self
+            .sockets
+            .iter()
+            .find(|s| s.candidates.contains(&source))
+            .or_else(|| {
+                let family = destination.is_ipv4();
+                self.sockets.iter().find(|s| s.local.is_ipv4() == family)
+            })
+            .or(self.sockets.first());
+        if let Some(socket) = socket {
+            let _ = socket.socket.try_send_to(contents, destination);
+        }
+    }
+}
+
+/// This host's own addresses that a client could reach: every interface's, IPv4 (and IPv6 when
+/// `ipv6`), without link-local ones (they need a scope) and with loopback only when asked,
+/// loopback last.
+pub fn host_addresses(ipv6: bool, loopback: bool) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|interface| interface.ip())
+        .filter(|ip| ipv6 || ip.is_ipv4())
+        .filter(|ip| !ip.is_unspecified() && !ip.is_multicast())
+        .filter(|ip| match ip {
+            IpAddr::V4(v4) => !v4.is_link_local(),
+            IpAddr::V6(v6) => !v6.is_unicast_link_local(),
+        })
+        .filter(|ip| loopback || !ip.is_loopback())
+        .collect();
+    ips.sort_by_key(|ip| (ip.is_loopback(), ip.is_ipv6()));
+    ips.dedup();
+    ips
+}
+
+/// Binds one media socket with large buffers.
 pub fn bind(listen: SocketAddr) -> std::io::Result<UdpSocket> {
     let domain = socket2::Domain::for_address(listen);
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
@@ -104,11 +264,11 @@ pub fn bind(listen: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
-/// Reads the socket forever, handing each datagram to the meeting that owns its peer.
-pub async fn receive(socket: Arc<UdpSocket>, routes: Routes) {
+/// Reads a socket forever, handing each datagram to the meeting that owns its peer.
+pub async fn receive(socket: Arc<MediaSocket>, routes: Routes) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        let (n, source) = match socket.recv_from(&mut buf).await {
+        let (n, source) = match socket.socket.recv_from(&mut buf).await {
             Ok(received) => received,
             Err(error) => {
                 // ICMP port-unreachable surfaces as an error on some systems; keep reading.
@@ -127,6 +287,7 @@ pub async fn receive(socket: Arc<UdpSocket>, routes: Routes) {
         let datagram = Datagram {
             session: route.session,
             source,
+            destination: socket.candidate_for(source),
             received: Instant::now(),
             contents: datagram.to_vec(),
         };

@@ -25,7 +25,9 @@ pub struct Section {
     pub video: bool,
     pub mid: String,
     pub direction: Direction,
-    /// Port 0: a stopped transceiver whose slot the browser has not recycled yet.
+    /// A stopped transceiver whose slot the browser has not recycled yet: port 0 outside the
+    /// BUNDLE group. Port 0 inside it is a live bundled section (RFC 8843 `a=bundle-only`,
+    /// as Firefox offers every section after the first under `max-bundle`).
     pub stopped: bool,
     /// The rids of `a=simulcast:send`, in order (low, mid, hi for the SDK's camera).
     pub simulcast_send: Vec<String>,
@@ -50,7 +52,16 @@ impl Section {
 /// The offer's sections in order. Lines the parser does not know are ignored.
 pub fn sections(offer: &str) -> Vec<Section> {
     let mut sections: Vec<Section> = Vec::new();
+    // Port 0 per section, and whether it says `a=bundle-only`; settled against the BUNDLE
+    // group (a session-level line, but read wherever it is) once every line is read.
+    let mut port_zero: Vec<bool> = Vec::new();
+    let mut bundle_only: Vec<bool> = Vec::new();
+    let mut bundled: Vec<&str> = Vec::new();
     for line in offer.lines().map(str::trim_end) {
+        if let Some(group) = line.strip_prefix("a=group:BUNDLE") {
+            bundled.extend(group.split_whitespace());
+            continue;
+        }
         if let Some(media) = line.strip_prefix("m=") {
             let mut fields = media.split_whitespace();
             let kind = fields.next().unwrap_or_default();
@@ -60,10 +71,18 @@ pub fn sections(offer: &str) -> Vec<Section> {
                 mid: String::new(),
                 // RFC 3264: no direction attribute means sendrecv.
                 direction: Direction::SendRecv,
-                stopped: port == "0",
+                stopped: false,
                 simulcast_send: Vec::new(),
                 simulcast_send_list: String::new(),
             });
+            port_zero.push(port == "0");
+            bundle_only.push(false);
+            continue;
+        }
+        if line == "a=bundle-only" {
+            if let Some(last) = bundle_only.last_mut() {
+                *last = true;
+            }
             continue;
         }
         let Some(section) = sections.last_mut() else {
@@ -83,6 +102,11 @@ pub fn sections(offer: &str) -> Vec<Section> {
                 _ => continue,
             };
         }
+    }
+    let flags = port_zero.into_iter().zip(bundle_only);
+    for (section, (port_zero, bundle_only)) in sections.iter_mut().zip(flags) {
+        let live_in_bundle = bundle_only || bundled.contains(&section.mid.as_str());
+        section.stopped = port_zero && !live_in_bundle;
     }
     sections
 }
@@ -262,9 +286,70 @@ mod tests {
 
     #[test]
     fn a_stopped_section_neither_sends_nor_receives() {
-        let offer = "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\na=recvonly\r\n";
+        let offer = "v=0\r\na=group:BUNDLE 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+                     m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\na=recvonly\r\n";
         let parsed = sections(offer);
-        assert!(parsed[0].stopped && !parsed[0].receives_only() && !parsed[0].publishes());
+        assert!(parsed[1].stopped && !parsed[1].receives_only() && !parsed[1].publishes());
+    }
+
+    /// Firefox offers every section after the first as `m=video 0 … a=bundle-only` under the
+    /// SDK's `max-bundle` (RFC 8843): live sections, not stopped ones.
+    #[test]
+    fn firefox_bundle_only_sections_are_live() {
+        let camera = sections(include_str!(
+            "../../tests/fixtures/sdp/firefox153-offer-camera.sdp"
+        ));
+        assert_eq!(camera.len(), 2);
+        assert!(!camera[1].stopped && camera[1].publishes(), "{camera:?}");
+        assert_eq!(camera[1].mid, "1");
+
+        let viewer = sections(include_str!(
+            "../../tests/fixtures/sdp/firefox153-offer-receive-two.sdp"
+        ));
+        let receiving: Vec<&str> = viewer
+            .iter()
+            .filter(|s| s.receives_only())
+            .map(|s| s.mid.as_str())
+            .collect();
+        assert_eq!(receiving, ["2", "3"]);
+        assert!(viewer.iter().all(|s| !s.stopped && !s.publishes()));
+
+        // A content-share session's offer (its own peer connection): one sending section.
+        let content = sections(include_str!(
+            "../../tests/fixtures/sdp/firefox153-offer-content.sdp"
+        ));
+        assert!(content[1].publishes());
+
+        // A bundle-only section outside the group (a=bundle-only is what counts) is live too.
+        let lone = "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\na=bundle-only\r\na=mid:4\r\n\
+                    a=recvonly\r\n";
+        assert!(sections(lone)[0].receives_only());
+    }
+
+    /// str0m takes Firefox's offers as they are and answers every bundled video section live.
+    #[test]
+    fn str0m_answers_firefox_bundled_sections_live() {
+        for offer in [
+            include_str!("../../tests/fixtures/sdp/firefox153-offer-camera.sdp"),
+            include_str!("../../tests/fixtures/sdp/firefox153-offer-receive-two.sdp"),
+        ] {
+            let mut rtc = str0m::Rtc::builder()
+                .set_ice_lite(true)
+                .clear_codecs()
+                .enable_opus(true, true)
+                .enable_vp8(true)
+                .build(std::time::Instant::now());
+            let offer = str0m::change::SdpOffer::from_sdp_string(offer).expect("offer parses");
+            let answer = rtc
+                .sdp_api()
+                .accept_offer(offer)
+                .expect("accepted")
+                .to_sdp_string();
+            assert!(
+                !answer.contains("m=video 0 "),
+                "no section rejected:\n{answer}"
+            );
+        }
     }
 
     #[test]

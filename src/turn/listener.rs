@@ -21,6 +21,7 @@ use webrtc_util::vnet::net::Net;
 
 use super::{Grants, parse_username, rest_password};
 use crate::clock::Clock;
+use crate::join::video::split_content;
 use crate::store::Store;
 
 /// The realm in the TURN server's challenges; any value works with REST credentials.
@@ -56,13 +57,17 @@ impl Auth {
         let Some(token) = self.parts.grants.join_token(attendee_id, now) else {
             return Some("no credentials were minted for this attendee here");
         };
+        // A content-share session (`<AttendeeId>#content`, joined with `<JoinToken>#content`)
+        // relays for as long as its attendee exists, as its signaling does.
+        let (owner_id, _) = split_content(attendee_id);
+        let token = split_content(&token).0.to_string();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let store = self.parts.store.clone();
         self.parts.runtime.spawn(async move {
             let _ = tx.send(store.find_attendee_by_join_token(&token).await);
         });
         match rx.recv_timeout(LOOKUP_TIMEOUT) {
-            Ok(Ok(Some(attendee))) if attendee.attendee_id == attendee_id => None,
+            Ok(Ok(Some(attendee))) if attendee.attendee_id == owner_id => None,
             Ok(Ok(_)) => Some("attendee unavailable"),
             Ok(Err(_)) | Err(_) => Some("the store did not answer"),
         }

@@ -74,7 +74,7 @@ pub fn ping_frame(ping_id: u32) -> SdkSignalFrame {
 
 /// The upgrade request amazon-chime-sdk-js makes: the SignalingUrl plus its query string, with
 /// `_aws_wt_session` and the JoinToken as subprotocols.
-fn upgrade_request(signaling_url: &str, token: &str) -> Request {
+pub fn upgrade_request(signaling_url: &str, token: &str) -> Request {
     let url = format!(
         "{signaling_url}?X-Chime-Control-Protocol-Version=3&X-Amzn-Chime-Send-Close-On-Error=1"
     );
@@ -429,9 +429,11 @@ pub struct LimitedPlane {
 impl LimitedPlane {
     pub async fn start(server: &TestServer, limits: JoinLimits) -> LimitedPlane {
         let running = server.running.as_ref().expect("running");
-        let media = Media::start("127.0.0.1:0".parse().expect("address"), &[])
-            .await
-            .expect("media socket");
+        let media = Media::start(&carillon::media::MediaAddresses::bound(
+            "127.0.0.1:0".parse().expect("address"),
+        ))
+        .await
+        .expect("media socket");
         let plane = Arc::new(
             JoinPlane::new(
                 running.join.store.clone(),

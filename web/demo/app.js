@@ -32,6 +32,8 @@ const state = {
   messages: [],
   // tileId → { tile: the last VideoTileState, figure, video, caption }.
   tiles: new Map(),
+  // The WebRTC stats of the last client metric report (the SDK sends one every second).
+  stats: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -225,6 +227,11 @@ async function join(meeting, attendee, { simulcast = false } = {}) {
       },
       videoTileDidUpdate: showTile,
       videoTileWasRemoved: removeTile,
+      // The stats the SDK reads anyway: getRTCPeerConnectionStats() would read them again
+      // (the SDK warns that it is deprecated for that reason).
+      metricsDidReceive: (report) => {
+        state.stats = report.getRTCStatsReport();
+      },
     });
     av.start();
   });
@@ -232,7 +239,7 @@ async function join(meeting, attendee, { simulcast = false } = {}) {
 
 /** The receiver's cumulative inbound audio energy (WebRTC stats), to tell sound from silence. */
 async function audioEnergy() {
-  const report = await state.session.audioVideo.getRTCPeerConnectionStats();
+  const report = state.stats;
   let energy = 0;
   report?.forEach((s) => {
     if (s.type === 'inbound-rtp' && s.kind === 'audio') energy += s.totalAudioEnergy ?? 0;
@@ -248,7 +255,7 @@ async function videoFramesDecoded(attendeeId) {
   const tracks = attendeeId === undefined
     ? null
     : (tileOf(attendeeId)?.tile.boundVideoStream?.getVideoTracks() ?? []).map((track) => track.id);
-  const report = await state.session.audioVideo.getRTCPeerConnectionStats();
+  const report = state.stats;
   let frames = 0;
   report?.forEach((s) => {
     if (s.type === 'inbound-rtp' && s.kind === 'video' && (!tracks || tracks.includes(s.trackIdentifier))) {
@@ -260,7 +267,7 @@ async function videoFramesDecoded(attendeeId) {
 
 /** What this page sends of its camera: one entry per encoding (simulcast layer), from WebRTC stats. */
 async function videoSendLayers() {
-  const report = await state.session.audioVideo.getRTCPeerConnectionStats();
+  const report = state.stats;
   const layers = [];
   report?.forEach((s) => {
     if (s.type === 'outbound-rtp' && s.kind === 'video') {
