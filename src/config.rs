@@ -258,10 +258,27 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(60..=604_800))]
     pub turn_ttl: u32,
 
-    /// UDP address of an embedded TURN listener (e.g. 0.0.0.0:3478). Without --turn-uris it is
-    /// the TURN server clients are given, at --media-public-ip (or this IP) and its port.
+    /// Address of an embedded TURN listener (e.g. 0.0.0.0:3478), UDP and TCP on that port.
+    /// Without --turn-uris it is the TURN server clients are given, at --media-public-ip (or
+    /// this IP) and its port.
     #[arg(long, env = "CARILLON_TURN_LISTEN")]
     pub turn_listen: Option<std::net::SocketAddr>,
+
+    /// Address of the embedded TURN listener's TLS port (`turns:`, e.g. 0.0.0.0:5349 or :443),
+    /// for networks that let only TLS out. Uses --turn-tls-cert, else the --tls-cert
+    /// certificate; clients are told the --public-url host, which the certificate must name.
+    #[arg(long, env = "CARILLON_TURN_TLS_LISTEN", requires = "turn_listen")]
+    pub turn_tls_listen: Option<std::net::SocketAddr>,
+
+    /// PEM certificate (chain) of the TURN TLS port when it is not --tls-cert's: behind a proxy
+    /// that terminates HTTPS, Carillon has no --tls-cert but still terminates `turns:`.
+    /// Reloaded on SIGHUP.
+    #[arg(long, env = "CARILLON_TURN_TLS_CERT", requires_all = ["turn_tls_key", "turn_tls_listen"])]
+    pub turn_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --turn-tls-cert.
+    #[arg(long, env = "CARILLON_TURN_TLS_KEY", requires = "turn_tls_cert")]
+    pub turn_tls_key: Option<PathBuf>,
 
     /// Seconds one API request may take before it is answered 503 and abandoned.
     #[arg(long, env = "CARILLON_REQUEST_TIMEOUT", default_value_t = 30,
@@ -332,6 +349,9 @@ impl Config {
             turn_secret: None,
             turn_ttl: crate::turn::DEFAULT_TTL_SECONDS,
             turn_listen: None,
+            turn_tls_listen: None,
+            turn_tls_cert: None,
+            turn_tls_key: None,
         }
     }
 }

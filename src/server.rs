@@ -28,7 +28,7 @@ use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{EndRules, Store};
 use crate::turn::TurnMinter;
-use crate::turn::listener::{TurnAuthParts, TurnListener};
+use crate::turn::listener::{TlsPort, TurnAuthParts, TurnListener};
 
 /// The router: a health check, the signaling WebSocket, the demo page (unless turned off) and
 /// the API dispatcher for the rest. Handlers outside the dispatcher (health, demo, client events)
@@ -181,6 +181,8 @@ pub struct Boot {
     pub admin_addr: Option<SocketAddr>,
     /// The embedded TURN listener's advertised UDP address, if it runs (`--turn-listen`).
     pub turn_addr: Option<SocketAddr>,
+    /// The embedded TURN listener's TLS address (`--turn-tls-listen`), if it runs.
+    pub turn_tls_addr: Option<SocketAddr>,
 }
 
 /// Loads the root key: from the configuration if given, else generated once and kept in the
@@ -257,8 +259,9 @@ pub struct Running {
     sinks: Vec<notifications::SinkConfig>,
     /// The embedded TURN listener; stops when dropped.
     turn: Option<TurnListener>,
-    /// The HTTPS certificate (`--tls-cert`), reloaded on SIGHUP.
-    certificate: Option<Arc<crate::tls::ReloadableCertificate>>,
+    /// The HTTPS certificate (`--tls-cert`) and the TURN TLS port's when it has its own
+    /// (`--turn-tls-cert`), reloaded on SIGHUP.
+    certificates: Vec<Arc<crate::tls::ReloadableCertificate>>,
     on_shutdown: crate::config::ShutdownMode,
 }
 
@@ -275,14 +278,14 @@ impl Running {
         Ok(count)
     }
 
-    /// Reads the TLS certificate and key again (SIGHUP), if the server has them: new
+    /// Reads the TLS certificates and keys again (SIGHUP), if the server has them: new
     /// handshakes get the new pair, open connections keep theirs. A pair that does not load
-    /// leaves the old one in force.
+    /// leaves the old one in force (and the error names it).
     pub fn reload_certificate(&self) -> anyhow::Result<bool> {
-        match &self.certificate {
-            Some(certificate) => certificate.reload().map(|()| true),
-            None => Ok(false),
+        for certificate in &self.certificates {
+            certificate.reload()?;
         }
+        Ok(!self.certificates.is_empty())
     }
 
     /// Stops accepting, tells connected clients their meeting ended or to reconnect
@@ -401,6 +404,8 @@ fn media_addresses(config: &Config, api_ip: IpAddr) -> MediaAddresses {
 fn start_turn(
     config: &Config,
     http_ip: std::net::IpAddr,
+    certificate: Option<&Arc<crate::tls::ReloadableCertificate>>,
+    public_url: &str,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<(Option<Arc<TurnMinter>>, Option<TurnListener>)> {
@@ -450,9 +455,27 @@ fn start_turn(
                  address clients reach this node at) or --turn-uris"
             )
         })?;
+    let tls = match (config.turn_tls_listen, certificate) {
+        (Some(listen), Some(certificate)) => Some(TlsPort {
+            listen,
+            acceptor: certificate.acceptor(&[])?,
+            // The name clients check the certificate against: the one they reach the API at.
+            host: public_url
+                .parse::<http::Uri>()
+                .ok()
+                .and_then(|uri| uri.host().map(str::to_string))
+                .unwrap_or_else(|| advertised_ip.to_string()),
+        }),
+        (Some(_), None) => anyhow::bail!(
+            "--turn-tls-listen needs a certificate: --tls-cert and --tls-key, or --turn-tls-cert \
+             and --turn-tls-key"
+        ),
+        (None, _) => None,
+    };
     let grants = Arc::new(crate::turn::Grants::default());
     let listener = TurnListener::start(
         listen,
+        tls,
         advertised_ip,
         TurnAuthParts {
             secret: secret.clone(),
@@ -463,16 +486,18 @@ fn start_turn(
         },
     )?;
     let uris = if uris.is_empty() {
-        vec![listener.uri()]
+        listener.uris()
     } else {
         uris
     };
     tracing::info!(
         listen = %listener.local,
+        transports = if listener.tls.is_some() { "udp, tcp, tls" } else { "udp, tcp" },
+        tls = ?listener.tls.as_ref().map(|(bound, _)| bound),
         ?uris,
         ttl = config.turn_ttl,
-        "embedded TURN listener (UDP) started: every JOIN_ACK carries credentials, and clients \
-         relay all media through TURN"
+        "embedded TURN listener started: every JOIN_ACK carries credentials, and clients relay \
+         all media through TURN"
     );
     Ok((
         Some(Arc::new(TurnMinter::new(
@@ -610,7 +635,18 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         .await
         .with_context(|| format!("binding the media sockets ({media_addresses:?})"))?;
     let media_addr = media.advertised;
-    let (turn_minter, turn) = start_turn(config, addr.ip(), store.clone(), clock.clone())?;
+    let turn_certificate = match (&config.turn_tls_cert, &config.turn_tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::ReloadableCertificate::load(cert, key)?),
+        _ => certificate.clone(),
+    };
+    let (turn_minter, turn) = start_turn(
+        config,
+        addr.ip(),
+        turn_certificate.as_ref(),
+        &public_url,
+        store.clone(),
+        clock.clone(),
+    )?;
     let cluster = crate::cluster::Cluster::new(
         store.clone(),
         public_url.clone(),
@@ -770,7 +806,15 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         join,
         api: state,
         keys_file: config.keys_file.clone(),
-        certificate,
+        certificates: certificate
+            .iter()
+            .chain(
+                turn_certificate
+                    .iter()
+                    .filter(|turn| !certificate.as_ref().is_some_and(|c| Arc::ptr_eq(c, turn))),
+            )
+            .cloned()
+            .collect(),
         on_shutdown: config.on_shutdown,
         boot: Boot {
             addr,
@@ -782,6 +826,9 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
             credentials_file,
             admin_addr,
             turn_addr: turn.as_ref().map(|listener| listener.advertised),
+            turn_tls_addr: turn
+                .as_ref()
+                .and_then(|listener| listener.tls.as_ref().map(|(bound, _)| *bound)),
         },
         shutdown: Some(tx),
         task,

@@ -1042,3 +1042,57 @@ async fn a_late_joiner_gets_the_data_messages_still_alive_and_not_the_expired_on
     let after = again.ping(2).await;
     assert!(after.iter().all(|f| data_messages(f).is_empty()));
 }
+
+/// After End Meeting the SDK sends its last client-event batch and a beacon with a token that no
+/// longer names an attendee: accepted for five minutes after the session ended, refused after.
+#[tokio::test]
+async fn client_events_are_accepted_for_five_minutes_after_the_session_ended() {
+    let server =
+        TestServer::start_with(|config| config.clock = carillon::config::ClockMode::Manual).await;
+    let m = meeting(&server).await;
+    let (_, token) = attendee(&server, &m, "Zoë").await;
+    let mut zoe = SignalClient::connect(&m.signaling_url, &token).await;
+    zoe.join().await;
+    let post = || async {
+        server
+            .raw()
+            .send_with(
+                "POST",
+                "/v1/client-events",
+                br#"{"events":[]}"#,
+                common::Signing::Unsigned,
+                &[("authorization", format!("Bearer {token}").as_str())],
+            )
+            .await
+            .status
+    };
+    server
+        .client()
+        .delete_meeting()
+        .meeting_id(&m.id)
+        .send()
+        .await
+        .expect("End Meeting");
+    assert_eq!(zoe.closed().await.0, 4410);
+    // The farewell is written as the session task ends, just after the close handshake.
+    let mut status = 0;
+    for _ in 0..50 {
+        status = post().await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "the last batch after the meeting ended");
+    let answer = server
+        .raw()
+        .post("/_carillon/clock", r#"{"advance_seconds": 299}"#)
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(post().await, 200, "still within five minutes");
+    server
+        .raw()
+        .post("/_carillon/clock", r#"{"advance_seconds": 2}"#)
+        .await;
+    assert_eq!(post().await, 403, "refused five minutes after");
+}

@@ -206,7 +206,7 @@ async fn the_turn_secret_and_minted_passwords_are_never_logged() {
         Binary::start(&["--turn-listen", "127.0.0.1:0", "--turn-secret", secret]).await;
     server
         .wait_for_line("the TURN listener's start", |line| {
-            is_info(line) && message(line).starts_with("embedded TURN listener (UDP) started")
+            is_info(line) && message(line).starts_with("embedded TURN listener started")
         })
         .await;
     let client = sdk_client(&format!("http://127.0.0.1:{}", server.port), "us-east-1");

@@ -5,14 +5,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use carillon::join::frames;
 use carillon::join::frames::proto::sdk_signal_frame::Type;
 use carillon::join::frames::proto::{SdkJoinFrame, SdkSignalFrame};
 use common::signal::{client_frame, upgrade_request};
+use common::tls::{connector, write_certificate};
 use common::{SECRET_ACCESS_KEY, TestServer, sign_headers};
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
@@ -21,39 +20,11 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A meeting that does not exist: GetMeeting answers 404 NotFound.
 const MISSING: &str = "/meetings/0b6d8a6e-5f0c-4b4c-9a43-1a2b3c4d5e6f";
-
-/// A self-signed certificate for localhost and 127.0.0.1, written as PEM; returns its DER too.
-fn write_certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf, CertificateDer<'static>) {
-    let generated =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .expect("a certificate");
-    let cert = dir.join(format!("{name}.crt"));
-    let key = dir.join(format!("{name}.key"));
-    std::fs::write(&cert, generated.cert.pem()).expect("cert");
-    std::fs::write(&key, generated.signing_key.serialize_pem()).expect("key");
-    (cert, key, generated.cert.der().clone())
-}
-
-/// A TLS client that trusts exactly `trusted`.
-fn connector(trusted: &[CertificateDer<'static>]) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in trusted {
-        roots.add(cert.clone()).expect("a root");
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
-}
 
 async fn tls_connect(
     server: &TestServer,

@@ -11,9 +11,14 @@ use std::time::Duration;
 
 use base64::Engine;
 use carillon::join::frames::proto::SdkTurnCredentials;
+use carillon::turn::stream::{MAX_MESSAGE, read_message};
 use common::TestServer;
 use common::signal::{Meeting, SignalClient, attendee, meeting};
+use common::tls::{connector, write_certificate};
 use hmac::{Hmac, Mac};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use webrtc_util::Conn;
 
 fn unix_now() -> i64 {
@@ -108,11 +113,107 @@ async fn turn_uris_without_a_secret_are_refused_at_start() {
     assert!(carillon::server::start(&config).await.is_err());
 }
 
+/// How a test client reaches the TURN listener.
+#[derive(Clone)]
+enum Transport {
+    Udp,
+    Tcp,
+    /// TLS, trusting this certificate.
+    Tls(CertificateDer<'static>),
+}
+
+/// The client side of TURN over a stream, as the `Conn` webrtc-rs's TURN client writes to: each
+/// `send_to` writes one message (ChannelData comes padded from the client), each `recv_from`
+/// reads one with the server's own framing.
+struct StreamClientConn<S> {
+    server: SocketAddr,
+    local: SocketAddr,
+    reader: tokio::sync::Mutex<tokio::io::ReadHalf<S>>,
+    writer: tokio::sync::Mutex<tokio::io::WriteHalf<S>>,
+}
+
+#[async_trait::async_trait]
+impl<S: AsyncRead + AsyncWrite + Send + Sync + 'static> Conn for StreamClientConn<S> {
+    async fn connect(&self, _addr: SocketAddr) -> webrtc_util::Result<()> {
+        Ok(())
+    }
+    async fn recv(&self, buf: &mut [u8]) -> webrtc_util::Result<usize> {
+        Ok(self.recv_from(buf).await?.0)
+    }
+    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+        let mut message = Box::new([0u8; MAX_MESSAGE]);
+        let n = read_message(&mut *self.reader.lock().await, &mut message)
+            .await?
+            .ok_or(webrtc_util::Error::ErrUseClosedNetworkConn)?;
+        buf[..n].copy_from_slice(&message[..n]);
+        Ok((n, self.server))
+    }
+    async fn send(&self, buf: &[u8]) -> webrtc_util::Result<usize> {
+        self.send_to(buf, self.server).await
+    }
+    async fn send_to(&self, buf: &[u8], _target: SocketAddr) -> webrtc_util::Result<usize> {
+        let mut writer = self.writer.lock().await;
+        writer.write_all(buf).await?;
+        writer.flush().await?;
+        Ok(buf.len())
+    }
+    fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
+        Ok(self.local)
+    }
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        Some(self.server)
+    }
+    async fn close(&self) -> webrtc_util::Result<()> {
+        let _ = self.writer.lock().await.shutdown().await;
+        Ok(())
+    }
+    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
+        self
+    }
+}
+
+fn stream_conn<S: AsyncRead + AsyncWrite + Send + Sync + 'static>(
+    stream: S,
+    server: SocketAddr,
+    local: SocketAddr,
+) -> Arc<dyn Conn + Send + Sync> {
+    let (reader, writer) = tokio::io::split(stream);
+    Arc::new(StreamClientConn {
+        server,
+        local,
+        reader: tokio::sync::Mutex::new(reader),
+        writer: tokio::sync::Mutex::new(writer),
+    })
+}
+
 /// A TURN client on loopback that allocates with these credentials.
-async fn turn_client(server: SocketAddr, username: &str, password: &str) -> turn::client::Client {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("socket");
+async fn turn_client(
+    server: SocketAddr,
+    transport: &Transport,
+    username: &str,
+    password: &str,
+) -> turn::client::Client {
+    let conn: Arc<dyn Conn + Send + Sync> = match transport {
+        Transport::Udp => Arc::new(
+            tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("socket"),
+        ),
+        Transport::Tcp => {
+            let tcp = TcpStream::connect(server).await.expect("connects");
+            let local = tcp.local_addr().expect("local");
+            stream_conn(tcp, server, local)
+        }
+        Transport::Tls(trusted) => {
+            let tcp = TcpStream::connect(server).await.expect("connects");
+            let local = tcp.local_addr().expect("local");
+            let tls = connector(std::slice::from_ref(trusted))
+                .connect(ServerName::try_from("127.0.0.1").expect("name"), tcp)
+                .await
+                .expect("TLS handshake with the certificate in force");
+            stream_conn(tls, server, local)
+        }
+    };
     let client = turn::client::Client::new(turn::client::ClientConfig {
         stun_serv_addr: server.to_string(),
         turn_serv_addr: server.to_string(),
@@ -121,7 +222,7 @@ async fn turn_client(server: SocketAddr, username: &str, password: &str) -> turn
         realm: String::new(),
         software: String::new(),
         rto_in_ms: 0,
-        conn: Arc::new(socket),
+        conn,
         vnet: None,
     })
     .await
@@ -131,7 +232,16 @@ async fn turn_client(server: SocketAddr, username: &str, password: &str) -> turn
 }
 
 async fn allocates(server: SocketAddr, username: &str, password: &str) -> bool {
-    let client = turn_client(server, username, password).await;
+    allocates_over(server, &Transport::Udp, username, password).await
+}
+
+async fn allocates_over(
+    server: SocketAddr,
+    transport: &Transport,
+    username: &str,
+    password: &str,
+) -> bool {
+    let client = turn_client(server, transport, username, password).await;
     let allocated = tokio::time::timeout(Duration::from_secs(10), client.allocate())
         .await
         .expect("an answer within 10 s")
@@ -166,15 +276,18 @@ async fn the_embedded_listener_relays_for_live_attendees_only() {
         .expect("credentials for the embedded listener");
     assert_eq!(
         credentials.uris,
-        vec![format!("turn:{turn_addr}?transport=udp")],
-        "the listener advertises itself"
+        vec![
+            format!("turn:{turn_addr}?transport=udp"),
+            format!("turn:{turn_addr}?transport=tcp"),
+        ],
+        "the listener advertises itself, UDP and TCP on one port"
     );
     let username = credentials.username.expect("username");
     let password = credentials.password.expect("password");
 
     // A valid credential allocates, and the relay reaches a peer on loopback (where the media
     // socket is in tests).
-    let client = turn_client(turn_addr, &username, &password).await;
+    let client = turn_client(turn_addr, &Transport::Udp, &username, &password).await;
     let relay = client.allocate().await.expect("allocates");
     assert_eq!(
         relay.local_addr().expect("relay address").ip(),
@@ -258,4 +371,130 @@ async fn the_embedded_listener_relays_for_live_attendees_only() {
         .await
         .expect("delete meeting");
     assert!(!allocates(turn_addr, &zoe_user, &zoe_password).await);
+}
+
+/// Allocates over `transport`, relays "¡hola, Zoë!" to a UDP peer on loopback and the peer's
+/// answer back: the stream carries both STUN and the client's data.
+async fn relays_both_ways(turn: SocketAddr, transport: &Transport, username: &str, password: &str) {
+    let client = turn_client(turn, transport, username, password).await;
+    let relay = tokio::time::timeout(Duration::from_secs(10), client.allocate())
+        .await
+        .expect("an answer within 10 s")
+        .expect("allocates");
+    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("peer");
+    let peer_addr = peer.local_addr().expect("peer address");
+    let mut buffer = [0u8; 1500];
+    // Over a stream nothing is lost, but the first Send may race the permission: send a few.
+    let mut relayed = None;
+    for _ in 0..20 {
+        relay
+            .send_to("¡hola, Zoë!".as_bytes(), peer_addr)
+            .await
+            .expect("relayed");
+        if let Ok(Ok(received)) =
+            tokio::time::timeout(Duration::from_millis(500), peer.recv_from(&mut buffer)).await
+        {
+            relayed = Some(received);
+            break;
+        }
+    }
+    let (n, from) = relayed.expect("the peer hears the client through the relay");
+    assert_eq!(&buffer[..n], "¡hola, Zoë!".as_bytes());
+    // A datagram of 1 001 bytes: ChannelData or a Data indication that needs padding on TCP.
+    let answer = "«Ana» ".repeat(143);
+    let answer = &answer.as_bytes()[..1001];
+    peer.send_to(answer, from).await.expect("answers");
+    let (n, from_peer) =
+        tokio::time::timeout(Duration::from_secs(10), relay.recv_from(&mut buffer))
+            .await
+            .expect("the answer within 10 s")
+            .expect("received");
+    assert_eq!(&buffer[..n], answer);
+    assert_eq!(from_peer, peer_addr);
+    let _ = relay.close().await;
+    let _ = client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_listener_relays_over_tcp_and_tls_for_live_attendees_only() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key, der) = write_certificate(dir.path(), "turn");
+    let server = TestServer::start_with(|config| {
+        config.turn_listen = Some("127.0.0.1:0".parse().expect("address"));
+        config.turn_tls_listen = Some("127.0.0.1:0".parse().expect("address"));
+        // The TURN TLS port's own certificate, as behind a proxy that terminates HTTPS; the
+        // browser test (web/turn.test.mjs) runs it with the HTTPS one.
+        config.turn_tls_cert = Some(cert.clone());
+        config.turn_tls_key = Some(key.clone());
+    })
+    .await;
+    let boot = &server.running.as_ref().expect("running").boot;
+    let turn_addr = boot.turn_addr.expect("the TURN listener runs");
+    let tls_addr = boot.turn_tls_addr.expect("the TURN TLS port listens");
+    let m = meeting(&server).await;
+    let (jose_id, jose_token) = attendee(&server, &m, "José").await;
+    let mut jose = SignalClient::connect(&m.signaling_url, &jose_token).await;
+    let (ack, _) = jose.join().await;
+    let credentials = ack
+        .joinack
+        .expect("joinack")
+        .turn_credentials
+        .expect("credentials for the embedded listener");
+    assert_eq!(
+        credentials.uris,
+        vec![
+            format!("turn:{turn_addr}?transport=udp"),
+            format!("turn:{turn_addr}?transport=tcp"),
+            // The --public-url host, which the certificate names.
+            format!("turns:127.0.0.1:{}?transport=tcp", tls_addr.port()),
+        ]
+    );
+    let username = credentials.username.expect("username");
+    let password = credentials.password.expect("password");
+    let tls = Transport::Tls(der);
+
+    relays_both_ways(turn_addr, &Transport::Tcp, &username, &password).await;
+    relays_both_ways(tls_addr, &tls, &username, &password).await;
+
+    // Bytes that are no TURN message (a TLS ClientHello on the plain port) close that
+    // connection, and nothing else.
+    let mut garbage = TcpStream::connect(turn_addr).await.expect("connects");
+    garbage
+        .write_all(&[0x16, 0x03, 0x01, 0x00, 0x10, 0x01, 0x00, 0x00, 0x0c])
+        .await
+        .expect("written");
+    let mut nothing = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(10), garbage.read(&mut nothing))
+        .await
+        .expect("closed within 10 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(allocates_over(turn_addr, &Transport::Tcp, &username, &password).await);
+
+    // Wrong passwords and deleted attendees are refused over streams as over UDP.
+    assert!(!allocates_over(turn_addr, &Transport::Tcp, &username, "not-the-password").await);
+    server
+        .client()
+        .delete_attendee()
+        .meeting_id(&m.id)
+        .attendee_id(&jose_id)
+        .send()
+        .await
+        .expect("delete");
+    assert!(!allocates_over(turn_addr, &Transport::Tcp, &username, &password).await);
+    assert!(!allocates_over(tls_addr, &tls, &username, &password).await);
+}
+
+#[tokio::test]
+async fn a_turn_tls_port_needs_a_certificate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = common::config_for(dir.path());
+    config.turn_listen = Some("127.0.0.1:0".parse().expect("address"));
+    config.turn_tls_listen = Some("127.0.0.1:0".parse().expect("address"));
+    let error = carillon::server::start(&config)
+        .await
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("--tls-cert"), "{error}");
 }

@@ -17,7 +17,7 @@ import {
   NotFoundException,
 } from '@aws-sdk/client-chime-sdk-meetings';
 import {
-  launchBrowser, openDemo, openPage as openDemoPage, recordConnections, sleep, startServer, waitFor,
+  launchBrowser, openDemo, openPage as openDemoPage, sleep, startServer, waitFor,
 } from './harness.mjs';
 
 const credentials = { accessKeyId: 'AKIDBROWSERTEST', secretAccessKey: 'browser-test-secret' };
@@ -125,91 +125,6 @@ test('two browsers join, see and hear each other, and DeleteAttendee locks one o
     const authorized = seen.indexOf(`AttendeeAuthorized ${name}`);
     const joined = seen.indexOf(`AttendeeJoined ${name}`);
     assert.ok(authorized > seen.indexOf(`AttendeeAdded ${name}`) && joined === authorized + 1, `${name} was authorized, then joined: ${seen}`);
-  }
-});
-
-// TURN: a second server with the embedded TURN listener on loopback. With turn_credentials in
-// JOIN_ACK the SDK sets iceTransportPolicy 'relay' itself, so the browsers' only candidates are
-// relay candidates on the listener, and the audio they hear has crossed it. A separate
-// Chromium, as loopback candidates must be allowed for a TURN server on 127.0.0.1.
-test('two browsers join through the embedded TURN listener with relay candidates only', async () => {
-  const { server: turnServer, url: turnUrl, client: turnClient } = await startServer({
-    name: 'turn',
-    credentials,
-    args: ['--turn-listen', '127.0.0.1:0'],
-    env: accountEnv,
-  });
-  let turnBrowser;
-  try {
-    turnBrowser = await launchBrowser(['--allow-loopback-in-peer-connection']);
-    const { Meeting } = await turnClient.send(new CreateMeetingCommand({ MediaRegion: 'us-east-1', ExternalMeetingId: 'browser-turn' }));
-    const pages = [];
-    for (const name of ['José', 'Zoë']) {
-      const page = await turnBrowser.newPage();
-      const consoleLines = [];
-      page.on('console', (message) => consoleLines.push(`${message.type()}: ${message.text()}`));
-      page.on('response', (response) => {
-        if (response.status() >= 400) consoleLines.push(`http ${response.status()} ${response.request().method()} ${response.url()}`);
-      });
-      page.on('pageerror', (error) => console.error('page error:', error.message));
-      // Keep every RTCPeerConnection the SDK makes, and how each signaling socket closes.
-      await recordConnections(page);
-      await openDemo(page, turnUrl);
-      const { Attendee } = await turnClient.send(new CreateAttendeeCommand({ MeetingId: Meeting.MeetingId, ExternalUserId: name }));
-      pages.push({ name, page, consoleLines, Attendee });
-    }
-    await Promise.all(pages.map(({ page, Attendee }) => page.evaluate(
-      (m, a) => window.carillon.join({ Meeting: m }, { Attendee: a }), Meeting, Attendee)));
-    for (const { name, page } of pages) {
-      await waitFor(page, () => JSON.stringify(window.carillon.roster()) === '["José","Zoë"]');
-      const ice = await waitFor(page, async () => {
-        const peer = window.carillonPeers.find((p) => p.connectionState === 'connected');
-        if (!peer) return false;
-        const stats = await peer.getStats();
-        const locals = [...stats.values()].filter((s) => s.type === 'local-candidate');
-        const pair = [...stats.values()].find((s) => s.type === 'candidate-pair' && s.state === 'succeeded' && s.nominated);
-        if (!pair) return false;
-        const config = peer.getConfiguration();
-        return {
-          policy: config.iceTransportPolicy,
-          urls: config.iceServers.flatMap((server) => [].concat(server.urls)),
-          localTypes: [...new Set(locals.map((c) => c.candidateType))],
-          selected: stats.get(pair.localCandidateId)?.candidateType,
-        };
-      }).then((handle) => handle.jsonValue());
-      console.log(`${name} ICE through TURN: ${JSON.stringify(ice)}`);
-      assert.equal(ice.policy, 'relay');
-      assert.ok(ice.urls.length === 1 && /^turn:127\.0\.0\.1:\d+\?transport=udp$/.test(ice.urls[0]), ice.urls.join());
-      assert.deepEqual(ice.localTypes, ['relay'], 'relay candidates only');
-      assert.equal(ice.selected, 'relay');
-    }
-    // The audio crossed the TURN listener both ways.
-    for (const { name, page } of pages) {
-      const first = await page.evaluate(() => window.carillon.audioEnergy());
-      await sleep(2000);
-      const second = await page.evaluate(() => window.carillon.audioEnergy());
-      assert.ok(second > first, `${name} hears the other attendee through TURN (energy ${first} -> ${second})`);
-    }
-    // A data message crosses too.
-    const [first, second] = pages;
-    await first.page.evaluate(() => window.carillon.sendChat('through TURN, ¿sí?'));
-    await waitFor(second.page, (from) => window.carillon.chats().some((m) => m.from === from && m.text === 'through TURN, ¿sí?'), first.name);
-    // A clean leave: LEAVE_ACK, then a 1000 close, so the SDK stops with Left and does not
-    // report an unexpected close.
-    for (const { name, page, consoleLines } of pages) {
-      await page.evaluate(() => window.carillon.leave());
-      await waitFor(page, () => window.carillon.status() === 'stopped: Left');
-      await waitFor(page, () => window.carillonSocketCloses.length > 0);
-      assert.deepEqual(await page.evaluate(() => window.carillonSocketCloses), [{ code: 1000, wasClean: true }], `${name}'s signaling socket closed cleanly`);
-      const unexpected = consoleLines.filter((line) => /ClosedUnexpectedly|error reading OK response/.test(line));
-      assert.deepEqual(unexpected, [], `${name}'s console`);
-      // Join, data message and leave: not one error in the console (no TURN, JSON or close error).
-      const errors = consoleLines.filter((line) => line.startsWith('error:') || line.startsWith('http '));
-      assert.deepEqual(errors, [], `${name}'s console has no errors`);
-    }
-  } finally {
-    await turnBrowser?.close();
-    turnServer.kill('SIGTERM');
   }
 });
 

@@ -17,7 +17,7 @@ import {
   DeleteMeetingCommand,
 } from '@aws-sdk/client-chime-sdk-meetings';
 import {
-  decodes, hears, launchBrowser, launchFirefox, openDemo, recordConnections, remoteTile, showsColour,
+  TEARDOWN_WARNINGS, decodes, hears, launchBrowser, launchFirefox, openDemo, recordConnections, remoteTile, showsColour,
   startServer, tileGone, until, waitFor,
 } from './harness.mjs';
 
@@ -72,18 +72,6 @@ function within(ms, promise, what) {
   const timeout = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms); });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
-
-/**
- * Warnings amazon-chime-sdk-js logs in Firefox as a call ends, whatever the server does:
- * - the leaver's remote video tracks fire `ended` after the SDK has already removed their tiles
- *   on leaving, so it removes each again and finds no stream (CreatePeerConnectionTask
- *   removeRemoteVideoTrack, "no stream found for tile=null");
- * - the one who stays gets INDEX without the leaver's camera and, until its SUBSCRIBE_ACK, its
- *   stats collector still reads the old receiver (Firefox keeps an inactive receiver's
- *   `inbound-rtp`), whose stream id the new INDEX no longer names (StatsCollector
- *   addRenderResolutionToVideoDownstreamMetrics, "No attendee found for ssrc N").
- */
-const FIREFOX_TEARDOWN = [/\[WARN\] carillon - no stream found for tile=null$/, /\[WARN\] carillon - No attendee found for ssrc \d+$/];
 
 async function meetingOf(browsers) {
   const { Meeting } = await client.send(new CreateMeetingCommand({ MediaRegion: 'us-east-1', ExternalMeetingId: `firefox-${browsers.join('-')}` }));
@@ -157,7 +145,7 @@ for (const browsers of pairings) {
       // Leaving: only the SDK's own Firefox teardown warnings, which no server can prevent.
       for (const p of people) {
         const leaving = complaints({ console: p.console.slice(beforeLeaving.get(p)) })
-          .filter((line) => !(p.browserName === 'firefox' && FIREFOX_TEARDOWN.some((known) => known.test(line))));
+          .filter((line) => !TEARDOWN_WARNINGS.some((known) => known.test(line)));
         assert.deepEqual(p.errors, [], `${p.name}'s page has no errors`);
         assert.deepEqual(leaving, [], `${p.name}'s console (${p.browserName}) has no SDK warning or error while leaving`);
       }

@@ -6,7 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import puppeteer from 'puppeteer-core';
+import { Agent } from 'node:https';
 import { ChimeSDKMeetingsClient } from '@aws-sdk/client-chime-sdk-meetings';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
 
 export const binary = process.env.CARILLON_BIN ?? '../target/debug/carillon';
 export const chromium = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
@@ -17,9 +19,10 @@ export const chromium = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
  * to its environment. Its data lives in `dataDir`, by default a new directory named after `name`.
  * Resolves once its banner has named the API address (and the admin one) to
  * {server, url, address, adminUrl, client}: the process, the public base URL (MediaPlacement's),
- * the address it listens on, the admin base URL, and an SDK client.
+ * the address it listens on, the admin base URL, and an SDK client (trusting the PEM certificate
+ * `ca` when the server speaks HTTPS with a self-signed one).
  */
-export async function startServer({ name, credentials, admin = false, listen = '127.0.0.1:0', args = [], env = {}, dataDir }) {
+export async function startServer({ name, credentials, admin = false, listen = '127.0.0.1:0', args = [], env = {}, dataDir, ca }) {
   const data = dataDir ?? mkdtempSync(join(tmpdir(), `carillon-${name}-`));
   const server = spawn(binary, ['serve', '--listen', listen, '--data-dir', data,
     '--admin-listen', admin ? '127.0.0.1:0' : 'off', ...args], {
@@ -47,8 +50,17 @@ export async function startServer({ name, credentials, admin = false, listen = '
     });
     lines.on('close', () => reject(new Error(`${binary} exited before its banner named its addresses`)));
   });
-  const client = new ChimeSDKMeetingsClient({ endpoint: url, region: 'us-east-1', credentials });
-  return { server, url, address, adminUrl, client };
+  return { server, url, address, adminUrl, client: sdkClient(url, credentials, ca) };
+}
+
+/** A JS v3 SDK client for `endpoint`, trusting the PEM certificate `ca` if given. */
+export function sdkClient(endpoint, credentials, ca) {
+  return new ChimeSDKMeetingsClient({
+    endpoint,
+    region: 'us-east-1',
+    credentials,
+    ...(ca ? { requestHandler: new NodeHttpHandler({ httpsAgent: new Agent({ ca }) }) } : {}),
+  });
 }
 
 /** Launches headless Chromium with fake camera and microphone, autoplay, and `extraArgs`. */
@@ -126,6 +138,27 @@ export function recordConnections(page) {
   });
 }
 
+/**
+ * Makes every RTCPeerConnection of `page` use only the TURN URIs that match `pattern`, as a client
+ * on a network that blocks the others would end up with (for instance `/transport=tcp/` where no
+ * UDP gets out). Call before loading the page.
+ */
+export function keepIceServers(page, pattern) {
+  return page.evaluateOnNewDocument((source) => {
+    const keep = new RegExp(source);
+    const Native = window.RTCPeerConnection;
+    const Restricted = function RTCPeerConnection(configuration = {}, ...rest) {
+      const iceServers = (configuration.iceServers ?? [])
+        .map((server) => ({ ...server, urls: [].concat(server.urls).filter((uri) => keep.test(uri)) }))
+        .filter((server) => server.urls.length > 0);
+      return new Native({ ...configuration, iceServers }, ...rest);
+    };
+    Restricted.prototype = Native.prototype;
+    Object.setPrototypeOf(Restricted, Native);
+    window.RTCPeerConnection = Restricted;
+  }, pattern.source);
+}
+
 /** Loads the demo page of the server at `url` into `page` and waits for its hooks. */
 export async function openDemo(page, url) {
   await page.goto(`${url}/demo/`);
@@ -139,6 +172,21 @@ export async function openPage(browser, url, who) {
   page.on('pageerror', (error) => console.error(who ? `${who} page error:` : 'page error:', error.message));
   return openDemo(page, url);
 }
+
+/**
+ * Warnings amazon-chime-sdk-js logs as a call ends, whatever the server does:
+ * - (Firefox) the leaver's remote video tracks fire `ended` after the SDK has already removed
+ *   their tiles on leaving, so it removes each again and finds no stream
+ *   (CreatePeerConnectionTask removeRemoteVideoTrack, "no stream found for tile=null");
+ * - the one who stays gets INDEX without the leaver's video and, until its SUBSCRIBE_ACK, its
+ *   stats collector still reads the old receiver's `inbound-rtp`, whose stream id the new INDEX
+ *   no longer names (StatsCollector addRenderResolutionToVideoDownstreamMetrics, "No attendee
+ *   found for ssrc N"): seen in Firefox, and in Chromium when a stats tick falls in that window.
+ */
+export const TEARDOWN_WARNINGS = [
+  /\[WARN\] carillon - no stream found for tile=null$/,
+  /\[WARN\] carillon - No attendee found for ssrc \d+$/,
+];
 
 /** Waits until `fn(arg)` holds in `page`, polling every 100 ms. */
 export const waitFor = (page, fn, arg, timeout = 15000) => page.waitForFunction(fn, { timeout, polling: 100 }, arg);

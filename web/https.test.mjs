@@ -9,13 +9,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { Agent } from 'node:https';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ChimeSDKMeetingsClient, CreateAttendeeCommand, CreateMeetingCommand } from '@aws-sdk/client-chime-sdk-meetings';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
-import { hears, launchBrowser, openDemo, startServer, waitFor } from './harness.mjs';
+import { CreateAttendeeCommand, CreateMeetingCommand } from '@aws-sdk/client-chime-sdk-meetings';
+import { hears, launchBrowser, openDemo, sdkClient, startServer, waitFor } from './harness.mjs';
 
 const credentials = { accessKeyId: 'AKIDHTTPSTEST', secretAccessKey: 'https-test-secret' };
 const nginx = process.env.NGINX_BIN ?? '/usr/sbin/nginx';
@@ -39,12 +37,7 @@ after(async () => {
 });
 
 /** A JS v3 SDK client for `endpoint` that trusts the self-signed certificate. */
-const trusting = (endpoint) => new ChimeSDKMeetingsClient({
-  endpoint,
-  region: 'us-east-1',
-  credentials,
-  requestHandler: new NodeHttpHandler({ httpsAgent: new Agent({ ca: readFileSync(cert) }) }),
-});
+const trusting = (endpoint) => sdkClient(endpoint, credentials, readFileSync(cert));
 
 /** Resolves once something accepts TCP connections on 127.0.0.1:`port` (within 10 s). */
 async function listening(port) {

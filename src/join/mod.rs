@@ -35,6 +35,8 @@ pub struct JoinPlane {
     /// Sockets that have not joined yet, capped by `limits.max_unjoined_sockets`.
     unjoined: limits::Unjoined,
     next_session: AtomicU64,
+    /// JoinTokens of sessions that ended lately, good for the client's last event batches.
+    pub farewells: client_events::Farewells,
     /// Mints the TURN credentials of each JOIN_ACK when TURN is on (off by default).
     pub turn: Option<Arc<crate::turn::TurnMinter>>,
     /// The nodes sharing the store; without it (tests of the join plane alone) every meeting is
@@ -61,6 +63,7 @@ impl JoinPlane {
             limits: JoinLimits::default(),
             unjoined: limits::Unjoined::default(),
             next_session: AtomicU64::new(1),
+            farewells: client_events::Farewells::default(),
             turn: None,
             cluster: None,
         }

@@ -109,7 +109,7 @@ struct Session<'a> {
     joined: Option<AttendeeRecord>,
     /// A content-share session: the token ended in `#content`, the attendee id does too.
     content: bool,
-    /// This side sent a close frame whose reply is still to be read (after LEAVE).
+    /// This side sent a close frame whose reply is still to be read before the socket goes.
     awaiting_close_reply: bool,
 }
 
@@ -158,6 +158,10 @@ impl Session<'_> {
             reason: reason.into(),
         }));
         let _ = tokio::time::timeout(self.limits.send_timeout, self.socket.send(frame)).await;
+        // Every close this side starts waits for the client's reply before the connection
+        // goes, whatever the reason (a departure, a deletion, the meeting's end): a browser
+        // whose close reply meets a vanished connection reports `wasClean: false`.
+        self.awaiting_close_reply = true;
     }
 
     /// Waits for the client's reply to a close frame this side sent (or the end of the stream),
@@ -361,7 +365,6 @@ impl Session<'_> {
                 if self.send(&frames::leave_ack(timestamp_ms())).await {
                     // Then a clean close, whose reply is awaited once the departure is recorded.
                     self.close(1000, "left").await;
-                    self.awaiting_close_reply = true;
                 }
                 return Step::End { dropped: false };
             }
@@ -636,6 +639,7 @@ async fn run_session(
             "refusing a socket: too many sockets are waiting to join"
         );
         session.close(close_code::SERVER_BUSY, "server busy").await;
+        session.await_close_reply().await;
         return;
     };
     let mut unjoined = Some(slot);
@@ -709,6 +713,14 @@ async fn run_session(
         }
         plane.rooms.leave(&session.meeting_id, session.id, dropped);
         plane.media.remove(session.id);
+        if let Some(token) = &session.token {
+            plane.farewells.record(
+                token,
+                &session.meeting_id,
+                &attendee.attendee_id,
+                plane.clock.now_unix(),
+            );
+        }
     }
     if session.awaiting_close_reply {
         // No longer a socket waiting to join, whatever it sent.

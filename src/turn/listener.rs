@@ -1,4 +1,6 @@
-//! The embedded TURN listener (`--turn-listen`), on UDP, built on webrtc-rs `turn`. It relays
+//! The embedded TURN listener (`--turn-listen`), built on webrtc-rs `turn`: UDP and TCP on one
+//! port number, as coturn serves 3478, and TLS on another (`--turn-tls-listen`, `turns:`) with
+//! the HTTPS certificate; the stream transports are framed by [`super::stream`]. It relays
 //! for attendees holding credentials minted by this node: the REST username's expiry must be in
 //! the future, the password must be the HMAC of the username under the secret (checked by the
 //! TURN message integrity), and the attendee must still exist (a deleted attendee, or one whose
@@ -14,11 +16,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
 use turn::auth::{AuthHandler, generate_auth_key};
 use turn::relay::relay_static::RelayAddressGeneratorStatic;
 use turn::server::config::{ConnConfig, ServerConfig};
+use webrtc_util::Conn;
 use webrtc_util::vnet::net::Net;
 
+use super::stream::StreamConn;
 use super::{Grants, parse_username, rest_password};
 use crate::clock::Clock;
 use crate::join::video::split_content;
@@ -96,34 +101,74 @@ impl AuthHandler for Auth {
     }
 }
 
+/// The `turns:` port: where it listens, its certificate, and the host name clients are told
+/// (the name the certificate is for, as browsers check it).
+pub struct TlsPort {
+    pub listen: SocketAddr,
+    pub acceptor: TlsAcceptor,
+    pub host: String,
+}
+
 /// A running TURN listener; dropping it stops it.
 pub struct TurnListener {
-    /// The UDP address it is bound to.
+    /// The UDP address it is bound to; TCP is served on the same port.
     pub local: SocketAddr,
-    /// The address clients are told (`turn:<advertised>?transport=udp`) and relays report.
+    /// The address clients are told (`turn:<advertised>?transport=udp` and `…=tcp`) and relays
+    /// report.
     pub advertised: SocketAddr,
+    /// The `turns:` address it is bound to, and the URI clients are told for it.
+    pub tls: Option<(SocketAddr, String)>,
     stop: Option<oneshot::Sender<()>>,
 }
 
 impl TurnListener {
-    /// The URI clients are given for this listener.
-    pub fn uri(&self) -> String {
-        format!("turn:{}?transport=udp", self.advertised)
+    /// The URIs clients are given for this listener: UDP first, which browsers prefer anyway,
+    /// then TCP and TLS for networks without UDP.
+    pub fn uris(&self) -> Vec<String> {
+        let mut uris = vec![
+            format!("turn:{}?transport=udp", self.advertised),
+            format!("turn:{}?transport=tcp", self.advertised),
+        ];
+        uris.extend(self.tls.iter().map(|(_, uri)| uri.clone()));
+        uris
     }
 
-    /// Binds `listen` (UDP) and starts relaying. Relay sockets are bound on the listen IP and
-    /// reported with `advertised_ip`; peers on loopback and private addresses are allowed, as
-    /// the media socket may be there.
+    /// Binds `listen` (UDP and TCP) and `tls` and starts relaying. Relay sockets are bound on
+    /// the listen IP and reported with `advertised_ip`; peers on loopback and private addresses
+    /// are allowed, as the media socket may be there.
     pub fn start(
         listen: SocketAddr,
+        tls: Option<TlsPort>,
         advertised_ip: IpAddr,
         parts: TurnAuthParts,
     ) -> anyhow::Result<TurnListener> {
-        let socket = std::net::UdpSocket::bind(listen)
-            .with_context(|| format!("binding the TURN listener {listen}"))?;
-        socket.set_nonblocking(true)?;
+        let (socket, tcp) = bind_udp_and_tcp(listen)?;
         let local = socket.local_addr()?;
         let advertised = SocketAddr::new(advertised_ip, local.port());
+        let tls_socket = match &tls {
+            Some(port) => {
+                let socket = std::net::TcpListener::bind(port.listen)
+                    .with_context(|| format!("binding the TURN TLS listener {}", port.listen))?;
+                socket.set_nonblocking(true)?;
+                Some(socket)
+            }
+            None => None,
+        };
+        let tls_uri = match (&tls, &tls_socket) {
+            (Some(port), Some(socket)) => {
+                let bound = socket.local_addr()?;
+                let host = match port.host.parse::<IpAddr>() {
+                    Ok(IpAddr::V6(ip)) => format!("[{ip}]"),
+                    _ => port.host.clone(),
+                };
+                Some((
+                    bound,
+                    format!("turns:{host}:{}?transport=tcp", bound.port()),
+                ))
+            }
+            _ => None,
+        };
+        let tls_acceptor = tls.map(|port| port.acceptor);
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready_tx, ready) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
         let relay_bind = listen.ip().to_string();
@@ -148,15 +193,41 @@ impl TurnListener {
                             return;
                         }
                     };
+                    let streams = tokio::net::TcpListener::from_std(tcp)
+                        .and_then(|tcp| StreamConn::serve(tcp, None))
+                        .and_then(|tcp| {
+                            let tls = match tls_socket.zip(tls_acceptor) {
+                                Some((socket, acceptor)) => Some(StreamConn::serve(
+                                    tokio::net::TcpListener::from_std(socket)?,
+                                    Some(acceptor),
+                                )?),
+                                None => None,
+                            };
+                            Ok((tcp, tls))
+                        });
+                    let (tcp, tls) = match streams {
+                        Ok(streams) => streams,
+                        Err(error) => {
+                            let _ = ready_tx.send(Err(error.to_string()));
+                            return;
+                        }
+                    };
+                    let conns: Vec<Arc<dyn Conn + Send + Sync>> = [Arc::new(conn) as _, tcp as _]
+                        .into_iter()
+                        .chain(tls.map(|tls| tls as _))
+                        .collect();
                     let config = ServerConfig {
-                        conn_configs: vec![ConnConfig {
-                            conn: Arc::new(conn),
-                            relay_addr_generator: Box::new(RelayAddressGeneratorStatic {
-                                relay_address: advertised_ip,
-                                address: relay_bind,
-                                net: Arc::new(Net::new(None)),
-                            }),
-                        }],
+                        conn_configs: conns
+                            .into_iter()
+                            .map(|conn| ConnConfig {
+                                conn,
+                                relay_addr_generator: Box::new(RelayAddressGeneratorStatic {
+                                    relay_address: advertised_ip,
+                                    address: relay_bind.clone(),
+                                    net: Arc::new(Net::new(None)),
+                                }),
+                            })
+                            .collect(),
                         realm: REALM.into(),
                         auth_handler: Arc::new(Auth { parts }),
                         channel_bind_timeout: Duration::ZERO,
@@ -180,10 +251,37 @@ impl TurnListener {
             Ok(Ok(())) => Ok(TurnListener {
                 local,
                 advertised,
+                tls: tls_uri,
                 stop: Some(stop),
             }),
             Ok(Err(error)) => anyhow::bail!("starting the TURN listener: {error}"),
             Err(_) => anyhow::bail!("the TURN listener did not start"),
+        }
+    }
+}
+
+/// Binds UDP at `listen` and TCP on the same port. When the port is left to the system (0), the
+/// UDP port it picks may be taken for TCP: then another is tried.
+fn bind_udp_and_tcp(
+    listen: SocketAddr,
+) -> anyhow::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    let mut attempts = 0;
+    loop {
+        let socket = std::net::UdpSocket::bind(listen)
+            .with_context(|| format!("binding the TURN listener {listen} (UDP)"))?;
+        let port = socket.local_addr()?.port();
+        match std::net::TcpListener::bind(SocketAddr::new(listen.ip(), port)) {
+            Ok(tcp) => {
+                socket.set_nonblocking(true)?;
+                tcp.set_nonblocking(true)?;
+                return Ok((socket, tcp));
+            }
+            Err(_) if listen.port() == 0 && attempts < 10 => attempts += 1,
+            Err(error) => {
+                return Err(error).with_context(|| {
+                    format!("binding the TURN listener {}:{port} (TCP)", listen.ip())
+                });
+            }
         }
     }
 }

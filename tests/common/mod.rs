@@ -12,6 +12,7 @@ use carillon::server::{self, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod signal;
+pub mod tls;
 
 pub const ACCESS_KEY_ID: &str = "AKIDCARILLONTEST";
 pub const SECRET_ACCESS_KEY: &str = "carillon-test-secret";
