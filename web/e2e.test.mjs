@@ -4,6 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:http';
 import {
   BadRequestException,
@@ -167,6 +168,8 @@ test('the admin page shows meetings and presence live, and deletes an attendee',
   await joined.evaluate((m, a) => window.carillon.join({ Meeting: m }, { Attendee: a }), Meeting, Attendee);
   await waitFor(admin, (id) => document.querySelector(`tr[data-attendee="${id}"] .state`)?.textContent === 'connected', Attendee.AttendeeId);
   await waitFor(admin, (id) => document.querySelector(`tr[data-attendee="${id}"]`)?.textContent.includes('audio'), Attendee.AttendeeId);
+  // Kept for a person to look at (dist/ exists once scripts/build-demo has run; made here if not).
+  mkdirSync('dist', { recursive: true });
   await admin.screenshot({ path: process.env.ADMIN_SCREENSHOT ?? 'dist/admin-page.png' });
   console.log(`admin page: ${await admin.evaluate(stateOf, Attendee.AttendeeId)}`);
 
