@@ -74,6 +74,16 @@ test('two browsers join, see and hear each other, and DeleteAttendee locks one o
   const { Attendee: bob } = await client.send(new CreateAttendeeCommand({ MeetingId: Meeting.MeetingId, ExternalUserId: 'bob' }));
 
   const [alicePage, bobPage] = [await openPage(), await openPage()];
+  // What the SDK's event reporter posts to EventIngestionUrl, and whether it complains.
+  const ingestion = [];
+  for (const page of [alicePage, bobPage]) {
+    page.on('response', (response) => {
+      if (response.url().includes('/v1/client-events')) ingestion.push(`${response.status()} ${response.url()}`);
+    });
+    page.on('console', (message) => {
+      if (/important event/i.test(message.text())) ingestion.push(`console: ${message.text()}`);
+    });
+  }
   const join = (page, attendee) => page.evaluate((m, a) => window.carillon.join({ Meeting: m }, { Attendee: a }), Meeting, attendee);
   const [aliceJoin, bobJoin] = await Promise.all([join(alicePage, alice), join(bobPage, bob)]);
   console.log(`join latency (start() to audioVideoDidStart): alice ${aliceJoin.joinMs.toFixed(0)} ms, bob ${bobJoin.joinMs.toFixed(0)} ms`);
@@ -114,6 +124,14 @@ test('two browsers join, see and hear each other, and DeleteAttendee locks one o
   // The whole meeting, as its webhook saw it: in order, ending with alice still connected.
   await client.send(new DeleteMeetingCommand({ MeetingId: Meeting.MeetingId }));
   await waitFor(alicePage, () => window.carillon.status() === 'stopped: MeetingEnded');
+  // The SDK sends its last batch (with meetingEnded) after the meeting ended, with a JoinToken
+  // that names no attendee any more: accepted for five minutes after the session ended.
+  const batches = ingestion.length;
+  const flushed = Date.now() + 10000;
+  while (ingestion.length === batches && Date.now() < flushed) await sleep(100);
+  console.log(`client events posted: ${ingestion.join(', ')}`);
+  assert.ok(ingestion.length > batches, 'a batch after the meeting ended');
+  assert.deepEqual(ingestion.filter((line) => !line.startsWith('200 ')), [], 'every batch accepted, no SDK complaint');
   const deadline = Date.now() + 10000;
   while (!eventTypes(Meeting.MeetingId).includes('MeetingEnded') && Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 100));
