@@ -19,14 +19,14 @@
 // page every 250 ms, counted over the measurement window after a warm-up.
 // Writes bench/results/<date>-network[-quick].md and .json. Timings are reported, never asserted.
 import { spawn } from 'node:child_process';
-import dgram from 'node:dgram';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { createRequire } from 'node:module';
 import { tmpdir, cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { freeUdpPort, startProxy as startImpairProxy } from './proxy.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '../..');
@@ -115,34 +115,8 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 
 const log = (...args) => console.error(new Date().toISOString().slice(11, 19), ...args);
 
-/** A started impair.mjs: `port` it listens on, `send(command)` resolving to its answer. */
-async function startProxy(target) {
-  const child = track(spawn(process.execPath, [join(here, 'impair.mjs'), '--target', target], { stdio: ['pipe', 'pipe', 'inherit'] }));
-  const waiting = [];
-  const lines = createInterface({ input: child.stdout });
-  lines.on('line', (line) => waiting.shift()?.resolve(JSON.parse(line)));
-  child.on('exit', () => { for (const w of waiting.splice(0)) w.reject(new Error('impair.mjs exited')); });
-  const next = () => new Promise((resolve, reject) => waiting.push({ resolve, reject }));
-  const first = next();
-  const { port } = await first;
-  const send = (command) => {
-    const answer = next();
-    child.stdin.write(`${JSON.stringify(command)}\n`);
-    return answer;
-  };
-  return { port, send, close: () => { child.stdin.end(); setTimeout(() => child.kill('SIGKILL'), 2000).unref(); } };
-}
-
-function freeUdpPort() {
-  return new Promise((resolve, reject) => {
-    const socket = dgram.createSocket('udp4');
-    socket.on('error', reject);
-    socket.bind(0, '127.0.0.1', () => {
-      const { port } = socket.address();
-      socket.close(() => resolve(port));
-    });
-  });
-}
+/** A started impair.mjs in front of `target`, killed with the runner. */
+const startProxy = (target) => startImpairProxy(target, track);
 
 /** CPU seconds a process has used so far (Linux /proc; null elsewhere). */
 function processCpuSeconds(pid) {
@@ -179,7 +153,13 @@ async function startServer(name, path) {
     stdio: ['ignore', 'pipe', 'pipe'],
   }));
   const logLines = [];
-  createInterface({ input: child.stderr }).on('line', (line) => { logLines.push(line); if (logLines.length > 500) logLines.shift(); });
+  // Development aid: BENCH_SERVER_LOG=PATH keeps the whole server log (with RUST_LOG=debug, say).
+  const logFile = process.env.BENCH_SERVER_LOG ? createWriteStream(process.env.BENCH_SERVER_LOG, { flags: 'a' }) : null;
+  createInterface({ input: child.stderr }).on('line', (line) => {
+    logFile?.write(`${line}\n`);
+    logLines.push(line);
+    if (logLines.length > 500) logLines.shift();
+  });
   const url = await new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout });
     lines.on('line', (line) => {
