@@ -649,7 +649,8 @@ for (const s of servers) started_servers.set(s.name, await startServer(s.name, s
 const results = [];
 const outDir = join(root, 'bench/results');
 mkdirSync(outDir, { recursive: true });
-const base = join(outDir, `${date}-network${quick ? '-quick' : ''}`);
+// BENCH_NAME=NAME writes <date>-network-NAME (an experiment beside the day's main results).
+const base = join(outDir, `${date}-network${quick ? '-quick' : ''}${process.env.BENCH_NAME ? `-${process.env.BENCH_NAME}` : ''}`);
 const save = () => {
   writeFileSync(`${base}.json`, `${JSON.stringify({ meta, conditions, results }, null, 2)}\n`);
   writeFileSync(`${base}.md`, `${markdown(results, meta, conditions)}\n`);
