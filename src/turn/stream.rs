@@ -9,8 +9,8 @@
 //! connection's peer address, which is unique per connection and so keys the client's
 //! allocation; `send_to` hands a message to the writer of the connection with that address.
 //!
-//! Bounded whatever clients do: at most [`MAX_CONNECTIONS`] connections, a handshake and a
-//! first message within [`FIRST_MESSAGE_TIMEOUT`], no more than [`IDLE_TIMEOUT`] between
+//! Bounded whatever clients do: at most [`MAX_CONNECTIONS`] connections, a TLS handshake and
+//! then a first message each within [`FIRST_MESSAGE_TIMEOUT`], no more than [`IDLE_TIMEOUT`] between
 //! messages, one message buffer (64 KiB, the largest a 16-bit length allows) per connection,
 //! and [`OUTBOUND_QUEUE`] messages waiting for a slow reader (more are dropped, as a UDP
 //! network would). A client whose connection closes keeps its allocation until its lifetime
@@ -30,7 +30,8 @@ use webrtc_util::Conn;
 
 /// Connections served at once on one port; more wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 1024;
-/// A new connection must finish its TLS handshake and send a whole first message within this.
+/// A new connection must finish its TLS handshake within this, and then send a whole first
+/// message within this again.
 pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that sends nothing for this long is closed. Clients refresh their permissions
 /// every five minutes (RFC 5766 §8) and ICE checks consent every few seconds, so a live client
@@ -146,11 +147,6 @@ impl StreamConn {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         }
-    }
-
-    /// Clients connected now.
-    pub fn connections(&self) -> usize {
-        self.writers().len()
     }
 }
 
