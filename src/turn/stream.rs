@@ -10,10 +10,10 @@
 //! allocation; `send_to` hands a message to the writer of the connection with that address.
 //!
 //! Bounded whatever clients do: at most [`MAX_CONNECTIONS`] connections, a TLS handshake and
-//! then a first message each within [`FIRST_MESSAGE_TIMEOUT`], no more than [`IDLE_TIMEOUT`] between
-//! messages, one message buffer (64 KiB, the largest a 16-bit length allows) per connection,
-//! and [`OUTBOUND_QUEUE`] messages waiting for a slow reader (more are dropped, as a UDP
-//! network would). A client whose connection closes keeps its allocation until its lifetime
+//! then a first message each within [`FIRST_MESSAGE_TIMEOUT`], no more than [`IDLE_TIMEOUT`]
+//! between messages, one message buffer (64 KiB, the largest a 16-bit length allows) per
+//! connection, and [`OUTBOUND_QUEUE`] messages waiting for a slow reader (more are dropped, as
+//! a UDP network would). A client whose connection closes keeps its allocation until its lifetime
 //! runs out (RFC 6062 §4.1 would free it at once; webrtc-rs keys allocations by address and
 //! offers no way to free one, so it goes at the end of its lifetime, ten minutes by default).
 
