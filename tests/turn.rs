@@ -434,14 +434,8 @@ async fn the_embedded_listener_relays_over_tcp_and_tls_for_live_attendees_only()
     let turn_addr = boot.turn_addr.expect("the TURN listener runs");
     let tls_addr = boot.turn_tls_addr.expect("the TURN TLS port listens");
     let m = meeting(&server).await;
-    let (jose_id, jose_token) = attendee(&server, &m, "José").await;
-    let mut jose = SignalClient::connect(&m.signaling_url, &jose_token).await;
-    let (ack, _) = jose.join().await;
-    let credentials = ack
-        .joinack
-        .expect("joinack")
-        .turn_credentials
-        .expect("credentials for the embedded listener");
+    let (jose_id, credentials) = join_ack_credentials(&server, &m, "José").await;
+    let credentials = credentials.expect("credentials for the embedded listener");
     assert_eq!(
         credentials.uris,
         vec![

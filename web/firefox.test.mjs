@@ -17,7 +17,7 @@ import {
   DeleteMeetingCommand,
 } from '@aws-sdk/client-chime-sdk-meetings';
 import {
-  TEARDOWN_WARNINGS, decodes, hears, launchBrowser, launchFirefox, openDemo, recordConnections, remoteTile, showsColour,
+  NO_BACKGROUND_THROTTLING, TEARDOWN_WARNINGS, decodes, hears, launchBrowser, launchFirefox, openDemo, recordConnections, remoteTile, showsColour,
   startServer, tileGone, until, waitFor,
 } from './harness.mjs';
 
@@ -35,9 +35,7 @@ before(async () => {
   ({ server, url, client } = await startServer({ name: 'firefox', credentials }));
   firefox = await launchFirefox();
   chromium = await launchBrowser([
-    '--disable-background-timer-throttling',
-    '--disable-renderer-backgrounding',
-    '--disable-backgrounding-occluded-windows',
+    ...NO_BACKGROUND_THROTTLING,
   ]);
 });
 

@@ -1,6 +1,6 @@
 // What the browser tests share: a `carillon serve` of their own, headless Chromium with fake
 // media devices, the demo page, and waiting.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,6 +61,27 @@ export function sdkClient(endpoint, credentials, ca) {
     credentials,
     ...(ca ? { requestHandler: new NodeHttpHandler({ httpsAgent: new Agent({ ca }) }) } : {}),
   });
+}
+
+/** Chromium flags for several pages of one browser publishing and rendering at once: none may be
+ * throttled as hidden. */
+export const NO_BACKGROUND_THROTTLING = [
+  '--disable-background-timer-throttling',
+  '--disable-renderer-backgrounding',
+  '--disable-backgrounding-occluded-windows',
+];
+
+/**
+ * Writes a self-signed certificate for 127.0.0.1 and localhost (EC P-256, two days) with
+ * Debian's openssl into `dir`; returns {cert, key}, the PEM files' paths.
+ */
+export function selfSignedCertificate(dir) {
+  const cert = join(dir, 'server.crt');
+  const key = join(dir, 'server.key');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
+  return { cert, key };
 }
 
 /** Launches headless Chromium with fake camera and microphone, autoplay, and `extraArgs`. */

@@ -7,28 +7,25 @@
 // signaling URL wss://.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateAttendeeCommand, CreateMeetingCommand } from '@aws-sdk/client-chime-sdk-meetings';
-import { hears, launchBrowser, openDemo, sdkClient, startServer, waitFor } from './harness.mjs';
+import {
+  hears, launchBrowser, openDemo, sdkClient, selfSignedCertificate, startServer, waitFor,
+} from './harness.mjs';
 
 const credentials = { accessKeyId: 'AKIDHTTPSTEST', secretAccessKey: 'https-test-secret' };
 const nginx = process.env.NGINX_BIN ?? '/usr/sbin/nginx';
 const dir = mkdtempSync(join(tmpdir(), 'carillon-https-'));
 // nginx's workers (another user when run as root) create their temporary files under it.
 chmodSync(dir, 0o755);
-const cert = join(dir, 'server.crt');
-const key = join(dir, 'server.key');
+const { cert, key } = selfSignedCertificate(dir);
 let browser;
 
 before(async () => {
-  // A self-signed certificate for 127.0.0.1 and localhost.
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost',
-    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
   browser = await launchBrowser(['--ignore-certificate-errors']);
 });
 

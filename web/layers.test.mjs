@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { CreateAttendeeCommand, CreateMeetingCommand } from '@aws-sdk/client-chime-sdk-meetings';
 import { freeUdpPort, startProxy } from '../bench/network/proxy.mjs';
-import { launchBrowser, openDemo, startServer, until } from './harness.mjs';
+import { NO_BACKGROUND_THROTTLING, launchBrowser, openDemo, startServer, until } from './harness.mjs';
 
 const credentials = { accessKeyId: 'AKIDLAYERSTEST', secretAccessKey: 'layers-test-secret' };
 // The benchmark's page script: routes a page's media through its proxy (`rewrite`) and draws the
@@ -28,9 +28,7 @@ before(async () => {
   ({ server, url, client } = await startServer({ name: 'layers', credentials, args: ['--media-listen', `127.0.0.1:${mediaPort}`] }));
   proxy = await startProxy(`127.0.0.1:${mediaPort}`);
   browser = await launchBrowser([
-    '--disable-background-timer-throttling',
-    '--disable-renderer-backgrounding',
-    '--disable-backgrounding-occluded-windows',
+    ...NO_BACKGROUND_THROTTLING,
   ]);
 });
 

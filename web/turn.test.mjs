@@ -11,32 +11,25 @@
 // must be allowed for a TURN server on 127.0.0.1.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateAttendeeCommand, CreateMeetingCommand } from '@aws-sdk/client-chime-sdk-meetings';
 import {
-  TEARDOWN_WARNINGS, hears, keepIceServers, launchBrowser, openDemo, recordConnections, showsColour, startServer,
-  waitFor,
+  NO_BACKGROUND_THROTTLING, TEARDOWN_WARNINGS, hears, keepIceServers, launchBrowser, openDemo, recordConnections,
+  selfSignedCertificate, showsColour, startServer, waitFor,
 } from './harness.mjs';
 
 const credentials = { accessKeyId: 'AKIDTURNTEST', secretAccessKey: 'turn-test-secret' };
 const dir = mkdtempSync(join(tmpdir(), 'carillon-turn-'));
-const cert = join(dir, 'server.crt');
-const key = join(dir, 'server.key');
+const { cert, key } = selfSignedCertificate(dir);
 let browser;
 
 before(async () => {
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost',
-    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
   browser = await launchBrowser([
     '--allow-loopback-in-peer-connection',
     '--ignore-certificate-errors',
-    '--disable-background-timer-throttling',
-    '--disable-renderer-backgrounding',
-    '--disable-backgrounding-occluded-windows',
+    ...NO_BACKGROUND_THROTTLING,
   ]);
 });
 

@@ -11,7 +11,7 @@ import {
   DeleteMeetingCommand,
 } from '@aws-sdk/client-chime-sdk-meetings';
 import {
-  decodes, launchBrowser, openDemo, remoteTile, showsColour, sleep, startServer, tileGone, until,
+  NO_BACKGROUND_THROTTLING, decodes, launchBrowser, openDemo, remoteTile, showsColour, sleep, startServer, tileGone, until,
 } from './harness.mjs';
 
 const credentials = { accessKeyId: 'AKIDVIDEOTEST', secretAccessKey: 'video-test-secret' };
@@ -29,11 +29,8 @@ let browser;
 
 before(async () => {
   ({ server, url, client } = await startServer({ name: 'video', credentials }));
-  // Several pages of one browser publish and render at once: none may be throttled as hidden.
   browser = await launchBrowser([
-    '--disable-background-timer-throttling',
-    '--disable-renderer-backgrounding',
-    '--disable-backgrounding-occluded-windows',
+    ...NO_BACKGROUND_THROTTLING,
   ]);
 });
 
