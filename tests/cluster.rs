@@ -1,5 +1,5 @@
 //! Three `carillon serve` processes on one PostgreSQL database with NATS between them, started
-//! as the README's deployment section starts them, driven by the official SDK spread over all
+//! as docs/scale-out.md starts them, driven by the official SDK spread over all
 //! three: one meeting lifecycle across nodes, the cap and both idempotency keys under concurrent
 //! calls to every node, placement on live nodes, a client kicked through another node, and a
 //! `kill -9` in the middle of a storm of creates.

@@ -1,7 +1,7 @@
 // HTTPS: the demo page, the API and signaling over TLS, two ways an operator runs it.
 //  1. Built in: `carillon serve --tls-cert … --tls-key …` (rustls) serves https:// and wss://.
 //  2. Behind a TLS-terminating reverse proxy: Debian's nginx in front of a plain-HTTP Carillon,
-//     with the README's recipe (WebSocket upgrade headers, `--public-url https://<proxy>`).
+//     with the recipe in docs/network.md (WebSocket upgrade headers, `--public-url https://<proxy>`).
 // In both, two Chromium pages (self-signed certificate: --ignore-certificate-errors) join a
 // meeting from the https:// demo page, hear each other and exchange a data message, with the
 // signaling URL wss://.
@@ -99,11 +99,11 @@ test('carillon serve --tls-cert: the demo page, API and signaling over https:// 
   }
 });
 
-test('behind nginx terminating TLS, as the README recipe says', { timeout: 90000 }, async () => {
+test('behind nginx terminating TLS, as the recipe in docs/network.md says', { timeout: 90000 }, async () => {
   const proxyPort = await freePort();
   const proxyUrl = `https://127.0.0.1:${proxyPort}`;
   const { server, address: upstream } = await startServer({ name: 'proxied', credentials, args: ['--public-url', proxyUrl] });
-  // The README's server block, with this run's ports, certificate and scratch paths.
+  // The server block of docs/network.md, with this run's ports, certificate and scratch paths.
   const conf = join(dir, 'nginx.conf');
   writeFileSync(conf, `
 pid ${dir}/nginx.pid;

@@ -64,7 +64,7 @@ def test_a_burst_is_throttled_and_default_retries_get_through(teams_endpoint):
 
 
 def test_a_retry_loop_against_injected_faults(teams_endpoint):
-    """The README's recipe: make the next two CreateAttendee calls fail with a modelled 503,
+    """The recipe in docs/testing.md: make the next two CreateAttendee calls fail with a modelled 503,
     and check that the application's retry loop (here boto3's own) still succeeds."""
     alice = client(teams_endpoint, "alice", config=Config(retries={"mode": "standard", "total_max_attempts": 3}))
     meeting = new_meeting(alice)
