@@ -22,9 +22,7 @@ use crate::domain::digest::constant_time_eq;
 use crate::join::JoinPlane;
 use crate::store::Store;
 
-/// The default address; when it is taken (another server on this machine), the server starts
-/// without an admin listener and says so, rather than failing.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9090";
+use crate::config::DEFAULT_ADMIN_LISTEN as DEFAULT_LISTEN;
 
 /// What the admin listener works with.
 pub struct AdminParts {

@@ -63,8 +63,19 @@ impl Clock for ManualClock {
     }
 }
 
+/// Why a duration (`90s`, `6m`, `2h`, `1d`) does not parse. The texts are what clap shows after
+/// "invalid value" for a duration flag or argument.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("'{0}' is not a duration like 90s, 6m, 2h or 1d")]
+    Malformed(String),
+    /// More seconds than an `i64` holds.
+    #[error("'{0}' is too long")]
+    TooLong(String),
+}
+
 /// Parses a duration as people write it: `90`, `90s`, `6m`, `2h`, `1d` (seconds when bare).
-pub fn parse_duration_seconds(text: &str) -> Result<i64, String> {
+pub fn parse_duration_seconds(text: &str) -> Result<i64, DurationError> {
     let text = text.trim();
     let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((index, _)) => text.split_at(index),
@@ -72,17 +83,17 @@ pub fn parse_duration_seconds(text: &str) -> Result<i64, String> {
     };
     let value: i64 = digits
         .parse()
-        .map_err(|_| format!("'{text}' is not a duration like 90s, 6m, 2h or 1d"))?;
+        .map_err(|_| DurationError::Malformed(text.to_string()))?;
     let scale = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("'{text}' is not a duration like 90s, 6m, 2h or 1d")),
+        _ => return Err(DurationError::Malformed(text.to_string())),
     };
     value
         .checked_mul(scale)
-        .ok_or_else(|| format!("'{text}' is too long"))
+        .ok_or_else(|| DurationError::TooLong(text.to_string()))
 }
 
 #[cfg(test)]
@@ -98,6 +109,14 @@ mod tests {
         assert!(parse_duration_seconds("6 minutes").is_err());
         assert!(parse_duration_seconds("m").is_err());
         assert!(parse_duration_seconds("-5m").is_err());
+        assert_eq!(
+            parse_duration_seconds("6 minutes").map_err(|e| e.to_string()),
+            Err("'6 minutes' is not a duration like 90s, 6m, 2h or 1d".to_string())
+        );
+        assert_eq!(
+            parse_duration_seconds("9999999999999999d"),
+            Err(DurationError::TooLong("9999999999999999d".to_string()))
+        );
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub enum DemoMode {
     Off,
 }
 
+/// The admin listener's default address; when it is taken (another server on this machine), the
+/// server starts without an admin listener and says so, rather than failing.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+
 /// What connected clients are told when the server stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ShutdownMode {
@@ -121,7 +125,7 @@ pub struct Config {
     #[arg(long, env = "CARILLON_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
 
-    /// TOML file of further access keys, each with its account, actions and rate (see README).
+    /// TOML file of further access keys, each with its account, actions and rate (see docs/recipes-api.md).
     /// Reloaded on SIGHUP.
     #[arg(long, env = "CARILLON_KEYS_FILE")]
     pub keys_file: Option<PathBuf>,
@@ -235,7 +239,7 @@ pub struct Config {
     pub notify_routes: Vec<String>,
 
     /// Address of the admin listener (/metrics, /readyz), or `off`.
-    #[arg(long, env = "CARILLON_ADMIN_LISTEN", default_value = crate::admin_listener::DEFAULT_LISTEN)]
+    #[arg(long, env = "CARILLON_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN)]
     pub admin_listen: String,
 
     /// Bearer token the admin listener requires; needed when it listens beyond loopback.
@@ -286,17 +290,28 @@ pub struct Config {
     pub request_timeout: u64,
 }
 
-fn positive_duration(value: &str) -> Result<i64, String> {
+/// Why clap refuses the value of a duration or rate setting (shown after "invalid value").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error(transparent)]
+    Duration(#[from] crate::clock::DurationError),
+    #[error("the duration must be above 0")]
+    ZeroDuration,
+    #[error("'{0}' is not a number above 0")]
+    NotPositive(String),
+}
+
+fn positive_duration(value: &str) -> Result<i64, ValueError> {
     match crate::clock::parse_duration_seconds(value)? {
-        0 => Err("the duration must be above 0".into()),
+        0 => Err(ValueError::ZeroDuration),
         seconds => Ok(seconds),
     }
 }
 
-fn positive_f64(value: &str) -> Result<f64, String> {
+fn positive_f64(value: &str) -> Result<f64, ValueError> {
     match value.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("'{value}' is not a number above 0")),
+        _ => Err(ValueError::NotPositive(value.to_string())),
     }
 }
 

@@ -1,10 +1,11 @@
 //! The configuration file (`--config PATH` or `CARILLON_CONFIG`): TOML whose keys are the
 //! `serve` flags' names (`listen = "0.0.0.0:8080"`, `max_attendees = 100`, `webhook = [...]`).
-//! Precedence is flag, then environment, then file, then default: the file's values are applied
-//! as the `CARILLON_*` variables that are not already set, before the flags are parsed, so
-//! clap's own precedence does the rest. An unknown key is an error, so a typo is not ignored.
+//! Precedence is flag, then environment, then file, then default: for `serve` and
+//! `config check`, each file setting whose flag is not on the command line and whose
+//! `CARILLON_*` variable is not set is appended to the arguments as `--flag=value` (an array
+//! joined with `,`, as the list flags split it), before clap parses them, so clap's own
+//! precedence does the rest. An unknown key is an error, so a typo is not ignored.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -45,7 +46,56 @@ pub fn path_from(args: &[OsString]) -> Option<PathBuf> {
     std::env::var_os("CARILLON_CONFIG").map(PathBuf::from)
 }
 
-fn render(value: &toml::Value) -> Result<String, String> {
+/// Why the config file's text is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// Not TOML.
+    #[error(transparent)]
+    Toml(#[from] toml::de::Error),
+    /// A key that is no `serve` setting; `known` lists them all, as keys.
+    #[error("unknown setting '{key}'; the settings are: {}", .known.join(", "))]
+    Unknown { key: String, known: Vec<String> },
+    /// A table (or an array holding one, or a date) where a setting's value belongs.
+    #[error("{key}: a {kind} is not a setting value")]
+    NotAValue { key: String, kind: &'static str },
+}
+
+/// Why the config file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("reading the config file {}: {error}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("the config file {}: {error}", .path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        error: SettingsError,
+    },
+}
+
+/// One setting the file gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSetting {
+    /// The flag's long name (`max-attendees`).
+    pub long: String,
+    /// Its environment variable (`CARILLON_MAX_ATTENDEES`).
+    pub env: String,
+    /// The value as the flag takes it; an array's items joined with `,`.
+    pub value: String,
+}
+
+impl FileSetting {
+    /// `--flag=value`: one argument, so that a value starting with `-` stays a value.
+    pub fn as_arg(&self) -> OsString {
+        OsString::from(format!("--{}={}", self.long, self.value))
+    }
+}
+
+fn render(key: &str, value: &toml::Value) -> Result<String, SettingsError> {
     match value {
         toml::Value::String(s) => Ok(s.clone()),
         toml::Value::Integer(i) => Ok(i.to_string()),
@@ -53,59 +103,91 @@ fn render(value: &toml::Value) -> Result<String, String> {
         toml::Value::Boolean(b) => Ok(b.to_string()),
         toml::Value::Array(items) => items
             .iter()
-            .map(render)
+            .map(|item| render(key, item))
             .collect::<Result<Vec<_>, _>>()
             .map(|items| items.join(",")),
-        other => Err(format!("a {} is not a setting value", other.type_str())),
+        other => Err(SettingsError::NotAValue {
+            key: key.to_string(),
+            kind: other.type_str(),
+        }),
     }
 }
 
-/// Reads the file into `(environment variable, value)` pairs, checking every key.
-pub fn read(path: &Path) -> Result<BTreeMap<String, String>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| format!("reading the config file {}: {error}", path.display()))?;
-    parse(&text).map_err(|error| format!("the config file {}: {error}", path.display()))
+/// Reads the file's settings, checking every key.
+pub fn read(path: &Path) -> Result<Vec<FileSetting>, ConfigFileError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigFileError::Read {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    parse(&text).map_err(|error| ConfigFileError::Invalid {
+        path: path.to_path_buf(),
+        error,
+    })
 }
 
-pub fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
-    let table: toml::Table = toml::from_str(text).map_err(|error| error.to_string())?;
+pub fn parse(text: &str) -> Result<Vec<FileSetting>, SettingsError> {
+    let table: toml::Table = toml::from_str(text)?;
     let known = settings();
-    let mut values = BTreeMap::new();
+    let mut values = Vec::new();
     for (key, value) in &table {
         let long = key.replace('_', "-");
         let Some((_, env)) = known.iter().find(|(flag, _)| *flag == long) else {
-            let names: Vec<String> = known
-                .iter()
-                .map(|(flag, _)| flag.replace('-', "_"))
-                .collect();
-            return Err(format!(
-                "unknown setting '{key}'; the settings are: {}",
-                names.join(", ")
-            ));
+            return Err(SettingsError::Unknown {
+                key: key.clone(),
+                known: known
+                    .iter()
+                    .map(|(flag, _)| flag.replace('-', "_"))
+                    .collect(),
+            });
         };
-        let value = render(value).map_err(|error| format!("{key}: {error}"))?;
-        values.insert(env.clone(), value);
+        values.push(FileSetting {
+            value: render(key, value)?,
+            long,
+            env: env.clone(),
+        });
     }
     Ok(values)
 }
 
-/// Applies the file's values as environment variables that are not already set, and returns
-/// the names it set. Call it before any thread starts (it changes the process environment).
-pub fn apply(values: &BTreeMap<String, String>) -> Vec<String> {
-    let mut applied = Vec::new();
-    for (env, value) in values {
-        if std::env::var_os(env).is_none() {
-            // SAFETY: called from `main` before the runtime or any other thread exists.
-            unsafe { std::env::set_var(env, value) };
-            applied.push(env.clone());
-        }
-    }
-    applied
+/// Whether the command line gives `--long` (`--long VALUE` or `--long=VALUE`).
+fn on_command_line(long: &str, command_line: &[OsString]) -> bool {
+    command_line.iter().any(|arg| {
+        arg.to_str()
+            .and_then(|arg| arg.strip_prefix("--"))
+            .and_then(|arg| arg.strip_prefix(long))
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('='))
+    })
+}
+
+/// The file's settings that apply: those whose flag the command line does not give and whose
+/// environment variable is not set (`env_is_set`), the flag and the environment coming first.
+pub fn applicable<'a>(
+    settings: &'a [FileSetting],
+    command_line: &[OsString],
+    env_is_set: impl Fn(&str) -> bool,
+) -> Vec<&'a FileSetting> {
+    settings
+        .iter()
+        .filter(|setting| {
+            !on_command_line(&setting.long, command_line) && !env_is_set(&setting.env)
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    fn value<'a>(settings: &'a [FileSetting], long: &str) -> Option<&'a str> {
+        settings
+            .iter()
+            .find(|setting| setting.long == long)
+            .map(|setting| setting.value.as_str())
+    }
 
     #[test]
     fn keys_are_the_serve_flags_and_typos_are_refused() {
@@ -113,35 +195,57 @@ mod tests {
             "listen = \"0.0.0.0:9000\"\nmax_attendees = 100\nwebhook = [\"http://a/1\", \"http://b/2\"]\nclock = \"manual\"\n",
         )
         .expect("valid");
+        assert_eq!(value(&values, "listen"), Some("0.0.0.0:9000"));
+        assert_eq!(value(&values, "max-attendees"), Some("100"));
+        assert_eq!(value(&values, "webhook"), Some("http://a/1,http://b/2"));
+        let webhook = values
+            .iter()
+            .find(|setting| setting.long == "webhook")
+            .expect("webhook");
+        assert_eq!(webhook.env, "CARILLON_WEBHOOKS");
         assert_eq!(
-            values.get("CARILLON_LISTEN").map(String::as_str),
-            Some("0.0.0.0:9000")
+            webhook.as_arg(),
+            OsString::from("--webhook=http://a/1,http://b/2")
         );
-        assert_eq!(
-            values.get("CARILLON_MAX_ATTENDEES").map(String::as_str),
-            Some("100")
-        );
-        assert_eq!(
-            values.get("CARILLON_WEBHOOKS").map(String::as_str),
-            Some("http://a/1,http://b/2")
-        );
-        let error = parse("max_atendees = 5").expect_err("typo");
+        let error = parse("max_atendees = 5").expect_err("typo").to_string();
         assert!(error.contains("unknown setting 'max_atendees'"), "{error}");
         assert!(error.contains("max_attendees"), "{error}");
-        assert!(parse("listen = { a = 1 }").is_err());
+        assert_eq!(
+            parse("listen = { a = 1 }")
+                .expect_err("a table")
+                .to_string(),
+            "listen: a table is not a setting value"
+        );
+        assert!(matches!(parse("listen = "), Err(SettingsError::Toml(_))));
+    }
+
+    #[test]
+    fn a_file_value_yields_to_the_flag_and_the_environment() {
+        let values =
+            parse("listen = \"0.0.0.0:9000\"\nmax_attendees = 100\nclock = \"manual\"\ndata_dir = \"/d\"\n")
+                .expect("valid");
+        let command_line = os(&[
+            "carillon",
+            "serve",
+            "--listen",
+            "127.0.0.1:1",
+            "--max-attendees=5",
+        ]);
+        let applied = applicable(&values, &command_line, |env| env == "CARILLON_CLOCK");
+        let longs: Vec<&str> = applied.iter().map(|s| s.long.as_str()).collect();
+        // --listen and --max-attendees are on the command line, CARILLON_CLOCK is set.
+        assert_eq!(longs, ["data-dir"]);
+        // A flag that only starts like another is not that flag.
+        let command_line = os(&["carillon", "serve", "--listen-x=1"]);
+        let applied = applicable(&values, &command_line, |_| false);
+        assert_eq!(applied.len(), values.len());
     }
 
     #[test]
     fn the_config_path_comes_from_the_flag() {
-        let args: Vec<OsString> = ["carillon", "serve", "--config", "/etc/carillon.toml"]
-            .iter()
-            .map(OsString::from)
-            .collect();
+        let args = os(&["carillon", "serve", "--config", "/etc/carillon.toml"]);
         assert_eq!(path_from(&args), Some(PathBuf::from("/etc/carillon.toml")));
-        let args: Vec<OsString> = ["carillon", "serve", "--config=/x.toml"]
-            .iter()
-            .map(OsString::from)
-            .collect();
+        let args = os(&["carillon", "serve", "--config=/x.toml"]);
         assert_eq!(path_from(&args), Some(PathBuf::from("/x.toml")));
     }
 }

@@ -1,9 +1,10 @@
 //! `carillon serve` runs the Chime SDK meetings service; the other subcommands manage keys and
 //! drive a running server's admin extension.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use carillon::admin_client::AdminClient;
@@ -170,29 +171,49 @@ enum FaultsCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    // The config file becomes environment variables before anything else reads them, and before
-    // any thread exists.
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let from_file = match carillon::config_file::path_from(&args) {
-        Some(path) => {
-            let values =
-                carillon::config_file::read(&path).map_err(|error| anyhow::anyhow!(error))?;
-            carillon::config_file::apply(&values)
-        }
-        None => Vec::new(),
-    };
-    let cli = Cli::parse();
+    let (args, from_file) = with_config_file(std::env::args_os().collect())?;
+    let cli = Cli::parse_from(&args);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(run_command(cli, &args, &from_file))
 }
 
-async fn run_command(
-    cli: Cli,
-    args: &[std::ffi::OsString],
-    from_file: &[String],
-) -> anyhow::Result<()> {
+/// The arguments, with the config file's settings appended as `--flag=value` where the command
+/// takes them (every setting for `serve` and `config check`; the data directory, whose
+/// credentials sign, for `faults` and `clock`), and the long names of the flags the file gave.
+fn with_config_file(mut args: Vec<OsString>) -> anyhow::Result<(Vec<OsString>, Vec<String>)> {
+    // A first, lenient parse only to learn the subcommand: the file may give what a flag
+    // requires, so the strict parse comes after.
+    let takes: fn(&str) -> bool = match Cli::command()
+        .ignore_errors(true)
+        .try_get_matches_from(&args)
+        .ok()
+        .as_ref()
+        .and_then(|matches| matches.subcommand())
+    {
+        Some(("serve", _)) => |_| true,
+        Some(("config", config)) if config.subcommand_name() == Some("check") => |_| true,
+        Some(("faults" | "clock", _)) => |long| long == "data-dir",
+        _ => return Ok((args, Vec::new())),
+    };
+    let Some(path) = carillon::config_file::path_from(&args) else {
+        return Ok((args, Vec::new()));
+    };
+    // Its text only, as before: no "Caused by" list repeating it.
+    let settings =
+        carillon::config_file::read(&path).map_err(|error| anyhow::anyhow!("{error}"))?;
+    let applied: Vec<_> =
+        carillon::config_file::applicable(&settings, &args, |env| std::env::var_os(env).is_some())
+            .into_iter()
+            .filter(|setting| takes(&setting.long))
+            .collect();
+    let from_file = applied.iter().map(|setting| setting.long.clone()).collect();
+    args.extend(applied.iter().map(|setting| setting.as_arg()));
+    Ok((args, from_file))
+}
+
+async fn run_command(cli: Cli, args: &[OsString], from_file: &[String]) -> anyhow::Result<()> {
     let Cli {
         log_format,
         command,
@@ -216,12 +237,9 @@ async fn run_command(
 }
 
 /// `carillon config check`: validates, then prints every setting, its value (secrets masked)
-/// and whether it came from a flag, the environment, the config file or the default.
-fn check_config(
-    config: &Config,
-    args: &[std::ffi::OsString],
-    from_file: &[String],
-) -> anyhow::Result<()> {
+/// and whether it came from a flag, the environment, the config file or the default. The file's
+/// settings arrive as flags appended to `args`; `from_file` names them.
+fn check_config(config: &Config, args: &[OsString], from_file: &[String]) -> anyhow::Result<()> {
     use clap::{Args as _, parser::ValueSource};
     server::check_config(config)?;
     // The flags after `config check`, parsed again for their sources.
@@ -232,7 +250,7 @@ fn check_config(
         .unwrap_or(args.len());
     let command = Config::augment_args(clap::Command::new("carillon config check"));
     let matches = command.clone().try_get_matches_from(
-        std::iter::once(std::ffi::OsString::from("check")).chain(args.iter().skip(start).cloned()),
+        std::iter::once(OsString::from("check")).chain(args.iter().skip(start).cloned()),
     )?;
     println!("# the configuration is valid; effective settings:");
     for arg in command.get_arguments() {
@@ -251,8 +269,8 @@ fn check_config(
             .unwrap_or_default();
         let env = env.to_string_lossy();
         let source = match matches.value_source(id) {
+            Some(ValueSource::CommandLine) if from_file.iter().any(|l| l == long) => "config file",
             Some(ValueSource::CommandLine) => "flag",
-            Some(ValueSource::EnvVariable) if from_file.iter().any(|e| *e == env) => "config file",
             Some(ValueSource::EnvVariable) => "environment",
             Some(ValueSource::DefaultValue) => "default",
             _ => "not set",

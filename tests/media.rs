@@ -272,6 +272,55 @@ async fn two_clients_hear_each_other() {
     );
 }
 
+/// A media tap on the meeting's mix (what recording builds on) hears everyone, nobody
+/// subtracted, one 20 ms frame per mixer tick, while the call goes on as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tap_on_the_meeting_mix_hears_everyone() {
+    use carillon::media::tap::AudioSource;
+    let server = TestServer::start().await;
+    let call = alice_and_bob_talk(&server, Duration::from_secs(6)).await;
+    let media = &server.running.as_ref().expect("running").join.media;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut tap = loop {
+        // The meeting has media on this node once the first client's offer is answered.
+        if let Some(tap) = media.tap_audio(&call.meeting.id, AudioSource::Mix, 200) {
+            break tap;
+        }
+        assert!(Instant::now() < deadline, "the meeting's media started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Skip the first second (ICE, DTLS, jitter buffers), then listen for two.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    while tap.frames.try_recv().is_ok() {}
+    let mut mix = Vec::new();
+    let mut ticks = Vec::new();
+    while mix.len() < 100 * FRAME_SAMPLES {
+        let frame = tokio::time::timeout(Duration::from_secs(2), tap.frames.recv())
+            .await
+            .expect("a frame every 20 ms")
+            .expect("the tap is open while the meeting runs");
+        assert_eq!(frame.samples.len(), FRAME_SAMPLES);
+        ticks.push(frame.tick);
+        mix.extend_from_slice(&frame.samples);
+    }
+    assert!(
+        ticks.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "no tick missing from the mix"
+    );
+    for (who, tone) in [("alice", ALICE), ("bob", BOB)] {
+        assert!(
+            tone_power(&mix, tone, 48_000.0) > 1e-4,
+            "the mix carries {who}'s {tone} Hz tone"
+        );
+    }
+    assert_eq!(tap.dropped(), 0, "a consumer that keeps up loses nothing");
+    let (a, b) = (
+        call.alice.await.expect("alice"),
+        call.bob.await.expect("bob"),
+    );
+    assert!(a.hears(BOB) && b.hears(ALICE), "the call went on as usual");
+}
+
 /// Three talk at once: each hears both others in one stream, and not itself, while the loudest
 /// changes halfway; every downlink's RTP timestamps only move forward, in whole frames.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

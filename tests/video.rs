@@ -365,6 +365,16 @@ async fn a_viewer_gets_the_publishers_frames_and_loses_the_source_when_the_camer
         )
         .expect("the viewer accepts the answer");
 
+    // A media tap on the camera's stream (what recording builds on) gets the same frames.
+    let mut tap = server
+        .running
+        .as_ref()
+        .expect("running")
+        .join
+        .media
+        .tap_video(&m.id, stream_id, 1000)
+        .expect("the meeting has media once both offers are answered");
+
     // Media: the publisher sends for SEND_FOR once connected; the viewer listens a bit longer.
     let until = Instant::now() + SEND_FOR + Duration::from_secs(2);
     let sent = Arc::new(AtomicUsize::new(0));
@@ -407,6 +417,35 @@ async fn a_viewer_gets_the_publishers_frames_and_loses_the_source_when_the_camer
         indices.len() * 10 >= expected * 9,
         "the viewer got {} of the {expected} frames sent since its first (frame {first}): {indices:?}",
         indices.len()
+    );
+    let mut tapped = Vec::new();
+    while let Ok(frame) = tap.frames.try_recv() {
+        let index = vp8::check(&frame.data).expect("a tapped frame is one the publisher made");
+        assert_eq!(
+            &frame.data[..],
+            &published.frames[index as usize][..],
+            "tapped frame {index} is byte for byte what was sent"
+        );
+        assert_eq!(frame.codec, Codec::Vp8);
+        tapped.push((index, frame.keyframe, frame.rtp_time));
+    }
+    for pair in tapped.windows(2) {
+        let ((a, _, a_time), (b, _, b_time)) = (pair[0], pair[1]);
+        assert_eq!(
+            b_time - a_time,
+            u64::from(b - a) * 90_000 / FPS,
+            "the publisher's RTP times are kept"
+        );
+    }
+    assert!(
+        tapped.first().is_some_and(|(_, keyframe, _)| *keyframe),
+        "the tap starts with the keyframe: {tapped:?}"
+    );
+    assert!(
+        tapped.len() * 10 >= sent * 9 && tap.dropped() == 0,
+        "the tap got {} of {sent} frames, dropped {}",
+        tapped.len(),
+        tap.dropped()
     );
     eprintln!(
         "sent {sent} frames; viewer got {} from frame {first}; keyframe requests at {:?} after the first frame; PLI at {:?}",

@@ -149,7 +149,8 @@ fn rejected(error: ApiError, namespace: Namespace, operation: Option<Operation>)
         "{error:?}"
     );
     let described = format!("err {:?} {}", error.kind, error.message);
-    let response = error.render(namespace, operation, "fuzz-request-id");
+    let modelled = operation.map(|op| op.errors(namespace));
+    let response = error.render(namespace, modelled.as_deref(), "fuzz-request-id");
     assert!(response.status().is_client_error());
     assert!(response.headers().contains_key("x-amzn-ErrorType"));
     described

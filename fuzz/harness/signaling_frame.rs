@@ -15,7 +15,7 @@ pub fn run(data: &[u8]) -> String {
     let frame = match frames::decode(data) {
         Ok(frame) => frame,
         Err(error) => {
-            assert!(!error.is_empty());
+            assert!(!error.to_string().is_empty());
             return "err undecodable".into();
         }
     };

@@ -36,7 +36,10 @@ pub async fn handle(
                     "The fault is not valid JSON of the expected shape: {error}"
                 ))
             })?;
-            let fault = state.faults.arm(spec).map_err(ApiError::bad_request)?;
+            let fault = state
+                .faults
+                .arm(spec)
+                .map_err(|error| ApiError::bad_request(error.to_string()))?;
             tracing::info!(id = fault.id, operation = %fault.operation, error = ?fault.error, "fault armed");
             Ok(Reply::Json(StatusCode::CREATED, json!({ "fault": fault })))
         }

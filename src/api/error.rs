@@ -8,7 +8,6 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::Namespace;
-use super::operation::Operation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -151,16 +150,17 @@ impl ApiError {
         )
     }
 
-    /// Replaces an error the operation's model does not list with the nearest one it does, so
-    /// that every SDK surfaces a modelled exception class rather than an "unhandled" one.
-    fn modelled_for(mut self, namespace: Namespace, operation: Option<Operation>) -> Self {
-        let Some(operation) = operation else {
+    /// Replaces an error the operation's model does not list (`modelled`, from
+    /// `Operation::errors`) with the nearest one it does, so that every SDK surfaces a modelled
+    /// exception class rather than an "unhandled" one.
+    fn modelled_for(mut self, namespace: Namespace, modelled: Option<&[ErrorKind]>) -> Self {
+        let Some(modelled) = modelled else {
             return self;
         };
         if namespace == Namespace::Legacy && self.kind == ErrorKind::ResourceNotFound {
             self.kind = ErrorKind::NotFound;
         }
-        let allows = |kind| operation.errors(namespace).contains(&kind);
+        let allows = |kind| modelled.contains(&kind);
         if allows(self.kind) {
             return self;
         }
@@ -182,10 +182,10 @@ impl ApiError {
     pub fn render(
         self,
         namespace: Namespace,
-        operation: Option<Operation>,
+        modelled: Option<&[ErrorKind]>,
         request_id: &str,
     ) -> Response {
-        let error = self.modelled_for(namespace, operation);
+        let error = self.modelled_for(namespace, modelled);
         let mut body = serde_json::json!({
             "Code": error.kind.code(namespace),
             "Message": error.message,

@@ -73,18 +73,42 @@ pub struct Injection {
     pub error: Option<ApiError>,
 }
 
+/// Why a fault is refused (answered 400 by the admin API).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FaultError {
+    #[error("operation '{0}' is not an operation of this API")]
+    UnknownOperation(String),
+    #[error("namespace must be 'chime-sdk-meetings' or 'legacy', not '{0}'")]
+    UnknownNamespace(String),
+    #[error("error '{0}' is not an exception of this API")]
+    UnknownError(String),
+    /// The error is not in the model of the operation (of any operation, for `*`).
+    #[error("{error} is not a modelled error of {operation}")]
+    Unmodelled { error: String, operation: String },
+    #[error("rate must be above 0 and at most 1, not {0}")]
+    Rate(f64),
+    #[error("count must be at least 1")]
+    Count,
+    #[error("latency_ms must be at most {max}", max = MAX_LATENCY_MS)]
+    Latency,
+    #[error("a fault needs an error, a latency_ms, or both")]
+    NothingToInject,
+    #[error("message must be at most 1024 characters")]
+    MessageTooLong,
+    #[error("at most {max} faults may be armed; clear some first", max = MAX_FAULTS)]
+    TooMany,
+}
+
 #[derive(Default)]
 pub struct Faults {
     armed: Mutex<(u64, Vec<Fault>)>,
 }
 
-fn parse_namespace(name: &str) -> Result<Namespace, String> {
+fn parse_namespace(name: &str) -> Result<Namespace, FaultError> {
     match name {
         "chime-sdk-meetings" => Ok(Namespace::Meetings),
         "legacy" | "chime" => Ok(Namespace::Legacy),
-        other => Err(format!(
-            "namespace must be 'chime-sdk-meetings' or 'legacy', not '{other}'"
-        )),
+        other => Err(FaultError::UnknownNamespace(other.to_string())),
     }
 }
 
@@ -95,12 +119,12 @@ type Aim = (Option<Operation>, Option<Namespace>, Option<ErrorKind>);
 impl FaultSpec {
     /// Checks the spec: a known operation, an error that operation's model lists (so the SDK
     /// raises its own exception class), a rate in (0, 1], and something to inject.
-    fn check(&self) -> Result<Aim, String> {
+    fn check(&self) -> Result<Aim, FaultError> {
         let target = match self.operation.as_str() {
             "*" => None,
             name => Some(
                 Operation::from_name(name)
-                    .ok_or_else(|| format!("operation '{name}' is not an operation of this API"))?,
+                    .ok_or_else(|| FaultError::UnknownOperation(name.to_string()))?,
             ),
         };
         let only = self.namespace.as_deref().map(parse_namespace).transpose()?;
@@ -108,7 +132,7 @@ impl FaultSpec {
             None => None,
             Some(name) => {
                 let kind = ErrorKind::from_shape_name(name)
-                    .ok_or_else(|| format!("error '{name}' is not an exception of this API"))?;
+                    .ok_or_else(|| FaultError::UnknownError(name.to_string()))?;
                 let namespaces = match only {
                     Some(ns) => vec![ns],
                     None => vec![Namespace::Meetings, Namespace::Legacy],
@@ -121,10 +145,10 @@ impl FaultSpec {
                     .iter()
                     .any(|op| namespaces.iter().any(|ns| op.errors(*ns).contains(&kind)));
                 if !modelled {
-                    return Err(format!(
-                        "{name} is not a modelled error of {}",
-                        self.operation
-                    ));
+                    return Err(FaultError::Unmodelled {
+                        error: name.clone(),
+                        operation: self.operation.clone(),
+                    });
                 }
                 Some(kind)
             }
@@ -132,36 +156,34 @@ impl FaultSpec {
         if let Some(rate) = self.rate
             && !(rate > 0.0 && rate <= 1.0)
         {
-            return Err(format!("rate must be above 0 and at most 1, not {rate}"));
+            return Err(FaultError::Rate(rate));
         }
         if self.count == Some(0) {
-            return Err("count must be at least 1".into());
+            return Err(FaultError::Count);
         }
         if self.latency_ms.is_some_and(|ms| ms > MAX_LATENCY_MS) {
-            return Err(format!("latency_ms must be at most {MAX_LATENCY_MS}"));
+            return Err(FaultError::Latency);
         }
         if kind.is_none() && self.latency_ms.unwrap_or(0) == 0 {
-            return Err("a fault needs an error, a latency_ms, or both".into());
+            return Err(FaultError::NothingToInject);
         }
         if self
             .message
             .as_ref()
             .is_some_and(|m| m.chars().count() > 1024)
         {
-            return Err("message must be at most 1024 characters".into());
+            return Err(FaultError::MessageTooLong);
         }
         Ok((target, only, kind))
     }
 }
 
 impl Faults {
-    pub fn arm(&self, spec: FaultSpec) -> Result<Fault, String> {
+    pub fn arm(&self, spec: FaultSpec) -> Result<Fault, FaultError> {
         let (target, only, kind) = spec.check()?;
         let mut armed = self.lock();
         if armed.1.len() >= MAX_FAULTS {
-            return Err(format!(
-                "at most {MAX_FAULTS} faults may be armed; clear some first"
-            ));
+            return Err(FaultError::TooMany);
         }
         armed.0 += 1;
         let fault = Fault {
@@ -280,11 +302,12 @@ mod tests {
     #[test]
     fn only_modelled_errors_and_sane_values_are_accepted() {
         let faults = Faults::default();
-        assert!(
+        assert_eq!(
             faults
                 .arm(spec("GetMeeting", Some("ConflictException")))
                 .unwrap_err()
-                .contains("not a modelled error")
+                .to_string(),
+            "ConflictException is not a modelled error of GetMeeting"
         );
         assert!(
             faults
@@ -293,13 +316,25 @@ mod tests {
         );
         assert!(faults.arm(spec("*", Some("NoSuchException"))).is_err());
         assert!(faults.arm(spec("*", None)).is_err(), "nothing to inject");
-        assert!(
+        assert_eq!(
             faults
                 .arm(FaultSpec {
                     rate: Some(1.5),
                     ..spec("*", Some("ThrottlingException"))
                 })
-                .is_err()
+                .map_err(|e| e.to_string())
+                .err(),
+            Some("rate must be above 0 and at most 1, not 1.5".to_string())
+        );
+        assert_eq!(
+            faults
+                .arm(FaultSpec {
+                    latency_ms: Some(MAX_LATENCY_MS + 1),
+                    ..spec("*", None)
+                })
+                .map_err(|e| e.to_string())
+                .err(),
+            Some("latency_ms must be at most 120000".to_string())
         );
         let legacy = faults
             .arm(FaultSpec {

@@ -11,7 +11,9 @@ use super::dto::{
     UpdateCapabilitiesIn,
 };
 use super::error::{ApiError, ErrorKind};
-use crate::domain::capabilities::{Capabilities, MediaCapability, MeetingFeatures};
+use crate::domain::capabilities::{
+    Capabilities, CapabilityError, MediaCapability, MeetingFeatures,
+};
 use crate::domain::validate::{self, Violation};
 use crate::domain::{arn, ids, regions};
 use crate::store::{Tag, TagTarget};
@@ -19,6 +21,12 @@ use crate::store::{Tag, TagTarget};
 impl From<Violation> for ApiError {
     fn from(violation: Violation) -> Self {
         ApiError::bad_request(violation)
+    }
+}
+
+impl From<CapabilityError> for ApiError {
+    fn from(error: CapabilityError) -> Self {
+        ApiError::bad_request(error.to_string())
     }
 }
 

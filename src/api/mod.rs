@@ -206,7 +206,10 @@ pub async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> R
         )
             .into_response(),
         Ok(Reply::Empty(status)) => status.into_response(),
-        Err(error) => error.render(namespace, operation, &request_id),
+        Err(error) => {
+            let modelled = operation.map(|op| op.errors(namespace));
+            error.render(namespace, modelled.as_deref(), &request_id)
+        }
     };
     let mut response = response;
     if let Ok(id) = HeaderValue::from_str(&request_id) {

@@ -27,6 +27,54 @@ use crate::api::operation::Operation;
 /// The action every Carillon extension under `/_carillon/` needs.
 pub const ADMIN_ACTION: &str = "carillon:Admin";
 
+/// Why an action pattern of a keys file is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("an action must not be empty")]
+    Empty,
+    /// The pattern matches none of [`known_actions`].
+    #[error(
+        "'{0}' matches no action of this server (examples: chime:*, chime:CreateMeeting, {ADMIN_ACTION})",
+        ADMIN_ACTION = ADMIN_ACTION
+    )]
+    MatchesNothing(String),
+}
+
+/// Why a key's `actions` are refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PermissionsError {
+    #[error("actions must list at least one action")]
+    NoActions,
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+}
+
+/// Why a keys file is refused: its TOML, or the first key that breaks a rule.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysFileError {
+    /// Not TOML, or not of the keys file's shape (an unknown field, a missing one).
+    #[error(transparent)]
+    Toml(#[from] toml::de::Error),
+    #[error("access_key_id '{0}' must be 16 to 128 characters of A-Z and 0-9")]
+    AccessKeyId(String),
+    #[error("the secret of {0} must be at least 8 characters long")]
+    ShortSecret(String),
+    #[error("the account_id of {0} must be 12 digits")]
+    AccountId(String),
+    #[error("actions of {id}: {error}")]
+    Actions {
+        id: String,
+        #[source]
+        error: PermissionsError,
+    },
+    #[error("the rate of {0} must be above 0 and its burst at least 1")]
+    Rate(String),
+    #[error("{0} sets a burst without a rate")]
+    BurstWithoutRate(String),
+    #[error("access_key_id {0} appears more than once")]
+    Duplicate(String),
+}
+
 /// An IAM-style action pattern: `service:Action`, where `*` matches any run of characters and
 /// `?` any one character, compared without regard to case (as IAM does).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,17 +83,15 @@ pub struct ActionPattern(String);
 impl ActionPattern {
     /// Parses a pattern, refusing names that cannot match any action this server has, so a typo
     /// in the keys file is an error at load time instead of a silent 403 later.
-    pub fn parse(pattern: &str) -> Result<Self, String> {
+    pub fn parse(pattern: &str) -> Result<Self, PatternError> {
         let known = known_actions();
         let pattern = pattern.trim();
         if pattern.is_empty() {
-            return Err("an action must not be empty".into());
+            return Err(PatternError::Empty);
         }
         let candidate = Self(pattern.to_string());
         if !known.iter().any(|action| candidate.matches(action)) {
-            return Err(format!(
-                "'{pattern}' matches no action of this server (examples: chime:*, chime:CreateMeeting, {ADMIN_ACTION})"
-            ));
+            return Err(PatternError::MatchesNothing(pattern.to_string()));
         }
         Ok(candidate)
     }
@@ -106,15 +152,15 @@ impl Permissions {
         Self(vec![ActionPattern("*".into())])
     }
 
-    pub fn parse<S: AsRef<str>>(patterns: &[S]) -> Result<Self, String> {
+    pub fn parse<S: AsRef<str>>(patterns: &[S]) -> Result<Self, PermissionsError> {
         if patterns.is_empty() {
-            return Err("actions must list at least one action".into());
+            return Err(PermissionsError::NoActions);
         }
-        patterns
+        let patterns = patterns
             .iter()
             .map(|p| ActionPattern::parse(p.as_ref()))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Self)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self(patterns))
     }
 
     pub fn allows(&self, action: &str) -> bool {
@@ -184,35 +230,32 @@ pub fn is_access_key_id(value: &str) -> bool {
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
-fn entry_to_key(entry: KeyEntry) -> Result<AccessKey, String> {
+fn entry_to_key(entry: KeyEntry) -> Result<AccessKey, KeysFileError> {
     let id = &entry.access_key_id;
     if !is_access_key_id(id) {
-        return Err(format!(
-            "access_key_id '{id}' must be 16 to 128 characters of A-Z and 0-9"
-        ));
+        return Err(KeysFileError::AccessKeyId(id.clone()));
     }
     if entry.secret_access_key.chars().count() < 8 {
-        return Err(format!(
-            "the secret of {id} must be at least 8 characters long"
-        ));
+        return Err(KeysFileError::ShortSecret(id.clone()));
     }
     if !is_account_id(&entry.account_id) {
-        return Err(format!("the account_id of {id} must be 12 digits"));
+        return Err(KeysFileError::AccountId(id.clone()));
     }
     let permissions =
-        Permissions::parse(&entry.actions).map_err(|error| format!("actions of {id}: {error}"))?;
+        Permissions::parse(&entry.actions).map_err(|error| KeysFileError::Actions {
+            id: id.clone(),
+            error,
+        })?;
     let rate_limit = match (entry.rate, entry.burst) {
         (None, None) => None,
         (Some(rate), burst) => {
             let burst = burst.unwrap_or(rate.max(1.0));
             if !(rate.is_finite() && rate > 0.0 && burst.is_finite() && burst >= 1.0) {
-                return Err(format!(
-                    "the rate of {id} must be above 0 and its burst at least 1"
-                ));
+                return Err(KeysFileError::Rate(id.clone()));
             }
             Some(RateLimit { rate, burst })
         }
-        (None, Some(_)) => return Err(format!("{id} sets a burst without a rate")),
+        (None, Some(_)) => return Err(KeysFileError::BurstWithoutRate(id.clone())),
     };
     Ok(AccessKey {
         access_key_id: entry.access_key_id,
@@ -224,8 +267,8 @@ fn entry_to_key(entry: KeyEntry) -> Result<AccessKey, String> {
 }
 
 /// Parses a keys file's text. Every key is checked; the first problem is the error.
-pub fn parse_keys_file(text: &str) -> Result<Vec<AccessKey>, String> {
-    let file: KeysFile = toml::from_str(text).map_err(|error| error.to_string())?;
+pub fn parse_keys_file(text: &str) -> Result<Vec<AccessKey>, KeysFileError> {
+    let file: KeysFile = toml::from_str(text)?;
     let keys = file
         .key
         .into_iter()
@@ -234,10 +277,7 @@ pub fn parse_keys_file(text: &str) -> Result<Vec<AccessKey>, String> {
     let mut seen = std::collections::HashSet::new();
     for key in &keys {
         if !seen.insert(key.access_key_id.as_str()) {
-            return Err(format!(
-                "access_key_id {} appears more than once",
-                key.access_key_id
-            ));
+            return Err(KeysFileError::Duplicate(key.access_key_id.clone()));
         }
     }
     Ok(keys)
@@ -322,6 +362,11 @@ mod tests {
         assert!(ActionPattern::parse("s3:*").is_err());
         assert!(ActionPattern::parse("chime:ListAttendees").is_ok());
         assert!(ActionPattern::parse("carillon:admin").is_ok());
+        assert_eq!(
+            ActionPattern::parse("s3:*").map_err(|e| e.to_string()),
+            Err("'s3:*' matches no action of this server (examples: chime:*, chime:CreateMeeting, carillon:Admin)".to_string())
+        );
+        assert_eq!(ActionPattern::parse(" "), Err(PatternError::Empty));
     }
 
     #[test]
@@ -356,7 +401,7 @@ mod tests {
         assert!(!keys[1].permissions.allows("chime:CreateAttendee"));
         assert_eq!(keys[1].rate_limit, None);
 
-        let bad = |text: &str| parse_keys_file(text).expect_err("invalid");
+        let bad = |text: &str| parse_keys_file(text).expect_err("invalid").to_string();
         assert!(bad("[[key]]\naccess_key_id = \"short\"\nsecret_access_key = \"xxxxxxxx\"\naccount_id = \"111111111111\"\nactions = [\"chime:*\"]").contains("16 to 128"));
         assert!(bad("[[key]]\naccess_key_id = \"AKIAEXAMPLEALICE0001\"\nsecret_access_key = \"xxxxxxxx\"\naccount_id = \"1\"\nactions = [\"chime:*\"]").contains("12 digits"));
         assert!(bad("[[key]]\naccess_key_id = \"AKIAEXAMPLEALICE0001\"\nsecret_access_key = \"xxxxxxxx\"\naccount_id = \"111111111111\"\nactions = []").contains("at least one"));

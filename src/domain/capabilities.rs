@@ -40,6 +40,33 @@ impl MediaCapability {
     }
 }
 
+/// A documented rule that requested capabilities break; the text is the 400's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CapabilityError {
+    /// Video asked of a meeting created with `MeetingFeatures.Video.MaxResolution` None.
+    #[error(
+        "Capabilities.Video {} is not allowed: the meeting was created with MeetingFeatures.Video.MaxResolution None",
+        .0.as_str()
+    )]
+    VideoDisabled(MediaCapability),
+    /// Content asked of a meeting created with `MeetingFeatures.Content.MaxResolution` None.
+    #[error(
+        "Capabilities.Content {} is not allowed: the meeting was created with MeetingFeatures.Content.MaxResolution None",
+        .0.as_str()
+    )]
+    ContentDisabled(MediaCapability),
+    /// Receiving content without receiving video.
+    #[error(
+        "Capabilities.Content {} requires Capabilities.Video SendReceive or Receive, not {}",
+        .content.as_str(),
+        .video.as_str()
+    )]
+    ContentNeedsVideo {
+        content: MediaCapability,
+        video: MediaCapability,
+    },
+}
+
 /// `AttendeeCapabilities`: all three channels are required when the structure is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -140,31 +167,24 @@ impl MeetingFeatures {
     }
 
     /// Checks requested capabilities against the documented rules; the error names the rule.
-    pub fn check_capabilities(&self, caps: &Capabilities) -> Result<(), String> {
+    pub fn check_capabilities(&self, caps: &Capabilities) -> Result<(), CapabilityError> {
         if self.video_disabled() && caps.video != MediaCapability::None {
-            return Err(format!(
-                "Capabilities.Video {} is not allowed: the meeting was created with MeetingFeatures.Video.MaxResolution None",
-                caps.video.as_str()
-            ));
+            return Err(CapabilityError::VideoDisabled(caps.video));
         }
         if self.content_disabled() && caps.content != MediaCapability::None {
-            return Err(format!(
-                "Capabilities.Content {} is not allowed: the meeting was created with MeetingFeatures.Content.MaxResolution None",
-                caps.content.as_str()
-            ));
+            return Err(CapabilityError::ContentDisabled(caps.content));
         }
         check_content_needs_video(caps)
     }
 }
 
 /// Receiving content requires receiving video (the client renders content as a video tile).
-pub fn check_content_needs_video(caps: &Capabilities) -> Result<(), String> {
+pub fn check_content_needs_video(caps: &Capabilities) -> Result<(), CapabilityError> {
     if caps.content.receives() && !caps.video.receives() {
-        return Err(format!(
-            "Capabilities.Content {} requires Capabilities.Video SendReceive or Receive, not {}",
-            caps.content.as_str(),
-            caps.video.as_str()
-        ));
+        return Err(CapabilityError::ContentNeedsVideo {
+            content: caps.content,
+            video: caps.video,
+        });
     }
     Ok(())
 }
@@ -225,6 +245,11 @@ mod tests {
             assert!(f.check_capabilities(&caps(SendReceive, v, None)).is_err());
         }
         assert!(f.check_capabilities(&caps(SendReceive, None, None)).is_ok());
+        assert_eq!(
+            f.check_capabilities(&caps(SendReceive, Receive, None))
+                .map_err(|e| e.to_string()),
+            Err("Capabilities.Video Receive is not allowed: the meeting was created with MeetingFeatures.Video.MaxResolution None".to_string())
+        );
         let f = features(Option::None, Some("None"));
         assert!(
             f.check_capabilities(&caps(SendReceive, SendReceive, Send))
@@ -235,7 +260,11 @@ mod tests {
     #[test]
     fn receiving_content_needs_receiving_video() {
         let f = MeetingFeatures::default();
-        assert!(f.check_capabilities(&caps(None, Send, Receive)).is_err());
+        assert_eq!(
+            f.check_capabilities(&caps(None, Send, Receive))
+                .map_err(|e| e.to_string()),
+            Err("Capabilities.Content Receive requires Capabilities.Video SendReceive or Receive, not Send".to_string())
+        );
         assert!(
             f.check_capabilities(&caps(None, None, SendReceive))
                 .is_err()

@@ -13,6 +13,12 @@ use proto::*;
 /// `FRAME_TYPE_RTC`, the type byte in front of every frame in both directions.
 pub const FRAME_TYPE_RTC: u8 = 0x05;
 
+/// Remote videos one session may receive at once (the client reads it from JOIN_ACK).
+pub const VIDEO_SUBSCRIPTION_LIMIT: u32 = 25;
+/// The video status that tells a client to switch to view only: it removes its local tile but
+/// stays in the meeting (509 would end its session).
+pub const VIEW_ONLY_STATUS: u32 = 206;
+
 /// Audio status codes the client treats as the end of its session.
 pub mod audio_status {
     pub const JOINED_FROM_ANOTHER_DEVICE: u32 = 301;
@@ -69,13 +75,22 @@ pub fn encode(frame: &SdkSignalFrame) -> Vec<u8> {
     bytes
 }
 
+/// Why a client's binary message is no signaling frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("empty signaling frame")]
+    Empty,
+    #[error("undecodable signaling frame: {0}")]
+    Undecodable(#[source] prost::DecodeError),
+}
+
 /// Decodes a client frame. The type byte is checked the way the client checks ours: any value is
 /// stripped, as long as there is a frame behind it.
-pub fn decode(bytes: &[u8]) -> Result<SdkSignalFrame, String> {
+pub fn decode(bytes: &[u8]) -> Result<SdkSignalFrame, FrameError> {
     let Some((_, body)) = bytes.split_first() else {
-        return Err("empty signaling frame".into());
+        return Err(FrameError::Empty);
     };
-    SdkSignalFrame::decode(body).map_err(|e| format!("undecodable signaling frame: {e}"))
+    SdkSignalFrame::decode(body).map_err(FrameError::Undecodable)
 }
 
 fn frame(kind: Type, now_ms: u64) -> SdkSignalFrame {
@@ -103,7 +118,7 @@ pub fn join_ack_with_turn(now_ms: u64, turn: Option<SdkTurnCredentials>) -> SdkS
             // JOIN_ACK that has none at all, and with no URIs it connects directly as it would
             // without them (it relays only when it is given a TURN URI).
             turn_credentials: Some(turn.unwrap_or_default()),
-            video_subscription_limit: Some(super::video::VIDEO_SUBSCRIPTION_LIMIT),
+            video_subscription_limit: Some(VIDEO_SUBSCRIPTION_LIMIT),
             default_server_side_network_adaption: Some(SdkServerSideNetworkAdaption::None as i32),
             ..Default::default()
         }),
@@ -163,7 +178,7 @@ pub fn video_subscribe_ack(
 pub fn view_only(now_ms: u64, reason: &str) -> SdkSignalFrame {
     SdkSignalFrame {
         error: Some(SdkErrorFrame {
-            status: Some(super::video::VIEW_ONLY_STATUS),
+            status: Some(VIEW_ONLY_STATUS),
             description: Some(reason.to_string()),
         }),
         ..frame(Type::Bitrates, now_ms)
@@ -328,8 +343,11 @@ mod tests {
         assert_eq!(back.r#type, Type::PingPong as i32);
         assert_eq!(back.timestamp_ms, 42);
         assert_eq!(back.ping_pong.map(|p| p.ping_id), Some(7));
-        assert!(decode(&[]).is_err());
-        assert!(decode(&[5, 0xff, 0xff]).is_err());
+        assert_eq!(decode(&[]), Err(FrameError::Empty));
+        assert!(matches!(
+            decode(&[5, 0xff, 0xff]),
+            Err(FrameError::Undecodable(_))
+        ));
     }
 
     #[test]

@@ -1138,8 +1138,8 @@ pub struct SessionTracks {
 mod tests {
     use super::*;
     use crate::domain::capabilities::MediaCapability;
+    use crate::join::frames::VIEW_ONLY_STATUS;
     use crate::join::frames::proto::{SdkDataMessagePayload, sdk_signal_frame::Type};
-    use crate::join::video::VIEW_ONLY_STATUS;
 
     fn join(
         rooms: &Rooms,

@@ -15,9 +15,10 @@ use super::frames::{
     self, close_code,
     proto::{SdkPingPongType, SdkStreamMediaType, sdk_signal_frame::Type},
 };
+use super::frames::{VIDEO_SUBSCRIPTION_LIMIT, VIEW_ONLY_STATUS};
 use super::limits::{JoinLimits, UnjoinedSlot};
 use super::session::{self, Outbound, Outlet, timestamp_ms};
-use super::video::{VIDEO_SUBSCRIPTION_LIMIT, VIEW_ONLY_STATUS, ViewOnly};
+use super::video::ViewOnly;
 use super::{Admission, JoinPlane};
 use crate::media::{AudioRole, VideoPlan};
 use crate::store::AttendeeRecord;
@@ -475,7 +476,7 @@ impl Session<'_> {
                 let refusal = frames::proto::SdkSignalFrame {
                     error: Some(frames::proto::SdkErrorFrame {
                         status: Some(400),
-                        description: Some(error),
+                        description: Some(error.to_string()),
                     }),
                     ..frames::subscribe_ack(timestamp_ms(), sub.duplex, String::new())
                 };

@@ -14,8 +14,6 @@ use super::frames::proto::{SdkStreamAllocation, SdkStreamDescriptor, SdkStreamMe
 
 /// Camera publishers a meeting allows by default (AWS: 25, up to 250 on request).
 pub const MAX_VIDEO_PUBLISHERS: usize = 25;
-/// Remote videos one session may receive at once (the client reads it from JOIN_ACK).
-pub const VIDEO_SUBSCRIPTION_LIMIT: u32 = 25;
 /// Content shares at once in one meeting, as AWS allows.
 pub const MAX_CONTENT_SHARES: usize = 2;
 /// The first group and stream id handed out.
@@ -85,8 +83,6 @@ impl Publication {
 /// removes its local tile but keeps it in the meeting (509 would end its session).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ViewOnly(pub &'static str);
-
-pub const VIEW_ONLY_STATUS: u32 = 206;
 
 #[derive(Debug)]
 pub struct VideoRoom {

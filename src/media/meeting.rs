@@ -21,7 +21,8 @@ use super::mix::{AudioRole, Downlink};
 use super::mixer::{MixerInput, Mixers};
 use super::net::{Datagram, MediaSockets, Route, Routes, sdp_ufrag};
 use super::sdp;
-use super::{Answer, Registry, TrackMapping, VideoEvent, VideoPlan};
+use super::tap::{VideoFrame, VideoSource, VideoTapSender, VideoTaps};
+use super::{Answer, OfferError, Registry, TrackMapping, VideoEvent, VideoPlan};
 use crate::events::CapabilityTarget;
 
 /// Datagrams waiting for one meeting: about a second of a 40-person meeting's uplink.
@@ -51,7 +52,7 @@ pub enum MeetingCommand {
         role: AudioRole,
         sdp_offer: String,
         video: VideoPlan,
-        reply: oneshot::Sender<Result<Answer, String>>,
+        reply: oneshot::Sender<Result<Answer, OfferError>>,
     },
     /// PAUSE or RESUME: a session stops or restarts receiving these streams.
     Pause {
@@ -71,6 +72,10 @@ pub enum MeetingCommand {
     SetRole {
         attendees: CapabilityTarget,
         role: AudioRole,
+    },
+    /// A media tap on one published video stream (see [`super::tap`]).
+    TapVideo {
+        tap: VideoTapSender,
     },
 }
 
@@ -130,6 +135,8 @@ pub struct MeetingTask {
     forwarding: Forwarding,
     /// Video frames read from publishers in this round, to forward once polling is done.
     video_frames: Vec<(u32, MediaData)>,
+    /// Consumers of published streams' frames (recording); they end with the task.
+    video_taps: VideoTaps,
     /// Streams whose publishers should send a keyframe (new viewer, lost packets, PLI/FIR).
     keyframes_wanted: Vec<u32>,
     targets: Vec<(u64, Mid)>,
@@ -155,6 +162,7 @@ impl MeetingTask {
             dirty: HashSet::new(),
             forwarding: Forwarding::default(),
             video_frames: Vec::new(),
+            video_taps: VideoTaps::default(),
             keyframes_wanted: Vec::new(),
             targets: Vec::new(),
             stream_bytes: HashMap::new(),
@@ -270,12 +278,17 @@ impl MeetingTask {
                 }))
                 .unwrap_or_else(|_| {
                     self.drop_peer(session);
-                    Err("the SDP offer could not be processed".to_string())
+                    Err(OfferError::Panicked)
                 });
                 self.dirty.insert(session);
                 let _ = reply.send(result);
             }
             MeetingCommand::Remove { session } => self.drop_peer(session),
+            MeetingCommand::TapVideo { tap } => {
+                // A consumer starts from a keyframe, as a new viewer does.
+                self.keyframes_wanted.push(tap.source().0);
+                self.video_taps.add(tap);
+            }
             MeetingCommand::Pause {
                 session,
                 streams,
@@ -321,16 +334,16 @@ impl MeetingTask {
         role: AudioRole,
         sdp_offer: &str,
         video: &VideoPlan,
-    ) -> Result<Answer, String> {
-        let offer = str0m::change::SdpOffer::from_sdp_string(sdp_offer)
-            .map_err(|e| format!("invalid SDP offer: {e}"))?;
+    ) -> Result<Answer, OfferError> {
+        let offer =
+            str0m::change::SdpOffer::from_sdp_string(sdp_offer).map_err(OfferError::Invalid)?;
         let sections = sdp::sections(sdp_offer);
         let answer = if let Some(peer) = self.peers.get_mut(&session) {
             // A renegotiation (the client subscribes again): same peer, new offer.
             peer.rtc
                 .sdp_api()
                 .accept_offer(offer)
-                .map_err(|e| format!("SDP offer not accepted: {e}"))?
+                .map_err(OfferError::NotAccepted)?
                 .to_sdp_string()
         } else {
             self.new_peer(session, attendee_id, role, offer)?
@@ -416,7 +429,7 @@ impl MeetingTask {
         attendee_id: String,
         role: AudioRole,
         offer: str0m::change::SdpOffer,
-    ) -> Result<String, String> {
+    ) -> Result<String, OfferError> {
         // Opus with RED (RFC 2198), as Chime answers: the browser then sends each audio frame
         // again in the next packet, and str0m fills a lost packet from that copy before the
         // mixer sees the gap; the downlink carries the same redundancy (str0m wraps what the
@@ -433,14 +446,13 @@ impl MeetingTask {
             .enable_bwe(Some(INITIAL_DOWNLINK_ESTIMATE))
             .build(Instant::now());
         for address in &self.shared.candidates {
-            let candidate =
-                Candidate::host(*address, "udp").map_err(|e| format!("host candidate: {e}"))?;
+            let candidate = Candidate::host(*address, "udp").map_err(OfferError::HostCandidate)?;
             rtc.add_local_candidate(candidate);
         }
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
-            .map_err(|e| format!("SDP offer not accepted: {e}"))?
+            .map_err(OfferError::NotAccepted)?
             .to_sdp_string();
         let ufrag = sdp_ufrag(&answer).map(str::to_string);
         if let Some(ufrag) = &ufrag {
@@ -735,6 +747,16 @@ impl MeetingTask {
         }
         let (mut frames, mut bytes) = (0u64, 0u64);
         for (stream, data) in std::mem::take(&mut self.video_frames) {
+            if self.video_taps.wants(VideoSource(stream)) {
+                let frame = VideoFrame {
+                    at: std::time::SystemTime::now(),
+                    rtp_time: data.time.numer(),
+                    codec: data.params.spec().codec,
+                    keyframe: data.is_keyframe(),
+                    data: data.data.clone(),
+                };
+                self.video_taps.publish(VideoSource(stream), &frame);
+            }
             self.forwarding
                 .targets(stream, data.is_keyframe(), &mut self.targets);
             for &(viewer, mid) in &self.targets {

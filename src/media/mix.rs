@@ -86,6 +86,17 @@ impl AudioRole {
     };
 }
 
+/// The PCM of one tick that media taps asked for (see [`MeetingMix::tick_with_taps`]).
+#[derive(Debug, Default)]
+pub struct TappedAudio {
+    /// The meeting's tick number (20 ms each).
+    pub tick: u64,
+    /// Everyone heard this tick, summed, nobody subtracted.
+    pub mix: Option<Box<[f32; FRAME_SAMPLES]>>,
+    /// Each tapped session that played this tick, with its own decoded audio.
+    pub sessions: Vec<(u64, Box<[f32; FRAME_SAMPLES]>)>,
+}
+
 /// One encoded downlink frame for one listener.
 #[derive(Debug, Clone)]
 pub struct Downlink {
@@ -389,15 +400,38 @@ impl MeetingMix {
 
     /// Mixes one 20 ms tick and returns each listener's encoded frame.
     pub fn tick(&mut self) -> Vec<Downlink> {
+        self.tick_with_taps(false, &[]).0
+    }
+
+    /// As [`MeetingMix::tick`], and also returns the PCM the media taps asked for: the whole
+    /// mix when `mix_tapped`, and the decoded audio of each of `tapped_sessions` that played
+    /// this tick, decoded even when it is not among the speakers mixed.
+    pub fn tick_with_taps(
+        &mut self,
+        mix_tapped: bool,
+        tapped_sessions: &[u64],
+    ) -> (Vec<Downlink>, TappedAudio) {
         self.tick += 1;
         let picked = self.pick();
+        let mut tapped = TappedAudio {
+            tick: self.tick,
+            ..TappedAudio::default()
+        };
         let mut frames: Vec<(u64, Box<[f32; FRAME_SAMPLES]>)> = Vec::with_capacity(picked.len());
         for (id, source) in self.sessions.iter_mut() {
             let heard = picked.contains(id);
-            if source.advance(heard, &mut self.scratch) && heard {
+            let tap = tapped_sessions.contains(id);
+            if source.advance(heard || tap, &mut self.scratch) {
                 let mut frame = Box::new([0f32; FRAME_SAMPLES]);
                 source.take_frame(&mut frame);
-                frames.push((*id, frame));
+                match (heard, tap) {
+                    (true, true) => {
+                        tapped.sessions.push((*id, frame.clone()));
+                        frames.push((*id, frame));
+                    }
+                    (true, false) => frames.push((*id, frame)),
+                    (false, _) => tapped.sessions.push((*id, frame)),
+                }
             }
         }
         let mut sum = [0f32; FRAME_SAMPLES];
@@ -405,6 +439,9 @@ impl MeetingMix {
             for (total, sample) in sum.iter_mut().zip(frame.iter()) {
                 *total += sample;
             }
+        }
+        if mix_tapped {
+            tapped.mix = Some(Box::new(sum));
         }
         // Every listener gets a frame every tick, so that its jitter buffer never sees a hole
         // (a hole is concealed: the browser stretches the last sound). A listener with nobody
@@ -451,7 +488,7 @@ impl MeetingMix {
         let now = self.tick;
         self.encoders
             .retain(|_, (_, last_used)| now - *last_used <= ENCODER_LINGER_TICKS);
-        downlinks
+        (downlinks, tapped)
     }
 
     /// What happened since the last call, summed over the meeting's sources.
@@ -617,6 +654,52 @@ mod tests {
             3,
             "one per picked speaker plus one shared"
         );
+    }
+
+    #[test]
+    fn taps_get_the_whole_mix_and_a_session_that_is_not_mixed() {
+        let mut mix = MeetingMix::new(2);
+        for session in 1..=6 {
+            mix.set_role(session, AudioRole::FULL);
+        }
+        // Two speakers are mixed; 3 is the quietest and is not, but its tap still hears it.
+        let talkers = [(1, TONES[0], -10), (2, TONES[1], -20), (3, TONES[2], -60)];
+        let packets: Vec<Vec<Vec<u8>>> = talkers
+            .iter()
+            .map(|(_, tone, _)| tone_packets(*tone, 60))
+            .collect();
+        let (mut whole_mix, mut session_three) = (Vec::new(), Vec::new());
+        let mut ticks = Vec::new();
+        for tick in 0..60 {
+            for ((session, _, level), packets) in talkers.iter().zip(&packets) {
+                let rtp_time = 1000 + (tick * FRAME_SAMPLES) as u64;
+                mix.push(*session, rtp_time, packets[tick].clone(), Some(*level));
+            }
+            let (downlinks, tapped) = mix.tick_with_taps(true, &[3]);
+            assert!(!downlinks.is_empty(), "the meeting is served as usual");
+            ticks.push(tapped.tick);
+            let frame = tapped.mix.expect("the mix is tapped every tick");
+            if tick >= 30 {
+                whole_mix.extend_from_slice(frame.as_slice());
+                for (session, samples) in tapped.sessions {
+                    assert_eq!(session, 3, "only the tapped session is handed over");
+                    session_three.extend_from_slice(samples.as_slice());
+                }
+            }
+        }
+        assert!(ticks.windows(2).all(|pair| pair[1] == pair[0] + 1));
+        assert!(hears(&whole_mix, TONES[0]) && hears(&whole_mix, TONES[1]));
+        assert!(
+            !hears(&whole_mix, TONES[2]),
+            "the mix is what listeners hear"
+        );
+        assert_eq!(
+            session_three.len(),
+            30 * FRAME_SAMPLES,
+            "a frame every tick"
+        );
+        assert!(hears(&session_three, TONES[2]));
+        assert!(!hears(&session_three, TONES[0]) && !hears(&session_three, TONES[1]));
     }
 
     #[test]

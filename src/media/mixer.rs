@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::mix::{AudioRole, Downlink, MeetingMix};
+use super::mix::{AudioRole, Downlink, MeetingMix, TappedAudio};
+use super::tap::{AudioFrame, AudioSource, AudioTapSender, AudioTaps};
 
 const TICK: Duration = Duration::from_millis(20);
 /// Packets queued for one mixer thread (about 2 s of a 40-speaker load); past it they are
@@ -34,6 +35,12 @@ pub enum MixerInput {
     Remove {
         meeting: u64,
         session: u64,
+    },
+    /// A media tap on the meeting's audio (see [`super::tap`]); on a meeting the mixer does not
+    /// have, the tap is dropped and its consumer sees the stream end at once.
+    Tap {
+        meeting: u64,
+        tap: AudioTapSender,
     },
     Packet {
         meeting: u64,
@@ -130,6 +137,37 @@ impl Mixers {
 struct Meeting {
     mix: MeetingMix,
     downlinks: mpsc::Sender<Vec<Downlink>>,
+    taps: AudioTaps,
+}
+
+impl Meeting {
+    /// One tick: the downlinks, and the PCM the meeting's taps asked for handed to them.
+    fn tick(&mut self) -> Vec<Downlink> {
+        if self.taps.is_empty() {
+            return self.mix.tick();
+        }
+        let sessions = self.taps.sessions();
+        let wants_mix = self.taps.wants(AudioSource::Mix);
+        let (downlinks, tapped) = self.mix.tick_with_taps(wants_mix, &sessions);
+        self.publish(tapped);
+        downlinks
+    }
+
+    fn publish(&mut self, tapped: TappedAudio) {
+        let at = std::time::SystemTime::now();
+        let frame = |samples: Box<[f32; super::opus::FRAME_SAMPLES]>| AudioFrame {
+            tick: tapped.tick,
+            at,
+            samples: Arc::from(samples.as_slice()),
+        };
+        if let Some(mix) = tapped.mix {
+            self.taps.publish(AudioSource::Mix, &frame(mix));
+        }
+        for (session, samples) in tapped.sessions {
+            self.taps
+                .publish(AudioSource::Session(session), &frame(samples));
+        }
+    }
 }
 
 fn run(
@@ -159,7 +197,7 @@ fn run(
         }
         let started = Instant::now();
         for meeting in meetings.values_mut() {
-            let downlinks = meeting.mix.tick();
+            let downlinks = meeting.tick();
             if !downlinks.is_empty() && meeting.downlinks.try_send(downlinks).is_err() {
                 stats.dropped_ticks.fetch_add(1, Ordering::Relaxed);
             }
@@ -201,6 +239,7 @@ fn apply(
                 Meeting {
                     mix: MeetingMix::new(speakers),
                     downlinks,
+                    taps: AudioTaps::default(),
                 },
             );
         }
@@ -219,6 +258,12 @@ fn apply(
         MixerInput::Remove { meeting, session } => {
             if let Some(m) = meetings.get_mut(&meeting) {
                 m.mix.remove(session);
+                m.taps.close(AudioSource::Session(session));
+            }
+        }
+        MixerInput::Tap { meeting, tap } => {
+            if let Some(m) = meetings.get_mut(&meeting) {
+                m.taps.add(tap);
             }
         }
         MixerInput::Packet {
@@ -232,5 +277,60 @@ fn apply(
                 m.mix.push(session, rtp_time, packet, level);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::opus::{Encoder, FRAME_SAMPLES};
+    use crate::media::tap::{DEFAULT_TAP_FRAMES, tap};
+
+    /// A consumer that never reads: its tap fills, then loses every further frame, counted,
+    /// while each tick still serves every listener its downlink frame.
+    #[test]
+    fn a_slow_tap_consumer_loses_frames_without_slowing_the_meeting() {
+        let (downlinks, _downlinks_rx) = mpsc::channel(1);
+        let mut meeting = Meeting {
+            mix: MeetingMix::new(3),
+            downlinks,
+            taps: AudioTaps::default(),
+        };
+        meeting.mix.set_role(1, AudioRole::FULL);
+        meeting.mix.set_role(2, AudioRole::FULL);
+        let (sender, mut stalled) = tap(AudioSource::Mix, DEFAULT_TAP_FRAMES);
+        meeting.taps.add(sender);
+        let (sender, mut reading) = tap(AudioSource::Session(1), DEFAULT_TAP_FRAMES);
+        meeting.taps.add(sender);
+        let mut encoder = Encoder::new().expect("encoder");
+        let ticks = 3 * DEFAULT_TAP_FRAMES;
+        let mut session_frames = 0;
+        for tick in 0..ticks {
+            let mut pcm = [0.1f32; FRAME_SAMPLES];
+            let packet = encoder.encode(&mut pcm).expect("encode");
+            meeting
+                .mix
+                .push(1, (tick * FRAME_SAMPLES) as u64, packet, Some(-20));
+            let served = meeting.tick();
+            let listeners: Vec<u64> = served.iter().map(|d| d.listener).collect();
+            assert!(
+                listeners.contains(&1) && listeners.contains(&2),
+                "tick {tick}: every listener gets its frame"
+            );
+            // The session tap's consumer keeps up and loses nothing.
+            while reading.frames.try_recv().is_ok() {
+                session_frames += 1;
+            }
+        }
+        let queued = std::iter::from_fn(|| stalled.frames.try_recv().ok()).count();
+        assert_eq!(queued, DEFAULT_TAP_FRAMES, "the stalled queue is bounded");
+        assert_eq!(stalled.dropped(), (ticks - DEFAULT_TAP_FRAMES) as u64);
+        assert_eq!(reading.dropped(), 0);
+        // The source starts playing once its jitter buffer holds two frames.
+        assert!(session_frames >= ticks - 2, "{session_frames} of {ticks}");
+        // A session that leaves ends its taps.
+        meeting.mix.remove(1);
+        meeting.taps.close(AudioSource::Session(1));
+        assert!(reading.frames.try_recv().is_err() && reading.frames.is_closed());
     }
 }

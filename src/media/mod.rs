@@ -22,6 +22,7 @@ pub mod mixer;
 pub mod net;
 pub mod opus;
 pub mod sdp;
+pub mod tap;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -51,6 +52,24 @@ pub struct VideoPlan {
     /// One entry per `m=video` section of the offer, in SDP order: the stream the client wants
     /// on that section, or 0 (the camera section, stopped sections, vanished streams).
     pub subscribe: Vec<u32>,
+}
+
+/// Why a client's SDP offer gets no answer; the text is the refusal's description the client
+/// sees (and the log line's `error`).
+#[derive(Debug, thiserror::Error)]
+pub enum OfferError {
+    #[error("media plane has stopped")]
+    Stopped,
+    #[error("invalid SDP offer: {0}")]
+    Invalid(#[source] str0m::error::SdpError),
+    #[error("SDP offer not accepted: {0}")]
+    NotAccepted(#[source] str0m::RtcError),
+    /// A media address str0m will not make an ICE host candidate of.
+    #[error("host candidate: {0}")]
+    HostCandidate(#[source] str0m::error::IceError),
+    /// Parsing or answering the offer panicked; the session's peer is dropped.
+    #[error("the SDP offer could not be processed")]
+    Panicked,
 }
 
 /// The SDP answer, and which stream each answered receive section carries (SUBSCRIBE_ACK
@@ -182,11 +201,10 @@ impl Media {
         role: AudioRole,
         sdp_offer: String,
         video: VideoPlan,
-    ) -> Result<Answer, String> {
-        let stopped = || "media plane has stopped".to_string();
+    ) -> Result<Answer, OfferError> {
         // A meeting task that just emptied may be leaving; the second try starts a new one.
         for _ in 0..2 {
-            let handle = self.meeting(meeting_id).ok_or_else(stopped)?;
+            let handle = self.meeting(meeting_id).ok_or(OfferError::Stopped)?;
             let (reply, answer) = oneshot::channel();
             let offer = MeetingCommand::Offer {
                 session,
@@ -207,7 +225,7 @@ impl Media {
             }
             return result;
         }
-        Err(stopped())
+        Err(OfferError::Stopped)
     }
 
     /// Changes what an attendee's live sessions may do with audio (UpdateAttendeeCapabilities).
@@ -268,6 +286,61 @@ impl Media {
         if let Some(handle) = handle {
             let _ = handle.commands.send(command);
         }
+    }
+
+    /// Opens a media tap on a live meeting's audio (see [`tap`]): the mix, or one session's
+    /// own decoded audio, queued up to `capacity` frames and dropped (counted on the tap) past
+    /// that. None when the meeting has no media on this node. The tap ends (its receiver
+    /// yields None) when the session leaves or the meeting's media stops.
+    pub fn tap_audio(
+        &self,
+        meeting_id: &str,
+        source: tap::AudioSource,
+        capacity: usize,
+    ) -> Option<tap::AudioTap> {
+        let key = self
+            .shared
+            .registry
+            .lock()
+            .ok()?
+            .get(meeting_id)
+            .filter(|handle| !handle.commands.is_closed())?
+            .key;
+        let (sender, tap) = tap::tap(source, capacity);
+        self.shared.mixers.control(
+            key,
+            mixer::MixerInput::Tap {
+                meeting: key,
+                tap: sender,
+            },
+        );
+        Some(tap)
+    }
+
+    /// Opens a media tap on one published video stream of a live meeting: its frames as the
+    /// publisher sent them, from a keyframe the publisher is asked for, queued up to `capacity`
+    /// and dropped (counted) past that. None when the meeting has no media on this node; the
+    /// tap ends with the meeting's media.
+    pub fn tap_video(
+        &self,
+        meeting_id: &str,
+        stream: u32,
+        capacity: usize,
+    ) -> Option<tap::VideoTap> {
+        let handle = self
+            .shared
+            .registry
+            .lock()
+            .ok()?
+            .get(meeting_id)
+            .filter(|handle| !handle.commands.is_closed())?
+            .clone();
+        let (sender, tap) = tap::tap(tap::VideoSource(stream), capacity);
+        handle
+            .commands
+            .send(MeetingCommand::TapVideo { tap: sender })
+            .ok()?;
+        Some(tap)
     }
 
     /// How many peer connections the media plane holds (for tests and benchmarks).

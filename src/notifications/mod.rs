@@ -23,6 +23,36 @@ const BATCH: usize = 100;
 /// How often an idle worker looks for new events.
 const POLL_INTERVAL: Duration = Duration::from_millis(25);
 
+/// Why a sink's configuration (`--webhook`, `--events`, `--notify-route`) is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkConfigError {
+    #[error("'{url}' is not a URL: {error}")]
+    NotAUrl {
+        url: String,
+        #[source]
+        error: http::uri::InvalidUri,
+    },
+    #[error(
+        "'{0}': HTTPS webhooks are not supported yet; use http:// (for example through a local TLS-terminating proxy)"
+    )]
+    Https(String),
+    #[error("'{0}' must be an http:// webhook or a nats:// server")]
+    Scheme(String),
+    #[error("'{0}' must be ARN=URL")]
+    NotArnEqualsUrl(String),
+    #[error("'{0}' is not an ARN")]
+    NotAnArn(String),
+}
+
+/// Why one attempt at delivering an event failed: logged, and kept with a dead letter.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookError),
+    #[error(transparent)]
+    Nats(#[from] nats::NatsError),
+}
+
 /// Where a sink sends events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
@@ -34,21 +64,20 @@ pub enum Destination {
 }
 
 impl Destination {
-    pub fn parse(url: &str) -> Result<Self, String> {
+    pub fn parse(url: &str) -> Result<Self, SinkConfigError> {
         if url.starts_with("http://") {
             url.parse::<http::Uri>()
-                .map_err(|error| format!("'{url}' is not a URL: {error}"))?;
+                .map_err(|error| SinkConfigError::NotAUrl {
+                    url: url.to_string(),
+                    error,
+                })?;
             Ok(Self::Webhook(url.to_string()))
         } else if url.starts_with("nats://") {
             Ok(Self::Nats(url.to_string()))
         } else if url.starts_with("https://") {
-            Err(format!(
-                "'{url}': HTTPS webhooks are not supported yet; use http:// (for example through a local TLS-terminating proxy)"
-            ))
+            Err(SinkConfigError::Https(url.to_string()))
         } else {
-            Err(format!(
-                "'{url}' must be an http:// webhook or a nats:// server"
-            ))
+            Err(SinkConfigError::Scheme(url.to_string()))
         }
     }
 }
@@ -91,12 +120,12 @@ impl SinkConfig {
 }
 
 /// Parses `ARN=URL` of `--notify-route`.
-pub fn parse_route(route: &str) -> Result<SinkConfig, String> {
+pub fn parse_route(route: &str) -> Result<SinkConfig, SinkConfigError> {
     let Some((arn, url)) = route.split_once('=') else {
-        return Err(format!("'{route}' must be ARN=URL"));
+        return Err(SinkConfigError::NotArnEqualsUrl(route.to_string()));
     };
     if !arn.starts_with("arn:") {
-        return Err(format!("'{arn}' is not an ARN"));
+        return Err(SinkConfigError::NotAnArn(arn.to_string()));
     }
     Ok(SinkConfig {
         destination: Destination::parse(url)?,
@@ -122,7 +151,7 @@ pub struct DeliverySettings {
 /// Sends one event somewhere.
 #[async_trait::async_trait]
 trait Deliver: Send + Sync {
-    async fn deliver(&mut self, event: &OutboxEvent) -> Result<(), String>;
+    async fn deliver(&mut self, event: &OutboxEvent) -> Result<(), DeliveryError>;
 }
 
 /// Waits (at most `deadline`) until every sink has delivered the events recorded so far, so a
@@ -301,7 +330,9 @@ async fn deliver_one(
                     metrics::counter!(crate::metrics::name::EVENTS_DEAD, "sink" => name.to_string())
                         .increment(1);
                     tracing::warn!(sink = %name, seq = event.seq, %error, "event dead-lettered after {max_attempts} attempts");
-                    if let Err(store_error) = store.dead_letter(name, event, &error, now_ms()).await
+                    if let Err(store_error) = store
+                        .dead_letter(name, event, &error.to_string(), now_ms())
+                        .await
                     {
                         tracing::error!(sink = %name, %store_error, "cannot keep the dead letter");
                     }
@@ -325,23 +356,39 @@ mod tests {
     #[test]
     fn destinations_and_routes_parse() {
         assert_eq!(
-            Destination::parse("http://127.0.0.1:9000/hook"),
-            Ok(Destination::Webhook("http://127.0.0.1:9000/hook".into()))
+            Destination::parse("http://127.0.0.1:9000/hook").ok(),
+            Some(Destination::Webhook("http://127.0.0.1:9000/hook".into()))
         );
         assert!(
             Destination::parse("https://example.com")
                 .unwrap_err()
+                .to_string()
                 .contains("not supported")
         );
-        assert!(Destination::parse("ftp://x").is_err());
+        assert_eq!(
+            Destination::parse("ftp://x").map_err(|e| e.to_string()),
+            Err("'ftp://x' must be an http:// webhook or a nats:// server".to_string())
+        );
+        assert!(matches!(
+            Destination::parse("http://a b"),
+            Err(SinkConfigError::NotAUrl { .. })
+        ));
         let route = parse_route("arn:aws:sqs:us-east-1:111122223333:q=nats://127.0.0.1:4222")
             .expect("route");
         assert_eq!(
             route.selection,
             Selection::Target("arn:aws:sqs:us-east-1:111122223333:q".into())
         );
-        assert!(parse_route("no-equals").is_err());
-        assert!(parse_route("queue=http://x").is_err());
+        assert_eq!(
+            parse_route("no-equals").map_err(|e| e.to_string()).err(),
+            Some("'no-equals' must be ARN=URL".to_string())
+        );
+        assert_eq!(
+            parse_route("queue=http://x")
+                .map_err(|e| e.to_string())
+                .err(),
+            Some("'queue' is not an ARN".to_string())
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use async_nats::jetstream;
 
-use super::Deliver;
+use super::{Deliver, DeliveryError};
 use crate::store::OutboxEvent;
 
 /// The JetStream stream of a subject prefix: `carillon.events` → `CARILLON_EVENTS`.
@@ -19,6 +19,27 @@ pub fn stream_name(prefix: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Why JetStream did not take an event.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("cannot connect to {url}: {error}")]
+    Connect {
+        url: String,
+        #[source]
+        error: async_nats::ConnectError,
+    },
+    #[error("cannot create the stream {stream}: {error}")]
+    CreateStream {
+        stream: String,
+        #[source]
+        error: jetstream::context::CreateStreamError,
+    },
+    #[error("cannot publish: {0}")]
+    Publish(#[source] jetstream::context::PublishError),
+    #[error("JetStream did not acknowledge: {0}")]
+    NotAcknowledged(#[source] jetstream::context::PublishError),
 }
 
 pub struct JetStream {
@@ -36,13 +57,16 @@ impl JetStream {
         }
     }
 
-    async fn connect(&mut self) -> Result<jetstream::Context, String> {
+    async fn connect(&mut self) -> Result<jetstream::Context, NatsError> {
         if let Some(context) = &self.context {
             return Ok(context.clone());
         }
         let client = async_nats::connect(&self.url)
             .await
-            .map_err(|error| format!("cannot connect to {}: {error}", self.url))?;
+            .map_err(|error| NatsError::Connect {
+                url: self.url.clone(),
+                error,
+            })?;
         let context = jetstream::new(client);
         let stream = stream_name(&self.subject_prefix);
         context
@@ -52,7 +76,10 @@ impl JetStream {
                 ..Default::default()
             })
             .await
-            .map_err(|error| format!("cannot create the stream {stream}: {error}"))?;
+            .map_err(|error| NatsError::CreateStream {
+                stream: stream.clone(),
+                error,
+            })?;
         self.context = Some(context.clone());
         Ok(context)
     }
@@ -60,15 +87,14 @@ impl JetStream {
 
 #[async_trait::async_trait]
 impl Deliver for JetStream {
-    async fn deliver(&mut self, event: &OutboxEvent) -> Result<(), String> {
+    async fn deliver(&mut self, event: &OutboxEvent) -> Result<(), DeliveryError> {
         let context = self.connect().await?;
         let subject = format!("{}.{}", self.subject_prefix, event.meeting_id);
         let ack = context
             .publish(subject, event.body.clone().into())
             .await
-            .map_err(|error| format!("cannot publish: {error}"))?;
-        ack.await
-            .map_err(|error| format!("JetStream did not acknowledge: {error}"))?;
+            .map_err(NatsError::Publish)?;
+        ack.await.map_err(NatsError::NotAcknowledged)?;
         Ok(())
     }
 }

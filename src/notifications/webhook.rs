@@ -10,12 +10,26 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::Deliver;
+use super::{Deliver, DeliveryError};
 use crate::domain::digest::hmac_sha256;
 use crate::store::OutboxEvent;
 
 /// How long one POST may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why one POST did not deliver an event.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("cannot build the request: {0}")]
+    Request(#[source] http::Error),
+    /// The webhook answered, but not with a 2xx.
+    #[error("HTTP {0}")]
+    Status(http::StatusCode),
+    #[error("cannot reach the webhook: {0}")]
+    Unreachable(#[source] hyper_util::client::legacy::Error),
+    #[error("no answer within {timeout:?}", timeout = TIMEOUT)]
+    Timeout,
+}
 
 pub struct Webhook {
     url: String,
@@ -43,7 +57,7 @@ impl Webhook {
 
 #[async_trait::async_trait]
 impl Deliver for Webhook {
-    async fn deliver(&mut self, event: &OutboxEvent) -> Result<(), String> {
+    async fn deliver(&mut self, event: &OutboxEvent) -> Result<(), DeliveryError> {
         let body = Bytes::from(event.body.clone());
         let mut request = http::Request::post(&self.url)
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -53,12 +67,12 @@ impl Deliver for Webhook {
         }
         let request = request
             .body(Full::new(body))
-            .map_err(|error| format!("cannot build the request: {error}"))?;
+            .map_err(WebhookError::Request)?;
         match tokio::time::timeout(TIMEOUT, self.client.request(request)).await {
             Ok(Ok(response)) if response.status().is_success() => Ok(()),
-            Ok(Ok(response)) => Err(format!("HTTP {}", response.status())),
-            Ok(Err(error)) => Err(format!("cannot reach the webhook: {error}")),
-            Err(_) => Err(format!("no answer within {TIMEOUT:?}")),
+            Ok(Ok(response)) => Err(WebhookError::Status(response.status()).into()),
+            Ok(Err(error)) => Err(WebhookError::Unreachable(error).into()),
+            Err(_) => Err(WebhookError::Timeout.into()),
         }
     }
 }
@@ -71,6 +85,16 @@ mod tests {
         assert_eq!(
             super::signature("key", b"The quick brown fox jumps over the lazy dog"),
             "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
+    }
+
+    #[test]
+    fn failures_read_as_before() {
+        use super::WebhookError;
+        assert_eq!(WebhookError::Timeout.to_string(), "no answer within 5s");
+        assert_eq!(
+            WebhookError::Status(http::StatusCode::BAD_GATEWAY).to_string(),
+            "HTTP 502 Bad Gateway"
         );
     }
 }

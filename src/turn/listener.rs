@@ -35,6 +35,20 @@ const REALM: &str = "carillon";
 /// How long one attendee check may wait on the store before the request is refused.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Why the listener's thread could not start serving; it reports this back to `start`.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    /// The thread's own runtime could not be built.
+    #[error(transparent)]
+    Runtime(std::io::Error),
+    /// A bound socket could not be handed to the runtime.
+    #[error(transparent)]
+    Sockets(std::io::Error),
+    /// The `turn` server refused its configuration.
+    #[error(transparent)]
+    Server(turn::Error),
+}
+
 /// What the listener checks credentials against.
 pub struct TurnAuthParts {
     pub secret: String,
@@ -170,7 +184,7 @@ impl TurnListener {
         };
         let tls_acceptor = tls.map(|port| port.acceptor);
         let (stop, stopped) = oneshot::channel::<()>();
-        let (ready_tx, ready) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
+        let (ready_tx, ready) = std::sync::mpsc::sync_channel::<Result<(), StartError>>(1);
         let relay_bind = listen.ip().to_string();
         std::thread::Builder::new()
             .name("carillon-turn".into())
@@ -181,7 +195,7 @@ impl TurnListener {
                 {
                     Ok(runtime) => runtime,
                     Err(error) => {
-                        let _ = ready_tx.send(Err(error.to_string()));
+                        let _ = ready_tx.send(Err(StartError::Runtime(error)));
                         return;
                     }
                 };
@@ -189,7 +203,7 @@ impl TurnListener {
                     let conn = match tokio::net::UdpSocket::from_std(socket) {
                         Ok(conn) => conn,
                         Err(error) => {
-                            let _ = ready_tx.send(Err(error.to_string()));
+                            let _ = ready_tx.send(Err(StartError::Sockets(error)));
                             return;
                         }
                     };
@@ -208,7 +222,7 @@ impl TurnListener {
                     let (tcp, tls) = match streams {
                         Ok(streams) => streams,
                         Err(error) => {
-                            let _ = ready_tx.send(Err(error.to_string()));
+                            let _ = ready_tx.send(Err(StartError::Sockets(error)));
                             return;
                         }
                     };
@@ -241,7 +255,7 @@ impl TurnListener {
                             let _ = server.close().await;
                         }
                         Err(error) => {
-                            let _ = ready_tx.send(Err(error.to_string()));
+                            let _ = ready_tx.send(Err(StartError::Server(error)));
                         }
                     }
                 });

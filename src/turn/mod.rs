@@ -164,15 +164,24 @@ impl TurnMinter {
     }
 }
 
+/// Why a `--turn-uris` entry is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TurnUriError {
+    #[error("'{0}' is not a turn: or turns: URI")]
+    Scheme(String),
+    #[error("'{0}' names no host")]
+    NoHost(String),
+}
+
 /// Checks `--turn-uris` entries: `turn:` or `turns:` URIs (RFC 7065), as the SDK hands them to
 /// `RTCPeerConnection`, which refuses anything else.
-pub fn check_uri(uri: &str) -> Result<(), String> {
+pub fn check_uri(uri: &str) -> Result<(), TurnUriError> {
     let rest = uri
         .strip_prefix("turn:")
         .or_else(|| uri.strip_prefix("turns:"))
-        .ok_or_else(|| format!("'{uri}' is not a turn: or turns: URI"))?;
+        .ok_or_else(|| TurnUriError::Scheme(uri.to_string()))?;
     if rest.is_empty() || rest.starts_with('?') || rest.contains(char::is_whitespace) {
-        return Err(format!("'{uri}' names no host"));
+        return Err(TurnUriError::NoHost(uri.to_string()));
     }
     Ok(())
 }
@@ -243,7 +252,13 @@ mod tests {
     fn uris_are_checked() {
         assert!(check_uri("turn:turn.example.com:3478?transport=udp").is_ok());
         assert!(check_uri("turns:turn.example.com:443?transport=tcp").is_ok());
-        assert!(check_uri("stun:turn.example.com").is_err());
-        assert!(check_uri("turn:").is_err());
+        assert_eq!(
+            check_uri("stun:turn.example.com").map_err(|e| e.to_string()),
+            Err("'stun:turn.example.com' is not a turn: or turns: URI".to_string())
+        );
+        assert_eq!(
+            check_uri("turn:"),
+            Err(TurnUriError::NoHost("turn:".to_string()))
+        );
     }
 }
