@@ -19,6 +19,7 @@ pub mod config_file;
 pub mod demo;
 pub mod domain;
 pub mod events;
+pub mod http;
 pub mod join;
 pub mod keys_cli;
 pub mod lifecycle;

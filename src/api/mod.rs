@@ -12,6 +12,7 @@ pub mod input;
 pub mod meeting_features;
 pub mod operation;
 pub mod page_cache;
+pub mod setup;
 
 pub(crate) mod attendees;
 pub(crate) mod meetings;

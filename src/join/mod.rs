@@ -6,6 +6,7 @@ pub mod frames;
 pub mod limits;
 pub use crate::media;
 pub mod session;
+pub mod setup;
 pub mod signaling;
 pub mod video;
 

@@ -9,6 +9,7 @@
 //! the same, and also that the attendee still exists (not deleted, its meeting not ended).
 
 pub mod listener;
+pub mod setup;
 pub mod stream;
 
 use std::collections::HashMap;
