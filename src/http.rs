@@ -213,4 +213,3 @@ async fn serve_connection<S>(
         }
     }
 }
-

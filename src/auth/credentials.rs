@@ -102,10 +102,7 @@ fn write_credentials_file(path: &Path, key: &AccessKey) -> anyhow::Result<()> {
 }
 
 /// The root key and every key of the keys file. A file key may not reuse the root key's id.
-pub fn all_keys(
-    root: &AccessKey,
-    keys_file: Option<&Path>,
-) -> anyhow::Result<Vec<AccessKey>> {
+pub fn all_keys(root: &AccessKey, keys_file: Option<&Path>) -> anyhow::Result<Vec<AccessKey>> {
     let mut keys = vec![root.clone()];
     if let Some(path) = keys_file {
         let loaded = keys::load_keys_file(path)?;
@@ -120,4 +117,3 @@ pub fn all_keys(
     }
     Ok(keys)
 }
-
