@@ -7,7 +7,8 @@ use serde_json::json;
 
 use super::dto::{
     AttendeeItemIn, BatchCreateAttendeeIn, BatchUpdateCapabilitiesExceptIn, CapabilitiesIn,
-    CreateMeetingIn, TagIn, TagsIn, TranscriptionConfigurationIn, TranscriptionIn,
+    CreateMeetingIn, EngineTranscribeMedicalSettingsIn, EngineTranscribeSettingsIn,
+    NotificationsIn, TagIn, TagsIn, TranscriptionConfigurationIn, TranscriptionIn,
     UpdateCapabilitiesIn,
 };
 use super::error::{ApiError, ErrorKind};
@@ -20,7 +21,7 @@ use crate::store::{Tag, TagTarget};
 
 impl From<Violation> for ApiError {
     fn from(violation: Violation) -> Self {
-        ApiError::bad_request(violation)
+        ApiError::bad_request(violation.to_string())
     }
 }
 
@@ -197,7 +198,7 @@ fn optional_prefixed(
     member: &str,
     value: &Option<String>,
     (min, max): (usize, usize),
-    pattern: &str,
+    pattern: &'static str,
     ok: fn(char) -> bool,
 ) -> Result<(), ApiError> {
     if let Some(value) = value {
@@ -214,142 +215,173 @@ pub fn transcription(
     gov_region: bool,
 ) -> Result<(), ApiError> {
     if let Some(s) = &config.engine_transcribe_settings {
-        let m = "TranscriptionConfiguration.EngineTranscribeSettings";
-        optional_enum(
-            &format!("{m}.LanguageCode"),
-            &s.language_code,
-            TRANSCRIBE_LANGUAGES,
-        )?;
-        optional_enum(
-            &format!("{m}.PreferredLanguage"),
-            &s.preferred_language,
-            TRANSCRIBE_LANGUAGES,
-        )?;
-        optional_enum(
-            &format!("{m}.VocabularyFilterMethod"),
-            &s.vocabulary_filter_method,
-            &["remove", "mask", "tag"],
-        )?;
-        let mut regions = vec![
-            "us-east-2",
-            "us-east-1",
-            "us-west-2",
-            "ap-northeast-2",
-            "ap-southeast-2",
-            "ap-northeast-1",
-            "ca-central-1",
-            "eu-central-1",
-            "eu-west-1",
-            "eu-west-2",
-            "sa-east-1",
-            "auto",
-        ];
-        if gov_region {
-            regions.push("us-gov-west-1");
-        }
-        optional_enum(&format!("{m}.Region"), &s.region, &regions)?;
-        optional_enum(
-            &format!("{m}.PartialResultsStability"),
-            &s.partial_results_stability,
-            &["low", "medium", "high"],
-        )?;
-        optional_enum(
-            &format!("{m}.ContentIdentificationType"),
-            &s.content_identification_type,
-            &["PII"],
-        )?;
-        optional_enum(
-            &format!("{m}.ContentRedactionType"),
-            &s.content_redaction_type,
-            &["PII"],
-        )?;
-        for (name, value) in [
-            ("VocabularyFilterName", &s.vocabulary_filter_name),
-            ("VocabularyName", &s.vocabulary_name),
-        ] {
-            if let Some(v) = value {
-                validate::length(&format!("{m}.{name}"), v, 0, 4096)?;
-            }
-        }
-        optional_prefixed(
-            &format!("{m}.PiiEntityTypes"),
-            &s.pii_entity_types,
-            (1, 300),
-            "^[A-Z_, ]+",
-            |c| c.is_ascii_uppercase() || "_, ".contains(c),
-        )?;
-        optional_prefixed(
-            &format!("{m}.LanguageModelName"),
-            &s.language_model_name,
-            (1, 200),
-            "^[0-9a-zA-Z._-]+",
-            |c| c.is_ascii_alphanumeric() || "._-".contains(c),
-        )?;
-        optional_prefixed(
-            &format!("{m}.LanguageOptions"),
-            &s.language_options,
-            (1, 200),
-            "^[a-zA-Z-,]+",
-            |c| c.is_ascii_alphabetic() || "-,".contains(c),
-        )?;
-        for (name, value) in [
-            ("VocabularyNames", &s.vocabulary_names),
-            ("VocabularyFilterNames", &s.vocabulary_filter_names),
-        ] {
-            optional_prefixed(
-                &format!("{m}.{name}"),
-                value,
-                (1, 3000),
-                "^[a-zA-Z0-9,-._]+",
-                |c| c.is_ascii_alphanumeric() || ",-._".contains(c),
-            )?;
-        }
+        engine_transcribe_enums(s, gov_region)?;
+        engine_transcribe_names(s)?;
     }
     if let Some(s) = &config.engine_transcribe_medical_settings {
-        let m = "TranscriptionConfiguration.EngineTranscribeMedicalSettings";
-        validate::one_of(
-            &format!("{m}.LanguageCode"),
-            required(&format!("{m}.LanguageCode"), &s.language_code)?,
-            &["en-US"],
-        )?;
-        validate::one_of(
-            &format!("{m}.Specialty"),
-            required(&format!("{m}.Specialty"), &s.specialty)?,
-            &[
-                "PRIMARYCARE",
-                "CARDIOLOGY",
-                "NEUROLOGY",
-                "ONCOLOGY",
-                "RADIOLOGY",
-                "UROLOGY",
-            ],
-        )?;
-        validate::one_of(
-            &format!("{m}.Type"),
-            required(&format!("{m}.Type"), &s.r#type)?,
-            &["CONVERSATION", "DICTATION"],
-        )?;
-        optional_enum(
-            &format!("{m}.Region"),
-            &s.region,
-            &[
-                "us-east-1",
-                "us-east-2",
-                "us-west-2",
-                "ap-southeast-2",
-                "ca-central-1",
-                "eu-west-1",
-                "auto",
-            ],
-        )?;
-        optional_enum(
-            &format!("{m}.ContentIdentificationType"),
-            &s.content_identification_type,
-            &["PHI"],
-        )?;
-        if let Some(v) = &s.vocabulary_name {
-            validate::length(&format!("{m}.VocabularyName"), v, 0, 4096)?;
+        engine_transcribe_medical(s)?;
+    }
+    Ok(())
+}
+
+const ENGINE_TRANSCRIBE: &str = "TranscriptionConfiguration.EngineTranscribeSettings";
+
+/// EngineTranscribeSettings.Region; only the chime-sdk-meetings model lists `us-gov-west-1`.
+fn transcribe_regions(gov_region: bool) -> Vec<&'static str> {
+    let mut regions = vec![
+        "us-east-2",
+        "us-east-1",
+        "us-west-2",
+        "ap-northeast-2",
+        "ap-southeast-2",
+        "ap-northeast-1",
+        "ca-central-1",
+        "eu-central-1",
+        "eu-west-1",
+        "eu-west-2",
+        "sa-east-1",
+        "auto",
+    ];
+    if gov_region {
+        regions.push("us-gov-west-1");
+    }
+    regions
+}
+
+/// The enum members of EngineTranscribeSettings, checked before its names.
+fn engine_transcribe_enums(
+    s: &EngineTranscribeSettingsIn,
+    gov_region: bool,
+) -> Result<(), ApiError> {
+    let m = ENGINE_TRANSCRIBE;
+    optional_enum(
+        &format!("{m}.LanguageCode"),
+        &s.language_code,
+        TRANSCRIBE_LANGUAGES,
+    )?;
+    optional_enum(
+        &format!("{m}.PreferredLanguage"),
+        &s.preferred_language,
+        TRANSCRIBE_LANGUAGES,
+    )?;
+    optional_enum(
+        &format!("{m}.VocabularyFilterMethod"),
+        &s.vocabulary_filter_method,
+        &["remove", "mask", "tag"],
+    )?;
+    optional_enum(
+        &format!("{m}.Region"),
+        &s.region,
+        &transcribe_regions(gov_region),
+    )?;
+    optional_enum(
+        &format!("{m}.PartialResultsStability"),
+        &s.partial_results_stability,
+        &["low", "medium", "high"],
+    )?;
+    optional_enum(
+        &format!("{m}.ContentIdentificationType"),
+        &s.content_identification_type,
+        &["PII"],
+    )?;
+    optional_enum(
+        &format!("{m}.ContentRedactionType"),
+        &s.content_redaction_type,
+        &["PII"],
+    )
+}
+
+/// The free-text members of EngineTranscribeSettings: names, lists and entity types.
+fn engine_transcribe_names(s: &EngineTranscribeSettingsIn) -> Result<(), ApiError> {
+    let m = ENGINE_TRANSCRIBE;
+    for (name, value) in [
+        ("VocabularyFilterName", &s.vocabulary_filter_name),
+        ("VocabularyName", &s.vocabulary_name),
+    ] {
+        if let Some(v) = value {
+            validate::length(&format!("{m}.{name}"), v, 0, 4096)?;
         }
+    }
+    optional_prefixed(
+        &format!("{m}.PiiEntityTypes"),
+        &s.pii_entity_types,
+        (1, 300),
+        "^[A-Z_, ]+",
+        |c| c.is_ascii_uppercase() || "_, ".contains(c),
+    )?;
+    optional_prefixed(
+        &format!("{m}.LanguageModelName"),
+        &s.language_model_name,
+        (1, 200),
+        "^[0-9a-zA-Z._-]+",
+        |c| c.is_ascii_alphanumeric() || "._-".contains(c),
+    )?;
+    optional_prefixed(
+        &format!("{m}.LanguageOptions"),
+        &s.language_options,
+        (1, 200),
+        "^[a-zA-Z-,]+",
+        |c| c.is_ascii_alphabetic() || "-,".contains(c),
+    )?;
+    for (name, value) in [
+        ("VocabularyNames", &s.vocabulary_names),
+        ("VocabularyFilterNames", &s.vocabulary_filter_names),
+    ] {
+        optional_prefixed(
+            &format!("{m}.{name}"),
+            value,
+            (1, 3000),
+            "^[a-zA-Z0-9,-._]+",
+            |c| c.is_ascii_alphanumeric() || ",-._".contains(c),
+        )?;
+    }
+    Ok(())
+}
+
+fn engine_transcribe_medical(s: &EngineTranscribeMedicalSettingsIn) -> Result<(), ApiError> {
+    let m = "TranscriptionConfiguration.EngineTranscribeMedicalSettings";
+    validate::one_of(
+        &format!("{m}.LanguageCode"),
+        required(&format!("{m}.LanguageCode"), &s.language_code)?,
+        &["en-US"],
+    )?;
+    validate::one_of(
+        &format!("{m}.Specialty"),
+        required(&format!("{m}.Specialty"), &s.specialty)?,
+        &[
+            "PRIMARYCARE",
+            "CARDIOLOGY",
+            "NEUROLOGY",
+            "ONCOLOGY",
+            "RADIOLOGY",
+            "UROLOGY",
+        ],
+    )?;
+    validate::one_of(
+        &format!("{m}.Type"),
+        required(&format!("{m}.Type"), &s.r#type)?,
+        &["CONVERSATION", "DICTATION"],
+    )?;
+    optional_enum(
+        &format!("{m}.Region"),
+        &s.region,
+        &[
+            "us-east-1",
+            "us-east-2",
+            "us-west-2",
+            "ap-southeast-2",
+            "ca-central-1",
+            "eu-west-1",
+            "auto",
+        ],
+    )?;
+    optional_enum(
+        &format!("{m}.ContentIdentificationType"),
+        &s.content_identification_type,
+        &["PHI"],
+    )?;
+    if let Some(v) = &s.vocabulary_name {
+        validate::length(&format!("{m}.VocabularyName"), v, 0, 4096)?;
     }
     Ok(())
 }
@@ -401,20 +433,7 @@ pub fn create_meeting(
     let token = required("ClientRequestToken", &body.client_request_token)?;
     validate::client_request_token(token)?;
 
-    let media_region = match (&body.media_region, legacy) {
-        (Some(region), _) => region.clone(),
-        (None, true) => regions::LEGACY_DEFAULT_MEDIA_REGION.to_string(),
-        (None, false) => return Err(ApiError::bad_request("MediaRegion is required")),
-    };
-    if !legacy {
-        validate::length("MediaRegion", &media_region, 2, 64)?;
-    }
-    if !regions::is_media_region(&media_region) {
-        return Err(ApiError::bad_request(format!(
-            "MediaRegion '{media_region}' is not a supported media region; use one of [{}]",
-            regions::MEDIA_REGIONS.join(", ")
-        )));
-    }
+    let media_region = create_media_region(&body.media_region, legacy)?;
     if !legacy {
         required("ExternalMeetingId", &body.external_meeting_id)?;
     }
@@ -426,60 +445,23 @@ pub fn create_meeting(
     }
 
     let notifications = match &body.notifications_configuration {
-        Some(n) => {
-            let mut value = serde_json::Map::new();
-            let targets = [
-                ("LambdaFunctionArn", &n.lambda_function_arn, !legacy),
-                ("SnsTopicArn", &n.sns_topic_arn, true),
-                ("SqsQueueArn", &n.sqs_queue_arn, true),
-            ];
-            for (name, target, in_model) in targets {
-                if let (Some(target), true) = (target, in_model) {
-                    validate::arn(&format!("NotificationsConfiguration.{name}"), target)?;
-                    value.insert(name.to_string(), json!(target));
-                }
-            }
-            Some(serde_json::Value::Object(value))
-        }
+        Some(n) => Some(notifications_configuration(n, legacy)?),
         None => None,
     };
 
-    // Members only the chime-sdk-meetings model has; the legacy API ignores them as unknown.
-    let features = if legacy {
-        None
-    } else {
-        body.meeting_features.clone()
-    };
+    let features = meetings_only(legacy, &body.meeting_features);
     if let Some(features) = &features {
         meeting_features(features)?;
     }
-    let primary_meeting_id = if legacy {
-        None
-    } else {
-        body.primary_meeting_id.clone()
-    };
+    let primary_meeting_id = meetings_only(legacy, &body.primary_meeting_id);
     if let Some(primary) = &primary_meeting_id {
-        validate::length("PrimaryMeetingId", primary, 2, 64)?;
-        if !ids::is_guid(primary) {
-            return Err(invalid_primary(primary));
-        }
+        primary_meeting_id_form(primary)?;
     }
-    let tenant_ids = if legacy {
-        None
-    } else {
-        body.tenant_ids.clone()
-    };
+    let tenant_ids = meetings_only(legacy, &body.tenant_ids);
     if let Some(tenants) = &tenant_ids {
-        validate::count("TenantIds", tenants.len(), 1, 5)?;
-        for (i, tenant) in tenants.iter().enumerate() {
-            validate::tenant_id(&format!("TenantIds[{i}]"), tenant)?;
-        }
+        tenant_id_list(tenants)?;
     }
-    let network_type = if legacy {
-        None
-    } else {
-        body.media_placement_network_type.clone()
-    };
+    let network_type = meetings_only(legacy, &body.media_placement_network_type);
     if let Some(kind) = &network_type {
         validate::one_of(
             "MediaPlacementNetworkType",
@@ -488,26 +470,11 @@ pub fn create_meeting(
         )?;
     }
     let tags = match &body.tags {
-        Some(tags) if legacy => {
-            validate::count("Tags", tags.len(), 1, 50)?;
-            self::tags("Tags", tags, TagRules::Legacy)?
-        }
-        Some(tags) => {
-            validate::count("Tags", tags.len(), 0, 50)?;
-            self::tags("Tags", tags, TagRules::Meetings)?
-        }
+        Some(tags) => meeting_tags(tags, legacy)?,
         None => Vec::new(),
     };
 
-    let attendees = match (body.attendees, with_attendees) {
-        (Some(items), true) => {
-            let max = if legacy { 10 } else { 20 };
-            validate::count("Attendees", items.len(), 1, max)?;
-            items
-        }
-        (None, true) if !legacy => return Err(ApiError::bad_request("Attendees is required")),
-        _ => Vec::new(),
-    };
+    let attendees = create_attendees(body.attendees, legacy, with_attendees)?;
     Ok(CreateMeetingInput {
         client_request_token: token.clone(),
         media_region,
@@ -521,6 +488,97 @@ pub fn create_meeting(
         tags,
         attendees,
     })
+}
+
+/// `MediaRegion`: the legacy model defaults it, and only the new one bounds its length.
+fn create_media_region(region: &Option<String>, legacy: bool) -> Result<String, ApiError> {
+    let media_region = match (region, legacy) {
+        (Some(region), _) => region.clone(),
+        (None, true) => regions::LEGACY_DEFAULT_MEDIA_REGION.to_string(),
+        (None, false) => return Err(ApiError::bad_request("MediaRegion is required")),
+    };
+    if !legacy {
+        validate::length("MediaRegion", &media_region, 2, 64)?;
+    }
+    if !regions::is_media_region(&media_region) {
+        return Err(ApiError::bad_request(format!(
+            "MediaRegion '{media_region}' is not a supported media region; use one of [{}]",
+            regions::MEDIA_REGIONS.join(", ")
+        )));
+    }
+    Ok(media_region)
+}
+
+/// NotificationsConfiguration as it is kept: only the targets of the caller's model, each a
+/// valid ARN (the legacy model has no LambdaFunctionArn).
+fn notifications_configuration(
+    n: &NotificationsIn,
+    legacy: bool,
+) -> Result<serde_json::Value, ApiError> {
+    let mut value = serde_json::Map::new();
+    let targets = [
+        ("LambdaFunctionArn", &n.lambda_function_arn, !legacy),
+        ("SnsTopicArn", &n.sns_topic_arn, true),
+        ("SqsQueueArn", &n.sqs_queue_arn, true),
+    ];
+    for (name, target, in_model) in targets {
+        if let (Some(target), true) = (target, in_model) {
+            validate::arn(&format!("NotificationsConfiguration.{name}"), target)?;
+            value.insert(name.to_string(), json!(target));
+        }
+    }
+    Ok(serde_json::Value::Object(value))
+}
+
+/// A member only the chime-sdk-meetings model has; the legacy API ignores it as unknown.
+fn meetings_only<T: Clone>(legacy: bool, value: &Option<T>) -> Option<T> {
+    if legacy { None } else { value.clone() }
+}
+
+/// The form of a PrimaryMeetingId; whether it names a primary meeting is the handler's to check.
+fn primary_meeting_id_form(primary: &str) -> Result<(), ApiError> {
+    validate::length("PrimaryMeetingId", primary, 2, 64)?;
+    if !ids::is_guid(primary) {
+        return Err(invalid_primary(primary));
+    }
+    Ok(())
+}
+
+fn tenant_id_list(tenants: &[String]) -> Result<(), ApiError> {
+    validate::count("TenantIds", tenants.len(), 1, 5)?;
+    for (i, tenant) in tenants.iter().enumerate() {
+        validate::tenant_id(&format!("TenantIds[{i}]"), tenant)?;
+    }
+    Ok(())
+}
+
+/// A meeting's `Tags`: the legacy model wants at least one when the member is given.
+fn meeting_tags(tags: &[TagIn], legacy: bool) -> Result<Vec<Tag>, ApiError> {
+    if legacy {
+        validate::count("Tags", tags.len(), 1, 50)?;
+        self::tags("Tags", tags, TagRules::Legacy)
+    } else {
+        validate::count("Tags", tags.len(), 0, 50)?;
+        self::tags("Tags", tags, TagRules::Meetings)
+    }
+}
+
+/// CreateMeetingWithAttendees' `Attendees` (ignored by CreateMeeting); the legacy model lets it
+/// be absent.
+fn create_attendees(
+    attendees: Option<Vec<AttendeeItemIn>>,
+    legacy: bool,
+    with_attendees: bool,
+) -> Result<Vec<AttendeeItemIn>, ApiError> {
+    match (attendees, with_attendees) {
+        (Some(items), true) => {
+            let max = if legacy { 10 } else { 20 };
+            validate::count("Attendees", items.len(), 1, max)?;
+            Ok(items)
+        }
+        (None, true) if !legacy => Err(ApiError::bad_request("Attendees is required")),
+        _ => Ok(Vec::new()),
+    }
 }
 
 /// The error for a PrimaryMeetingId that names no active primary meeting of the caller.

@@ -161,9 +161,39 @@ pub async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> R
     let (namespace, _) = namespace_of(request.uri().path());
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    // The body arrives first, under its own deadline and outside the in-flight limit, so that
-    // clients trickling bodies hold connections (bounded by --max-connections) but never the
-    // slots of requests being served.
+    let (operation, result) = admit_and_run(&state, request, &request_id).await;
+    let mut response = match result {
+        Ok(reply) => reply.into_response(),
+        Err(error) => {
+            let modelled = operation.map(|op| op.errors(namespace));
+            error.render(namespace, modelled.as_deref(), &request_id)
+        }
+    };
+    if let Ok(id) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-amzn-RequestId", id);
+    }
+    let status = response.status().as_u16();
+    tracing::info!(
+        %request_id,
+        %method,
+        %path,
+        operation = ?operation,
+        status,
+        "request"
+    );
+    record_metrics(namespace, operation, status, started);
+    response
+}
+
+/// Reads the body, takes an in-flight slot (or answers 503 at once) and runs the request.
+/// The body arrives first, under its own deadline and outside the in-flight limit, so that
+/// clients trickling bodies hold connections (bounded by --max-connections) but never the
+/// slots of requests being served.
+async fn admit_and_run(
+    state: &ApiState,
+    request: Request,
+    request_id: &str,
+) -> (Option<Operation>, Result<Reply, ApiError>) {
     let (parts, body) = request.into_parts();
     let body = tokio::time::timeout(
         state.settings.body_read_timeout,
@@ -176,9 +206,9 @@ pub async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> R
             state.settings.body_read_timeout.as_secs()
         )))
     });
-    let (operation, result) = match (body, state.inflight.try_acquire()) {
+    match (body, state.inflight.try_acquire()) {
         (Err(error), _) => (None, Err(error)),
-        (Ok(body), Ok(_permit)) => run_guarded(&state, parts, body, &request_id).await,
+        (Ok(body), Ok(_permit)) => run_guarded(state, parts, body, request_id).await,
         (Ok(_), Err(_)) => {
             metrics::counter!(crate::metrics::name::SHED).increment(1);
             (
@@ -192,39 +222,26 @@ pub async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> R
                 )),
             )
         }
-    };
-    let response = match result {
-        Ok(Reply::Json(status, body)) => (
-            status,
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response(),
-        Ok(Reply::JsonText(status, body)) => (
-            status,
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response(),
-        Ok(Reply::Empty(status)) => status.into_response(),
-        Err(error) => {
-            let modelled = operation.map(|op| op.errors(namespace));
-            error.render(namespace, modelled.as_deref(), &request_id)
-        }
-    };
-    let mut response = response;
-    if let Ok(id) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-amzn-RequestId", id);
     }
-    let status = response.status().as_u16();
-    tracing::info!(
-        %request_id,
-        %method,
-        %path,
-        operation = ?operation,
-        status,
-        "request"
-    );
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+        match self {
+            Reply::Json(status, body) => (status, json, body.to_string()).into_response(),
+            Reply::JsonText(status, body) => (status, json, body).into_response(),
+            Reply::Empty(status) => status.into_response(),
+        }
+    }
+}
+
+fn record_metrics(
+    namespace: Namespace,
+    operation: Option<Operation>,
+    status: u16,
+    started: std::time::Instant,
+) {
     let operation_name = operation.map_or("none", |op| op.name());
     let namespace_name = match namespace {
         Namespace::Meetings => "chime-sdk-meetings",
@@ -239,7 +256,6 @@ pub async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> R
     .increment(1);
     metrics::histogram!(crate::metrics::name::API_DURATION, "operation" => operation_name)
         .record(started.elapsed().as_secs_f64());
-    response
 }
 
 /// Runs one request under its deadline, its commit gate and a panic guard. A panic becomes a

@@ -200,11 +200,34 @@ pub fn route(
     segments: &[String],
     operation_literal: Option<&str>,
 ) -> Result<Route, ApiError> {
-    use Operation::*;
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let m = method.as_str();
-    let literal = operation_literal;
+    let operation = operation_for(&segs, method.as_str(), operation_literal)?;
+    if !operation.in_namespace(namespace) {
+        let other = match namespace {
+            Namespace::Meetings => "the legacy chime API (endpoint /legacy)",
+            Namespace::Legacy => "the chime-sdk-meetings API (endpoint /)",
+        };
+        return Err(ApiError::bad_request(format!(
+            "{operation:?} is only part of {other}"
+        )));
+    }
     let label = |i: usize| segs.get(i).map(|s| s.to_string());
+    let has_meeting = segs.first() == Some(&"meetings") && segs.len() >= 2;
+    let has_attendee = has_meeting
+        && segs.get(2) == Some(&"attendees")
+        && segs.len() >= 4
+        && operation != Operation::BatchUpdateAttendeeCapabilitiesExcept;
+    Ok(Route {
+        operation,
+        meeting_id: if has_meeting { label(1) } else { None },
+        attendee_id: if has_attendee { label(3) } else { None },
+    })
+}
+
+/// The operation a path shape, method and `?operation=` literal name, in either namespace. A
+/// known path with an unknown literal is told apart from a path that names nothing.
+fn operation_for(segs: &[&str], m: &str, literal: Option<&str>) -> Result<Operation, ApiError> {
+    use Operation::*;
     let unknown_literal = || {
         ApiError::bad_request(format!(
             "Unknown operation '{}' for {m} /{}",
@@ -212,7 +235,7 @@ pub fn route(
             segs.join("/")
         ))
     };
-    let operation = match (segs.as_slice(), m, literal) {
+    let operation = match (segs, m, literal) {
         (["meetings"], "POST", None) => CreateMeeting,
         (["meetings"], "POST", Some("create-attendees")) => CreateMeetingWithAttendees,
         (["meetings"], "GET", None) => ListMeetings,
@@ -257,25 +280,7 @@ pub fn route(
             )));
         }
     };
-    if !operation.in_namespace(namespace) {
-        let other = match namespace {
-            Namespace::Meetings => "the legacy chime API (endpoint /legacy)",
-            Namespace::Legacy => "the chime-sdk-meetings API (endpoint /)",
-        };
-        return Err(ApiError::bad_request(format!(
-            "{operation:?} is only part of {other}"
-        )));
-    }
-    let has_meeting = segs.first() == Some(&"meetings") && segs.len() >= 2;
-    let has_attendee = has_meeting
-        && segs.get(2) == Some(&"attendees")
-        && segs.len() >= 4
-        && operation != BatchUpdateAttendeeCapabilitiesExcept;
-    Ok(Route {
-        operation,
-        meeting_id: if has_meeting { label(1) } else { None },
-        attendee_id: if has_attendee { label(3) } else { None },
-    })
+    Ok(operation)
 }
 
 #[cfg(test)]

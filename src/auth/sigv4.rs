@@ -536,6 +536,28 @@ pub fn verify(
     secret_for: impl Fn(&str) -> Option<String>,
     now: i64,
 ) -> Result<Verified, AuthFailure> {
+    let presented = presented(request)?;
+    check_scope(&presented)?;
+    check_time(&presented, now)?;
+    let auth = &presented.auth;
+    let Some(secret) = secret_for(&auth.access_key_id) else {
+        return fail("The security token included in the request is invalid.");
+    };
+    if signature_matches(request, &presented, &secret)? {
+        return Ok(Verified {
+            access_key_id: auth.access_key_id.clone(),
+            region: auth.region.clone(),
+        });
+    }
+    fail(
+        "The request signature we calculated does not match the signature you provided. \
+         Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
+    )
+}
+
+/// The signature a request presents, in its `Authorization` header or else its query string.
+/// Temporary credentials are refused before either is read.
+fn presented(request: &SignedRequest<'_>) -> Result<Presented, AuthFailure> {
     let pairs = query_pairs(request.raw_query);
     if request.headers.contains_key("x-amz-security-token")
         || pairs.iter().any(|(k, _)| k == "X-Amz-Security-Token")
@@ -545,18 +567,19 @@ pub fn verify(
              sign with a long-term access key",
         );
     }
-    let presented = match request.headers.get(http::header::AUTHORIZATION) {
-        Some(header) => from_header(request, header)?,
+    match request.headers.get(http::header::AUTHORIZATION) {
+        Some(header) => from_header(request, header),
         None => match from_query(&pairs)? {
-            Some(presented) => presented,
-            None => {
-                return fail(
-                    "Missing Authentication Token: requests must be signed with AWS Signature Version 4",
-                );
-            }
+            Some(presented) => Ok(presented),
+            None => fail(
+                "Missing Authentication Token: requests must be signed with AWS Signature Version 4",
+            ),
         },
-    };
-    let presigned = presented.expires_in.is_some();
+    }
+}
+
+/// Checks the credential scope's service, and that its date is the request's.
+fn check_scope(presented: &Presented) -> Result<(), AuthFailure> {
     let auth = &presented.auth;
     if auth.service != SERVICE {
         return fail(format!(
@@ -571,10 +594,18 @@ pub fn verify(
             auth.date
         ));
     }
-    check_time(&presented, now)?;
-    let Some(secret) = secret_for(&auth.access_key_id) else {
-        return fail("The security token included in the request is invalid.");
-    };
+    Ok(())
+}
+
+/// Whether the presented signature is the one `secret` makes of the request, over any of the
+/// payload hashes it may cover.
+fn signature_matches(
+    request: &SignedRequest<'_>,
+    presented: &Presented,
+    secret: &str,
+) -> Result<bool, AuthFailure> {
+    let presigned = presented.expires_in.is_some();
+    let auth = &presented.auth;
     // A presigned request's canonical query is every parameter but the signature itself.
     let unsigned_query;
     let raw_query = if presigned {
@@ -595,7 +626,7 @@ pub fn verify(
         "{}/{}/{}/aws4_request",
         auth.date, auth.region, auth.service
     );
-    let key = cached_signing_key(&secret, &auth.date, &auth.region, &auth.service);
+    let key = cached_signing_key(secret, &auth.date, &auth.region, &auth.service);
     for payload_hash in payload_hashes(request, presigned)? {
         let canonical = format!("{canonical_without_payload}{payload_hash}");
         let string_to_sign = format!(
@@ -605,16 +636,10 @@ pub fn verify(
         );
         let expected = hex::encode(hmac_sha256(&key, string_to_sign.as_bytes()));
         if constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
-            return Ok(Verified {
-                access_key_id: auth.access_key_id.clone(),
-                region: auth.region.clone(),
-            });
+            return Ok(true);
         }
     }
-    fail(
-        "The request signature we calculated does not match the signature you provided. \
-         Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
-    )
+    Ok(false)
 }
 
 #[cfg(test)]

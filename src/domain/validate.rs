@@ -1,7 +1,56 @@
-//! Constraint checks from the service models. Each returns a message that names the member and
-//! the rule it broke, which the API layer turns into a 400 BadRequestException.
+//! Constraint checks from the service models. Each failure names the member and the rule it
+//! broke, which the API layer turns into a 400 BadRequestException with that message.
 
-pub type Violation = String;
+/// A member that breaks its model's constraint; `Display` is the message the caller sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("{member} must be between {min} and {max} characters long, but is {len}")]
+    Length {
+        member: String,
+        min: usize,
+        max: usize,
+        len: usize,
+    },
+    #[error("{member} must have between {min} and {max} items, but has {len}")]
+    Count {
+        member: String,
+        min: usize,
+        max: usize,
+        len: usize,
+    },
+    #[error("{member} must be between {min} and {max}, but is {value}")]
+    Range {
+        member: String,
+        min: i64,
+        max: i64,
+        value: i64,
+    },
+    #[error("{member} must be one of [{allowed}], but is '{value}'")]
+    NotOneOf {
+        member: String,
+        allowed: String,
+        value: String,
+    },
+    #[error("{member} must match the pattern {pattern}, but contains {bad:?}")]
+    Character {
+        member: String,
+        pattern: &'static str,
+        bad: char,
+    },
+    #[error("{member} must match the pattern {pattern}")]
+    Pattern {
+        member: String,
+        pattern: &'static str,
+    },
+    #[error(
+        "{member} must be a GUID matching [a-fA-F0-9]{{8}}(?:-[a-fA-F0-9]{{4}}){{3}}-[a-fA-F0-9]{{12}}, but is '{value}'"
+    )]
+    Guid { member: String, value: String },
+    #[error("{member} must not begin with 'aws:', which is reserved")]
+    ReservedPrefix { member: String },
+    #[error("{member} must not repeat a character four or more times in a row")]
+    Repeats { member: String },
+}
 
 fn char_len(s: &str) -> usize {
     s.chars().count()
@@ -10,27 +59,36 @@ fn char_len(s: &str) -> usize {
 pub fn length(member: &str, value: &str, min: usize, max: usize) -> Result<(), Violation> {
     let len = char_len(value);
     if len < min || len > max {
-        return Err(format!(
-            "{member} must be between {min} and {max} characters long, but is {len}"
-        ));
+        return Err(Violation::Length {
+            member: member.to_string(),
+            min,
+            max,
+            len,
+        });
     }
     Ok(())
 }
 
 pub fn count(member: &str, len: usize, min: usize, max: usize) -> Result<(), Violation> {
     if len < min || len > max {
-        return Err(format!(
-            "{member} must have between {min} and {max} items, but has {len}"
-        ));
+        return Err(Violation::Count {
+            member: member.to_string(),
+            min,
+            max,
+            len,
+        });
     }
     Ok(())
 }
 
 pub fn range(member: &str, value: i64, min: i64, max: i64) -> Result<(), Violation> {
     if value < min || value > max {
-        return Err(format!(
-            "{member} must be between {min} and {max}, but is {value}"
-        ));
+        return Err(Violation::Range {
+            member: member.to_string(),
+            min,
+            max,
+            value,
+        });
     }
     Ok(())
 }
@@ -39,10 +97,11 @@ pub fn one_of(member: &str, value: &str, allowed: &[&str]) -> Result<(), Violati
     if allowed.contains(&value) {
         return Ok(());
     }
-    Err(format!(
-        "{member} must be one of [{}], but is '{value}'",
-        allowed.join(", ")
-    ))
+    Err(Violation::NotOneOf {
+        member: member.to_string(),
+        allowed: allowed.join(", "),
+        value: value.to_string(),
+    })
 }
 
 /// Whether `value` begins with the reserved `aws:` prefix, in any case. Compared on bytes, so a
@@ -57,14 +116,16 @@ fn has_reserved_prefix(value: &str) -> bool {
 fn all_chars(
     member: &str,
     value: &str,
-    pattern: &str,
+    pattern: &'static str,
     ok: impl Fn(char) -> bool,
 ) -> Result<(), Violation> {
     match value.chars().find(|c| !ok(*c)) {
         None => Ok(()),
-        Some(bad) => Err(format!(
-            "{member} must match the pattern {pattern}, but contains {bad:?}"
-        )),
+        Some(bad) => Err(Violation::Character {
+            member: member.to_string(),
+            pattern,
+            bad,
+        }),
     }
 }
 
@@ -72,9 +133,10 @@ pub fn guid(member: &str, value: &str) -> Result<(), Violation> {
     if super::ids::is_guid(value) {
         return Ok(());
     }
-    Err(format!(
-        "{member} must be a GUID matching [a-fA-F0-9]{{8}}(?:-[a-fA-F0-9]{{4}}){{3}}-[a-fA-F0-9]{{12}}, but is '{value}'"
-    ))
+    Err(Violation::Guid {
+        member: member.to_string(),
+        value: value.to_string(),
+    })
 }
 
 /// `ClientRequestToken`: len 2..64, `[-_a-zA-Z0-9]*`. Deliberately not a UUID check: the Rust
@@ -102,9 +164,9 @@ pub fn external_id(member: &str, value: &str) -> Result<(), Violation> {
         },
     )?;
     if has_reserved_prefix(value) {
-        return Err(format!(
-            "{member} must not begin with 'aws:', which is reserved"
-        ));
+        return Err(Violation::ReservedPrefix {
+            member: member.to_string(),
+        });
     }
     Ok(())
 }
@@ -117,9 +179,9 @@ pub fn tag_key(member: &str, value: &str) -> Result<(), Violation> {
         c.is_ascii_alphabetic() || ('+'..='=').contains(&c) || "._:/".contains(c)
     })?;
     if has_reserved_prefix(value) {
-        return Err(format!(
-            "{member} must not begin with 'aws:', which is reserved"
-        ));
+        return Err(Violation::ReservedPrefix {
+            member: member.to_string(),
+        });
     }
     Ok(())
 }
@@ -148,9 +210,9 @@ pub fn tenant_id(member: &str, value: &str) -> Result<(), Violation> {
         .windows(4)
         .any(|w| w.first().is_some_and(|first| w.iter().all(|c| c == first)))
     {
-        return Err(format!(
-            "{member} must not repeat a character four or more times in a row"
-        ));
+        return Err(Violation::Repeats {
+            member: member.to_string(),
+        });
     }
     Ok(())
 }
@@ -159,7 +221,10 @@ pub fn tenant_id(member: &str, value: &str) -> Result<(), Violation> {
 pub fn amazon_resource_name(member: &str, value: &str) -> Result<(), Violation> {
     length(member, value, 1, 1011)?;
     if !value.starts_with("arn:") {
-        return Err(format!("{member} must match the pattern ^arn:.*"));
+        return Err(Violation::Pattern {
+            member: member.to_string(),
+            pattern: "^arn:.*",
+        });
     }
     Ok(())
 }
@@ -174,9 +239,10 @@ pub fn arn(member: &str, value: &str) -> Result<(), Violation> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "/:-_.".contains(c))
     {
-        return Err(format!(
-            "{member} must match the pattern ^arn[\\/\\:\\-\\_\\.a-zA-Z0-9]+$"
-        ));
+        return Err(Violation::Pattern {
+            member: member.to_string(),
+            pattern: "^arn[\\/\\:\\-\\_\\.a-zA-Z0-9]+$",
+        });
     }
     Ok(())
 }
@@ -185,12 +251,15 @@ pub fn arn(member: &str, value: &str) -> Result<(), Violation> {
 pub fn prefix_class(
     member: &str,
     value: &str,
-    pattern: &str,
+    pattern: &'static str,
     ok: impl Fn(char) -> bool,
 ) -> Result<(), Violation> {
     match value.chars().next() {
         Some(c) if ok(c) => Ok(()),
-        _ => Err(format!("{member} must match the pattern {pattern}")),
+        _ => Err(Violation::Pattern {
+            member: member.to_string(),
+            pattern,
+        }),
     }
 }
 
@@ -206,6 +275,7 @@ mod tests {
         assert!(
             length("X", &"a".repeat(65), 2, 64)
                 .unwrap_err()
+                .to_string()
                 .contains("X must be between 2 and 64")
         );
     }
@@ -247,6 +317,7 @@ mod tests {
         assert!(
             external_id("ExternalUserId", "AWS:thing")
                 .unwrap_err()
+                .to_string()
                 .contains("reserved")
         );
         assert!(external_id("ExternalUserId", "用户用户").is_err());
@@ -289,7 +360,44 @@ mod tests {
         assert!(
             one_of("X", "c", &["a", "b"])
                 .unwrap_err()
+                .to_string()
                 .contains("[a, b]")
         );
+    }
+}
+
+#[cfg(test)]
+mod messages {
+    use super::*;
+
+    /// The texts callers (and the SDK compatibility tests) see are the ones the checks always
+    /// gave.
+    #[test]
+    fn violations_read_as_before() {
+        let cases: [(Result<(), Violation>, &str); 5] = [
+            (
+                arn("SnsTopicArn", "arn:x y"),
+                "SnsTopicArn must match the pattern ^arn[\\/\\:\\-\\_\\.a-zA-Z0-9]+$",
+            ),
+            (
+                guid("MeetingId", "x"),
+                "MeetingId must be a GUID matching [a-fA-F0-9]{8}(?:-[a-fA-F0-9]{4}){3}-[a-fA-F0-9]{12}, but is 'x'",
+            ),
+            (
+                tag_value("Value", "a*b"),
+                "Value must match the pattern [\\s\\w+-=\\.:/@]*, but contains '*'",
+            ),
+            (
+                count("Tags", 51, 1, 50),
+                "Tags must have between 1 and 50 items, but has 51",
+            ),
+            (
+                one_of("X", "c", &["a", "b"]),
+                "X must be one of [a, b], but is 'c'",
+            ),
+        ];
+        for (result, message) in cases {
+            assert_eq!(result.map_err(|v| v.to_string()), Err(message.to_string()));
+        }
     }
 }

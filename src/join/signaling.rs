@@ -17,10 +17,10 @@ use super::frames::{
 };
 use super::frames::{VIDEO_SUBSCRIPTION_LIMIT, VIEW_ONLY_STATUS};
 use super::limits::{JoinLimits, UnjoinedSlot};
-use super::session::{self, Outbound, Outlet, timestamp_ms};
+use super::session::{self, Inlet, Outbound, Outlet, timestamp_ms};
 use super::video::ViewOnly;
 use super::{Admission, JoinPlane};
-use crate::media::{AudioRole, VideoPlan};
+use crate::media::{Answer, AudioRole, OfferError, VideoPlan};
 use crate::store::AttendeeRecord;
 
 /// The subprotocol the client offers beside its JoinToken, and that the server must echo.
@@ -295,40 +295,11 @@ impl Session<'_> {
                 self.on_subscribe(sub).await
             }
             Ok(kind @ (Type::Pause | Type::Resume)) if self.joined.is_some() => {
-                // The user paused (or resumed) a remote tile: that stream stops (or restarts)
-                // flowing to this session only. At most the subscription limit's worth.
-                let mut streams = frame.pause.map(|p| p.stream_ids).unwrap_or_default();
-                streams.truncate(VIDEO_SUBSCRIPTION_LIMIT as usize);
-                if !streams.is_empty() {
-                    self.plane
-                        .media
-                        .pause(self.id, streams, kind == Type::Pause);
-                }
+                self.on_pause(frame.pause, kind == Type::Pause);
                 true
             }
             Ok(Type::RemoteVideoUpdate) if self.joined.is_some() => {
-                // A simulcast layer switch within a group, without renegotiation: the section
-                // keeps its SSRC and shows the other layer from its next keyframe. Removals are
-                // followed by a full SUBSCRIBE, which settles them.
-                let update = frame.remote_video_update.unwrap_or_default();
-                // A session shows at most the subscription limit's worth of streams; more in one
-                // frame is not the SDK, and is not worth a lookup each.
-                for wanted in update
-                    .added_or_updated_video_subscriptions
-                    .into_iter()
-                    .take(VIDEO_SUBSCRIPTION_LIMIT as usize)
-                {
-                    let stream = wanted.stream_id.unwrap_or(0);
-                    let allowed = self.plane.rooms.receivable_streams(
-                        &self.meeting_id,
-                        self.id,
-                        &[stream],
-                        1,
-                    );
-                    if allowed == [stream] && stream != 0 {
-                        self.plane.media.switch_layer(self.id, &wanted.mid, stream);
-                    }
-                }
+                self.on_remote_video_update(frame.remote_video_update.unwrap_or_default());
                 true
             }
             Ok(Type::PingPong) => match frame
@@ -346,29 +317,9 @@ impl Session<'_> {
             }
             Ok(Type::DataMessage) if self.joined.is_some() => {
                 let messages = frame.data_message.map(|d| d.messages).unwrap_or_default();
-                if messages.is_empty() {
-                    return Step::Continue;
-                }
-                // Refused messages go straight back on this socket: the sender's own task, so no
-                // queue of anyone else's grows for them.
-                match self.plane.rooms.relay_data(
-                    &self.meeting_id,
-                    self.id,
-                    messages,
-                    self.limits,
-                    self.plane.clock.now_ms(),
-                ) {
-                    Some(throttled) => self.send(&throttled).await,
-                    None => true,
-                }
+                self.on_data_message(messages).await
             }
-            Ok(Type::Leave) => {
-                if self.send(&frames::leave_ack(timestamp_ms())).await {
-                    // Then a clean close, whose reply is awaited once the departure is recorded.
-                    self.close(1000, "left").await;
-                }
-                return Step::End { dropped: false };
-            }
+            Ok(Type::Leave) => return self.on_leave().await,
             // CLIENT_METRIC, MEETING_SESSION_TIMING and video frames: not needed for an
             // audio meeting, and never a reason to close.
             _ => true,
@@ -378,6 +329,69 @@ impl Session<'_> {
         } else {
             Step::End { dropped: true }
         }
+    }
+
+    /// PAUSE or RESUME: the user paused (or resumed) a remote tile, so that stream stops (or
+    /// restarts) flowing to this session only. At most the subscription limit's worth.
+    fn on_pause(&self, pause: Option<frames::proto::SdkPauseResumeFrame>, paused: bool) {
+        let mut streams = pause.map(|p| p.stream_ids).unwrap_or_default();
+        streams.truncate(VIDEO_SUBSCRIPTION_LIMIT as usize);
+        if !streams.is_empty() {
+            self.plane.media.pause(self.id, streams, paused);
+        }
+    }
+
+    /// A simulcast layer switch within a group, without renegotiation: the section keeps its
+    /// SSRC and shows the other layer from its next keyframe. Removals are followed by a full
+    /// SUBSCRIBE, which settles them.
+    fn on_remote_video_update(&self, update: frames::proto::SdkRemoteVideoUpdateFrame) {
+        // A session shows at most the subscription limit's worth of streams; more in one frame
+        // is not the SDK, and is not worth a lookup each.
+        for wanted in update
+            .added_or_updated_video_subscriptions
+            .into_iter()
+            .take(VIDEO_SUBSCRIPTION_LIMIT as usize)
+        {
+            let stream = wanted.stream_id.unwrap_or(0);
+            let allowed =
+                self.plane
+                    .rooms
+                    .receivable_streams(&self.meeting_id, self.id, &[stream], 1);
+            if allowed == [stream] && stream != 0 {
+                self.plane.media.switch_layer(self.id, &wanted.mid, stream);
+            }
+        }
+    }
+
+    /// DATA_MESSAGE: relayed to the others; false when the socket is gone.
+    async fn on_data_message(
+        &mut self,
+        messages: Vec<frames::proto::SdkDataMessagePayload>,
+    ) -> bool {
+        if messages.is_empty() {
+            return true;
+        }
+        // Refused messages go straight back on this socket: the sender's own task, so no queue
+        // of anyone else's grows for them.
+        match self.plane.rooms.relay_data(
+            &self.meeting_id,
+            self.id,
+            messages,
+            self.limits,
+            self.plane.clock.now_ms(),
+        ) {
+            Some(throttled) => self.send(&throttled).await,
+            None => true,
+        }
+    }
+
+    /// LEAVE: a graceful departure, whatever became of the ack.
+    async fn on_leave(&mut self) -> Step {
+        if self.send(&frames::leave_ack(timestamp_ms())).await {
+            // Then a clean close, whose reply is awaited once the departure is recorded.
+            self.close(1000, "left").await;
+        }
+        Step::End { dropped: false }
     }
 
     /// SUBSCRIBE: the client's offer with what it sends (audio, and its camera or content
@@ -393,34 +407,10 @@ impl Session<'_> {
         };
         let role = AudioRole::from_capability(attendee.capabilities.audio);
         let attendee_id = attendee.attendee_id.clone();
-        let descriptors: Vec<&frames::proto::SdkStreamDescriptor> = sub
-            .send_streams
-            .iter()
-            .filter(|d| d.media_type == Some(SdkStreamMediaType::Video as i32))
-            .collect();
-        let rooms = &self.plane.rooms;
-        let published = if descriptors.is_empty() {
-            rooms.unpublish_video(&self.meeting_id, self.id);
-            Ok(Vec::new())
-        } else {
-            rooms.publish_video(&self.meeting_id, self.id, &descriptors)
-        };
-        let (allocations, view_only) = match published {
-            Ok(allocations) => (allocations, None),
-            Err(ViewOnly(reason)) => {
-                tracing::info!(
-                    meeting_id = %self.meeting_log,
-                    attendee_id = %attendee_id,
-                    session = self.id,
-                    reason,
-                    "video send refused: view only"
-                );
-                (Vec::new(), Some(reason))
-            }
-        };
+        let (allocations, view_only) = self.publish_send_streams(&sub.send_streams, &attendee_id);
         let plan = VideoPlan {
             publish: allocations.iter().filter_map(|a| a.stream_id).collect(),
-            subscribe: rooms.receivable_streams(
+            subscribe: self.plane.rooms.receivable_streams(
                 &self.meeting_id,
                 self.id,
                 &sub.receive_stream_ids,
@@ -434,59 +424,150 @@ impl Session<'_> {
             .await
         {
             Ok(answer) => {
-                let tracks = answer
-                    .tracks
-                    .into_iter()
-                    .map(|t| frames::proto::SdkTrackMapping {
-                        stream_id: Some(t.stream_id),
-                        ssrc: Some(t.ssrc),
-                        track_label: Some(t.track_label),
-                    })
-                    .collect();
-                let mut ack = frames::video_subscribe_ack(
-                    timestamp_ms(),
-                    sub.duplex,
-                    answer.sdp,
-                    allocations,
-                    tracks,
-                );
-                ack.error = view_only.map(|reason| frames::proto::SdkErrorFrame {
-                    status: Some(VIEW_ONLY_STATUS),
-                    description: Some(reason.to_string()),
-                });
-                let ok = self.send(&ack).await;
-                if ok && sub.audio_host.is_some() {
-                    self.plane.rooms.check_in(
-                        &self.meeting_id,
-                        self.id,
-                        sub.audio_muted.unwrap_or(false),
-                    );
-                }
-                ok
+                self.acknowledge_subscribe(&sub, answer, allocations, view_only)
+                    .await
             }
-            Err(error) => {
-                self.plane.rooms.unpublish_video(&self.meeting_id, self.id);
+            Err(error) => self.refuse_offer(&attendee_id, sub.duplex, &error).await,
+        }
+    }
+
+    /// Publishes the video layers the session sends (or withdraws them when it sends none): the
+    /// allocated ids, or none and why the session is view only.
+    fn publish_send_streams(
+        &self,
+        send_streams: &[frames::proto::SdkStreamDescriptor],
+        attendee_id: &str,
+    ) -> (
+        Vec<frames::proto::SdkStreamAllocation>,
+        Option<&'static str>,
+    ) {
+        let descriptors: Vec<&frames::proto::SdkStreamDescriptor> = send_streams
+            .iter()
+            .filter(|d| d.media_type == Some(SdkStreamMediaType::Video as i32))
+            .collect();
+        let rooms = &self.plane.rooms;
+        let published = if descriptors.is_empty() {
+            rooms.unpublish_video(&self.meeting_id, self.id);
+            Ok(Vec::new())
+        } else {
+            rooms.publish_video(&self.meeting_id, self.id, &descriptors)
+        };
+        match published {
+            Ok(allocations) => (allocations, None),
+            Err(ViewOnly(reason)) => {
                 tracing::info!(
                     meeting_id = %self.meeting_log,
                     attendee_id = %attendee_id,
                     session = self.id,
-                    %error,
-                    "refusing an SDP offer"
+                    reason,
+                    "video send refused: view only"
                 );
-                let refusal = frames::proto::SdkSignalFrame {
-                    error: Some(frames::proto::SdkErrorFrame {
-                        status: Some(400),
-                        description: Some(error.to_string()),
-                    }),
-                    ..frames::subscribe_ack(timestamp_ms(), sub.duplex, String::new())
-                };
-                self.send(&refusal).await
+                (Vec::new(), Some(reason))
             }
         }
     }
 
+    /// SUBSCRIBE_ACK with the answer; once it is out, a session that sends audio checks in for
+    /// its audio stream id.
+    async fn acknowledge_subscribe(
+        &mut self,
+        sub: &frames::proto::SdkSubscribeFrame,
+        answer: Answer,
+        allocations: Vec<frames::proto::SdkStreamAllocation>,
+        view_only: Option<&'static str>,
+    ) -> bool {
+        let tracks = answer
+            .tracks
+            .into_iter()
+            .map(|t| frames::proto::SdkTrackMapping {
+                stream_id: Some(t.stream_id),
+                ssrc: Some(t.ssrc),
+                track_label: Some(t.track_label),
+            })
+            .collect();
+        let mut ack = frames::video_subscribe_ack(
+            timestamp_ms(),
+            sub.duplex,
+            answer.sdp,
+            allocations,
+            tracks,
+        );
+        ack.error = view_only.map(|reason| frames::proto::SdkErrorFrame {
+            status: Some(VIEW_ONLY_STATUS),
+            description: Some(reason.to_string()),
+        });
+        let ok = self.send(&ack).await;
+        if ok && sub.audio_host.is_some() {
+            self.plane
+                .rooms
+                .check_in(&self.meeting_id, self.id, sub.audio_muted.unwrap_or(false));
+        }
+        ok
+    }
+
+    /// An offer that gets no answer: the publication it made goes, and the ack says why.
+    async fn refuse_offer(
+        &mut self,
+        attendee_id: &str,
+        duplex: Option<i32>,
+        error: &OfferError,
+    ) -> bool {
+        self.plane.rooms.unpublish_video(&self.meeting_id, self.id);
+        tracing::info!(
+            meeting_id = %self.meeting_log,
+            attendee_id = %attendee_id,
+            session = self.id,
+            %error,
+            "refusing an SDP offer"
+        );
+        let refusal = frames::proto::SdkSignalFrame {
+            error: Some(frames::proto::SdkErrorFrame {
+                status: Some(400),
+                description: Some(error.to_string()),
+            }),
+            ..frames::subscribe_ack(timestamp_ms(), duplex, String::new())
+        };
+        self.send(&refusal).await
+    }
+
     async fn on_join(&mut self, outlet: &Outlet, unjoined: &mut Option<UnjoinedSlot<'_>>) -> Step {
-        let attendee = match self
+        let attendee = match self.admitted().await {
+            Ok(attendee) => attendee,
+            Err(step) => return step,
+        };
+        (_, self.content) = super::video::split_content(&attendee.attendee_id);
+        let count = match self.enter_room(&attendee, outlet).await {
+            Ok(count) => count,
+            Err(step) => return step,
+        };
+        // Joined: this socket no longer counts against the sockets waiting to join.
+        unjoined.take();
+        if let Err(step) = self.confirm_admission(&attendee.attendee_id).await {
+            return step;
+        }
+        self.plane
+            .rooms
+            .set_video_rights(&self.meeting_id, self.id, attendee.capabilities);
+        self.record_joined(&attendee.attendee_id).await;
+        tracing::info!(
+            meeting_id = %self.meeting_log,
+            attendee_id = %attendee.attendee_id,
+            session = self.id,
+            sessions = count,
+            "attendee joined"
+        );
+        let attendee_id = attendee.attendee_id.clone();
+        self.joined = Some(attendee);
+        if self.greet(&attendee_id).await {
+            Step::Continue
+        } else {
+            Step::End { dropped: true }
+        }
+    }
+
+    /// The attendee the JoinToken admits to this meeting, or the end of a refused JOIN.
+    async fn admitted(&mut self) -> Result<AttendeeRecord, Step> {
+        match self
             .plane
             .admit(&self.meeting_id, self.token.as_deref())
             .await
@@ -500,12 +581,20 @@ impl Session<'_> {
                     reason,
                     "refusing a JOIN"
                 );
-                return self.refuse(code, reason).await;
+                Err(self.refuse(code, reason).await)
             }
-            Admission::Admitted(attendee) => attendee,
-        };
-        (_, self.content) = super::video::split_content(&attendee.attendee_id);
-        let count = match self.plane.rooms.join(
+            Admission::Admitted(attendee) => Ok(attendee),
+        }
+    }
+
+    /// Takes the session's place in the room (the number of sessions there now), or ends a JOIN
+    /// the meeting has no room for.
+    async fn enter_room(
+        &mut self,
+        attendee: &AttendeeRecord,
+        outlet: &Outlet,
+    ) -> Result<usize, Step> {
+        match self.plane.rooms.join(
             &self.meeting_id,
             self.id,
             &attendee.attendee_id,
@@ -513,7 +602,7 @@ impl Session<'_> {
             outlet.clone(),
             self.limits.max_sessions_per_meeting,
         ) {
-            Ok(count) => count,
+            Ok(count) => Ok(count),
             Err(full) => {
                 tracing::info!(
                     meeting_id = %self.meeting_log,
@@ -527,89 +616,171 @@ impl Session<'_> {
                         frames::audio_status::CALL_AT_CAPACITY,
                     ))
                     .await;
-                return self
+                Err(self
                     .refuse(close_code::MEETING_AT_CAPACITY, "meeting at capacity")
-                    .await;
+                    .await)
             }
-        };
-        // Joined: this socket no longer counts against the sockets waiting to join.
-        unjoined.take();
-        // A DeleteAttendee between the admission and the line above found no session to
-        // remove: check once more now that we are findable.
-        if !self.plane.still_admitted(self.token.as_deref()).await {
-            self.plane.rooms.leave(&self.meeting_id, self.id, false);
-            tracing::info!(
-                meeting_id = %self.meeting_log,
-                attendee_id = %attendee.attendee_id,
-                session = self.id,
-                code = close_code::ATTENDEE_UNAVAILABLE,
-                "refusing a JOIN: the attendee was deleted while joining"
-            );
-            return self
-                .refuse(close_code::ATTENDEE_UNAVAILABLE, "attendee unavailable")
-                .await;
         }
-        self.plane
-            .rooms
-            .set_video_rights(&self.meeting_id, self.id, attendee.capabilities);
-        // A content share is a session of its attendee, not an attendee of its own in the
-        // store: it gets its own meeting events, not presence.
+    }
+
+    /// A DeleteAttendee between the admission and the session entering its room found no session
+    /// to remove: the token is checked once more now that the session is findable.
+    async fn confirm_admission(&mut self, attendee_id: &str) -> Result<(), Step> {
+        if self.plane.still_admitted(self.token.as_deref()).await {
+            return Ok(());
+        }
+        self.plane.rooms.leave(&self.meeting_id, self.id, false);
+        tracing::info!(
+            meeting_id = %self.meeting_log,
+            attendee_id = %attendee_id,
+            session = self.id,
+            code = close_code::ATTENDEE_UNAVAILABLE,
+            "refusing a JOIN: the attendee was deleted while joining"
+        );
+        Err(self
+            .refuse(close_code::ATTENDEE_UNAVAILABLE, "attendee unavailable")
+            .await)
+    }
+
+    /// Stores the join. A content share is a session of its attendee, not an attendee of its own
+    /// in the store: it gets its own meeting events, not presence. (`&mut` only because a shared
+    /// `Session` held across an await is not `Send`: the socket is not `Sync`.)
+    async fn record_joined(&mut self, attendee_id: &str) {
         if self.content {
             self.plane
-                .record_content_presence(
-                    &self.meeting_id,
-                    &attendee.attendee_id,
-                    PresenceChange::Joined,
-                )
+                .record_content_presence(&self.meeting_id, attendee_id, PresenceChange::Joined)
                 .await;
         } else {
             self.plane
-                .record_presence(
-                    &self.meeting_id,
-                    &attendee.attendee_id,
-                    PresenceChange::Joined,
-                )
+                .record_presence(&self.meeting_id, attendee_id, PresenceChange::Joined)
                 .await;
         }
-        tracing::info!(
-            meeting_id = %self.meeting_log,
-            attendee_id = %attendee.attendee_id,
-            session = self.id,
-            sessions = count,
-            "attendee joined"
-        );
-        let attendee_id = attendee.attendee_id.clone();
-        self.joined = Some(attendee);
+    }
+
+    /// What a joined session is sent first: JOIN_ACK (with TURN credentials when TURN is on),
+    /// INDEX and the data messages still alive. False when the socket is gone.
+    async fn greet(&mut self, attendee_id: &str) -> bool {
         let turn = self.plane.turn.as_ref().map(|minter| {
             minter.mint(
-                &attendee_id,
+                attendee_id,
                 self.token.as_deref().unwrap_or_default(),
                 self.plane.clock.now_unix(),
             )
         });
-        let mut ok = self
+        let ok = self
             .send(&frames::join_ack_with_turn(timestamp_ms(), turn))
             .await
             && self
                 .send(&self.plane.rooms.index_for(&self.meeting_id, self.id))
                 .await;
+        if !ok {
+            return false;
+        }
         // Data messages still alive, as they were first relayed (sender, ingest time).
-        if ok {
-            for frame in self.plane.rooms.kept_data_frames(
-                &self.meeting_id,
-                self.plane.clock.now_ms(),
-                self.limits,
-            ) {
-                if !self.send(&frame).await {
-                    ok = false;
-                    break;
-                }
+        for frame in self.plane.rooms.kept_data_frames(
+            &self.meeting_id,
+            self.plane.clock.now_ms(),
+            self.limits,
+        ) {
+            if !self.send(&frame).await {
+                return false;
             }
         }
-        if ok {
-            Step::Continue
+        true
+    }
+
+    /// Runs the session until it ends: whether it ended unexpectedly (a drop).
+    async fn serve(
+        &mut self,
+        outlet: &Outlet,
+        inlet: &mut Inlet,
+        unjoined: &mut Option<UnjoinedSlot<'_>>,
+    ) -> bool {
+        let limits = self.limits;
+        // Before JOIN the deadline is fixed: pings and other frames do not extend it.
+        let mut deadline = Instant::now() + limits.join_timeout;
+        loop {
+            // Control orders (a kick's last words, a slow-consumer drop) come before queued
+            // frames: they took this path because the queue may be full.
+            if let Ok(order) = inlet.control.try_recv() {
+                match self.on_order(order).await {
+                    Step::Continue => continue,
+                    Step::End { dropped } => return dropped,
+                }
+            }
+            let step = tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    if self.joined.is_some() {
+                        self.close(1000, "idle").await;
+                    } else {
+                        self.close(1000, "no JOIN in time").await;
+                    }
+                    Step::End { dropped: true }
+                }
+                Some(order) = inlet.control.recv() => self.on_order(order).await,
+                Some(order) = inlet.queue.recv() => self.on_order(order).await,
+                message = self.socket.recv() => {
+                    let step = self.on_message(message, outlet, unjoined).await;
+                    // Once joined, a silent socket is a vanished client (clients ping every
+                    // 10 s).
+                    if self.joined.is_some() {
+                        deadline = Instant::now() + limits.idle_timeout;
+                    }
+                    step
+                }
+            };
+            if let Step::End { dropped } = step {
+                return dropped;
+            }
+        }
+    }
+
+    /// The departure of a joined session: stored, then announced, then its media and the
+    /// farewell its token still gets.
+    async fn depart(&mut self, dropped: bool) {
+        let Some(attendee) = self.joined.take() else {
+            return;
+        };
+        tracing::info!(
+            meeting_id = %self.meeting_log,
+            attendee_id = %attendee.attendee_id,
+            session = self.id,
+            "{}",
+            if dropped {
+                "attendee dropped"
+            } else {
+                "attendee left"
+            }
+        );
+        // Stored before it is announced, so whoever sees the departure finds it recorded; not
+        // when the attendee is still there on another device (a 301 replacement).
+        let change = if dropped {
+            PresenceChange::Dropped
         } else {
-            Step::End { dropped: true }
+            PresenceChange::Left
+        };
+        let plane = self.plane;
+        if self.content {
+            plane
+                .record_content_presence(&self.meeting_id, &attendee.attendee_id, change)
+                .await;
+        } else if !plane
+            .rooms
+            .has_other_session(&self.meeting_id, &attendee.attendee_id, self.id)
+        {
+            plane
+                .record_presence(&self.meeting_id, &attendee.attendee_id, change)
+                .await;
+        }
+        plane.rooms.leave(&self.meeting_id, self.id, dropped);
+        plane.media.remove(self.id);
+        if let Some(token) = &self.token {
+            plane.farewells.record(
+                token,
+                &self.meeting_id,
+                &attendee.attendee_id,
+                plane.clock.now_unix(),
+            );
         }
     }
 }
@@ -645,84 +816,8 @@ async fn run_session(
     };
     let mut unjoined = Some(slot);
     let (outlet, mut inlet) = session::outlet(limits.outbound_queue_frames);
-    // Before JOIN the deadline is fixed: pings and other frames do not extend it.
-    let mut deadline = Instant::now() + limits.join_timeout;
-    let dropped = loop {
-        // Control orders (a kick's last words, a slow-consumer drop) come before queued frames:
-        // they took this path because the queue may be full.
-        if let Ok(order) = inlet.control.try_recv() {
-            match session.on_order(order).await {
-                Step::Continue => continue,
-                Step::End { dropped } => break dropped,
-            }
-        }
-        let step = tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {
-                if session.joined.is_some() {
-                    session.close(1000, "idle").await;
-                } else {
-                    session.close(1000, "no JOIN in time").await;
-                }
-                Step::End { dropped: true }
-            }
-            Some(order) = inlet.control.recv() => session.on_order(order).await,
-            Some(order) = inlet.queue.recv() => session.on_order(order).await,
-            message = session.socket.recv() => {
-                let step = session.on_message(message, &outlet, &mut unjoined).await;
-                // Once joined, a silent socket is a vanished client (clients ping every 10 s).
-                if session.joined.is_some() {
-                    deadline = Instant::now() + limits.idle_timeout;
-                }
-                step
-            }
-        };
-        if let Step::End { dropped } = step {
-            break dropped;
-        }
-    };
-    if let Some(attendee) = session.joined.take() {
-        tracing::info!(
-            meeting_id = %session.meeting_log,
-            attendee_id = %attendee.attendee_id,
-            session = session.id,
-            "{}",
-            if dropped {
-                "attendee dropped"
-            } else {
-                "attendee left"
-            }
-        );
-        // Stored before it is announced, so whoever sees the departure finds it recorded; not
-        // when the attendee is still there on another device (a 301 replacement).
-        let change = if dropped {
-            PresenceChange::Dropped
-        } else {
-            PresenceChange::Left
-        };
-        if session.content {
-            plane
-                .record_content_presence(&session.meeting_id, &attendee.attendee_id, change)
-                .await;
-        } else if !plane.rooms.has_other_session(
-            &session.meeting_id,
-            &attendee.attendee_id,
-            session.id,
-        ) {
-            plane
-                .record_presence(&session.meeting_id, &attendee.attendee_id, change)
-                .await;
-        }
-        plane.rooms.leave(&session.meeting_id, session.id, dropped);
-        plane.media.remove(session.id);
-        if let Some(token) = &session.token {
-            plane.farewells.record(
-                token,
-                &session.meeting_id,
-                &attendee.attendee_id,
-                plane.clock.now_unix(),
-            );
-        }
-    }
+    let dropped = session.serve(&outlet, &mut inlet, &mut unjoined).await;
+    session.depart(dropped).await;
     if session.awaiting_close_reply {
         // No longer a socket waiting to join, whatever it sent.
         drop(unjoined);

@@ -100,6 +100,68 @@ struct Peer {
     reported_estimate: Option<u64>,
 }
 
+/// What one of a peer's events asks of the rest of its meeting; the peer's own state is already
+/// updated by then.
+enum Propagated {
+    /// An audio packet for the mixer, from a peer that may send audio (its level is recorded).
+    Audio(MediaData),
+    /// Media on a section other than the audio one: video, if it is a publication's.
+    Media(MediaData),
+    /// A viewer's PLI or FIR on one of its receive sections.
+    KeyframeRequest(Mid),
+    /// ICE and DTLS came up.
+    Connected,
+}
+
+impl Peer {
+    /// Handles one str0m event on the peer's own state and returns what the meeting must act on.
+    fn on_event(&mut self, event: Event) -> Option<Propagated> {
+        match event {
+            Event::MediaAdded(added)
+                if added.kind == MediaKind::Audio && self.audio_mid.is_none() =>
+            {
+                self.on_audio_added(added.mid);
+                None
+            }
+            Event::MediaData(data) if Some(data.mid) == self.audio_mid => self.on_audio(data),
+            Event::MediaData(data) => Some(Propagated::Media(data)),
+            Event::KeyframeRequest(request) => Some(Propagated::KeyframeRequest(request.mid)),
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                self.estimate = Some(estimate.as_u64());
+                None
+            }
+            Event::Connected => {
+                self.connected = true;
+                Some(Propagated::Connected)
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.rtc.disconnect();
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// The first audio section is the one mixed and written to, in Opus.
+    fn on_audio_added(&mut self, mid: Mid) {
+        self.audio_mid = Some(mid);
+        self.opus = self.rtc.writer(mid).and_then(|w| {
+            w.payload_params()
+                .find(|p| p.spec().codec == Codec::Opus)
+                .map(|p| p.pt())
+        });
+    }
+
+    /// Records the packet's audio level for the volume indicators; the packet goes to the mixer
+    /// only when the attendee may send audio.
+    fn on_audio(&mut self, data: MediaData) -> Option<Propagated> {
+        if let Some(level) = data.ext_vals.audio_level {
+            self.level.record(level);
+        }
+        self.role.send.then_some(Propagated::Audio(data))
+    }
+}
+
 /// What a meeting task shares with the rest of the media plane.
 pub struct Shared {
     /// The bound sockets and the host candidates clients are given.
@@ -655,86 +717,75 @@ impl MeetingTask {
     }
 
     fn poll_peer(&mut self, session: u64) {
-        let Some(peer) = self.peers.get_mut(&session) else {
-            return;
-        };
+        while let Some(propagated) = self.next_propagated(session) {
+            self.propagate(session, propagated);
+        }
+    }
+
+    /// Polls a peer, sending what it transmits, until it has an event for the rest of the
+    /// meeting; `None` once it waits for its next timeout, has ended, or is gone.
+    fn next_propagated(&mut self, session: u64) -> Option<Propagated> {
+        let peer = self.peers.get_mut(&session)?;
         while peer.rtc.is_alive() {
             match peer.rtc.poll_output() {
                 Ok(Output::Timeout(at)) => {
                     peer.next_timeout = at;
-                    break;
+                    return None;
                 }
                 Ok(Output::Transmit(t)) => {
                     self.shared
                         .sockets
                         .send(t.source, t.destination, &t.contents);
                 }
-                Ok(Output::Event(event)) => match event {
-                    Event::MediaAdded(added)
-                        if added.kind == MediaKind::Audio && peer.audio_mid.is_none() =>
-                    {
-                        peer.audio_mid = Some(added.mid);
-                        peer.opus = peer.rtc.writer(added.mid).and_then(|w| {
-                            w.payload_params()
-                                .find(|p| p.spec().codec == Codec::Opus)
-                                .map(|p| p.pt())
-                        });
+                Ok(Output::Event(event)) => {
+                    if let Some(propagated) = peer.on_event(event) {
+                        return Some(propagated);
                     }
-                    Event::MediaData(data) if Some(data.mid) == peer.audio_mid => {
-                        let level = data.ext_vals.audio_level;
-                        if let Some(level) = level {
-                            peer.level.record(level);
-                        }
-                        if peer.role.send {
-                            self.shared.mixers.packet(
-                                self.key,
-                                MixerInput::Packet {
-                                    meeting: self.key,
-                                    session,
-                                    rtp_time: data.time.numer(),
-                                    packet: data.data.to_vec(),
-                                    level,
-                                },
-                            );
-                        }
-                    }
-                    Event::MediaData(data) => {
-                        if let Some(stream) = self.forwarding.stream_of(session, data.mid, data.rid)
-                        {
-                            if !data.contiguous {
-                                // Lost packets: the viewers cannot decode on until a keyframe.
-                                self.keyframes_wanted.push(stream);
-                            }
-                            *self.stream_bytes.entry(stream).or_default() += data.data.len() as u64;
-                            self.forwarding.saw_frame(stream, data.network_time);
-                            self.video_frames.push((stream, data));
-                        }
-                    }
-                    Event::KeyframeRequest(request) => {
-                        // A viewer's PLI or FIR goes to the publisher of what it shows there.
-                        if let Some(stream) = self.forwarding.shown_on(session, request.mid) {
-                            self.keyframes_wanted.push(stream);
-                        }
-                    }
-                    Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
-                        peer.estimate = Some(estimate.as_u64());
-                    }
-                    Event::Connected => {
-                        peer.connected = true;
-                        // Nothing was forwarded to it before: every stream it shows needs a
-                        // keyframe to start from.
-                        self.keyframes_wanted
-                            .extend(self.forwarding.shown_to(session));
-                    }
-                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                        peer.rtc.disconnect();
-                    }
-                    _ => {}
-                },
+                }
                 Err(error) => {
                     tracing::info!(meeting_id = %self.meeting_id, session, %error, "media connection failed");
                     peer.rtc.disconnect();
                 }
+            }
+        }
+        None
+    }
+
+    /// Acts on what a peer's event asks of the meeting.
+    fn propagate(&mut self, session: u64, propagated: Propagated) {
+        match propagated {
+            Propagated::Audio(data) => self.shared.mixers.packet(
+                self.key,
+                MixerInput::Packet {
+                    meeting: self.key,
+                    session,
+                    rtp_time: data.time.numer(),
+                    packet: data.data.to_vec(),
+                    level: data.ext_vals.audio_level,
+                },
+            ),
+            Propagated::Media(data) => {
+                if let Some(stream) = self.forwarding.stream_of(session, data.mid, data.rid) {
+                    if !data.contiguous {
+                        // Lost packets: the viewers cannot decode on until a keyframe.
+                        self.keyframes_wanted.push(stream);
+                    }
+                    *self.stream_bytes.entry(stream).or_default() += data.data.len() as u64;
+                    self.forwarding.saw_frame(stream, data.network_time);
+                    self.video_frames.push((stream, data));
+                }
+            }
+            Propagated::KeyframeRequest(mid) => {
+                // A viewer's PLI or FIR goes to the publisher of what it shows there.
+                if let Some(stream) = self.forwarding.shown_on(session, mid) {
+                    self.keyframes_wanted.push(stream);
+                }
+            }
+            Propagated::Connected => {
+                // Nothing was forwarded to it before: every stream it shows needs a keyframe to
+                // start from.
+                self.keyframes_wanted
+                    .extend(self.forwarding.shown_to(session));
             }
         }
     }

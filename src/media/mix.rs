@@ -417,23 +417,7 @@ impl MeetingMix {
             tick: self.tick,
             ..TappedAudio::default()
         };
-        let mut frames: Vec<(u64, Box<[f32; FRAME_SAMPLES]>)> = Vec::with_capacity(picked.len());
-        for (id, source) in self.sessions.iter_mut() {
-            let heard = picked.contains(id);
-            let tap = tapped_sessions.contains(id);
-            if source.advance(heard || tap, &mut self.scratch) {
-                let mut frame = Box::new([0f32; FRAME_SAMPLES]);
-                source.take_frame(&mut frame);
-                match (heard, tap) {
-                    (true, true) => {
-                        tapped.sessions.push((*id, frame.clone()));
-                        frames.push((*id, frame));
-                    }
-                    (true, false) => frames.push((*id, frame)),
-                    (false, _) => tapped.sessions.push((*id, frame)),
-                }
-            }
-        }
+        let frames = self.decode(&picked, tapped_sessions, &mut tapped.sessions);
         let mut sum = [0f32; FRAME_SAMPLES];
         for (_, frame) in &frames {
             for (total, sample) in sum.iter_mut().zip(frame.iter()) {
@@ -443,9 +427,50 @@ impl MeetingMix {
         if mix_tapped {
             tapped.mix = Some(Box::new(sum));
         }
-        // Every listener gets a frame every tick, so that its jitter buffer never sees a hole
-        // (a hole is concealed: the browser stretches the last sound). A listener with nobody
-        // else to hear gets encoded silence; a lone speaker is a listener too.
+        let downlinks = self.encode_downlinks(&frames, &sum);
+        let now = self.tick;
+        self.encoders
+            .retain(|_, (_, last_used)| now - *last_used <= ENCODER_LINGER_TICKS);
+        (downlinks, tapped)
+    }
+
+    /// Advances every source one tick and returns the frames of those heard; the frames of
+    /// tapped sessions go to `tapped`, heard or not.
+    fn decode(
+        &mut self,
+        picked: &[u64],
+        tapped_sessions: &[u64],
+        tapped: &mut Vec<(u64, Box<[f32; FRAME_SAMPLES]>)>,
+    ) -> Vec<(u64, Box<[f32; FRAME_SAMPLES]>)> {
+        let mut frames = Vec::with_capacity(picked.len());
+        for (id, source) in self.sessions.iter_mut() {
+            let heard = picked.contains(id);
+            let tap = tapped_sessions.contains(id);
+            if source.advance(heard || tap, &mut self.scratch) {
+                let mut frame = Box::new([0f32; FRAME_SAMPLES]);
+                source.take_frame(&mut frame);
+                match (heard, tap) {
+                    (true, true) => {
+                        tapped.push((*id, frame.clone()));
+                        frames.push((*id, frame));
+                    }
+                    (true, false) => frames.push((*id, frame)),
+                    (false, _) => tapped.push((*id, frame)),
+                }
+            }
+        }
+        frames
+    }
+
+    /// Each listener's frame of this tick: the sum of those heard, less its own voice.
+    /// Every listener gets a frame every tick, so that its jitter buffer never sees a hole (a
+    /// hole is concealed: the browser stretches the last sound). A listener with nobody else to
+    /// hear gets encoded silence; a lone speaker is a listener too.
+    fn encode_downlinks(
+        &mut self,
+        frames: &[(u64, Box<[f32; FRAME_SAMPLES]>)],
+        sum: &[f32; FRAME_SAMPLES],
+    ) -> Vec<Downlink> {
         let mut downlinks = Vec::with_capacity(self.sessions.len());
         let mut shared: Option<Arc<[u8]>> = None;
         let tick = self.tick;
@@ -462,7 +487,7 @@ impl MeetingMix {
                 }
                 // A speaker hears everyone picked but itself.
                 Some((_, own)) => {
-                    let mut pcm = sum;
+                    let mut pcm = *sum;
                     for (total, sample) in pcm.iter_mut().zip(own.iter()) {
                         *total -= sample;
                     }
@@ -471,7 +496,7 @@ impl MeetingMix {
                 None => match &shared {
                     Some(packet) => Some(packet.clone()),
                     None => {
-                        let mut pcm = sum;
+                        let mut pcm = *sum;
                         shared = encode(&mut self.encoders, Mix::All, &mut pcm, tick);
                         shared.clone()
                     }
@@ -485,10 +510,7 @@ impl MeetingMix {
                 });
             }
         }
-        let now = self.tick;
-        self.encoders
-            .retain(|_, (_, last_used)| now - *last_used <= ENCODER_LINGER_TICKS);
-        (downlinks, tapped)
+        downlinks
     }
 
     /// What happened since the last call, summed over the meeting's sources.

@@ -156,110 +156,28 @@ impl TurnListener {
         advertised_ip: IpAddr,
         parts: TurnAuthParts,
     ) -> anyhow::Result<TurnListener> {
-        let (socket, tcp) = bind_udp_and_tcp(listen)?;
-        let local = socket.local_addr()?;
+        let (udp, tcp) = bind_udp_and_tcp(listen)?;
+        let local = udp.local_addr()?;
         let advertised = SocketAddr::new(advertised_ip, local.port());
-        let tls_socket = match &tls {
+        let (tls, tls_uri) = match tls {
             Some(port) => {
-                let socket = std::net::TcpListener::bind(port.listen)
-                    .with_context(|| format!("binding the TURN TLS listener {}", port.listen))?;
-                socket.set_nonblocking(true)?;
-                Some(socket)
+                let (socket, uri) = bind_tls(&port)?;
+                (Some((socket, port.acceptor)), Some(uri))
             }
-            None => None,
+            None => (None, None),
         };
-        let tls_uri = match (&tls, &tls_socket) {
-            (Some(port), Some(socket)) => {
-                let bound = socket.local_addr()?;
-                let host = match port.host.parse::<IpAddr>() {
-                    Ok(IpAddr::V6(ip)) => format!("[{ip}]"),
-                    _ => port.host.clone(),
-                };
-                Some((
-                    bound,
-                    format!("turns:{host}:{}?transport=tcp", bound.port()),
-                ))
-            }
-            _ => None,
+        let sockets = Sockets {
+            udp,
+            tcp,
+            tls,
+            advertised_ip,
+            relay_bind: listen.ip().to_string(),
         };
-        let tls_acceptor = tls.map(|port| port.acceptor);
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready_tx, ready) = std::sync::mpsc::sync_channel::<Result<(), StartError>>(1);
-        let relay_bind = listen.ip().to_string();
         std::thread::Builder::new()
             .name("carillon-turn".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(error) => {
-                        let _ = ready_tx.send(Err(StartError::Runtime(error)));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let conn = match tokio::net::UdpSocket::from_std(socket) {
-                        Ok(conn) => conn,
-                        Err(error) => {
-                            let _ = ready_tx.send(Err(StartError::Sockets(error)));
-                            return;
-                        }
-                    };
-                    let streams = tokio::net::TcpListener::from_std(tcp)
-                        .and_then(|tcp| StreamConn::serve(tcp, None))
-                        .and_then(|tcp| {
-                            let tls = match tls_socket.zip(tls_acceptor) {
-                                Some((socket, acceptor)) => Some(StreamConn::serve(
-                                    tokio::net::TcpListener::from_std(socket)?,
-                                    Some(acceptor),
-                                )?),
-                                None => None,
-                            };
-                            Ok((tcp, tls))
-                        });
-                    let (tcp, tls) = match streams {
-                        Ok(streams) => streams,
-                        Err(error) => {
-                            let _ = ready_tx.send(Err(StartError::Sockets(error)));
-                            return;
-                        }
-                    };
-                    let conns: Vec<Arc<dyn Conn + Send + Sync>> = [Arc::new(conn) as _, tcp as _]
-                        .into_iter()
-                        .chain(tls.map(|tls| tls as _))
-                        .collect();
-                    let config = ServerConfig {
-                        conn_configs: conns
-                            .into_iter()
-                            .map(|conn| ConnConfig {
-                                conn,
-                                relay_addr_generator: Box::new(RelayAddressGeneratorStatic {
-                                    relay_address: advertised_ip,
-                                    address: relay_bind.clone(),
-                                    net: Arc::new(Net::new(None)),
-                                }),
-                            })
-                            .collect(),
-                        realm: REALM.into(),
-                        auth_handler: Arc::new(Auth { parts }),
-                        channel_bind_timeout: Duration::ZERO,
-                        alloc_close_notify: None,
-                    };
-                    match turn::server::Server::new(config).await {
-                        Ok(server) => {
-                            let _ = ready_tx.send(Ok(()));
-                            // Until stopped, or until the handle is dropped.
-                            let _ = stopped.await;
-                            let _ = server.close().await;
-                        }
-                        Err(error) => {
-                            let _ = ready_tx.send(Err(StartError::Server(error)));
-                        }
-                    }
-                });
-            })
+            .spawn(move || run(sockets, parts, ready_tx, stopped))
             .context("starting the TURN thread")?;
         match ready.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(())) => Ok(TurnListener {
@@ -272,6 +190,115 @@ impl TurnListener {
             Err(_) => anyhow::bail!("the TURN listener did not start"),
         }
     }
+}
+
+/// The bound sockets the listener's thread serves, and where its relays are bound and reported.
+struct Sockets {
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+    tls: Option<(std::net::TcpListener, TlsAcceptor)>,
+    advertised_ip: IpAddr,
+    relay_bind: String,
+}
+
+/// Binds the `turns:` port: the listener, its address and the URI clients are told for it.
+fn bind_tls(port: &TlsPort) -> anyhow::Result<(std::net::TcpListener, (SocketAddr, String))> {
+    let socket = std::net::TcpListener::bind(port.listen)
+        .with_context(|| format!("binding the TURN TLS listener {}", port.listen))?;
+    socket.set_nonblocking(true)?;
+    let bound = socket.local_addr()?;
+    let host = match port.host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(ip)) => format!("[{ip}]"),
+        _ => port.host.clone(),
+    };
+    let uri = format!("turns:{host}:{}?transport=tcp", bound.port());
+    Ok((socket, (bound, uri)))
+}
+
+/// The listener's thread: its own runtime, serving until stopped. Whether it could start is
+/// sent on `ready`.
+fn run(
+    sockets: Sockets,
+    parts: TurnAuthParts,
+    ready: std::sync::mpsc::SyncSender<Result<(), StartError>>,
+    stopped: oneshot::Receiver<()>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let _ = ready.send(Err(StartError::Runtime(error)));
+            return;
+        }
+    };
+    runtime.block_on(serve(sockets, parts, ready, stopped));
+}
+
+async fn serve(
+    sockets: Sockets,
+    parts: TurnAuthParts,
+    ready: std::sync::mpsc::SyncSender<Result<(), StartError>>,
+    stopped: oneshot::Receiver<()>,
+) {
+    let conns = match conns(sockets.udp, sockets.tcp, sockets.tls) {
+        Ok(conns) => conns,
+        Err(error) => {
+            let _ = ready.send(Err(StartError::Sockets(error)));
+            return;
+        }
+    };
+    let config = ServerConfig {
+        conn_configs: conns
+            .into_iter()
+            .map(|conn| ConnConfig {
+                conn,
+                relay_addr_generator: Box::new(RelayAddressGeneratorStatic {
+                    relay_address: sockets.advertised_ip,
+                    address: sockets.relay_bind.clone(),
+                    net: Arc::new(Net::new(None)),
+                }),
+            })
+            .collect(),
+        realm: REALM.into(),
+        auth_handler: Arc::new(Auth { parts }),
+        channel_bind_timeout: Duration::ZERO,
+        alloc_close_notify: None,
+    };
+    match turn::server::Server::new(config).await {
+        Ok(server) => {
+            let _ = ready.send(Ok(()));
+            // Until stopped, or until the handle is dropped.
+            let _ = stopped.await;
+            let _ = server.close().await;
+        }
+        Err(error) => {
+            let _ = ready.send(Err(StartError::Server(error)));
+        }
+    }
+}
+
+/// The bound sockets as the `turn` server's connections: UDP, TCP, then TLS when on. Must run
+/// on the listener's runtime, whose tasks serve the stream transports.
+fn conns(
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+    tls: Option<(std::net::TcpListener, TlsAcceptor)>,
+) -> std::io::Result<Vec<Arc<dyn Conn + Send + Sync>>> {
+    let udp = tokio::net::UdpSocket::from_std(udp)?;
+    let tcp = StreamConn::serve(tokio::net::TcpListener::from_std(tcp)?, None)?;
+    let tls = match tls {
+        Some((socket, acceptor)) => Some(StreamConn::serve(
+            tokio::net::TcpListener::from_std(socket)?,
+            Some(acceptor),
+        )?),
+        None => None,
+    };
+    Ok([Arc::new(udp) as _, tcp as _]
+        .into_iter()
+        .chain(tls.map(|tls| tls as _))
+        .collect())
 }
 
 /// Binds UDP at `listen` and TCP on the same port. When the port is left to the system (0), the
