@@ -237,6 +237,7 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::NodeStore;
     use crate::store::sqlite::SqliteStore;
 
     fn cluster(store: &Arc<SqliteStore>, url: &str) -> Arc<Cluster> {

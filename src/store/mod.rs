@@ -1,12 +1,24 @@
 //! Persistence behind one trait, so the embedded default (SQLite) and a distributed SQL engine
 //! can be swapped without touching the API layer. Every write is durable before it returns.
+//!
+//! [`Store`] is the sum of one trait per aggregate: [`MeetingStore`] (meetings and their ends),
+//! [`AttendeeStore`] (attendees, their capabilities and attendee versions), [`TagStore`],
+//! [`PresenceStore`] (who is connected, and the events of live sessions), [`OutboxStore`] (the
+//! event outbox, each sink's cursor and lease, dead letters), [`NodeStore`] (the node registry,
+//! where each meeting is hosted) and [`SettingStore`]. Whatever implements them all is a `Store`;
+//! callers hold an `Arc<dyn Store>` and call its methods without naming the aggregate traits.
+//!
+//! Each backend has a folder, `sqlite/` and `postgres/`: its connections and transactions in
+//! `mod.rs` and `session.rs`, its schema in `schema.rs`, and one file per aggregate with that
+//! aggregate's SQL. What the two do alike is written once in `shared/`: the interface a backend
+//! implements (`shared/mod.rs`), and over it, one file per aggregate, the multi-step logic of each
+//! method and the aggregate trait's implementation for every backend. (That interface is this
+//! crate's own: a backend in another crate implements the aggregate traits themselves.)
 
-mod attendee_counts;
 pub mod gate;
 pub mod postgres;
 mod shared;
 pub mod sqlite;
-mod versions;
 
 /// The conformance suite every backend passes (compiled for this crate's tests, and for other
 /// crates with the `conformance` feature).
@@ -49,7 +61,7 @@ pub struct AttendeeRecord {
 }
 
 /// A page of a meeting's attendees and the attendee version it was read at (see
-/// [`Store::attendees_version`]).
+/// [`AttendeeStore::attendees_version`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttendeePage {
     pub version: i64,
@@ -222,8 +234,10 @@ pub struct EndRules {
     pub max_seconds: i64,
 }
 
+/// Meetings: created with their tags and first attendees, read, and ended (with their replicas)
+/// by a call or by the clock.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait MeetingStore: Send + Sync + 'static {
     /// Creates the meeting with its tags and attendees in one transaction, unless the account
     /// already used this ClientRequestToken, in which case the earlier meeting is returned and
     /// nothing is written.
@@ -268,6 +282,14 @@ pub trait Store: Send + Sync + 'static {
         attendee_budget: usize,
     ) -> StoreResult<Vec<String>>;
 
+    /// Whether a meeting exists, in any account (the join plane knows no account).
+    async fn meeting_exists(&self, meeting_id: &str) -> StoreResult<bool>;
+}
+
+/// Attendees: created under their meeting's cap, read (with the attendee version a cached answer
+/// is checked against), deleted, their capabilities changed, found by JoinToken.
+#[async_trait::async_trait]
+pub trait AttendeeStore: Send + Sync + 'static {
     /// Creates attendees atomically against the meeting's cap: concurrent calls never overshoot.
     async fn create_attendees(
         &self,
@@ -288,9 +310,9 @@ pub trait Store: Send + Sync + 'static {
             .attendee)
     }
 
-    /// `get_attendee` with the meeting's attendee version (see [`Store::attendees_version`]), taken
-    /// no later than the row was read (so the row is never older than it): what a cached
-    /// GetAttendee answer is checked against.
+    /// `get_attendee` with the meeting's attendee version (see
+    /// [`AttendeeStore::attendees_version`]), taken no later than the row was read (so the row is
+    /// never older than it): what a cached GetAttendee answer is checked against.
     async fn get_attendee_versioned(
         &self,
         account_id: &str,
@@ -355,6 +377,16 @@ pub trait Store: Send + Sync + 'static {
         capabilities: Capabilities,
     ) -> StoreResult<()>;
 
+    /// The attendee a JoinToken belongs to, if it still exists (the join plane's admission).
+    async fn find_attendee_by_join_token(
+        &self,
+        join_token: &str,
+    ) -> StoreResult<Option<AttendeeRecord>>;
+}
+
+/// Tags of a meeting, or (legacy API only) of one of its attendees.
+#[async_trait::async_trait]
+pub trait TagStore: Send + Sync + 'static {
     /// Adds or overwrites tags; fails whole with TooManyTags if the target would exceed `limit`.
     async fn tag(
         &self,
@@ -372,16 +404,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
 
     async fn list_tags(&self, account_id: &str, target: &TagTarget) -> StoreResult<Vec<Tag>>;
+}
 
-    /// The attendee a JoinToken belongs to, if it still exists (the join plane's admission).
-    async fn find_attendee_by_join_token(
-        &self,
-        join_token: &str,
-    ) -> StoreResult<Option<AttendeeRecord>>;
-
-    /// Whether a meeting exists, in any account (the join plane knows no account).
-    async fn meeting_exists(&self, meeting_id: &str) -> StoreResult<bool>;
-
+/// Who is connected: attendees' joins, leaves and drops (with their events and the meeting's idle
+/// clock), and the media events of their live sessions.
+#[async_trait::async_trait]
+pub trait PresenceStore: Send + Sync + 'static {
     /// Records a media event of an attendee's live session (camera on or off, a content share
     /// joining, leaving, dropping, showing or stopping its video) in the event outbox, named
     /// `shown_attendee_id` (`<AttendeeId>#content` for content), when the meeting and the
@@ -422,7 +450,12 @@ pub trait Store: Send + Sync + 'static {
         meeting_id: &str,
         attendee_id: &str,
     ) -> StoreResult<(Option<bool>, Option<i64>, Option<i64>)>;
+}
 
+/// The transactional outbox of meeting events, each sink's delivery cursor and lease, and the
+/// events sinks gave up on.
+#[async_trait::async_trait]
+pub trait OutboxStore: Send + Sync + 'static {
     /// Outbox events after `after` (a sequence number), oldest first.
     async fn outbox_after(&self, after: i64, limit: usize) -> StoreResult<Vec<OutboxEvent>>;
 
@@ -460,7 +493,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
 
     async fn dead_letters(&self) -> StoreResult<Vec<DeadLetter>>;
+}
 
+/// The registry of nodes sharing one store, and which node hosts a meeting.
+#[async_trait::async_trait]
+pub trait NodeStore: Send + Sync + 'static {
     /// Records `beat` in the node registry (inserting or replacing that node's entry), forgets
     /// every node whose latest beat is older than `forget_before_ms`, and returns the registry.
     async fn beat_node(&self, beat: &NodeBeat, forget_before_ms: i64)
@@ -469,8 +506,30 @@ pub trait Store: Send + Sync + 'static {
     /// The public URL of the node hosting the meeting (its MediaPlacement), or None when the
     /// meeting does not exist (any more).
     async fn meeting_host(&self, meeting_id: &str) -> StoreResult<Option<String>>;
+}
 
-    /// Server settings (the pagination key, generated credentials). Returns the stored value,
-    /// inserting `value` first if the name had none, so concurrent first starts agree.
+/// Server settings (the pagination key, generated credentials).
+#[async_trait::async_trait]
+pub trait SettingStore: Send + Sync + 'static {
+    /// Returns the stored value, inserting `value` first if the name had none, so concurrent
+    /// first starts agree.
     async fn setting_or_insert(&self, name: &str, value: &str) -> StoreResult<String>;
+}
+
+/// The whole store: every aggregate's trait. Implemented by whatever implements them all, so a
+/// backend implements the aggregates and `Arc<dyn Store>` reaches every method.
+pub trait Store:
+    MeetingStore + AttendeeStore + TagStore + PresenceStore + OutboxStore + NodeStore + SettingStore
+{
+}
+
+impl<T> Store for T where
+    T: MeetingStore
+        + AttendeeStore
+        + TagStore
+        + PresenceStore
+        + OutboxStore
+        + NodeStore
+        + SettingStore
+{
 }

@@ -3,8 +3,16 @@
 
 use std::sync::Arc;
 
+use rusqlite::params;
+
+use super::schema::MIGRATIONS;
 use super::*;
+use crate::domain::capabilities::{Capabilities, MediaCapability};
 use crate::store::gate::CommitGate;
+use crate::store::{
+    AttendeeOutcome, AttendeeStore, MeetingRecord, MeetingStore, NewAttendee, Tag, TagStore,
+    TagTarget,
+};
 
 fn meeting(account: &str, token: &str) -> MeetingRecord {
     MeetingRecord {
@@ -105,8 +113,8 @@ async fn a_failing_write_is_rolled_back_alone() {
                 // Panics after writing: an error for it alone.
                 2 => {
                     let result: StoreResult<()> = store
-                        .write(move |tx| {
-                            tx.execute(
+                        .write_now(move |conn| {
+                            conn.execute(
                                 "INSERT INTO settings (name, value) VALUES (?1, 'x')",
                                 params![format!("panic{i}")],
                             )

@@ -1,0 +1,78 @@
+//! The registry of nodes sharing one store (each node's latest heartbeat), and which node hosts
+//! a meeting.
+
+use std::future::Future;
+
+use super::{Backend, Columns, Session};
+use crate::store::{NodeBeat, NodeStore, StoreResult};
+
+/// The steps of the node registry's logic that each backend writes in its own SQL.
+pub trait NodeRows: Session {
+    /// Inserts the node's entry, or replaces it.
+    fn upsert_node(
+        &mut self,
+        beat: &NodeBeat,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Forgets every node but `keep_url` whose latest beat is older than `before_ms`.
+    fn forget_nodes(
+        &mut self,
+        before_ms: i64,
+        keep_url: &str,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// The registry, by URL.
+    fn nodes(&mut self) -> impl Future<Output = Result<Vec<NodeBeat>, Self::Error>> + Send;
+
+    /// The media URL of the meeting of this id, if it exists.
+    fn host_of(
+        &mut self,
+        meeting_id: &str,
+    ) -> impl Future<Output = Result<Option<String>, Self::Error>> + Send;
+}
+
+/// A node from a row of (url, beat_at_ms, sessions, stopped).
+pub fn node_from(row: &dyn Columns) -> StoreResult<NodeBeat> {
+    Ok(NodeBeat {
+        url: row.text(0)?,
+        beat_at_ms: row.int(1)?,
+        sessions: row.int(2)?,
+        stopped: row.flag(3)?,
+    })
+}
+
+async fn beat_node<S: NodeRows>(
+    session: &mut S,
+    beat: &NodeBeat,
+    forget_before_ms: i64,
+) -> Result<Vec<NodeBeat>, S::Error> {
+    session.upsert_node(beat).await?;
+    session.forget_nodes(forget_before_ms, &beat.url).await?;
+    session.nodes().await
+}
+
+#[async_trait::async_trait]
+impl<B> NodeStore for B
+where
+    B: Backend,
+    B::Session: NodeRows,
+{
+    async fn beat_node(
+        &self,
+        beat: &NodeBeat,
+        forget_before_ms: i64,
+    ) -> StoreResult<Vec<NodeBeat>> {
+        self.write(
+            (beat.clone(), forget_before_ms),
+            |session, (beat, before)| Box::pin(beat_node(session, beat, *before)),
+        )
+        .await
+    }
+
+    async fn meeting_host(&self, meeting_id: &str) -> StoreResult<Option<String>> {
+        self.read(meeting_id.to_owned(), |session, meeting_id| {
+            Box::pin(session.host_of(meeting_id))
+        })
+        .await
+    }
+}
