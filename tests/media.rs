@@ -276,14 +276,16 @@ async fn two_clients_hear_each_other() {
 /// subtracted, one 20 ms frame per mixer tick, while the call goes on as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tap_on_the_meeting_mix_hears_everyone() {
+    use carillon::domain::id::MeetingId;
     use carillon::media::tap::AudioSource;
     let server = TestServer::start().await;
     let call = alice_and_bob_talk(&server, Duration::from_secs(6)).await;
     let media = &server.running.as_ref().expect("running").join.media;
+    let meeting_id = MeetingId::trusted(call.meeting.id.as_str());
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut tap = loop {
         // The meeting has media on this node once the first client's offer is answered.
-        if let Some(tap) = media.tap_audio(&call.meeting.id, AudioSource::Mix, 200) {
+        if let Some(tap) = media.tap_audio(&meeting_id, AudioSource::Mix, 200) {
             break tap;
         }
         assert!(Instant::now() < deadline, "the meeting's media started");

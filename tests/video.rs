@@ -372,7 +372,11 @@ async fn a_viewer_gets_the_publishers_frames_and_loses_the_source_when_the_camer
         .expect("running")
         .join
         .media
-        .tap_video(&m.id, stream_id, 1000)
+        .tap_video(
+            &carillon::domain::id::MeetingId::trusted(m.id.as_str()),
+            carillon::domain::id::StreamId(stream_id),
+            1000,
+        )
         .expect("the meeting has media once both offers are answered");
 
     // Media: the publisher sends for SEND_FOR once connected; the viewer listens a bit longer.

@@ -4,6 +4,7 @@
 pub mod arn;
 pub mod capabilities;
 pub mod digest;
+pub mod id;
 pub mod ids;
 pub mod meeting_events;
 pub mod regions;

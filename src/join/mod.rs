@@ -169,10 +169,14 @@ impl JoinPlane {
     ///
     /// `<JoinToken>#content` admits the content-share session of the token's attendee, as
     /// attendee `<AttendeeId>#content`, for as long as that attendee exists.
-    pub async fn admit(&self, meeting_id: &str, token: Option<&str>) -> Admission {
+    pub async fn admit(
+        &self,
+        meeting_id: &str,
+        token: Option<&crate::domain::id::JoinToken>,
+    ) -> Admission {
         let unavailable =
             Admission::Refused(close_code::ATTENDEE_UNAVAILABLE, "attendee unavailable");
-        let (token, content) = match token.map(video::split_content) {
+        let (token, content) = match token.map(|token| video::split_content(token.expose())) {
             Some((token, content)) => (Some(token), content),
             None => (None, false),
         };
@@ -250,8 +254,8 @@ impl JoinPlane {
 
     /// Whether the token's attendee still exists (a store failure counts as yes: the admission
     /// already succeeded, and a later DeleteAttendee will still find the session).
-    async fn still_admitted(&self, token: Option<&str>) -> bool {
-        match token.map(video::split_content) {
+    async fn still_admitted(&self, token: Option<&crate::domain::id::JoinToken>) -> bool {
+        match token.map(|token| video::split_content(token.expose())) {
             Some((token, _)) => !matches!(
                 self.store.find_attendee_by_join_token(token).await,
                 Ok(None)

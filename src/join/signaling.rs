@@ -1,7 +1,6 @@
 //! The signaling WebSocket at `/control/<MeetingId>`: the JoinToken arrives as the second
 //! subprotocol beside `_aws_wt_session`; frames are `0x05` + protobuf `SdkSignalFrame`.
 
-use crate::store::PresenceChange;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -20,14 +19,15 @@ use super::limits::{JoinLimits, UnjoinedSlot};
 use super::session::{self, Inlet, Outbound, Outlet, timestamp_ms};
 use super::video::ViewOnly;
 use super::{Admission, JoinPlane};
+use crate::domain::id::JoinToken;
 use crate::media::{Answer, AudioRole, OfferError, VideoPlan};
-use crate::store::AttendeeRecord;
+use crate::store::{AttendeeRecord, PresenceChange};
 
 /// The subprotocol the client offers beside its JoinToken, and that the server must echo.
 pub const SESSION_PROTOCOL: &str = "_aws_wt_session";
 
 /// The JoinToken: the offered subprotocol that is not `_aws_wt_session`.
-fn join_token(headers: &HeaderMap) -> Option<String> {
+fn join_token(headers: &HeaderMap) -> Option<JoinToken> {
     headers
         .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
@@ -35,7 +35,7 @@ fn join_token(headers: &HeaderMap) -> Option<String> {
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .find(|p| !p.is_empty() && *p != SESSION_PROTOCOL)
-        .map(str::to_string)
+        .map(JoinToken::new)
 }
 
 /// Accepts every upgrade: a bad token is refused after JOIN with a close code the client
@@ -104,7 +104,7 @@ struct Session<'a> {
     meeting_id: String,
     /// The meeting id as log lines show it (see [`loggable`]).
     meeting_log: String,
-    token: Option<String>,
+    token: Option<JoinToken>,
     id: u64,
     socket: WebSocket,
     joined: Option<AttendeeRecord>,
@@ -569,7 +569,7 @@ impl Session<'_> {
     async fn admitted(&mut self) -> Result<AttendeeRecord, Step> {
         match self
             .plane
-            .admit(&self.meeting_id, self.token.as_deref())
+            .admit(&self.meeting_id, self.token.as_ref())
             .await
         {
             Admission::Refused(code, reason) => {
@@ -626,7 +626,7 @@ impl Session<'_> {
     /// A DeleteAttendee between the admission and the session entering its room found no session
     /// to remove: the token is checked once more now that the session is findable.
     async fn confirm_admission(&mut self, attendee_id: &str) -> Result<(), Step> {
-        if self.plane.still_admitted(self.token.as_deref()).await {
+        if self.plane.still_admitted(self.token.as_ref()).await {
             return Ok(());
         }
         self.plane.rooms.leave(&self.meeting_id, self.id, false);
@@ -663,7 +663,7 @@ impl Session<'_> {
         let turn = self.plane.turn.as_ref().map(|minter| {
             minter.mint(
                 attendee_id,
-                self.token.as_deref().unwrap_or_default(),
+                self.token.as_ref().map_or("", JoinToken::expose),
                 self.plane.clock.now_unix(),
             )
         });
@@ -776,7 +776,7 @@ impl Session<'_> {
         plane.media.remove(self.id);
         if let Some(token) = &self.token {
             plane.farewells.record(
-                token,
+                token.expose(),
                 &self.meeting_id,
                 &attendee.attendee_id,
                 plane.clock.now_unix(),
@@ -788,7 +788,7 @@ impl Session<'_> {
 async fn run_session(
     plane: Arc<JoinPlane>,
     meeting_id: String,
-    token: Option<String>,
+    token: Option<JoinToken>,
     socket: WebSocket,
 ) {
     let limits = &plane.limits;
@@ -836,7 +836,10 @@ mod tests {
             "sec-websocket-protocol",
             "_aws_wt_session, abc-DEF_1".parse().expect("header"),
         );
-        assert_eq!(join_token(&headers).as_deref(), Some("abc-DEF_1"));
+        assert_eq!(
+            join_token(&headers).as_ref().map(JoinToken::expose),
+            Some("abc-DEF_1")
+        );
         headers.insert(
             "sec-websocket-protocol",
             "_aws_wt_session".parse().expect("header"),

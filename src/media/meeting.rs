@@ -23,6 +23,7 @@ use super::net::{Datagram, MediaSockets, Route, Routes, sdp_ufrag};
 use super::sdp;
 use super::tap::{VideoFrame, VideoSource, VideoTapSender, VideoTaps};
 use super::{Answer, OfferError, Registry, TrackMapping, VideoEvent, VideoPlan};
+use crate::domain::id::StreamId;
 use crate::events::CapabilityTarget;
 
 /// Datagrams waiting for one meeting: about a second of a 40-person meeting's uplink.
@@ -348,7 +349,7 @@ impl MeetingTask {
             MeetingCommand::Remove { session } => self.drop_peer(session),
             MeetingCommand::TapVideo { tap } => {
                 // A consumer starts from a keyframe, as a new viewer does.
-                self.keyframes_wanted.push(tap.source().0);
+                self.keyframes_wanted.push(tap.source().0.0);
                 self.video_taps.add(tap);
             }
             MeetingCommand::Pause {
@@ -798,7 +799,7 @@ impl MeetingTask {
         }
         let (mut frames, mut bytes) = (0u64, 0u64);
         for (stream, data) in std::mem::take(&mut self.video_frames) {
-            if self.video_taps.wants(VideoSource(stream)) {
+            if self.video_taps.wants(VideoSource(StreamId(stream))) {
                 let frame = VideoFrame {
                     at: std::time::SystemTime::now(),
                     rtp_time: data.time.numer(),
@@ -806,7 +807,8 @@ impl MeetingTask {
                     keyframe: data.is_keyframe(),
                     data: data.data.clone(),
                 };
-                self.video_taps.publish(VideoSource(stream), &frame);
+                self.video_taps
+                    .publish(VideoSource(StreamId(stream)), &frame);
             }
             self.forwarding
                 .targets(stream, data.is_keyframe(), &mut self.targets);

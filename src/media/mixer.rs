@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::mix::{AudioRole, Downlink, MeetingMix, TappedAudio};
 use super::tap::{AudioFrame, AudioSource, AudioTapSender, AudioTaps};
+use crate::domain::id::SessionId;
 
 const TICK: Duration = Duration::from_millis(20);
 /// Packets queued for one mixer thread (about 2 s of a 40-speaker load); past it they are
@@ -165,7 +166,7 @@ impl Meeting {
         }
         for (session, samples) in tapped.sessions {
             self.taps
-                .publish(AudioSource::Session(session), &frame(samples));
+                .publish(AudioSource::Session(SessionId(session)), &frame(samples));
         }
     }
 }
@@ -258,7 +259,7 @@ fn apply(
         MixerInput::Remove { meeting, session } => {
             if let Some(m) = meetings.get_mut(&meeting) {
                 m.mix.remove(session);
-                m.taps.close(AudioSource::Session(session));
+                m.taps.close(AudioSource::Session(SessionId(session)));
             }
         }
         MixerInput::Tap { meeting, tap } => {
@@ -300,7 +301,7 @@ mod tests {
         meeting.mix.set_role(2, AudioRole::FULL);
         let (sender, mut stalled) = tap(AudioSource::Mix, DEFAULT_TAP_FRAMES);
         meeting.taps.add(sender);
-        let (sender, mut reading) = tap(AudioSource::Session(1), DEFAULT_TAP_FRAMES);
+        let (sender, mut reading) = tap(AudioSource::Session(SessionId(1)), DEFAULT_TAP_FRAMES);
         meeting.taps.add(sender);
         let mut encoder = Encoder::new().expect("encoder");
         let ticks = 3 * DEFAULT_TAP_FRAMES;
@@ -330,7 +331,7 @@ mod tests {
         assert!(session_frames >= ticks - 2, "{session_frames} of {ticks}");
         // A session that leaves ends its taps.
         meeting.mix.remove(1);
-        meeting.taps.close(AudioSource::Session(1));
+        meeting.taps.close(AudioSource::Session(SessionId(1)));
         assert!(reading.frames.try_recv().is_err() && reading.frames.is_closed());
     }
 }

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::domain::id::{MeetingId, StreamId};
 use crate::events::CapabilityTarget;
 use levels::LevelBoard;
 use meeting::{MeetingCommand, MeetingTask, Shared};
@@ -294,7 +295,7 @@ impl Media {
     /// yields None) when the session leaves or the meeting's media stops.
     pub fn tap_audio(
         &self,
-        meeting_id: &str,
+        meeting_id: &MeetingId,
         source: tap::AudioSource,
         capacity: usize,
     ) -> Option<tap::AudioTap> {
@@ -303,7 +304,7 @@ impl Media {
             .registry
             .lock()
             .ok()?
-            .get(meeting_id)
+            .get(meeting_id.as_str())
             .filter(|handle| !handle.commands.is_closed())?
             .key;
         let (sender, tap) = tap::tap(source, capacity);
@@ -323,8 +324,8 @@ impl Media {
     /// tap ends with the meeting's media.
     pub fn tap_video(
         &self,
-        meeting_id: &str,
-        stream: u32,
+        meeting_id: &MeetingId,
+        stream: StreamId,
         capacity: usize,
     ) -> Option<tap::VideoTap> {
         let handle = self
@@ -332,7 +333,7 @@ impl Media {
             .registry
             .lock()
             .ok()?
-            .get(meeting_id)
+            .get(meeting_id.as_str())
             .filter(|handle| !handle.commands.is_closed())?
             .clone();
         let (sender, tap) = tap::tap(tap::VideoSource(stream), capacity);

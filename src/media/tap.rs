@@ -13,6 +13,8 @@ use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 
+use crate::domain::id::{SessionId, StreamId};
+
 /// Frames a tap queues by default: 2 s of 20 ms frames, room for a consumer that stalls
 /// briefly (a disk flush, an upload) without losing audio.
 pub const DEFAULT_TAP_FRAMES: usize = 100;
@@ -26,7 +28,7 @@ pub enum AudioSource {
     /// One session's own decoded audio (what a transcriber needs), decoded whether or not it
     /// is among the speakers mixed: one frame for every tick the session played something
     /// (received, rebuilt from FEC or concealed), none while it is silent or stopped.
-    Session(u64),
+    Session(SessionId),
 }
 
 /// One 20 ms frame of 48 kHz mono PCM.
@@ -44,7 +46,7 @@ pub struct AudioFrame {
 /// What a video tap sees: one published stream (a simulcast layer, a content share), by the
 /// stream id signaling allocated to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct VideoSource(pub u32);
+pub struct VideoSource(pub StreamId);
 
 /// One video frame as the publisher sent it (depacketized, never decoded): what a recorder
 /// writes into a container as is.
@@ -176,7 +178,7 @@ impl AudioTaps {
     pub fn sessions(&self) -> Vec<u64> {
         self.sources()
             .filter_map(|source| match source {
-                AudioSource::Session(session) => Some(session),
+                AudioSource::Session(SessionId(session)) => Some(session),
                 AudioSource::Mix => None,
             })
             .collect()
@@ -200,7 +202,7 @@ mod tests {
         let mut taps = AudioTaps::default();
         let (sender, mut slow) = tap(AudioSource::Mix, 2);
         taps.add(sender);
-        let (sender, gone) = tap(AudioSource::Session(7), 2);
+        let (sender, gone) = tap(AudioSource::Session(SessionId(7)), 2);
         taps.add(sender);
         for tick in 1..=5 {
             taps.publish(AudioSource::Mix, &frame(tick));
