@@ -296,6 +296,13 @@ pub trait Columns {
         }
     }
 
+    /// A media capability column (`SendReceive`, ...). A backend that can lend the text in place
+    /// overrides this: it is read three times per attendee row, on every uncached ListAttendees
+    /// page.
+    fn capability(&self, i: usize) -> StoreResult<MediaCapability> {
+        capability(&self.text(i)?)
+    }
+
     fn flag(&self, i: usize) -> StoreResult<bool> {
         self.optional_flag(i)?
             .ok_or_else(|| backend(format!("column {i} is NULL")))
@@ -356,7 +363,7 @@ pub fn meeting_from(row: &dyn Columns) -> StoreResult<MeetingRecord> {
     })
 }
 
-fn capability(text: &str) -> StoreResult<MediaCapability> {
+pub fn capability(text: &str) -> StoreResult<MediaCapability> {
     MediaCapability::parse(text).ok_or_else(|| backend(format!("unknown media capability {text}")))
 }
 
@@ -368,9 +375,9 @@ pub fn attendee_from(row: &dyn Columns) -> StoreResult<AttendeeRecord> {
         external_user_id: row.text(2)?,
         join_token: row.text(3)?,
         capabilities: Capabilities {
-            audio: capability(&row.text(4)?)?,
-            video: capability(&row.text(5)?)?,
-            content: capability(&row.text(6)?)?,
+            audio: row.capability(4)?,
+            video: row.capability(5)?,
+            content: row.capability(6)?,
         },
         created_at: row.int(7)?,
     })

@@ -4,9 +4,10 @@
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Params, Row, params};
 
+use crate::domain::capabilities::MediaCapability;
 use crate::store::shared::{
     ATTENDEE_COLUMNS, AttendeeKey, Columns, EventRow, MEETING_COLUMNS, MeetingKey, Session, Value,
-    attendee_from, backend, meeting_from,
+    attendee_from, backend, capability, meeting_from,
 };
 use crate::store::{AttendeeRecord, MeetingRecord, StoreError, StoreResult};
 
@@ -22,6 +23,14 @@ impl Columns for Row<'_> {
                 )));
             }
         })
+    }
+
+    /// Read in place, without copying the text.
+    fn capability(&self, i: usize) -> StoreResult<MediaCapability> {
+        match self.get_ref(i).map_err(backend)? {
+            ValueRef::Text(text) => capability(std::str::from_utf8(text).map_err(backend)?),
+            _ => Err(backend(format!("column {i} is not a media capability"))),
+        }
     }
 }
 
