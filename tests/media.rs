@@ -272,55 +272,91 @@ async fn two_clients_hear_each_other() {
     );
 }
 
-/// A media tap on the meeting's mix (what recording builds on) hears everyone, nobody
-/// subtracted, one 20 ms frame per mixer tick, while the call goes on as usual.
+/// A media tap on the meeting's mix (what recording builds on), opened before anyone joins,
+/// hears everyone, nobody subtracted, one 20 ms frame per mixer tick while the call goes on as
+/// usual; it waits through a gap with nobody connected (the media task stops and starts again)
+/// and ends when the meeting is deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tap_on_the_meeting_mix_hears_everyone() {
+async fn a_tap_on_the_meeting_mix_hears_every_call_of_the_meeting() {
     use carillon::domain::id::MeetingId;
-    use carillon::media::tap::AudioSource;
+    use carillon::media::tap::{AudioSource, AudioTap};
     let server = TestServer::start().await;
-    let call = alice_and_bob_talk(&server, Duration::from_secs(6)).await;
+    let m = meeting(&server).await;
     let media = &server.running.as_ref().expect("running").join.media;
-    let meeting_id = MeetingId::trusted(call.meeting.id.as_str());
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut tap = loop {
-        // The meeting has media on this node once the first client's offer is answered.
-        if let Some(tap) = media.tap_audio(&meeting_id, AudioSource::Mix, 200) {
-            break tap;
-        }
-        assert!(Instant::now() < deadline, "the meeting's media started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    // Skip the first second (ICE, DTLS, jitter buffers), then listen for two.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    while tap.frames.try_recv().is_ok() {}
-    let mut mix = Vec::new();
-    let mut ticks = Vec::new();
-    while mix.len() < 100 * FRAME_SAMPLES {
-        let frame = tokio::time::timeout(Duration::from_secs(2), tap.frames.recv())
+    let mut tap = media.tap_audio(&MeetingId::trusted(m.id.as_str()), AudioSource::Mix, 200);
+
+    /// Alice and bob talk for 4 s; the tap's frames from its second to its third second.
+    async fn call(server: &TestServer, m: &Meeting, tap: &mut AudioTap) -> Vec<f32> {
+        let (_, alice) = attendee(server, m, "alice").await;
+        let (_, bob) = attendee(server, m, "bob").await;
+        let run_for = Duration::from_secs(4);
+        let url = m.signaling_url.clone();
+        let a = tokio::spawn(run_client(
+            url.clone(),
+            alice,
+            "alice",
+            ALICE,
+            steady,
+            run_for,
+        ));
+        let b = tokio::spawn(run_client(url, bob, "bob", BOB, steady, run_for));
+        // Frames flow once the first offer is answered; skip the first second (ICE, DTLS,
+        // jitter buffers), then listen for one.
+        let first = tokio::time::timeout(Duration::from_secs(5), tap.frames.recv())
             .await
-            .expect("a frame every 20 ms")
-            .expect("the tap is open while the meeting runs");
-        assert_eq!(frame.samples.len(), FRAME_SAMPLES);
-        ticks.push(frame.tick);
-        mix.extend_from_slice(&frame.samples);
-    }
-    assert!(
-        ticks.windows(2).all(|pair| pair[1] == pair[0] + 1),
-        "no tick missing from the mix"
-    );
-    for (who, tone) in [("alice", ALICE), ("bob", BOB)] {
+            .expect("frames once the meeting has media")
+            .expect("the tap is open");
+        let mut ticks = vec![first.tick];
+        let mut mix = Vec::new();
+        while ticks.len() < 100 {
+            let frame = tokio::time::timeout(Duration::from_secs(2), tap.frames.recv())
+                .await
+                .expect("a frame every 20 ms")
+                .expect("the tap is open while the call goes on");
+            assert_eq!(frame.samples.len(), FRAME_SAMPLES);
+            ticks.push(frame.tick);
+            if ticks.len() > 50 {
+                mix.extend_from_slice(&frame.samples);
+            }
+        }
         assert!(
-            tone_power(&mix, tone, 48_000.0) > 1e-4,
-            "the mix carries {who}'s {tone} Hz tone"
+            ticks.windows(2).all(|pair| pair[1] == pair[0] + 1),
+            "no tick missing from the mix"
         );
+        let (a, b) = (a.await.expect("alice"), b.await.expect("bob"));
+        assert!(a.hears(BOB) && b.hears(ALICE), "the call went on as usual");
+        mix
+    }
+
+    for round in ["first", "second"] {
+        let mix = call(&server, &m, &mut tap).await;
+        for (who, tone) in [("alice", ALICE), ("bob", BOB)] {
+            assert!(
+                tone_power(&mix, tone, 48_000.0) > 1e-4,
+                "the {round} call's mix carries {who}'s {tone} Hz tone"
+            );
+        }
+        // Both left: the media stops, the tap waits.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while media.stats().meetings > 0 {
+            assert!(Instant::now() < deadline, "the meeting's media stopped");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        while tap.frames.try_recv().is_ok() {}
+        assert!(!tap.frames.is_closed(), "the tap outlives the {round} call");
     }
     assert_eq!(tap.dropped(), 0, "a consumer that keeps up loses nothing");
-    let (a, b) = (
-        call.alice.await.expect("alice"),
-        call.bob.await.expect("bob"),
-    );
-    assert!(a.hears(BOB) && b.hears(ALICE), "the call went on as usual");
+    server
+        .client()
+        .delete_meeting()
+        .meeting_id(&m.id)
+        .send()
+        .await
+        .expect("DeleteMeeting");
+    let end = tokio::time::timeout(Duration::from_secs(5), tap.frames.recv())
+        .await
+        .expect("the tap ends with its meeting");
+    assert!(end.is_none(), "no frame after the meeting ended");
 }
 
 /// Three talk at once: each hears both others in one stream, and not itself, while the loudest

@@ -400,6 +400,7 @@ impl MeetingEvents for JoinPlane {
 
     fn meeting_ended(&self, meeting_id: &str) {
         self.rooms.end_meeting(meeting_id);
+        self.media.end_meeting_taps(meeting_id);
     }
 
     fn capabilities_changed(

@@ -175,6 +175,8 @@ pub struct Shared {
     pub registry: Registry,
     pub video_events: mpsc::UnboundedSender<VideoEvent>,
     pub video: VideoCounters,
+    /// Taps on meetings' mixes that outlive each media task (see [`super::tap::MeetingTaps`]).
+    pub meeting_taps: super::tap::MeetingTaps,
 }
 
 /// Video forwarding counters for /metrics; each meeting task adds once per round, not per frame.
@@ -247,6 +249,17 @@ impl MeetingTask {
                 downlinks: downlinks_tx,
             },
         );
+        // Taps opened on the meeting before its media (re)started, after Open on the same
+        // channel, so the mixer has the meeting when they arrive.
+        for tap in self.shared.meeting_taps.of(&self.meeting_id) {
+            self.shared.mixers.control(
+                self.key,
+                MixerInput::Tap {
+                    meeting: self.key,
+                    tap,
+                },
+            );
+        }
         loop {
             let deadline = self
                 .peers

@@ -164,6 +164,7 @@ impl Media {
             registry: Registry::default(),
             video_events,
             video: Default::default(),
+            meeting_taps: Default::default(),
         });
         Ok(Media {
             candidates: shared.candidates.clone(),
@@ -289,33 +290,47 @@ impl Media {
         }
     }
 
-    /// Opens a media tap on a live meeting's audio (see [`tap`]): the mix, or one session's
-    /// own decoded audio, queued up to `capacity` frames and dropped (counted on the tap) past
-    /// that. None when the meeting has no media on this node. The tap ends (its receiver
-    /// yields None) when the session leaves or the meeting's media stops.
+    /// Opens a media tap on a meeting's audio (see [`tap`]), queued up to `capacity` frames and
+    /// dropped (counted on the tap) past that.
+    /// - The mix ([`tap::AudioSource::Mix`]) is tapped for the meeting's life: frames flow
+    ///   whenever the meeting has media on this node (someone connected) and the tap waits
+    ///   through the gaps; it ends when the meeting ends ([`Media::end_meeting_taps`]).
+    /// - One session's own audio is tapped while that session is here: the tap ends when it
+    ///   leaves, or at once when it has no media on this node.
     pub fn tap_audio(
         &self,
         meeting_id: &MeetingId,
         source: tap::AudioSource,
         capacity: usize,
-    ) -> Option<tap::AudioTap> {
-        let key = self
-            .shared
-            .registry
-            .lock()
-            .ok()?
-            .get(meeting_id.as_str())
-            .filter(|handle| !handle.commands.is_closed())?
-            .key;
+    ) -> tap::AudioTap {
         let (sender, tap) = tap::tap(source, capacity);
-        self.shared.mixers.control(
-            key,
-            mixer::MixerInput::Tap {
-                meeting: key,
-                tap: sender,
-            },
-        );
-        Some(tap)
+        if source == tap::AudioSource::Mix {
+            self.shared
+                .meeting_taps
+                .keep(meeting_id.as_str(), sender.clone());
+        }
+        let live = self.shared.registry.lock().ok().and_then(|registry| {
+            registry
+                .get(meeting_id.as_str())
+                .filter(|handle| !handle.commands.is_closed())
+                .map(|handle| handle.key)
+        });
+        if let Some(key) = live {
+            self.shared.mixers.control(
+                key,
+                mixer::MixerInput::Tap {
+                    meeting: key,
+                    tap: sender,
+                },
+            );
+        }
+        tap
+    }
+
+    /// Ends a meeting's taps on its mix (the meeting ended): each consumer's stream ends once
+    /// the meeting's media, if any, has stopped.
+    pub fn end_meeting_taps(&self, meeting_id: &str) {
+        self.shared.meeting_taps.end(meeting_id);
     }
 
     /// Opens a media tap on one published video stream of a live meeting: its frames as the

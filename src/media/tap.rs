@@ -90,6 +90,22 @@ impl<S: Copy, F> TapSender<S, F> {
     pub fn source(&self) -> S {
         self.source
     }
+
+    /// Whether the consumer is gone.
+    pub fn is_closed(&self) -> bool {
+        self.frames.is_closed()
+    }
+}
+
+/// Another producer on the same tap: the consumer's stream ends when the last one is dropped.
+impl<S: Copy, F> Clone for TapSender<S, F> {
+    fn clone(&self) -> Self {
+        TapSender {
+            source: self.source,
+            frames: self.frames.clone(),
+            dropped: self.dropped.clone(),
+        }
+    }
 }
 
 pub type AudioTap = Tap<AudioSource, AudioFrame>;
@@ -130,8 +146,12 @@ impl<S, F> Default for Taps<S, F> {
 }
 
 impl<S: Copy + PartialEq, F: Clone> Taps<S, F> {
+    /// Adds a tap; one already here (the same consumer, reached twice while a meeting's media
+    /// starts) is not added again, so that no frame is delivered twice.
     pub fn add(&mut self, tap: TapSender<S, F>) {
-        self.taps.push(tap);
+        if !self.taps.iter().any(|t| t.frames.same_channel(&tap.frames)) {
+            self.taps.push(tap);
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -218,5 +238,47 @@ mod tests {
             "the dropped consumer's tap is gone"
         );
         assert!(taps.wants(AudioSource::Mix));
+    }
+}
+
+/// The meeting-long taps (on the mix) of every meeting, kept by the media plane so that they
+/// outlive the meeting's media task, which stops when its last peer leaves and starts again with
+/// the next: each new task hands them to its mixer. A meeting's taps end when the meeting does.
+#[derive(Default)]
+pub struct MeetingTaps {
+    meetings: std::sync::Mutex<std::collections::HashMap<String, Vec<AudioTapSender>>>,
+}
+
+impl MeetingTaps {
+    /// Keeps `tap` for as long as `meeting_id` lives (or its consumer does).
+    pub fn keep(&self, meeting_id: &str, tap: AudioTapSender) {
+        if let Ok(mut meetings) = self.meetings.lock() {
+            let taps = meetings.entry(meeting_id.to_string()).or_default();
+            taps.retain(|tap| !tap.is_closed());
+            taps.push(tap);
+        }
+    }
+
+    /// The live taps of a meeting whose media starts, for its mixer.
+    pub fn of(&self, meeting_id: &str) -> Vec<AudioTapSender> {
+        let Ok(mut meetings) = self.meetings.lock() else {
+            return Vec::new();
+        };
+        let Some(taps) = meetings.get_mut(meeting_id) else {
+            return Vec::new();
+        };
+        taps.retain(|tap| !tap.is_closed());
+        let live = taps.clone();
+        if live.is_empty() {
+            meetings.remove(meeting_id);
+        }
+        live
+    }
+
+    /// Forgets a meeting that ended: its taps end once its media task (if any) has stopped.
+    pub fn end(&self, meeting_id: &str) {
+        if let Ok(mut meetings) = self.meetings.lock() {
+            meetings.remove(meeting_id);
+        }
     }
 }
