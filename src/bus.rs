@@ -4,8 +4,9 @@
 //!
 //! Each notice is applied to this node's join plane at once and published on the bus subject;
 //! every other node applies what it receives. Core NATS delivery is at most once: a node that
-//! misses a notice (NATS down) keeps the session until the client next reconnects, when its
-//! JoinToken is checked against the store again.
+//! misses a notice (NATS down) keeps the session until its next presence check
+//! (`JoinPlane::start_presence_check`, every `--presence-check` seconds) finds the attendee or
+//! meeting gone in the store, or until the client reconnects and its JoinToken is checked again.
 
 use std::sync::Arc;
 
