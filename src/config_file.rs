@@ -168,8 +168,11 @@ pub fn applicable<'a>(
 ) -> Vec<&'a FileSetting> {
     settings
         .iter()
+        // An empty value sets nothing, as an empty environment variable does for clap.
         .filter(|setting| {
-            !on_command_line(&setting.long, command_line) && !env_is_set(&setting.env)
+            !setting.value.is_empty()
+                && !on_command_line(&setting.long, command_line)
+                && !env_is_set(&setting.env)
         })
         .collect()
 }
@@ -239,6 +242,9 @@ mod tests {
         let command_line = os(&["carillon", "serve", "--listen-x=1"]);
         let applied = applicable(&values, &command_line, |_| false);
         assert_eq!(applied.len(), values.len());
+        // An empty value sets nothing, as an empty environment variable does.
+        let values = parse("public_url = \"\"\nwebhook = []\n").expect("valid");
+        assert!(applicable(&values, &command_line, |_| false).is_empty());
     }
 
     #[test]
