@@ -430,7 +430,9 @@ async fn three_people_talking_at_once_each_hear_the_two_others() {
 async fn a_capability_change_takes_effect_in_a_live_session() {
     use aws_sdk_chimesdkmeetings::types::{AttendeeCapabilities, MediaCapabilities};
     let server = TestServer::start().await;
-    let call = alice_and_bob_talk(&server, Duration::from_secs(5)).await;
+    // 6 s, so that the kept second half starts 1.5 s after the change: this file's other calls
+    // run at the same time on two cores, and a 1 s margin was once not enough.
+    let call = alice_and_bob_talk(&server, Duration::from_secs(6)).await;
     // The clients keep only the second half of what they hear; change bob well before that.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let receive_only = AttendeeCapabilities::builder()
