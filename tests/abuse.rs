@@ -126,32 +126,58 @@ async fn bad_bodies(port: u16) {
     deep_object.expect_error(400, "BadRequestException");
 }
 
+/// How long past the header timeout a socket may stay open before it counts as held. Generous:
+/// on a loaded two-core machine (CI runs this right after a cold build) the server's timers can
+/// fire late, and a socket closed late is not one held forever; the slowest close is reported.
+const CLOSE_SLACK: Duration = Duration::from_secs(20);
+
+/// What became of one idle or slowloris socket; the fields are read through `Debug` when an
+/// assertion reports the sockets that were not closed.
+#[derive(Debug)]
+#[allow(dead_code)]
+enum SocketFate {
+    /// The server closed it (or answered 408/400 and closed), this long after it opened.
+    Closed(Duration),
+    /// The connection was never made: nothing about the server is shown.
+    NotConnected(std::io::ErrorKind),
+    /// The server sent something other than a closing answer.
+    Answered(String),
+    /// Still open after the header timeout and `CLOSE_SLACK`.
+    Held,
+}
+
 /// Many idle connections and slowloris clients: each must be closed by the server within the
 /// header timeout (plus slack) instead of being held forever.
-async fn idle_and_slow(port: u16) -> (usize, usize) {
+async fn idle_and_slow(port: u16) -> (Vec<SocketFate>, Vec<SocketFate>) {
+    let limit = Duration::from_secs(HEADER_TIMEOUT_SECS) + CLOSE_SLACK;
     let idle = (0..300).map(|_| async move {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
-            return false;
+        let mut stream = match TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(stream) => stream,
+            Err(error) => return SocketFate::NotConnected(error.kind()),
         };
+        let opened = Instant::now();
         let mut buf = [0u8; 64];
-        let limit = Duration::from_secs(HEADER_TIMEOUT_SECS + 5);
-        matches!(
-            tokio::time::timeout(limit, stream.read(&mut buf)).await,
-            Ok(Ok(0) | Err(_))
-        )
+        match tokio::time::timeout(limit, stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => SocketFate::Closed(opened.elapsed()),
+            Ok(Ok(n)) => SocketFate::Answered(
+                String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned(),
+            ),
+            Err(_) => SocketFate::Held,
+        }
     });
     let slow = (0..100).map(|_| async move {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
-            return false;
+        let mut stream = match TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(stream) => stream,
+            Err(error) => return SocketFate::NotConnected(error.kind()),
         };
         let started = Instant::now();
         let trickle = b"GET /meetings HTTP/1.1\r\nhost: x\r\nx-slow: ";
         for byte in trickle.iter().chain(std::iter::repeat(&b'a')) {
-            if started.elapsed() > Duration::from_secs(HEADER_TIMEOUT_SECS + 5) {
-                return false;
+            if started.elapsed() > limit {
+                return SocketFate::Held;
             }
             if stream.write_all(&[*byte]).await.is_err() {
-                return true;
+                return SocketFate::Closed(started.elapsed());
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
             let mut buf = [0u8; 256];
@@ -159,19 +185,37 @@ async fn idle_and_slow(port: u16) -> (usize, usize) {
                 tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf)).await
             {
                 // Closed (0) or answered 408/400 before closing: both end the trickle.
-                return n == 0 || status_of(buf.get(..n).unwrap_or_default()).is_some();
+                let answer = buf.get(..n).unwrap_or_default();
+                return if n == 0 || status_of(answer).is_some() {
+                    SocketFate::Closed(started.elapsed())
+                } else {
+                    SocketFate::Answered(String::from_utf8_lossy(answer).into_owned())
+                };
             }
         }
-        false
+        SocketFate::Held
     });
-    let (idle, slow) = tokio::join!(
+    tokio::join!(
         futures_util::future::join_all(idle),
         futures_util::future::join_all(slow)
-    );
-    (
-        idle.into_iter().filter(|closed| *closed).count(),
-        slow.into_iter().filter(|closed| *closed).count(),
     )
+}
+
+/// How many sockets the server closed, the slowest close, and the fates of the others.
+fn closed_summary(fates: &[SocketFate]) -> (usize, Duration, Vec<&SocketFate>) {
+    let mut closed = 0;
+    let mut slowest = Duration::ZERO;
+    let mut others = Vec::new();
+    for fate in fates {
+        match fate {
+            SocketFate::Closed(after) => {
+                closed += 1;
+                slowest = slowest.max(*after);
+            }
+            other => others.push(other),
+        }
+    }
+    (closed, slowest, others)
 }
 
 /// WebSocket upgrades with a bogus token that then send oversized and never-ending fragmented
@@ -342,7 +386,7 @@ async fn the_server_stays_up_bounded_and_loses_nothing_under_abuse() {
     };
 
     let started = Instant::now();
-    let (malformed, (), (idle_closed, slow_closed), ws_closed, flooded) = tokio::join!(
+    let (malformed, (), (idle_fates, slow_fates), ws_closed, flooded) = tokio::join!(
         malformed_http(port),
         bad_bodies(port),
         idle_and_slow(port),
@@ -353,15 +397,23 @@ async fn the_server_stays_up_bounded_and_loses_nothing_under_abuse() {
     let acknowledged = steady.await.expect("steady client");
     let _ = sampler.await;
     let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    let (idle_closed, idle_slowest, idle_others) = closed_summary(&idle_fates);
+    let (slow_closed, slow_slowest, slow_others) = closed_summary(&slow_fates);
     println!(
-        "abuse run: {:?}, {malformed} malformed requests, {idle_closed}/300 idle and {slow_closed}/100 slowloris connections closed by the server, {ws_closed}/8 abusive WebSockets closed, {flooded} 2 KB data messages flooded at a non-reader, {} attendees acknowledged, RSS {} KiB at start, {} KiB peak",
+        "abuse run: {:?}, {malformed} malformed requests, {idle_closed}/300 idle (slowest closed after {idle_slowest:?}) and {slow_closed}/100 slowloris connections (slowest {slow_slowest:?}) closed by the server, {ws_closed}/8 abusive WebSockets closed, {flooded} 2 KB data messages flooded at a non-reader, {} attendees acknowledged, RSS {} KiB at start, {} KiB peak",
         started.elapsed(),
         acknowledged.len(),
         baseline,
         peak
     );
-    assert_eq!(idle_closed, 300, "every idle connection is closed");
-    assert_eq!(slow_closed, 100, "every slowloris connection is cut");
+    assert!(
+        idle_others.is_empty(),
+        "every idle connection is closed; not: {idle_others:?}"
+    );
+    assert!(
+        slow_others.is_empty(),
+        "every slowloris connection is cut; not: {slow_others:?}"
+    );
     assert_eq!(ws_closed, 8, "every abusive WebSocket is closed");
     assert!(peak < RSS_BOUND_KIB, "peak RSS {peak} KiB over the bound");
 
