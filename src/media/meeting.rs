@@ -15,6 +15,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::{mpsc, oneshot};
 
+use super::capacity::DeliveredCapacity;
 use super::forward::{AUDIO_RESERVE_BPS, Forwarding, UPGRADE_MARGIN};
 use super::levels::{LevelBoard, LevelCell};
 use super::mix::{AudioRole, Downlink};
@@ -41,6 +42,8 @@ const INITIAL_DOWNLINK_ESTIMATE: Bitrate = Bitrate::kbps(300);
 /// An estimate this far below the last one a client was told is reported at once rather than
 /// at the next BITRATES, so that its downlink policy steps down within a second or two.
 const ESTIMATE_DROP_REPORT: f64 = 0.75;
+/// How often str0m reports a peer's bytes sent and transport-cc loss.
+const PEER_STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// How soon after the last BITRATES a dropped estimate may be reported.
 const ESTIMATE_REPORT_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Datagrams handled per wake-up before timers and downlinks get a turn.
@@ -99,6 +102,9 @@ struct Peer {
     estimate: Option<u64>,
     /// The estimate last put in a BITRATES frame for this session.
     reported_estimate: Option<u64>,
+    /// What the downlink delivered while saturated: a floor under `estimate`, which undershoots
+    /// after congestion.
+    capacity: DeliveredCapacity,
 }
 
 /// What one of a peer's events asks of the rest of its meeting; the peer's own state is already
@@ -115,6 +121,12 @@ enum Propagated {
 }
 
 impl Peer {
+    /// The downlink estimate layers are fitted into and the client is told: str0m's, held up by
+    /// what the link delivered while saturated ([`DeliveredCapacity`]).
+    fn downlink_estimate(&self, now: Instant) -> Option<u64> {
+        self.capacity.effective(self.estimate, now)
+    }
+
     /// Handles one str0m event on the peer's own state and returns what the meeting must act on.
     fn on_event(&mut self, event: Event) -> Option<Propagated> {
         match event {
@@ -129,6 +141,14 @@ impl Peer {
             Event::KeyframeRequest(request) => Some(Propagated::KeyframeRequest(request.mid)),
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                 self.estimate = Some(estimate.as_u64());
+                None
+            }
+            Event::PeerStats(stats) => {
+                self.capacity.on_stats(
+                    stats.peer_bytes_tx,
+                    stats.egress_loss_fraction,
+                    stats.timestamp,
+                );
                 None
             }
             Event::Connected => {
@@ -300,14 +320,14 @@ impl MeetingTask {
                 self.layers_checked = now;
                 let keyframes = self.forwarding.fall_back(now);
                 self.keyframes_wanted.extend(keyframes);
-                self.fit_downlinks();
+                self.fit_downlinks(now);
                 if !self.keyframes_wanted.is_empty() {
                     self.drain_dirty();
                 }
             }
             let since_report = now.saturating_duration_since(self.bitrates_since);
             if since_report >= BITRATE_INTERVAL
-                || (since_report >= ESTIMATE_REPORT_MIN_INTERVAL && self.estimate_dropped())
+                || (since_report >= ESTIMATE_REPORT_MIN_INTERVAL && self.estimate_dropped(now))
             {
                 self.report_bitrates(now);
             }
@@ -520,6 +540,8 @@ impl MeetingTask {
             // Estimates the viewer's downlink from its transport-cc feedback, and paces what
             // is sent to it at that rate.
             .enable_bwe(Some(INITIAL_DOWNLINK_ESTIMATE))
+            // Bytes sent and transport-cc loss each second, for the delivered-capacity floor.
+            .set_stats_interval(Some(PEER_STATS_INTERVAL))
             .build(Instant::now());
         for address in &self.shared.candidates {
             let candidate = Candidate::host(*address, "udp").map_err(OfferError::HostCandidate)?;
@@ -564,6 +586,7 @@ impl MeetingTask {
                 created: Instant::now(),
                 estimate: None,
                 reported_estimate: None,
+                capacity: DeliveredCapacity::default(),
             },
         );
         Ok(answer)
@@ -611,9 +634,9 @@ impl MeetingTask {
     /// Downlink congestion control, server side: each viewer's video is fitted into its
     /// estimate ([`Forwarding::fit_downlink`]), and its estimator is asked to probe for what the
     /// top layers of the videos it shows would take ([`Forwarding::probe_rate`]).
-    fn fit_downlinks(&mut self) {
+    fn fit_downlinks(&mut self, now: Instant) {
         for (session, peer) in self.peers.iter_mut() {
-            let Some(estimate) = peer.estimate.filter(|_| peer.connected) else {
+            let Some(estimate) = peer.downlink_estimate(now).filter(|_| peer.connected) else {
                 continue;
             };
             let keyframes = self.forwarding.fit_downlink(*session, estimate);
@@ -633,10 +656,10 @@ impl MeetingTask {
     }
 
     /// Some viewer's estimate fell well below what it was last told.
-    fn estimate_dropped(&self) -> bool {
+    fn estimate_dropped(&self, now: Instant) -> bool {
         self.peers.values().any(|peer| {
-            matches!((peer.estimate, peer.reported_estimate),
-                (Some(now), Some(told)) if (now as f64) < told as f64 * ESTIMATE_DROP_REPORT)
+            matches!((peer.downlink_estimate(now), peer.reported_estimate),
+                (Some(current), Some(told)) if (current as f64) < told as f64 * ESTIMATE_DROP_REPORT)
         })
     }
 
@@ -660,7 +683,7 @@ impl MeetingTask {
             .peers
             .iter_mut()
             .filter_map(|(session, peer)| {
-                let estimate = peer.estimate?;
+                let estimate = peer.downlink_estimate(now)?;
                 peer.reported_estimate = Some(estimate);
                 Some((*session, u32::try_from(estimate / 1000).unwrap_or(u32::MAX)))
             })

@@ -14,6 +14,7 @@
 //! Signaling and media talk only through channels: commands to a meeting task, datagrams to its
 //! bounded inbox, packets to a mixer's bounded queue and downlinks back.
 
+pub mod capacity;
 pub mod forward;
 pub mod levels;
 pub mod meeting;
