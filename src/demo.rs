@@ -131,6 +131,7 @@ async fn join(State(demo): State<Arc<Demo>>, body: axum::body::Bytes) -> Respons
             operation,
             meeting_id,
             attendee_id: None,
+            media_pipeline_id: None,
         },
         query: Vec::new(),
         body: body.to_string().into(),

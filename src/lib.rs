@@ -26,6 +26,7 @@ pub mod lifecycle;
 pub mod media;
 pub mod metrics;
 pub mod notifications;
+pub mod recording;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -115,6 +115,7 @@ impl Running {
             }
         }
         drop(self.turn.take());
+        self.api.recorders.shut_down().await;
         // The last requests' and sessions' events go out before the process ends.
         notifications::flush(self.api.store.as_ref(), &self.sinks, FLUSH_TIMEOUT).await;
         Ok(())
@@ -269,6 +270,15 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
     let events = meeting_events(config, &join, &public_url).await?;
     let lifecycle = start_lifecycle(config, &store, &clock, &events);
     let sinks = start_event_sinks(config, &store, &public_url)?;
+    let recorders = crate::recording::pipelines::Recorders::new(
+        store.clone(),
+        join.media.clone(),
+        Arc::new(crate::recording::sink::FolderSink::in_data_dir(
+            &config.data_dir,
+        )),
+        clock.clone(),
+    );
+    recorders.resume_unfinished().await;
     let state = ApiState::start(
         config,
         ApiDeps {
@@ -280,6 +290,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
             lifecycle,
             cluster,
             sinks: sinks.clone(),
+            recorders,
         },
     )
     .await?;

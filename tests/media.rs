@@ -272,6 +272,30 @@ async fn two_clients_hear_each_other() {
     );
 }
 
+/// Alice and bob join `m` and talk steadily (each their own tone) for `run_for`: their clients.
+async fn alice_and_bob(
+    server: &TestServer,
+    m: &Meeting,
+    run_for: Duration,
+) -> (
+    tokio::task::JoinHandle<Outcome>,
+    tokio::task::JoinHandle<Outcome>,
+) {
+    let (_, alice) = attendee(server, m, "alice").await;
+    let (_, bob) = attendee(server, m, "bob").await;
+    let url = m.signaling_url.clone();
+    let a = tokio::spawn(run_client(
+        url.clone(),
+        alice,
+        "alice",
+        ALICE,
+        steady,
+        run_for,
+    ));
+    let b = tokio::spawn(run_client(url, bob, "bob", BOB, steady, run_for));
+    (a, b)
+}
+
 /// A media tap on the meeting's mix (what recording builds on), opened before anyone joins,
 /// hears everyone, nobody subtracted, one 20 ms frame per mixer tick while the call goes on as
 /// usual; it waits through a gap with nobody connected (the media task stops and starts again)
@@ -287,19 +311,7 @@ async fn a_tap_on_the_meeting_mix_hears_every_call_of_the_meeting() {
 
     /// Alice and bob talk for 4 s; the tap's frames from its second to its third second.
     async fn call(server: &TestServer, m: &Meeting, tap: &mut AudioTap) -> Vec<f32> {
-        let (_, alice) = attendee(server, m, "alice").await;
-        let (_, bob) = attendee(server, m, "bob").await;
-        let run_for = Duration::from_secs(4);
-        let url = m.signaling_url.clone();
-        let a = tokio::spawn(run_client(
-            url.clone(),
-            alice,
-            "alice",
-            ALICE,
-            steady,
-            run_for,
-        ));
-        let b = tokio::spawn(run_client(url, bob, "bob", BOB, steady, run_for));
+        let (a, b) = alice_and_bob(server, m, Duration::from_secs(4)).await;
         // Frames flow once the first offer is answered; skip the first second (ICE, DTLS,
         // jitter buffers), then listen for one.
         let first = tokio::time::timeout(Duration::from_secs(5), tap.frames.recv())
@@ -589,4 +601,193 @@ async fn media_flows_through_an_advertised_address_that_is_not_the_bound_one() {
         forwarded > 200,
         "the media went through the advertised address ({forwarded} datagrams)"
     );
+}
+
+/// The packets of an Opus-in-MP4 chunk, read from its `stsz`, `stco` and `stts`, and the track's
+/// duration in samples from `mdhd`: just enough of ISO BMFF to check what the recorder wrote.
+fn mp4_opus_packets(file: &[u8]) -> (Vec<Vec<u8>>, u32) {
+    fn be32(data: &[u8], at: usize) -> u32 {
+        u32::from_be_bytes(data[at..at + 4].try_into().expect("4 bytes"))
+    }
+    fn child<'a>(mut data: &'a [u8], kind: &[u8; 4]) -> &'a [u8] {
+        while data.len() >= 8 {
+            let size = be32(data, 0) as usize;
+            if &data[4..8] == kind {
+                return &data[8..size];
+            }
+            data = &data[size..];
+        }
+        panic!("no {} box", String::from_utf8_lossy(kind));
+    }
+    let mdia = child(child(child(file, b"moov"), b"trak"), b"mdia");
+    let duration = be32(child(mdia, b"mdhd"), 16);
+    let stbl = child(child(mdia, b"minf"), b"stbl");
+    assert_eq!(
+        &child(stbl, b"stsd")[12..16],
+        b"Opus",
+        "an Opus sample entry"
+    );
+    let stsz = child(stbl, b"stsz");
+    let mut at = be32(child(stbl, b"stco"), 8) as usize;
+    let packets = (0..be32(stsz, 8) as usize)
+        .map(|i| {
+            let size = be32(stsz, 12 + 4 * i) as usize;
+            at += size;
+            file[at - size..at].to_vec()
+        })
+        .collect();
+    (packets, duration)
+}
+
+/// A capture pipeline created with the official media pipelines SDK records the meeting's mix
+/// into its bucket (the embedded sink: a folder under the data directory), in 5 s Opus-in-MP4
+/// chunks named by their UTC start, until it is deleted; both talkers' tones are in it. One
+/// capture per meeting at a time; the same ClientRequestToken gives the same pipeline back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_pipeline_records_the_meetings_mix_into_its_bucket() {
+    use aws_sdk_chimesdkmediapipelines::types::{MediaPipelineSinkType, MediaPipelineSourceType};
+    let server = TestServer::start().await;
+    let m = meeting(&server).await;
+    let pipelines = common::media_pipelines_client(&server.url());
+    let meeting_arn = format!(
+        "arn:aws:chime:us-east-1:{}:meeting/{}",
+        common::ACCOUNT_ID,
+        m.id
+    );
+    let create = || {
+        pipelines
+            .create_media_capture_pipeline()
+            .source_type(MediaPipelineSourceType::ChimeSdkMeeting)
+            .source_arn(&meeting_arn)
+            .sink_type(MediaPipelineSinkType::S3Bucket)
+            .sink_arn("arn:aws:s3:::team-recordings")
+            .client_request_token("record-the-standup")
+    };
+    let created = create()
+        .send()
+        .await
+        .expect("CreateMediaCapturePipeline")
+        .media_capture_pipeline
+        .expect("pipeline");
+    let id = created.media_pipeline_id.clone().expect("id");
+    assert!(
+        created
+            .media_pipeline_arn()
+            .is_some_and(|arn| arn.ends_with(&format!(":media-pipeline/{id}")))
+    );
+    let again = create().send().await.expect("the same token again");
+    assert_eq!(
+        again
+            .media_capture_pipeline
+            .and_then(|p| p.media_pipeline_id),
+        Some(id.clone()),
+        "ClientRequestToken makes Create idempotent"
+    );
+    let second = pipelines
+        .create_media_capture_pipeline()
+        .source_type(MediaPipelineSourceType::ChimeSdkMeeting)
+        .source_arn(&meeting_arn)
+        .sink_type(MediaPipelineSinkType::S3Bucket)
+        .sink_arn("arn:aws:s3:::team-recordings/other")
+        .send()
+        .await
+        .expect_err("a second capture of the same meeting");
+    assert!(
+        second
+            .as_service_error()
+            .is_some_and(|e| e.is_resource_limit_exceeded_exception()),
+        "{second:?}"
+    );
+
+    // Alice and bob talk for 7 s while it records.
+    let (a, b) = alice_and_bob(&server, &m, Duration::from_secs(7)).await;
+    let (a, b) = (a.await.expect("alice"), b.await.expect("bob"));
+    assert!(a.hears(BOB) && b.hears(ALICE), "the call went on as usual");
+    let status = pipelines
+        .get_media_capture_pipeline()
+        .media_pipeline_id(&id)
+        .send()
+        .await
+        .expect("GetMediaCapturePipeline")
+        .media_capture_pipeline
+        .and_then(|p| p.status)
+        .expect("status");
+    assert_eq!(status.as_str(), "InProgress");
+    let listed = pipelines
+        .list_media_capture_pipelines()
+        .send()
+        .await
+        .expect("ListMediaCapturePipelines");
+    assert!(
+        listed
+            .media_capture_pipelines()
+            .iter()
+            .any(|p| p.media_pipeline_id() == Some(id.as_str()))
+    );
+    pipelines
+        .delete_media_capture_pipeline()
+        .media_pipeline_id(&id)
+        .send()
+        .await
+        .expect("DeleteMediaCapturePipeline");
+    let gone = pipelines
+        .get_media_capture_pipeline()
+        .media_pipeline_id(&id)
+        .send()
+        .await
+        .expect_err("deleted");
+    assert!(
+        gone.as_service_error()
+            .is_some_and(|e| e.is_not_found_exception())
+    );
+
+    // The chunks are in the bucket's folder, under the pipeline id, when Delete has answered.
+    let folder = server
+        .dir
+        .path()
+        .join("buckets/team-recordings")
+        .join(&id)
+        .join("audio");
+    let mut names: Vec<String> = std::fs::read_dir(&folder)
+        .expect("the audio folder")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    assert!(names.len() >= 2, "7 s of call in 5 s chunks: {names:?}");
+    let mut decoder = Decoder::new().expect("decoder");
+    let mut pcm = [0f32; MAX_PACKET_SAMPLES];
+    let mut recorded = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        // yyyy-mm-dd-HH-MM-SS-mmm.mp4
+        let stem = name.strip_suffix(".mp4").expect(".mp4");
+        assert_eq!(stem.len(), 23, "{name}");
+        assert!(
+            stem.split('-')
+                .all(|part| part.chars().all(|c| c.is_ascii_digit()))
+        );
+        let (packets, duration) =
+            mp4_opus_packets(&std::fs::read(folder.join(name)).expect("chunk"));
+        assert_eq!(duration as usize, packets.len() * FRAME_SAMPLES);
+        if i + 1 < names.len() {
+            assert_eq!(packets.len(), 250, "every chunk but the last is 5 s");
+        }
+        for packet in packets {
+            let n = decoder
+                .decode(Some(&packet), FRAME_SAMPLES, &mut pcm)
+                .expect("a valid Opus packet");
+            recorded.extend_from_slice(&pcm[..n]);
+        }
+    }
+    for (who, tone) in [("alice", ALICE), ("bob", BOB)] {
+        assert!(
+            tone_power(&recorded, tone, 48_000.0) > 1e-5,
+            "the recording carries {who}'s {tone} Hz tone"
+        );
+    }
 }

@@ -68,7 +68,8 @@ impl ErrorKind {
 
     /// The exception shape name, which goes in `x-amzn-ErrorType`.
     pub fn shape_name(self, namespace: Namespace) -> &'static str {
-        let legacy = namespace == Namespace::Legacy;
+        // The media pipelines model names its errors as the legacy model does.
+        let legacy = matches!(namespace, Namespace::Legacy | Namespace::MediaPipelines);
         match self {
             Self::BadRequest => "BadRequestException",
             Self::Unauthorized if legacy => "UnauthorizedClientException",
@@ -100,7 +101,7 @@ impl ErrorKind {
             Self::LimitExceeded => "ResourceLimitExceeded",
             Self::TooManyTags => "TooManyTags",
             Self::Unprocessable => "Unprocessable",
-            Self::Throttled if namespace == Namespace::Legacy => "Throttled",
+            Self::Throttled if namespace != Namespace::Meetings => "Throttled",
             Self::Throttled => "Throttling",
             Self::ServiceFailure => "ServiceFailure",
             Self::ServiceUnavailable => "ServiceUnavailable",
@@ -157,7 +158,7 @@ impl ApiError {
         let Some(modelled) = modelled else {
             return self;
         };
-        if namespace == Namespace::Legacy && self.kind == ErrorKind::ResourceNotFound {
+        if namespace != Namespace::Meetings && self.kind == ErrorKind::ResourceNotFound {
             self.kind = ErrorKind::NotFound;
         }
         let allows = |kind| modelled.contains(&kind);
@@ -221,6 +222,11 @@ impl From<crate::store::StoreError> for ApiError {
         match error {
             StoreError::MeetingNotFound => ApiError::not_found("The meeting was not found"),
             StoreError::AttendeeNotFound => ApiError::not_found("The attendee was not found"),
+            StoreError::PipelineNotFound => ApiError::not_found("The media pipeline was not found"),
+            StoreError::PipelineConflict => ApiError::new(
+                ErrorKind::Conflict,
+                "The meeting already has an active media capture pipeline",
+            ),
             StoreError::TooManyTags { limit } => ApiError::new(
                 ErrorKind::TooManyTags,
                 format!("A resource can have at most {limit} tags"),

@@ -78,7 +78,9 @@ pub struct Injection {
 pub enum FaultError {
     #[error("operation '{0}' is not an operation of this API")]
     UnknownOperation(String),
-    #[error("namespace must be 'chime-sdk-meetings' or 'legacy', not '{0}'")]
+    #[error(
+        "namespace must be 'chime-sdk-meetings', 'legacy' or 'chime-sdk-media-pipelines', not '{0}'"
+    )]
     UnknownNamespace(String),
     #[error("error '{0}' is not an exception of this API")]
     UnknownError(String),
@@ -108,6 +110,7 @@ fn parse_namespace(name: &str) -> Result<Namespace, FaultError> {
     match name {
         "chime-sdk-meetings" => Ok(Namespace::Meetings),
         "legacy" | "chime" => Ok(Namespace::Legacy),
+        "chime-sdk-media-pipelines" | "media-pipelines" => Ok(Namespace::MediaPipelines),
         other => Err(FaultError::UnknownNamespace(other.to_string())),
     }
 }
@@ -135,7 +138,11 @@ impl FaultSpec {
                     .ok_or_else(|| FaultError::UnknownError(name.to_string()))?;
                 let namespaces = match only {
                     Some(ns) => vec![ns],
-                    None => vec![Namespace::Meetings, Namespace::Legacy],
+                    None => vec![
+                        Namespace::Meetings,
+                        Namespace::Legacy,
+                        Namespace::MediaPipelines,
+                    ],
                 };
                 let operations = match target {
                     Some(op) => vec![op],

@@ -15,6 +15,7 @@ pub mod page_cache;
 pub mod setup;
 
 pub(crate) mod attendees;
+mod media_pipelines;
 pub(crate) mod meetings;
 mod tags;
 
@@ -40,11 +41,14 @@ use error::{ApiError, ErrorKind};
 use operation::{Operation, Route};
 
 /// Which API a request speaks. The legacy `chime` API lives under `/legacy`, because both APIs
-/// share routes and the signing name and cannot be told apart otherwise.
+/// share routes and the signing name and cannot be told apart otherwise. The media pipelines
+/// API (`chime-sdk-media-pipelines`, also signed for `chime`) has routes of its own
+/// (`/sdk-media-…`, `/media-insights-…`, `/media-pipeline-…`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Namespace {
     Meetings,
     Legacy,
+    MediaPipelines,
 }
 
 pub const LEGACY_PREFIX: &str = "/legacy";
@@ -91,6 +95,8 @@ pub struct ApiState {
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
     /// The nodes sharing the store: CreateMeeting places each meeting on one of them.
     pub cluster: Arc<crate::cluster::Cluster>,
+    /// The capture pipelines recording on this node.
+    pub recorders: Arc<crate::recording::pipelines::Recorders>,
 }
 
 /// One authenticated, routed call, as the handlers see it.
@@ -150,8 +156,18 @@ impl Reply {
 pub fn namespace_of(path: &str) -> (Namespace, &str) {
     match path.strip_prefix(LEGACY_PREFIX) {
         Some(rest) if rest.is_empty() || rest.starts_with('/') => (Namespace::Legacy, rest),
+        _ if is_media_pipelines_path(path) => (Namespace::MediaPipelines, path),
         _ => (Namespace::Meetings, path),
     }
+}
+
+/// The first path segments of the media pipelines API's routes, none of which the meetings
+/// APIs use.
+fn is_media_pipelines_path(path: &str) -> bool {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    first.starts_with("sdk-media-")
+        || first.starts_with("media-insights-")
+        || first.starts_with("media-pipeline-")
 }
 
 /// The entry point for every API request.
@@ -246,6 +262,7 @@ fn record_metrics(
     let namespace_name = match namespace {
         Namespace::Meetings => "chime-sdk-meetings",
         Namespace::Legacy => "legacy",
+        Namespace::MediaPipelines => "chime-sdk-media-pipelines",
     };
     metrics::counter!(
         crate::metrics::name::API_REQUESTS,
@@ -441,6 +458,14 @@ async fn run(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
         TagMeeting | TagAttendee => tags::tag_path(state, call).await,
         UntagMeeting | UntagAttendee => tags::untag_path(state, call).await,
         ListMeetingTags | ListAttendeeTags => tags::list_path(state, call).await,
+        CreateMediaCapturePipeline => media_pipelines::create_capture(state, call).await,
+        GetMediaCapturePipeline => media_pipelines::get_capture(state, call).await,
+        GetMediaPipeline => media_pipelines::get_any(state, call).await,
+        ListMediaCapturePipelines => media_pipelines::list(state, call, true).await,
+        ListMediaPipelines => media_pipelines::list(state, call, false).await,
+        DeleteMediaCapturePipeline | DeleteMediaPipeline => {
+            media_pipelines::delete(state, call).await
+        }
     }
 }
 
@@ -504,6 +529,15 @@ mod tests {
             namespace_of("/meetings"),
             (Namespace::Meetings, "/meetings")
         );
+        assert_eq!(
+            namespace_of("/sdk-media-capture-pipelines/x"),
+            (Namespace::MediaPipelines, "/sdk-media-capture-pipelines/x")
+        );
+        assert_eq!(
+            namespace_of("/media-insights-pipelines"),
+            (Namespace::MediaPipelines, "/media-insights-pipelines")
+        );
+        assert_eq!(namespace_of("/tags"), (Namespace::Meetings, "/tags"));
     }
 
     #[test]

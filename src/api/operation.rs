@@ -31,11 +31,18 @@ pub enum Operation {
     TagAttendee,
     UntagAttendee,
     ListAttendeeTags,
+    CreateMediaCapturePipeline,
+    GetMediaCapturePipeline,
+    ListMediaCapturePipelines,
+    DeleteMediaCapturePipeline,
+    GetMediaPipeline,
+    ListMediaPipelines,
+    DeleteMediaPipeline,
 }
 
 impl Operation {
     /// Every operation, for tables built over all of them (the known IAM actions).
-    pub const ALL: [Operation; 23] = [
+    pub const ALL: [Operation; 30] = [
         Operation::CreateMeeting,
         Operation::CreateMeetingWithAttendees,
         Operation::GetMeeting,
@@ -59,6 +66,13 @@ impl Operation {
         Operation::TagAttendee,
         Operation::UntagAttendee,
         Operation::ListAttendeeTags,
+        Operation::CreateMediaCapturePipeline,
+        Operation::GetMediaCapturePipeline,
+        Operation::ListMediaCapturePipelines,
+        Operation::DeleteMediaCapturePipeline,
+        Operation::GetMediaPipeline,
+        Operation::ListMediaPipelines,
+        Operation::DeleteMediaPipeline,
     ];
 
     /// The operation's name as the models spell it.
@@ -88,6 +102,13 @@ impl Operation {
             TagAttendee => "TagAttendee",
             UntagAttendee => "UntagAttendee",
             ListAttendeeTags => "ListAttendeeTags",
+            CreateMediaCapturePipeline => "CreateMediaCapturePipeline",
+            GetMediaCapturePipeline => "GetMediaCapturePipeline",
+            ListMediaCapturePipelines => "ListMediaCapturePipelines",
+            DeleteMediaCapturePipeline => "DeleteMediaCapturePipeline",
+            GetMediaPipeline => "GetMediaPipeline",
+            ListMediaPipelines => "ListMediaPipelines",
+            DeleteMediaPipeline => "DeleteMediaPipeline",
         }
     }
 
@@ -105,12 +126,46 @@ impl Operation {
     }
 }
 
+impl Operation {
+    /// Whether the operation belongs to the media pipelines API.
+    pub fn is_media_pipeline(self) -> bool {
+        use Operation::*;
+        matches!(
+            self,
+            CreateMediaCapturePipeline
+                | GetMediaCapturePipeline
+                | ListMediaCapturePipelines
+                | DeleteMediaCapturePipeline
+                | GetMediaPipeline
+                | ListMediaPipelines
+                | DeleteMediaPipeline
+        )
+    }
+}
+
+/// The media pipelines API's routes whose operations Carillon does not implement: concatenation,
+/// live connector, stream, insights, Kinesis video stream pools, speaker search and voice tone.
+fn is_unimplemented_media_pipeline_route(first_segment: &str) -> bool {
+    matches!(
+        first_segment,
+        "sdk-media-concatenation-pipelines"
+            | "sdk-media-live-connector-pipelines"
+            | "sdk-media-stream-pipelines"
+            | "media-insights-pipeline-configurations"
+            | "media-insights-pipeline-status"
+            | "media-insights-pipelines"
+            | "media-pipeline-kinesis-video-stream-pools"
+    )
+}
+
 /// An operation with the path labels it addresses (still as sent; handlers validate them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub operation: Operation,
     pub meeting_id: Option<String>,
     pub attendee_id: Option<String>,
+    /// The `{mediaPipelineId}` label of the media pipelines API's routes.
+    pub media_pipeline_id: Option<String>,
 }
 
 use ErrorKind::*;
@@ -127,7 +182,11 @@ impl Operation {
     /// Whether the namespace has this operation at all.
     pub fn in_namespace(self, namespace: Namespace) -> bool {
         use Operation::*;
+        if self.is_media_pipeline() != (namespace == Namespace::MediaPipelines) {
+            return false;
+        }
         match namespace {
+            Namespace::MediaPipelines => true,
             Namespace::Meetings => !matches!(
                 self,
                 ListMeetings
@@ -150,6 +209,12 @@ impl Operation {
     pub fn errors(self, namespace: Namespace) -> Vec<ErrorKind> {
         use Operation::*;
         let extra: &[ErrorKind] = match (namespace, self) {
+            (Namespace::MediaPipelines, CreateMediaCapturePipeline) => &[Throttled, LimitExceeded],
+            (Namespace::MediaPipelines, ListMediaCapturePipelines | ListMediaPipelines) => {
+                &[Throttled, LimitExceeded]
+            }
+            (Namespace::MediaPipelines, DeleteMediaPipeline) => &[Throttled, NotFound, Conflict],
+            (Namespace::MediaPipelines, _) => &[Throttled, NotFound],
             (Namespace::Meetings, CreateMeeting | CreateMeetingWithAttendees) => {
                 &[Conflict, Throttled, LimitExceeded]
             }
@@ -204,8 +269,11 @@ pub fn route(
     let operation = operation_for(&segs, method.as_str(), operation_literal)?;
     if !operation.in_namespace(namespace) {
         let other = match namespace {
+            _ if operation.is_media_pipeline() => "the chime-sdk-media-pipelines API (endpoint /)",
             Namespace::Meetings => "the legacy chime API (endpoint /legacy)",
-            Namespace::Legacy => "the chime-sdk-meetings API (endpoint /)",
+            Namespace::Legacy | Namespace::MediaPipelines => {
+                "the chime-sdk-meetings API (endpoint /)"
+            }
         };
         return Err(ApiError::bad_request(format!(
             "{operation:?} is only part of {other}"
@@ -217,10 +285,12 @@ pub fn route(
         && segs.get(2) == Some(&"attendees")
         && segs.len() >= 4
         && operation != Operation::BatchUpdateAttendeeCapabilitiesExcept;
+    let has_pipeline = segs.first().is_some_and(|s| s.starts_with("sdk-media-")) && segs.len() == 2;
     Ok(Route {
         operation,
         meeting_id: if has_meeting { label(1) } else { None },
         attendee_id: if has_attendee { label(3) } else { None },
+        media_pipeline_id: if has_pipeline { label(1) } else { None },
     })
 }
 
@@ -263,6 +333,22 @@ fn operation_for(segs: &[&str], m: &str, literal: Option<&str>) -> Result<Operat
         (["tags"], "POST", Some("tag-resource")) => TagResource,
         (["tags"], "POST", Some("untag-resource")) => UntagResource,
         (["tags"], "GET", None) => ListTagsForResource,
+        (["sdk-media-capture-pipelines"], "POST", None) => CreateMediaCapturePipeline,
+        (["sdk-media-capture-pipelines"], "GET", None) => ListMediaCapturePipelines,
+        (["sdk-media-capture-pipelines", _], "GET", None) => GetMediaCapturePipeline,
+        (["sdk-media-capture-pipelines", _], "DELETE", None) => DeleteMediaCapturePipeline,
+        (["sdk-media-pipelines"], "GET", None) => ListMediaPipelines,
+        (["sdk-media-pipelines", _], "GET", None) => GetMediaPipeline,
+        (["sdk-media-pipelines", _], "DELETE", None) => DeleteMediaPipeline,
+        ([first, ..], _, _) if is_unimplemented_media_pipeline_route(first) => {
+            return Err(ApiError::bad_request(format!(
+                "{m} /{} is an operation of the chime-sdk-media-pipelines API that Carillon does \
+                 not implement: it records meetings with media capture pipelines \
+                 (CreateMediaCapturePipeline) and serves Get/List/Delete for them; see the \
+                 README's list of what is not implemented",
+                segs.join("/")
+            )));
+        }
         (
             ["meetings"]
             | ["meetings", _]
@@ -483,5 +569,65 @@ mod tests {
                 .errors(Namespace::Meetings)
                 .contains(&ErrorKind::TooManyTags)
         );
+    }
+
+    #[test]
+    fn routes_the_media_pipelines_capture_operations_and_names_the_rest() {
+        let ns = Namespace::MediaPipelines;
+        let id = "0b6d8a6e-5f0c-4b4c-9a43-1a2b3c4d5e6f";
+        for (method, path, operation) in [
+            (
+                Method::POST,
+                "/sdk-media-capture-pipelines".to_string(),
+                Operation::CreateMediaCapturePipeline,
+            ),
+            (
+                Method::GET,
+                "/sdk-media-capture-pipelines".to_string(),
+                Operation::ListMediaCapturePipelines,
+            ),
+            (
+                Method::GET,
+                format!("/sdk-media-capture-pipelines/{id}"),
+                Operation::GetMediaCapturePipeline,
+            ),
+            (
+                Method::DELETE,
+                format!("/sdk-media-capture-pipelines/{id}"),
+                Operation::DeleteMediaCapturePipeline,
+            ),
+            (
+                Method::GET,
+                "/sdk-media-pipelines".to_string(),
+                Operation::ListMediaPipelines,
+            ),
+            (
+                Method::GET,
+                format!("/sdk-media-pipelines/{id}"),
+                Operation::GetMediaPipeline,
+            ),
+            (
+                Method::DELETE,
+                format!("/sdk-media-pipelines/{id}"),
+                Operation::DeleteMediaPipeline,
+            ),
+        ] {
+            let route = route(ns, &method, &segs(&path), None).expect("routed");
+            assert_eq!(route.operation, operation, "{method} {path}");
+            let labelled = path.matches('/').count() == 2;
+            assert_eq!(route.media_pipeline_id.is_some(), labelled, "{path}");
+        }
+        let unimplemented = op(ns, Method::POST, "/sdk-media-concatenation-pipelines", None)
+            .expect_err("not implemented");
+        assert!(unimplemented.message.contains("does not implement"));
+        assert!(op(ns, Method::POST, "/media-insights-pipelines", None).is_err());
+        let legacy = op(
+            Namespace::Legacy,
+            Method::POST,
+            "/sdk-media-capture-pipelines",
+            None,
+        )
+        .expect_err("not a legacy operation");
+        assert!(legacy.message.contains("chime-sdk-media-pipelines"));
     }
 }

@@ -27,6 +27,7 @@ pub struct ApiDeps {
     pub cluster: Arc<crate::cluster::Cluster>,
     /// The event sinks: the routed ones name the NotificationsConfiguration ARNs served.
     pub sinks: Vec<SinkConfig>,
+    pub recorders: Arc<crate::recording::pipelines::Recorders>,
 }
 
 impl ApiState {
@@ -63,6 +64,7 @@ impl ApiState {
             events: deps.events,
             lifecycle: deps.lifecycle,
             cluster: deps.cluster,
+            recorders: deps.recorders,
         }))
     }
 }

@@ -1,4 +1,6 @@
-//! Meeting ARNs: `arn:aws:chime:<region>:<account>:meeting/<MeetingId>`.
+//! ARNs: meetings (`arn:aws:chime:<region>:<account>:meeting/<MeetingId>`), media pipelines
+//! (`…:media-pipeline/<MediaPipelineId>`) and the S3 buckets recordings go to
+//! (`arn:aws:s3:::<bucket>[/<prefix>]`).
 
 pub fn meeting_arn(region: &str, account: &str, meeting_id: &str) -> String {
     format!("arn:aws:chime:{region}:{account}:meeting/{meeting_id}")
@@ -32,9 +34,78 @@ pub fn parse_meeting_arn(arn: &str) -> Option<MeetingArn> {
     })
 }
 
+pub fn media_pipeline_arn(region: &str, account: &str, media_pipeline_id: &str) -> String {
+    format!("arn:aws:chime:{region}:{account}:media-pipeline/{media_pipeline_id}")
+}
+
+/// Where a recording goes: a bucket and the key prefix under it (empty when the ARN names
+/// only the bucket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketArn {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+/// Parses an S3 bucket ARN, with an optional key prefix after the bucket. The bucket follows
+/// S3's naming rules (3-63 lower-case letters, digits, dots and hyphens, beginning and ending
+/// with a letter or digit); the prefix's segments must be non-empty and neither `.` nor `..`,
+/// so that on the embedded sink no key leaves its bucket's folder.
+pub fn parse_bucket_arn(arn: &str) -> Option<BucketArn> {
+    let rest = arn
+        .strip_prefix("arn:aws:s3:::")
+        .or_else(|| arn.strip_prefix("arn:aws-cn:s3:::"))
+        .or_else(|| arn.strip_prefix("arn:aws-us-gov:s3:::"))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let prefix = prefix.trim_end_matches('/');
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && !bucket.contains("..");
+    let prefix_ok = prefix.is_empty()
+        || prefix
+            .split('/')
+            .all(|segment| !segment.is_empty() && segment != "." && segment != "..");
+    (bucket_ok && prefix_ok).then(|| BucketArn {
+        bucket: bucket.to_string(),
+        prefix: prefix.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bucket_arns_with_and_without_a_prefix() {
+        assert_eq!(
+            parse_bucket_arn("arn:aws:s3:::my-recordings"),
+            Some(BucketArn {
+                bucket: "my-recordings".into(),
+                prefix: String::new()
+            })
+        );
+        assert_eq!(
+            parse_bucket_arn("arn:aws:s3:::my.recordings/team/2026/"),
+            Some(BucketArn {
+                bucket: "my.recordings".into(),
+                prefix: "team/2026".into()
+            })
+        );
+        for bad in [
+            "arn:aws:s3:::ab",
+            "arn:aws:s3:::Upper",
+            "arn:aws:s3:::-dash",
+            "arn:aws:s3:::bucket/../escape",
+            "arn:aws:s3:::bucket//double",
+            "arn:aws:chime:us-east-1:1:meeting/x",
+            "arn:aws:s3:::bucket_underscore",
+        ] {
+            assert_eq!(parse_bucket_arn(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn round_trips() {

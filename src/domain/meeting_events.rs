@@ -79,17 +79,7 @@ pub struct AttendeeFacts<'a> {
 
 /// `YYYY-MM-DDTHH:MM:SSZ` of seconds since the epoch.
 pub fn iso_time(unix: i64) -> String {
-    let compact = crate::auth::sigv4::format_amz_date(unix);
-    let part = |range: std::ops::Range<usize>| compact.get(range).unwrap_or_default().to_string();
-    format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        part(0..4),
-        part(4..6),
-        part(6..8),
-        part(9..11),
-        part(11..13),
-        part(13..15)
-    )
+    super::civil::iso8601(unix)
 }
 
 /// The EventBridge-shaped envelope of one event at `timestamp_ms` (the server's clock), as the

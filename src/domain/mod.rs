@@ -3,6 +3,7 @@
 
 pub mod arn;
 pub mod capabilities;
+pub mod civil;
 pub mod digest;
 pub mod id;
 pub mod ids;

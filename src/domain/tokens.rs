@@ -29,6 +29,10 @@ pub fn join_token_attendee(token: &str) -> Option<String> {
 pub enum PageKind {
     Attendees,
     Meetings,
+    /// ListMediaCapturePipelines.
+    CapturePipelines,
+    /// ListMediaPipelines.
+    MediaPipelines,
 }
 
 impl PageKind {
@@ -36,6 +40,8 @@ impl PageKind {
         match self {
             PageKind::Attendees => "attendees",
             PageKind::Meetings => "meetings",
+            PageKind::CapturePipelines => "capture-pipelines",
+            PageKind::MediaPipelines => "media-pipelines",
         }
     }
 }

@@ -1069,6 +1069,333 @@ async fn node_registry(store: &dyn Store) {
     assert_eq!(store.meeting_host(&id).await.expect("host"), None);
 }
 
+fn pipeline(
+    account: &str,
+    token: Option<&str>,
+    meeting_id: Option<&str>,
+    created_at: i64,
+) -> MediaPipelineRecord {
+    MediaPipelineRecord {
+        account_id: account.into(),
+        media_pipeline_id: crate::domain::ids::new_id(),
+        kind: MediaPipelineRecord::CAPTURE.into(),
+        client_request_token: token.map(Into::into),
+        control_region: "us-east-1".into(),
+        source_arn: format!(
+            "arn:aws:chime::{account}:meeting:{}",
+            meeting_id.unwrap_or("none")
+        ),
+        meeting_id: meeting_id.map(Into::into),
+        sink_arn: "arn:aws:s3:::recordings/calls".into(),
+        status: "Initializing".into(),
+        configuration: serde_json::json!({
+            "SinkIamRoleArn": "arn:aws:iam::111122223333:role/Recorder",
+            "ChimeSdkMeetingConfiguration": {
+                "ArtifactsConfiguration": {"Audio": {"MuxType": "AudioOnly"}}
+            }
+        }),
+        created_at,
+        updated_at: created_at,
+    }
+}
+
+/// Stores a pipeline that must be new, and returns it.
+async fn new_pipeline(store: &dyn Store, record: MediaPipelineRecord) -> MediaPipelineRecord {
+    match store.create_media_pipeline(record.clone()).await {
+        Ok(PipelineCreated::New(stored)) => {
+            assert_eq!(stored, record, "stored as given");
+            stored
+        }
+        other => panic!("a new pipeline expected, got {other:?}"),
+    }
+}
+
+/// Media pipelines: idempotent creation per account and token, one active capture per meeting
+/// of an account, exact round trips, account isolation, status changes, deletes, keyset pages
+/// that survive a deleted cursor, and the unfinished ones of every account.
+async fn media_pipelines(store: &dyn Store) {
+    pipeline_creation(store).await;
+    pipeline_status(store).await;
+    pipeline_pages(store).await;
+    unfinished_pipelines(store).await;
+}
+
+async fn pipeline_creation(store: &dyn Store) {
+    let first = new_pipeline(store, pipeline("p1", Some("tok"), Some("m1"), 1_000)).await;
+    // A replay (a new id minted for it, other fields too) returns the first, unchanged, and
+    // comes before the one-capture check that it would otherwise fail.
+    let mut replay = pipeline("p1", Some("tok"), Some("m2"), 2_000);
+    replay.sink_arn = "arn:aws:s3:::elsewhere".into();
+    assert_eq!(
+        store.create_media_pipeline(replay.clone()).await.ok(),
+        Some(PipelineCreated::Existing(first.clone()))
+    );
+    assert!(matches!(
+        store
+            .get_media_pipeline("p1", &replay.media_pipeline_id)
+            .await,
+        Err(StoreError::PipelineNotFound)
+    ));
+    // Exact round trips, twice (a store may answer from memory), and not for another account.
+    for _ in 0..2 {
+        let got = store
+            .get_media_pipeline("p1", &first.media_pipeline_id)
+            .await;
+        assert_eq!(got.ok().as_ref(), Some(&first));
+    }
+    assert!(matches!(
+        store
+            .get_media_pipeline("p2", &first.media_pipeline_id)
+            .await,
+        Err(StoreError::PipelineNotFound)
+    ));
+    // A second capture of the meeting is refused and keeps nothing, with or without a token.
+    for token in [Some("other"), None] {
+        let second = pipeline("p1", token, Some("m1"), 1_001);
+        assert!(matches!(
+            store.create_media_pipeline(second.clone()).await,
+            Err(StoreError::PipelineConflict)
+        ));
+        assert!(matches!(
+            store
+                .get_media_pipeline("p1", &second.media_pipeline_id)
+                .await,
+            Err(StoreError::PipelineNotFound)
+        ));
+    }
+    // The token and the meeting are another account's own; without a token nothing is a
+    // replay; a pipeline without a meeting takes no meeting's capture.
+    new_pipeline(store, pipeline("p2", Some("tok"), Some("m1"), 1_000)).await;
+    new_pipeline(store, pipeline("p1", None, Some("m3"), 1_000)).await;
+    new_pipeline(store, pipeline("p1", None, Some("m4"), 1_000)).await;
+    for _ in 0..2 {
+        let mut bare = pipeline("p1", None, None, 1_000);
+        bare.configuration = serde_json::json!({});
+        let bare = new_pipeline(store, bare).await;
+        let got = store
+            .get_media_pipeline("p1", &bare.media_pipeline_id)
+            .await;
+        assert_eq!(got.ok(), Some(bare));
+    }
+}
+
+/// Status changes, the meeting's capture freed by a finished one, and deletes.
+async fn pipeline_status(store: &dyn Store) {
+    let first = new_pipeline(store, pipeline("s1", Some("a"), Some("m1"), 1_000)).await;
+    let id = first.media_pipeline_id.as_str();
+    store
+        .set_media_pipeline_status("s1", id, "InProgress", 1_500)
+        .await
+        .expect("in progress");
+    let got = store.get_media_pipeline("s1", id).await.expect("get");
+    assert_eq!((got.status.as_str(), got.updated_at), ("InProgress", 1_500));
+    assert_eq!(got.created_at, 1_000);
+    for missing in [("s2", id), ("s1", "no-such-pipeline")] {
+        assert!(matches!(
+            store
+                .set_media_pipeline_status(missing.0, missing.1, "Stopped", 2_000)
+                .await,
+            Err(StoreError::PipelineNotFound)
+        ));
+    }
+    // Stopped, it no longer holds its meeting's capture; going again while another capture
+    // records the meeting is refused.
+    store
+        .set_media_pipeline_status("s1", id, "Stopped", 2_000)
+        .await
+        .expect("stopped");
+    let next = new_pipeline(store, pipeline("s1", Some("b"), Some("m1"), 2_500)).await;
+    assert!(matches!(
+        store
+            .set_media_pipeline_status("s1", id, "InProgress", 3_000)
+            .await,
+        Err(StoreError::PipelineConflict)
+    ));
+    let got = store.get_media_pipeline("s1", id).await.expect("get");
+    assert_eq!((got.status.as_str(), got.updated_at), ("Stopped", 2_000));
+    // Deleted: returned as it was, then gone, and never another account's to delete.
+    assert!(matches!(
+        store
+            .delete_media_pipeline("s2", &next.media_pipeline_id)
+            .await,
+        Err(StoreError::PipelineNotFound)
+    ));
+    let deleted = store
+        .delete_media_pipeline("s1", &next.media_pipeline_id)
+        .await
+        .expect("delete");
+    assert_eq!(deleted, next);
+    for _ in 0..2 {
+        assert!(matches!(
+            store
+                .delete_media_pipeline("s1", &next.media_pipeline_id)
+                .await,
+            Err(StoreError::PipelineNotFound)
+        ));
+    }
+    assert!(matches!(
+        store
+            .get_media_pipeline("s1", &next.media_pipeline_id)
+            .await,
+        Err(StoreError::PipelineNotFound)
+    ));
+    // A deleted capture frees its meeting too; the stopped one can go again.
+    store
+        .set_media_pipeline_status("s1", id, "InProgress", 4_000)
+        .await
+        .expect("in progress again");
+}
+
+/// Keyset pages in (created_at, id) order, by kind, continuing after a deleted cursor.
+async fn pipeline_pages(store: &dyn Store) {
+    // Five pipelines, two of them created in the same millisecond, stored out of order.
+    let mut made = Vec::new();
+    for (i, created_at) in [30, 10, 20, 20, 40].into_iter().enumerate() {
+        let meeting = format!("m{i}");
+        made.push(new_pipeline(store, pipeline("l1", None, Some(&meeting), created_at)).await);
+    }
+    let mut concatenation = pipeline("l1", None, None, 25);
+    concatenation.kind = "MediaConcatenationPipeline".into();
+    let concatenation = new_pipeline(store, concatenation).await;
+    new_pipeline(store, pipeline("l2", None, Some("m0"), 5)).await;
+    made.sort_by(|x, y| {
+        (x.created_at, &x.media_pipeline_id).cmp(&(y.created_at, &y.media_pipeline_id))
+    });
+    let list = |kind, after: Option<String>, limit| async move {
+        store
+            .list_media_pipelines("l1", kind, after.as_deref(), limit)
+            .await
+            .expect("list")
+    };
+    // Every kind: the concatenation pipeline in its place.
+    let all = list(None, None, 100).await;
+    let mut expected = made.clone();
+    expected.insert(3, concatenation.clone());
+    assert_eq!(all, expected);
+    assert_eq!(
+        list(Some("MediaConcatenationPipeline"), None, 100).await,
+        vec![concatenation]
+    );
+    assert!(list(Some("NoSuchKind"), None, 100).await.is_empty());
+    // Pages of two through the captures.
+    let capture = Some(MediaPipelineRecord::CAPTURE);
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = list(capture, after.clone(), 2).await;
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.list_cursor());
+        paged.extend(page);
+    }
+    assert_eq!(paged, made);
+    // The cursor's pipeline deleted: the next page starts where it would have.
+    let cursor = made[1].list_cursor();
+    store
+        .delete_media_pipeline("l1", &made[1].media_pipeline_id)
+        .await
+        .expect("delete");
+    assert_eq!(list(capture, Some(cursor), 2).await, made[2..4].to_vec());
+    assert!(matches!(
+        store
+            .list_media_pipelines("l1", None, Some("not a cursor"), 2)
+            .await,
+        Err(StoreError::Backend(_))
+    ));
+}
+
+/// The unfinished pipelines of every account, in (created_at, id) order; finished ones are
+/// left out.
+async fn unfinished_pipelines(store: &dyn Store) {
+    let mut expected = Vec::new();
+    for (account, status) in [
+        ("u1", "Initializing"),
+        ("u2", "InProgress"),
+        ("u1", "Stopping"),
+        ("u1", "Stopped"),
+        ("u2", "Failed"),
+    ] {
+        let mut record = pipeline(account, None, None, 7_000);
+        record.status = status.into();
+        let record = new_pipeline(store, record).await;
+        if !MediaPipelineRecord::is_finished(status) {
+            expected.push(record);
+        }
+    }
+    // Unfinished when created, Failed since.
+    let failed = new_pipeline(store, pipeline("u2", None, None, 6_000)).await;
+    store
+        .set_media_pipeline_status("u2", &failed.media_pipeline_id, "Failed", 7_500)
+        .await
+        .expect("failed");
+    expected.sort_by(|x, y| x.media_pipeline_id.cmp(&y.media_pipeline_id));
+    let unfinished = store
+        .unfinished_media_pipelines()
+        .await
+        .expect("unfinished");
+    assert!(
+        unfinished
+            .iter()
+            .all(|p| !MediaPipelineRecord::is_finished(&p.status))
+    );
+    assert!(unfinished.windows(2).all(|w| {
+        (w[0].created_at, &w[0].media_pipeline_id) < (w[1].created_at, &w[1].media_pipeline_id)
+    }));
+    let ours: Vec<_> = unfinished
+        .into_iter()
+        .filter(|p| ["u1", "u2"].contains(&p.account_id.as_str()))
+        .collect();
+    assert_eq!(ours, expected);
+}
+
+/// Two nodes creating pipelines at once: one per token, one active capture per meeting.
+async fn pipelines_on_two_nodes(a: &dyn Store, b: &dyn Store) {
+    let nodes = [a, b];
+    let template = pipeline("nodes", Some("same-token"), Some("m1"), 1_000);
+    let creates = (0..8).map(|i| {
+        let mut p = template.clone();
+        p.media_pipeline_id = crate::domain::ids::new_id();
+        nodes[i % 2].create_media_pipeline(p)
+    });
+    let created: Vec<PipelineCreated> = futures_util::future::join_all(creates)
+        .await
+        .into_iter()
+        .map(|c| c.expect("create"))
+        .collect();
+    let new: Vec<_> = created
+        .iter()
+        .filter_map(|c| match c {
+            PipelineCreated::New(p) => Some(p.clone()),
+            PipelineCreated::Existing(_) => None,
+        })
+        .collect();
+    assert_eq!(new.len(), 1, "one pipeline per token: {created:?}");
+    assert!(created.iter().all(|c| match c {
+        PipelineCreated::New(p) | PipelineCreated::Existing(p) => *p == new[0],
+    }));
+
+    // Captures of one meeting under different tokens (or none) at once: one.
+    let creates = (0..8).map(|i| {
+        let token = format!("token-{i}");
+        let token = (i % 4 != 0).then_some(token.as_str());
+        nodes[i % 2].create_media_pipeline(pipeline("nodes", token, Some("m2"), 1_000))
+    });
+    let outcomes = futures_util::future::join_all(creates).await;
+    let new = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(PipelineCreated::New(_))))
+        .count();
+    let refused = outcomes
+        .iter()
+        .filter(|o| matches!(o, Err(StoreError::PipelineConflict)))
+        .count();
+    assert_eq!(
+        (new, refused),
+        (1, 7),
+        "one capture per meeting: {outcomes:?}"
+    );
+}
+
 /// Every promise one store must keep. `fresh` opens a new, empty store each time it is called:
 /// the lifecycle sweep ends every due meeting of its store and the outbox checks count every
 /// event, so they get stores of their own.
@@ -1084,6 +1411,7 @@ where
     commit_gate(&store).await;
     node_registry(&store).await;
     attendee_lookups(&store).await;
+    media_pipelines(&store).await;
     lifecycle(&fresh().await).await;
     sweep_in_bounded_batches(&fresh().await).await;
     outbox(&fresh().await).await;
@@ -1093,6 +1421,7 @@ where
 /// outbox order), for backends that several nodes can share.
 pub async fn check_two_nodes(a: &dyn Store, b: &dyn Store) {
     two_nodes(a, b).await;
+    pipelines_on_two_nodes(a, b).await;
 }
 
 #[tokio::test]
@@ -1108,6 +1437,7 @@ async fn sqlite_on_disk_and_reopened() {
     suite(&store).await;
     // With its separate read connections, whose pages must be one snapshot.
     attendee_version(&store).await;
+    media_pipelines(&store).await;
     lifecycle(&sqlite::SqliteStore::open(&dir.path().join("lifecycle.db")).expect("open")).await;
     sweep_in_bounded_batches(
         &sqlite::SqliteStore::open(&dir.path().join("sweep.db")).expect("open"),
@@ -1257,6 +1587,7 @@ async fn postgres_suite() {
     commit_gate(&store).await;
     node_registry(&store).await;
     attendee_lookups(&store).await;
+    media_pipelines(&store).await;
     // Migrations are idempotent across reconnections, and the data is still there.
     let reopened = postgres::PostgresStore::connect(&scratch.url)
         .await
@@ -1302,7 +1633,7 @@ async fn postgres_two_nodes() {
     let b = postgres::PostgresStore::connect(&scratch.url)
         .await
         .expect("a second node");
-    two_nodes(&a, &b).await;
+    check_two_nodes(&a, &b).await;
 }
 
 /// Nodes starting at once on an empty schema apply each migration once, and all come up.
@@ -1410,5 +1741,5 @@ async fn postgres_two_nodes_serializable() {
     let b = postgres::PostgresStore::connect(&url)
         .await
         .expect("node b");
-    two_nodes(&a, &b).await;
+    check_two_nodes(&a, &b).await;
 }

@@ -5,8 +5,9 @@
 //! [`AttendeeStore`] (attendees, their capabilities and attendee versions), [`TagStore`],
 //! [`PresenceStore`] (who is connected, and the events of live sessions), [`OutboxStore`] (the
 //! event outbox, each sink's cursor and lease, dead letters), [`NodeStore`] (the node registry,
-//! where each meeting is hosted) and [`SettingStore`]. Whatever implements them all is a `Store`;
-//! callers hold an `Arc<dyn Store>` and call its methods without naming the aggregate traits.
+//! where each meeting is hosted), [`SettingStore`] and [`MediaPipelineStore`] (media capture
+//! pipelines). Whatever implements them all is a `Store`; callers hold an `Arc<dyn Store>` and
+//! call its methods without naming the aggregate traits.
 //!
 //! Each backend has a folder, `sqlite/` and `postgres/`: its connections and transactions in
 //! `mod.rs` and `session.rs`, its schema in `schema.rs`, and one file per aggregate with that
@@ -121,10 +122,79 @@ pub struct CreatedMeeting {
     pub attendees: Vec<AttendeeOutcome>,
 }
 
+/// A media pipeline as stored (issue 26): a capture pipeline records one meeting into a bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaPipelineRecord {
+    pub account_id: String,
+    /// Lower-case UUID, the MediaPipelineId.
+    pub media_pipeline_id: String,
+    /// [`MediaPipelineRecord::CAPTURE`] for now (concatenation pipelines will come later).
+    pub kind: String,
+    /// The ClientRequestToken of the creating request, if it had one.
+    pub client_request_token: Option<String>,
+    /// The region the creating request was signed for (it goes into the ARN).
+    pub control_region: String,
+    pub source_arn: String,
+    /// The meeting a capture pipeline records.
+    pub meeting_id: Option<String>,
+    pub sink_arn: String,
+    /// Initializing, InProgress, Stopping, Stopped or Failed.
+    pub status: String,
+    /// The rest of the request as given (ChimeSdkMeetingConfiguration, SinkIamRoleArn,
+    /// SseAwsKeyManagementParams), replayed by Get.
+    pub configuration: serde_json::Value,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl MediaPipelineRecord {
+    /// The kind of a media capture pipeline.
+    pub const CAPTURE: &str = "MediaCapturePipeline";
+
+    /// The statuses a pipeline ends in: one in any other is unfinished, and a capture pipeline
+    /// in any other holds its meeting's one active capture.
+    pub const FINISHED: [&str; 2] = ["Stopped", "Failed"];
+
+    /// Whether a pipeline in this status has ended.
+    pub fn is_finished(status: &str) -> bool {
+        Self::FINISHED.contains(&status)
+    }
+
+    /// The cursor that [`MediaPipelineStore::list_media_pipelines`] continues after this
+    /// pipeline with: `<created_at>:<media_pipeline_id>`. It names a position in the list's
+    /// order rather than a row, so a page goes on where the previous one ended even if that
+    /// pipeline has been deleted since.
+    pub fn list_cursor(&self) -> String {
+        format!("{}:{}", self.created_at, self.media_pipeline_id)
+    }
+}
+
+/// A position read back from [`MediaPipelineRecord::list_cursor`]: (created_at, id).
+fn parse_pipeline_cursor(cursor: &str) -> Option<(i64, &str)> {
+    let (created_at, media_pipeline_id) = cursor.split_once(':')?;
+    Some((created_at.parse().ok()?, media_pipeline_id))
+}
+
+/// What `create_media_pipeline` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PipelineCreated {
+    /// Stored as given.
+    New(MediaPipelineRecord),
+    /// The account already created a pipeline with this client_request_token: that one,
+    /// unchanged.
+    Existing(MediaPipelineRecord),
+}
+
 #[derive(Debug)]
 pub enum StoreError {
     MeetingNotFound,
     AttendeeNotFound,
+    /// The account has no such media pipeline.
+    PipelineNotFound,
+    /// The meeting already has an unfinished capture pipeline of the account (AWS allows one
+    /// active capture per meeting).
+    PipelineConflict,
     TooManyTags {
         limit: usize,
     },
@@ -142,6 +212,11 @@ impl std::fmt::Display for StoreError {
         match self {
             StoreError::MeetingNotFound => write!(f, "meeting not found"),
             StoreError::AttendeeNotFound => write!(f, "attendee not found"),
+            StoreError::PipelineNotFound => write!(f, "media pipeline not found"),
+            StoreError::PipelineConflict => write!(
+                f,
+                "the meeting already has a media capture pipeline that is not stopped"
+            ),
             StoreError::TooManyTags { limit } => write!(f, "more than {limit} tags"),
             StoreError::Abandoned => write!(f, "the request timed out before committing"),
             StoreError::Unavailable(e) => write!(f, "storage unavailable: {e}"),
@@ -516,10 +591,76 @@ pub trait SettingStore: Send + Sync + 'static {
     async fn setting_or_insert(&self, name: &str, value: &str) -> StoreResult<String>;
 }
 
+/// Media pipelines (issue 26): capture pipelines that record a meeting, created idempotently,
+/// one active capture per meeting, and found again when a server restarts.
+#[async_trait::async_trait]
+pub trait MediaPipelineStore: Send + Sync + 'static {
+    /// Stores a new pipeline, durably before returning. Idempotent on (account_id,
+    /// client_request_token) when the token is Some: the pipeline that token created is returned
+    /// and nothing is written. A capture pipeline whose meeting_id already has a capture
+    /// pipeline of the same account that is not Stopped or Failed is refused with
+    /// [`StoreError::PipelineConflict`] (AWS allows one active capture per meeting). The meeting
+    /// is not required to exist in the store (the API checks that).
+    async fn create_media_pipeline(
+        &self,
+        record: MediaPipelineRecord,
+    ) -> StoreResult<PipelineCreated>;
+
+    /// [`StoreError::PipelineNotFound`] when the account has no such pipeline.
+    async fn get_media_pipeline(
+        &self,
+        account_id: &str,
+        media_pipeline_id: &str,
+    ) -> StoreResult<MediaPipelineRecord>;
+
+    /// One page of the account's pipelines (of `kind` when Some), ordered by (created_at,
+    /// media_pipeline_id), at most `limit`. `after` is a cursor from
+    /// [`MediaPipelineRecord::list_cursor`] of the previous page's last pipeline
+    /// (`<created_at>:<media_pipeline_id>`): the page starts after that position, whether or not
+    /// that pipeline still exists. A cursor not in that form is a [`StoreError::Backend`]: the
+    /// API hands out only cursors it made.
+    async fn list_media_pipelines(
+        &self,
+        account_id: &str,
+        kind: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<MediaPipelineRecord>>;
+
+    /// Sets a pipeline's status and updated_at. [`StoreError::PipelineNotFound`] if it is gone;
+    /// [`StoreError::PipelineConflict`] if a finished capture pipeline would become unfinished
+    /// while another capture of its meeting is.
+    async fn set_media_pipeline_status(
+        &self,
+        account_id: &str,
+        media_pipeline_id: &str,
+        status: &str,
+        updated_at: i64,
+    ) -> StoreResult<()>;
+
+    /// Deletes it and returns what it was. [`StoreError::PipelineNotFound`] if absent.
+    async fn delete_media_pipeline(
+        &self,
+        account_id: &str,
+        media_pipeline_id: &str,
+    ) -> StoreResult<MediaPipelineRecord>;
+
+    /// Every pipeline (all accounts) whose status is not Stopped or Failed, ordered by
+    /// (created_at, media_pipeline_id): what a restarted server must resume or mark Failed.
+    async fn unfinished_media_pipelines(&self) -> StoreResult<Vec<MediaPipelineRecord>>;
+}
+
 /// The whole store: every aggregate's trait. Implemented by whatever implements them all, so a
 /// backend implements the aggregates and `Arc<dyn Store>` reaches every method.
 pub trait Store:
-    MeetingStore + AttendeeStore + TagStore + PresenceStore + OutboxStore + NodeStore + SettingStore
+    MeetingStore
+    + AttendeeStore
+    + TagStore
+    + PresenceStore
+    + OutboxStore
+    + NodeStore
+    + SettingStore
+    + MediaPipelineStore
 {
 }
 
@@ -531,5 +672,6 @@ impl<T> Store for T where
         + OutboxStore
         + NodeStore
         + SettingStore
+        + MediaPipelineStore
 {
 }

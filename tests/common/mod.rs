@@ -100,6 +100,26 @@ impl TestServer {
     }
 }
 
+/// The official media pipelines SDK client, signing with the test key, without retries.
+pub fn media_pipelines_client(endpoint: &str) -> aws_sdk_chimesdkmediapipelines::Client {
+    use aws_sdk_chimesdkmediapipelines as pipelines;
+    let config = pipelines::Config::builder()
+        .behavior_version(pipelines::config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(pipelines::config::Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            ACCESS_KEY_ID,
+            SECRET_ACCESS_KEY,
+            None,
+            None,
+            "carillon-tests",
+        ))
+        .retry_config(pipelines::config::retry::RetryConfig::disabled())
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    pipelines::Client::from_conf(config)
+}
+
 pub fn sdk_client(endpoint: &str, region: &str) -> meetings::Client {
     sdk_client_as(endpoint, region, ACCESS_KEY_ID, SECRET_ACCESS_KEY, false)
 }

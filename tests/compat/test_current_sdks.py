@@ -165,3 +165,76 @@ def test_aws_cli(endpoint):
     assert "(NotFoundException)" in missing.stderr
     deleted = aws_cli(endpoint, "delete-meeting", "--meeting-id", meeting_id)
     assert deleted.returncode == 0, deleted.stderr
+
+
+def audio_only(video="Disabled"):
+    """A capture's ArtifactsConfiguration: the audio mix, video as given, no content."""
+    return {
+        "ArtifactsConfiguration": {
+            "Audio": {"MuxType": "AudioOnly"},
+            "Video": {"State": video},
+            "Content": {"State": "Disabled"},
+        }
+    }
+
+
+def test_media_capture_pipelines(endpoint, credentials, client):
+    """An application's recording code written for AWS (boto3 chime-sdk-media-pipelines) runs
+    unchanged: Create, Get, List, GetMediaPipeline, Delete; what Carillon does not implement is a
+    modelled BadRequestException that says so."""
+    pipelines = boto3.client(
+        "chime-sdk-media-pipelines", endpoint_url=endpoint, config=ONE_ATTEMPT, **credentials
+    )
+    meeting = new_meeting(client)
+    created = pipelines.create_media_capture_pipeline(
+        SourceType="ChimeSdkMeeting",
+        SourceArn=meeting["MeetingArn"],
+        SinkType="S3Bucket",
+        SinkArn="arn:aws:s3:::zoe-recordings/2026",
+        ChimeSdkMeetingConfiguration=audio_only(),
+    )["MediaCapturePipeline"]
+    pipeline_id = created["MediaPipelineId"]
+    assert created["Status"] in ("Initializing", "InProgress")
+    assert created["SinkArn"] == "arn:aws:s3:::zoe-recordings/2026"
+    assert created["CreatedTimestamp"].year >= 2026
+    got = pipelines.get_media_capture_pipeline(MediaPipelineId=pipeline_id)["MediaCapturePipeline"]
+    assert got["MediaPipelineArn"] == created["MediaPipelineArn"]
+    assert got["ChimeSdkMeetingConfiguration"]["ArtifactsConfiguration"]["Audio"]["MuxType"] == "AudioOnly"
+    wrapped = pipelines.get_media_pipeline(MediaPipelineId=pipeline_id)["MediaPipeline"]
+    assert wrapped["MediaCapturePipeline"]["MediaPipelineId"] == pipeline_id
+    listed = [p["MediaPipelineId"] for p in pipelines.list_media_pipelines()["MediaPipelines"]]
+    assert pipeline_id in listed
+
+    with pytest.raises(pipelines.exceptions.BadRequestException, match="Video"):
+        pipelines.create_media_capture_pipeline(
+            SourceType="ChimeSdkMeeting",
+            SourceArn=meeting["MeetingArn"],
+            SinkType="S3Bucket",
+            SinkArn="arn:aws:s3:::zoe-recordings",
+            ChimeSdkMeetingConfiguration=audio_only(video="Enabled"),
+        )
+    with pytest.raises(pipelines.exceptions.BadRequestException, match="does not implement"):
+        pipelines.create_media_concatenation_pipeline(
+            Sources=[
+                {
+                    "Type": "MediaCapturePipeline",
+                    "MediaCapturePipelineSourceConfiguration": {
+                        "MediaPipelineArn": created["MediaPipelineArn"],
+                        "ChimeSdkMeetingConfiguration": {
+                            "ArtifactsConfiguration": {
+                                k: {"State": "Enabled" if k == "Audio" else "Disabled"}
+                                for k in [
+                                    "Audio", "Video", "Content", "DataChannel",
+                                    "TranscriptionMessages", "MeetingEvents", "CompositedVideo",
+                                ]
+                            }
+                        },
+                    },
+                }
+            ],
+            Sinks=[{"Type": "S3Bucket", "S3BucketSinkConfiguration": {"Destination": "arn:aws:s3:::zoe-recordings"}}],
+        )
+
+    pipelines.delete_media_pipeline(MediaPipelineId=pipeline_id)
+    with pytest.raises(pipelines.exceptions.NotFoundException):
+        pipelines.get_media_capture_pipeline(MediaPipelineId=pipeline_id)

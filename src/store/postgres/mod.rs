@@ -14,6 +14,9 @@
 //! - **Idempotency**: `UNIQUE (account_id, client_request_token)` and
 //!   `UNIQUE (meeting_id, external_user_id)` with `INSERT ... ON CONFLICT DO NOTHING`: a
 //!   concurrent duplicate waits for the first one's commit, then reads and returns its row.
+//!   Media pipelines have partial unique indexes instead (on given tokens, and on each meeting's
+//!   one active capture): an insert that finds a concurrent one's row inserts nothing, and the
+//!   transaction runs again to find that row.
 //! - **Keyset pages in byte order**: the id and tag-key columns are `COLLATE "C"`, so
 //!   `ORDER BY attendee_id` and `attendee_id > $cursor` compare bytes, as SQLite does, whatever
 //!   the database's default collation.
@@ -58,6 +61,7 @@
 //! of each aggregate is in its own file, the schema in `schema.rs`.
 
 mod attendees;
+mod media_pipelines;
 mod meetings;
 mod nodes;
 mod outbox;

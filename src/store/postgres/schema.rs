@@ -115,6 +115,38 @@ ALTER TABLE meetings ADD COLUMN IF NOT EXISTS attendees_version BIGINT NOT NULL 
 CREATE INDEX IF NOT EXISTS meetings_idle_due ON meetings (COALESCE(idle_since, created_at))
     WHERE NOT connected AND primary_meeting_id IS NULL;
 "#,
+    // Media pipelines (issue 26). Not tied to the meetings table: a pipeline outlives the
+    // meeting it recorded. A NULL token is never a replay, so only tokens that were given are
+    // unique. One unfinished capture per meeting of an account is a unique index: two nodes
+    // creating captures of one meeting at once cannot both insert (the loser's create runs
+    // again and is refused), and the same index serves the check before the insert.
+    r#"
+CREATE TABLE IF NOT EXISTS media_pipelines (
+    media_pipeline_id    TEXT COLLATE "C" PRIMARY KEY,
+    account_id           TEXT COLLATE "C" NOT NULL,
+    kind                 TEXT COLLATE "C" NOT NULL,
+    client_request_token TEXT COLLATE "C",
+    control_region       TEXT NOT NULL,
+    source_arn           TEXT NOT NULL,
+    meeting_id           TEXT COLLATE "C",
+    sink_arn             TEXT NOT NULL,
+    status               TEXT COLLATE "C" NOT NULL,
+    configuration        TEXT NOT NULL,
+    created_at           BIGINT NOT NULL,
+    updated_at           BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS media_pipelines_by_token
+    ON media_pipelines (account_id, client_request_token)
+    WHERE client_request_token IS NOT NULL;
+CREATE INDEX IF NOT EXISTS media_pipelines_by_account
+    ON media_pipelines (account_id, created_at, media_pipeline_id);
+CREATE UNIQUE INDEX IF NOT EXISTS media_pipelines_active_capture
+    ON media_pipelines (account_id, meeting_id)
+    WHERE kind = 'MediaCapturePipeline' AND status NOT IN ('Stopped', 'Failed');
+CREATE INDEX IF NOT EXISTS media_pipelines_unfinished
+    ON media_pipelines (created_at, media_pipeline_id)
+    WHERE status NOT IN ('Stopped', 'Failed');
+"#,
 ];
 
 impl PostgresStore {

@@ -13,6 +13,7 @@
 //! before they return, so the SQLite backend polls the logic's future once and it is done.
 
 pub mod attendees;
+pub mod media_pipelines;
 pub mod meetings;
 pub mod nodes;
 pub mod outbox;

@@ -16,6 +16,7 @@
 
 mod attendee_counts;
 mod attendees;
+mod media_pipelines;
 mod meetings;
 mod nodes;
 mod outbox;

@@ -143,6 +143,35 @@ CREATE INDEX attendees_by_id ON attendees (attendee_id);
     r#"
 CREATE INDEX meetings_idle_due ON meetings (COALESCE(idle_since, created_at)) WHERE connected = 0;
 "#,
+    // Media pipelines (issue 26). Not tied to the meetings table: a pipeline outlives the
+    // meeting it recorded. The partial indexes' WHERE clauses are `shared::media_pipelines`'
+    // UNFINISHED and ACTIVE_CAPTURE word for word, which is what lets SQLite use them. A NULL
+    // token is never a replay, so only tokens that were given are unique; one unfinished capture
+    // per meeting of an account is a unique index, so no write can make a second.
+    r#"
+CREATE TABLE media_pipelines (
+    media_pipeline_id    TEXT PRIMARY KEY,
+    account_id           TEXT NOT NULL,
+    kind                 TEXT NOT NULL,
+    client_request_token TEXT,
+    control_region       TEXT NOT NULL,
+    source_arn           TEXT NOT NULL,
+    meeting_id           TEXT,
+    sink_arn             TEXT NOT NULL,
+    status               TEXT NOT NULL,
+    configuration        TEXT NOT NULL,
+    created_at           INTEGER NOT NULL,
+    updated_at           INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX media_pipelines_by_token ON media_pipelines (account_id, client_request_token)
+    WHERE client_request_token IS NOT NULL;
+CREATE INDEX media_pipelines_by_account ON media_pipelines
+    (account_id, created_at, media_pipeline_id);
+CREATE UNIQUE INDEX media_pipelines_active_capture ON media_pipelines (account_id, meeting_id)
+    WHERE kind = 'MediaCapturePipeline' AND status NOT IN ('Stopped', 'Failed');
+CREATE INDEX media_pipelines_unfinished ON media_pipelines (created_at, media_pipeline_id)
+    WHERE status NOT IN ('Stopped', 'Failed');
+"#,
 ];
 
 /// Applies the migrations the database has not had yet, each in a transaction of its own.

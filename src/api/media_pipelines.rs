@@ -1,0 +1,343 @@
+//! The media pipelines API's capture operations (issue 26): a capture pipeline records a
+//! meeting's mixed audio into a bucket while the meeting runs.
+//!
+//! What is recorded today: the audio mix, as 5 s Opus-in-MP4 chunks under
+//! `<bucket>/<prefix or pipeline id>/audio/`. Video and content artifacts, composited video and
+//! the other artifact folders are refused when asked for explicitly, with a message that says
+//! so, rather than accepted and silently left out.
+
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::{ApiError, ErrorKind};
+use super::input::{self, json_body, required};
+use super::{ApiState, Call, Reply};
+use crate::domain::arn::{media_pipeline_arn, parse_bucket_arn, parse_meeting_arn};
+use crate::domain::civil::iso8601_millis;
+use crate::domain::tokens::PageKind;
+use crate::domain::validate;
+use crate::recording::pipelines::{capture_target, status};
+use crate::store::{MediaPipelineRecord, PipelineCreated, StoreError};
+
+/// The model's `ResultMax`.
+const MAX_RESULTS: i64 = 100;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateCaptureIn {
+    pub source_type: Option<String>,
+    pub source_arn: Option<String>,
+    pub sink_type: Option<String>,
+    pub sink_arn: Option<String>,
+    pub client_request_token: Option<String>,
+    pub chime_sdk_meeting_configuration: Option<Value>,
+    pub sse_aws_key_management_params: Option<Value>,
+    pub sink_iam_role_arn: Option<String>,
+    pub tags: Option<Vec<Value>>,
+}
+
+/// A CreateMediaCapturePipeline request that passed the model's checks and Carillon's.
+struct CaptureRequest {
+    request: CreateCaptureIn,
+    meeting_id: String,
+    source_arn: String,
+    sink_arn: String,
+}
+
+/// Checks the request's members against the model, then what Carillon records and where.
+fn capture_request(call: &Call) -> Result<CaptureRequest, ApiError> {
+    let request: CreateCaptureIn = json_body(&call.body)?;
+    let source_type = required("SourceType", &request.source_type)?;
+    validate::one_of("SourceType", source_type, &["ChimeSdkMeeting"])?;
+    let source_arn = required("SourceArn", &request.source_arn)?.clone();
+    validate::arn("SourceArn", &source_arn)?;
+    let sink_type = required("SinkType", &request.sink_type)?;
+    validate::one_of("SinkType", sink_type, &["S3Bucket"])?;
+    let sink_arn = required("SinkArn", &request.sink_arn)?.clone();
+    validate::arn("SinkArn", &sink_arn)?;
+    if let Some(token) = &request.client_request_token {
+        validate::client_request_token(token)?;
+    }
+    if let Some(role) = &request.sink_iam_role_arn {
+        validate::arn("SinkIamRoleArn", role)?;
+    }
+    if request.tags.is_some() {
+        return Err(ApiError::bad_request(
+            "Tags on media pipelines are not supported by Carillon yet; create the pipeline \
+             without Tags",
+        ));
+    }
+    if let Some(configuration) = &request.chime_sdk_meeting_configuration {
+        meeting_configuration(configuration)?;
+    }
+    let meeting = parse_meeting_arn(&source_arn)
+        .filter(|arn| arn.account == call.account_id)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "SourceArn must be the ARN of one of this account's meetings \
+                 (arn:aws:chime:<region>:{}:meeting/<MeetingId>), not '{source_arn}'",
+                call.account_id
+            ))
+        })?;
+    if parse_bucket_arn(&sink_arn).is_none() {
+        return Err(ApiError::bad_request(format!(
+            "SinkArn must be an S3 bucket ARN (arn:aws:s3:::<bucket>[/<prefix>]) with a valid \
+             bucket name, not '{sink_arn}'"
+        )));
+    }
+    Ok(CaptureRequest {
+        request,
+        meeting_id: meeting.meeting_id,
+        source_arn,
+        sink_arn,
+    })
+}
+
+pub async fn create_capture(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
+    let CaptureRequest {
+        request,
+        meeting_id,
+        source_arn,
+        sink_arn,
+    } = capture_request(call)?;
+    match state.store.get_meeting(&call.account_id, &meeting_id).await {
+        Ok(_) => {}
+        // The model lists no NotFound for Create.
+        Err(StoreError::MeetingNotFound) => {
+            return Err(ApiError::bad_request(format!(
+                "The meeting {meeting_id} was not found (it may have ended)"
+            )));
+        }
+        Err(error) => return Err(error.into()),
+    }
+    let now = state.clock.now_ms();
+    let record = MediaPipelineRecord {
+        account_id: call.account_id.clone(),
+        media_pipeline_id: crate::domain::ids::new_id(),
+        kind: MediaPipelineRecord::CAPTURE.to_string(),
+        client_request_token: request.client_request_token,
+        control_region: call.region.clone(),
+        source_arn,
+        meeting_id: Some(meeting_id.clone()),
+        sink_arn,
+        status: status::INITIALIZING.to_string(),
+        configuration: json!({
+            "ChimeSdkMeetingConfiguration": request.chime_sdk_meeting_configuration,
+            "SseAwsKeyManagementParams": request.sse_aws_key_management_params,
+            "SinkIamRoleArn": request.sink_iam_role_arn,
+        }),
+        created_at: now,
+        updated_at: now,
+    };
+    let stored = match state.store.create_media_pipeline(record).await {
+        Ok(PipelineCreated::New(record)) => {
+            if let Some(target) = capture_target(&record) {
+                state.recorders.start(&record, target);
+            }
+            record
+        }
+        Ok(PipelineCreated::Existing(record)) => record,
+        Err(StoreError::PipelineConflict) => {
+            return Err(ApiError::new(
+                ErrorKind::LimitExceeded,
+                format!(
+                    "The meeting {meeting_id} already has a media capture pipeline that is not \
+                     stopped; a meeting can have one at a time"
+                ),
+            ));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    Ok(Reply::Json(
+        StatusCode::CREATED,
+        json!({ "MediaCapturePipeline": capture_json(&stored) }),
+    ))
+}
+
+/// Checks `ChimeSdkMeetingConfiguration` against the model, and refuses what Carillon does not
+/// record yet.
+fn meeting_configuration(configuration: &Value) -> Result<(), ApiError> {
+    let not_yet = |what: &str| {
+        ApiError::bad_request(format!(
+            "{what} is not supported by Carillon yet: it records the meeting's audio \
+             (ArtifactsConfiguration.Audio.MuxType AudioOnly, with Video and Content Disabled)"
+        ))
+    };
+    let Some(artifacts) = configuration.get("ArtifactsConfiguration") else {
+        return Ok(());
+    };
+    let state_of = |name: &str| -> Result<String, ApiError> {
+        let member = format!("ChimeSdkMeetingConfiguration.ArtifactsConfiguration.{name}.State");
+        let value = artifacts
+            .get(name)
+            .and_then(|artifact| artifact.get("State"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::bad_request(format!("{member} is required")))?;
+        validate::one_of(&member, value, &["Enabled", "Disabled"])?;
+        Ok(value.to_string())
+    };
+    let mux_member = "ChimeSdkMeetingConfiguration.ArtifactsConfiguration.Audio.MuxType";
+    let mux = artifacts
+        .get("Audio")
+        .and_then(|audio| audio.get("MuxType"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request(format!("{mux_member} is required")))?;
+    validate::one_of(
+        mux_member,
+        mux,
+        &[
+            "AudioOnly",
+            "AudioWithActiveSpeakerVideo",
+            "AudioWithCompositedVideo",
+        ],
+    )?;
+    let (video, content) = (state_of("Video")?, state_of("Content")?);
+    if mux != "AudioOnly" {
+        return Err(not_yet(&format!("Audio.MuxType {mux}")));
+    }
+    if video == "Enabled" {
+        return Err(not_yet("Recording video (Video.State Enabled)"));
+    }
+    if content == "Enabled" {
+        return Err(not_yet("Recording content share (Content.State Enabled)"));
+    }
+    if artifacts.get("CompositedVideo").is_some() {
+        return Err(not_yet("CompositedVideo"));
+    }
+    Ok(())
+}
+
+pub async fn get_capture(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
+    let record = find(state, call).await?;
+    Ok(Reply::Json(
+        StatusCode::OK,
+        json!({ "MediaCapturePipeline": capture_json(&record) }),
+    ))
+}
+
+/// GetMediaPipeline: the same pipeline, wrapped by its kind.
+pub async fn get_any(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
+    let record = find(state, call).await?;
+    Ok(Reply::Json(
+        StatusCode::OK,
+        json!({ "MediaPipeline": { "MediaCapturePipeline": capture_json(&record) } }),
+    ))
+}
+
+/// DeleteMediaCapturePipeline and DeleteMediaPipeline: the recorder stops and writes its last
+/// chunk before the answer, so everything recorded is in the bucket when the caller looks.
+pub async fn delete(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
+    let record = find(state, call).await?;
+    state.recorders.stop(&record.media_pipeline_id).await;
+    match state
+        .store
+        .delete_media_pipeline(&call.account_id, &record.media_pipeline_id)
+        .await
+    {
+        Ok(_) | Err(StoreError::PipelineNotFound) => Ok(Reply::Empty(StatusCode::NO_CONTENT)),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// ListMediaCapturePipelines (`capture_only`) and ListMediaPipelines: ids and ARNs, a page at
+/// a time.
+pub async fn list(state: &ApiState, call: &Call, capture_only: bool) -> Result<Reply, ApiError> {
+    let limit = input::max_results(call.query("max-results"), MAX_RESULTS)?;
+    let kind = if capture_only {
+        PageKind::CapturePipelines
+    } else {
+        PageKind::MediaPipelines
+    };
+    let after = match call.query("next-token") {
+        Some(token) => Some(
+            state
+                .pages
+                .decode(kind, &call.account_id, token)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "NextToken is invalid or was not issued for {}",
+                        call.route.operation.name()
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    let mut records = state
+        .store
+        .list_media_pipelines(
+            &call.account_id,
+            capture_only.then_some(MediaPipelineRecord::CAPTURE),
+            after.as_deref(),
+            limit + 1,
+        )
+        .await?;
+    let more = records.len() > limit;
+    records.truncate(limit);
+    let summaries: Vec<Value> = records
+        .iter()
+        .map(|record| {
+            json!({
+                "MediaPipelineId": record.media_pipeline_id,
+                "MediaPipelineArn": arn_of(record),
+            })
+        })
+        .collect();
+    let list_member = if capture_only {
+        "MediaCapturePipelines"
+    } else {
+        "MediaPipelines"
+    };
+    let mut response = json!({ list_member: summaries });
+    if let (true, Some(last), Some(fields)) = (more, records.last(), response.as_object_mut()) {
+        let token = state
+            .pages
+            .encode(kind, &call.account_id, &last.list_cursor());
+        fields.insert("NextToken".into(), token.into());
+    }
+    Ok(Reply::Json(StatusCode::OK, response))
+}
+
+/// The caller's pipeline named in the path, or NotFound.
+async fn find(state: &ApiState, call: &Call) -> Result<MediaPipelineRecord, ApiError> {
+    let id = input::guid_label("MediaPipelineId", call.route.media_pipeline_id.as_ref())?;
+    match state.store.get_media_pipeline(&call.account_id, &id).await {
+        Ok(record) => Ok(record),
+        Err(StoreError::PipelineNotFound) => Err(ApiError::not_found(format!(
+            "The media pipeline {id} was not found"
+        ))),
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn arn_of(record: &MediaPipelineRecord) -> String {
+    media_pipeline_arn(
+        &record.control_region,
+        &record.account_id,
+        &record.media_pipeline_id,
+    )
+}
+
+/// The `MediaCapturePipeline` shape.
+fn capture_json(record: &MediaPipelineRecord) -> Value {
+    let mut shape = json!({
+        "MediaPipelineId": record.media_pipeline_id,
+        "MediaPipelineArn": arn_of(record),
+        "SourceType": "ChimeSdkMeeting",
+        "SourceArn": record.source_arn,
+        "Status": record.status,
+        "SinkType": "S3Bucket",
+        "SinkArn": record.sink_arn,
+        "CreatedTimestamp": iso8601_millis(record.created_at),
+        "UpdatedTimestamp": iso8601_millis(record.updated_at),
+    });
+    if let (Some(fields), Some(stored)) = (shape.as_object_mut(), record.configuration.as_object())
+    {
+        for (member, value) in stored {
+            if !value.is_null() {
+                fields.insert(member.clone(), value.clone());
+            }
+        }
+    }
+    shape
+}

@@ -1,0 +1,126 @@
+//! Where a recording's objects go. The embedded default writes each bucket as a folder under the
+//! data directory, so recording works with nothing to set up; the object store behind the
+//! trait is what an S3-compatible sink plugs into.
+
+use std::path::{Path, PathBuf};
+
+/// Why an object was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("writing {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the key {0:?} would leave its bucket")]
+    UnsafeKey(String),
+}
+
+/// A store of objects by bucket and key, written whole.
+#[async_trait::async_trait]
+pub trait ObjectSink: Send + Sync + 'static {
+    /// Stores `body` at `bucket`/`key`, durably before returning; an object of that key is
+    /// replaced. A reader never sees a partial object.
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), SinkError>;
+}
+
+/// Buckets as folders: `<root>/<bucket>/<key>`. Any bucket name works (its folder is made on
+/// the first write).
+#[derive(Debug, Clone)]
+pub struct FolderSink {
+    root: PathBuf,
+}
+
+impl FolderSink {
+    /// The embedded sink of a server whose data directory is `data_dir`.
+    pub fn in_data_dir(data_dir: &Path) -> FolderSink {
+        FolderSink {
+            root: data_dir.join("buckets"),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file of `bucket`/`key`, or None if a segment could climb out of the root (bucket
+    /// names and prefixes are validated at the API; this is the last line).
+    fn path_of(&self, bucket: &str, key: &str) -> Option<PathBuf> {
+        let mut path = self.root.clone();
+        for segment in std::iter::once(bucket).chain(key.split('/')) {
+            if segment.is_empty() || segment == "." || segment == ".." || segment.contains('\\') {
+                return None;
+            }
+            path.push(segment);
+        }
+        Some(path)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectSink for FolderSink {
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), SinkError> {
+        let path = self
+            .path_of(bucket, key)
+            .ok_or_else(|| SinkError::UnsafeKey(format!("{bucket}/{key}")))?;
+        tokio::task::spawn_blocking(move || write_whole(&path, &body))
+            .await
+            .map_err(|join| SinkError::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other(join),
+            })?
+    }
+}
+
+/// Writes beside the target, syncs, renames over it and syncs the folder: after a crash the
+/// object is either absent or whole.
+fn write_whole(path: &Path, body: &[u8]) -> Result<(), SinkError> {
+    use std::io::Write;
+    let io = |source| SinkError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let folder = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(folder).map_err(io)?;
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let mut file = std::fs::File::create(&partial).map_err(io)?;
+    file.write_all(body).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&partial, path).map_err(io)?;
+    std::fs::File::open(folder)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn objects_land_as_files_and_keys_cannot_climb_out() {
+        let dir = tempfile::tempdir().expect("dir");
+        let sink = FolderSink::in_data_dir(dir.path());
+        sink.put("any-bucket", "José/audio/a.mp4", b"whole".to_vec())
+            .await
+            .expect("put");
+        let written = dir.path().join("buckets/any-bucket/José/audio/a.mp4");
+        assert_eq!(std::fs::read(&written).expect("file"), b"whole");
+        sink.put("any-bucket", "José/audio/a.mp4", b"again".to_vec())
+            .await
+            .expect("replace");
+        assert_eq!(std::fs::read(&written).expect("file"), b"again");
+        for key in ["../x", "a/../../x", "a//b", "", "a\\b"] {
+            assert!(
+                matches!(
+                    sink.put("any-bucket", key, Vec::new()).await,
+                    Err(SinkError::UnsafeKey(_))
+                ),
+                "{key:?}"
+            );
+        }
+        assert!(sink.put("..", "x", Vec::new()).await.is_err());
+    }
+}
