@@ -724,6 +724,8 @@ async fn a_capture_pipeline_records_the_meetings_mix_into_its_bucket() {
             .iter()
             .any(|p| p.media_pipeline_id() == Some(id.as_str()))
     );
+    // A concatenation created while the capture runs waits for it to finish.
+    let joined_id = create_concatenation(&pipelines, &created).await;
     pipelines
         .delete_media_capture_pipeline()
         .media_pipeline_id(&id)
@@ -763,6 +765,7 @@ async fn a_capture_pipeline_records_the_meetings_mix_into_its_bucket() {
     let mut decoder = Decoder::new().expect("decoder");
     let mut pcm = [0f32; MAX_PACKET_SAMPLES];
     let mut recorded = Vec::new();
+    let mut all_packets = Vec::new();
     for (i, name) in names.iter().enumerate() {
         // yyyy-mm-dd-HH-MM-SS-mmm.mp4
         let stem = name.strip_suffix(".mp4").expect(".mp4");
@@ -777,6 +780,7 @@ async fn a_capture_pipeline_records_the_meetings_mix_into_its_bucket() {
         if i + 1 < names.len() {
             assert_eq!(packets.len(), 250, "every chunk but the last is 5 s");
         }
+        all_packets.extend(packets.iter().cloned());
         for packet in packets {
             let n = decoder
                 .decode(Some(&packet), FRAME_SAMPLES, &mut pcm)
@@ -790,4 +794,130 @@ async fn a_capture_pipeline_records_the_meetings_mix_into_its_bucket() {
             "the recording carries {who}'s {tone} Hz tone"
         );
     }
+
+    // The concatenation joined the chunks into one gapless file under its own destination.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pipeline = pipelines
+            .get_media_pipeline()
+            .media_pipeline_id(&joined_id)
+            .send()
+            .await
+            .expect("GetMediaPipeline")
+            .media_pipeline
+            .and_then(|p| p.media_concatenation_pipeline)
+            .expect("a concatenation pipeline");
+        match pipeline.status.as_ref().map(|s| s.as_str()) {
+            Some("Stopped") => break,
+            Some("Failed") => panic!("the concatenation failed"),
+            _ => assert!(Instant::now() < deadline, "the concatenation finished"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let joined = server
+        .dir
+        .path()
+        .join("buckets/team-recordings/joined/audio")
+        .join(format!("{joined_id}.mp4"));
+    let (packets, duration) = mp4_opus_packets(&std::fs::read(&joined).expect("the joined file"));
+    assert_eq!(
+        packets, all_packets,
+        "every chunk's packets, in order, nothing between"
+    );
+    assert_eq!(duration as usize, all_packets.len() * FRAME_SAMPLES);
+}
+
+/// CreateMediaConcatenationPipeline over `capture`, audio only, into
+/// `team-recordings/joined`: its id.
+async fn create_concatenation(
+    pipelines: &aws_sdk_chimesdkmediapipelines::Client,
+    capture: &aws_sdk_chimesdkmediapipelines::types::MediaCapturePipeline,
+) -> String {
+    use aws_sdk_chimesdkmediapipelines::types::*;
+    let state = |enabled: bool| {
+        if enabled {
+            ArtifactsConcatenationState::Enabled
+        } else {
+            ArtifactsConcatenationState::Disabled
+        }
+    };
+    let artifacts = ArtifactsConcatenationConfiguration::builder()
+        .audio(
+            AudioConcatenationConfiguration::builder()
+                .state(AudioArtifactsConcatenationState::Enabled)
+                .build()
+                .expect("audio"),
+        )
+        .video(
+            VideoConcatenationConfiguration::builder()
+                .state(state(false))
+                .build()
+                .expect("video"),
+        )
+        .content(
+            ContentConcatenationConfiguration::builder()
+                .state(state(false))
+                .build()
+                .expect("content"),
+        )
+        .data_channel(
+            DataChannelConcatenationConfiguration::builder()
+                .state(state(false))
+                .build()
+                .expect("data"),
+        )
+        .transcription_messages(
+            TranscriptionMessagesConcatenationConfiguration::builder()
+                .state(state(false))
+                .build()
+                .expect("transcripts"),
+        )
+        .meeting_events(
+            MeetingEventsConcatenationConfiguration::builder()
+                .state(state(false))
+                .build()
+                .expect("events"),
+        )
+        .composited_video(
+            CompositedVideoConcatenationConfiguration::builder()
+                .state(state(false))
+                .build()
+                .expect("composited"),
+        )
+        .build();
+    let source = ConcatenationSource::builder()
+        .r#type(ConcatenationSourceType::MediaCapturePipeline)
+        .media_capture_pipeline_source_configuration(
+            MediaCapturePipelineSourceConfiguration::builder()
+                .media_pipeline_arn(capture.media_pipeline_arn().expect("arn"))
+                .chime_sdk_meeting_configuration(
+                    ChimeSdkMeetingConcatenationConfiguration::builder()
+                        .artifacts_configuration(artifacts)
+                        .build(),
+                )
+                .build()
+                .expect("source configuration"),
+        )
+        .build()
+        .expect("source");
+    let sink = ConcatenationSink::builder()
+        .r#type(ConcatenationSinkType::S3Bucket)
+        .s3_bucket_sink_configuration(
+            S3BucketSinkConfiguration::builder()
+                .destination("arn:aws:s3:::team-recordings/joined")
+                .build()
+                .expect("destination"),
+        )
+        .build()
+        .expect("sink");
+    pipelines
+        .create_media_concatenation_pipeline()
+        .sources(source)
+        .sinks(sink)
+        .send()
+        .await
+        .expect("CreateMediaConcatenationPipeline")
+        .media_concatenation_pipeline
+        .and_then(|p| p.media_pipeline_id)
+        .expect("id")
 }

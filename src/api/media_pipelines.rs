@@ -12,12 +12,15 @@ use serde_json::{Value, json};
 
 use super::error::{ApiError, ErrorKind};
 use super::input::{self, json_body, required};
+use super::operation::Operation;
 use super::{ApiState, Call, Reply};
-use crate::domain::arn::{media_pipeline_arn, parse_bucket_arn, parse_meeting_arn};
+use crate::domain::arn::{
+    media_pipeline_arn, parse_bucket_arn, parse_media_pipeline_arn, parse_meeting_arn,
+};
 use crate::domain::civil::iso8601_millis;
 use crate::domain::tokens::PageKind;
 use crate::domain::validate;
-use crate::recording::pipelines::{capture_target, status};
+use crate::recording::pipelines::{CAPTURE_SINK_MEMBER, capture_target, status};
 use crate::store::{MediaPipelineRecord, PipelineCreated, StoreError};
 
 /// The model's `ResultMax`.
@@ -209,26 +212,33 @@ fn meeting_configuration(configuration: &Value) -> Result<(), ApiError> {
 }
 
 pub async fn get_capture(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
-    let record = find(state, call).await?;
+    let record = find(state, call, Some(MediaPipelineRecord::CAPTURE)).await?;
     Ok(Reply::Json(
         StatusCode::OK,
         json!({ "MediaCapturePipeline": capture_json(&record) }),
     ))
 }
 
-/// GetMediaPipeline: the same pipeline, wrapped by its kind.
+/// GetMediaPipeline: any pipeline, wrapped by its kind.
 pub async fn get_any(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
-    let record = find(state, call).await?;
+    let record = find(state, call, None).await?;
+    let shape = if record.kind == MediaPipelineRecord::CONCATENATION {
+        json!({ "MediaConcatenationPipeline": concatenation_json(&record) })
+    } else {
+        json!({ "MediaCapturePipeline": capture_json(&record) })
+    };
     Ok(Reply::Json(
         StatusCode::OK,
-        json!({ "MediaPipeline": { "MediaCapturePipeline": capture_json(&record) } }),
+        json!({ "MediaPipeline": shape }),
     ))
 }
 
 /// DeleteMediaCapturePipeline and DeleteMediaPipeline: the recorder stops and writes its last
 /// chunk before the answer, so everything recorded is in the bucket when the caller looks.
 pub async fn delete(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
-    let record = find(state, call).await?;
+    let kind = (call.route.operation == Operation::DeleteMediaCapturePipeline)
+        .then_some(MediaPipelineRecord::CAPTURE);
+    let record = find(state, call, kind).await?;
     state.recorders.stop(&record.media_pipeline_id).await;
     match state
         .store
@@ -298,11 +308,18 @@ pub async fn list(state: &ApiState, call: &Call, capture_only: bool) -> Result<R
     Ok(Reply::Json(StatusCode::OK, response))
 }
 
-/// The caller's pipeline named in the path, or NotFound.
-async fn find(state: &ApiState, call: &Call) -> Result<MediaPipelineRecord, ApiError> {
+/// The caller's pipeline named in the path (of `kind` when given), or NotFound.
+async fn find(
+    state: &ApiState,
+    call: &Call,
+    kind: Option<&str>,
+) -> Result<MediaPipelineRecord, ApiError> {
     let id = input::guid_label("MediaPipelineId", call.route.media_pipeline_id.as_ref())?;
     match state.store.get_media_pipeline(&call.account_id, &id).await {
-        Ok(record) => Ok(record),
+        Ok(record) if kind.is_none_or(|kind| record.kind == kind) => Ok(record),
+        Ok(_) => Err(ApiError::not_found(format!(
+            "The media capture pipeline {id} was not found"
+        ))),
         Err(StoreError::PipelineNotFound) => Err(ApiError::not_found(format!(
             "The media pipeline {id} was not found"
         ))),
@@ -340,4 +357,183 @@ fn capture_json(record: &MediaPipelineRecord) -> Value {
         }
     }
     shape
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateConcatenationIn {
+    pub sources: Option<Vec<Value>>,
+    pub sinks: Option<Vec<Value>>,
+    pub client_request_token: Option<String>,
+    pub tags: Option<Vec<Value>>,
+}
+
+/// A text member at `path` inside `value`, required.
+fn member<'a>(value: &'a Value, path: &[&str], name: &str) -> Result<&'a str, ApiError> {
+    path.iter()
+        .try_fold(value, |value, key| value.get(key))
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request(format!("{name} is required")))
+}
+
+/// The one source and the one sink of a CreateMediaConcatenationPipeline request, checked:
+/// (capture pipeline ARN, destination bucket ARN).
+fn concatenation_request(request: &CreateConcatenationIn) -> Result<(String, String), ApiError> {
+    let sources = required("Sources", &request.sources)?;
+    validate::count("Sources", sources.len(), 1, 1)?;
+    let sinks = required("Sinks", &request.sinks)?;
+    validate::count("Sinks", sinks.len(), 1, 1)?;
+    let (Some(source), Some(sink)) = (sources.first(), sinks.first()) else {
+        return Err(ApiError::bad_request(
+            "Sources and Sinks need one member each",
+        ));
+    };
+    validate::one_of(
+        "Sources[0].Type",
+        member(source, &["Type"], "Sources[0].Type")?,
+        &["MediaCapturePipeline"],
+    )?;
+    let config = "Sources[0].MediaCapturePipelineSourceConfiguration";
+    let capture_arn = member(
+        source,
+        &[
+            "MediaCapturePipelineSourceConfiguration",
+            "MediaPipelineArn",
+        ],
+        &format!("{config}.MediaPipelineArn"),
+    )?;
+    validate::arn(&format!("{config}.MediaPipelineArn"), capture_arn)?;
+    let artifacts = [
+        "MediaCapturePipelineSourceConfiguration",
+        "ChimeSdkMeetingConfiguration",
+        "ArtifactsConfiguration",
+    ];
+    for artifact in [
+        "Audio",
+        "Video",
+        "Content",
+        "DataChannel",
+        "TranscriptionMessages",
+        "MeetingEvents",
+        "CompositedVideo",
+    ] {
+        let name = format!(
+            "{config}.ChimeSdkMeetingConfiguration.ArtifactsConfiguration.{artifact}.State"
+        );
+        let path: Vec<&str> = artifacts
+            .iter()
+            .copied()
+            .chain([artifact, "State"])
+            .collect();
+        let state = member(source, &path, &name)?;
+        let allowed: &[&str] = if artifact == "Audio" {
+            &["Enabled"]
+        } else {
+            &["Enabled", "Disabled"]
+        };
+        validate::one_of(&name, state, allowed)?;
+        if artifact != "Audio" && state == "Enabled" {
+            return Err(ApiError::bad_request(format!(
+                "Concatenating {artifact} is not supported by Carillon yet: it joins the \
+                 capture's audio (set {artifact}.State to Disabled)"
+            )));
+        }
+    }
+    validate::one_of(
+        "Sinks[0].Type",
+        member(sink, &["Type"], "Sinks[0].Type")?,
+        &["S3Bucket"],
+    )?;
+    let destination_name = "Sinks[0].S3BucketSinkConfiguration.Destination";
+    let destination = member(
+        sink,
+        &["S3BucketSinkConfiguration", "Destination"],
+        destination_name,
+    )?;
+    validate::arn(destination_name, destination)?;
+    if parse_bucket_arn(destination).is_none() {
+        return Err(ApiError::bad_request(format!(
+            "{destination_name} must be an S3 bucket ARN (arn:aws:s3:::<bucket>[/<prefix>]) \
+             with a valid bucket name, not '{destination}'"
+        )));
+    }
+    Ok((capture_arn.to_string(), destination.to_string()))
+}
+
+/// CreateMediaConcatenationPipeline: joins a capture's audio chunks into one file once the
+/// capture has finished (at once if it already has).
+pub async fn create_concatenation(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
+    let request: CreateConcatenationIn = json_body(&call.body)?;
+    if let Some(token) = &request.client_request_token {
+        validate::client_request_token(token)?;
+    }
+    if request.tags.is_some() {
+        return Err(ApiError::bad_request(
+            "Tags on media pipelines are not supported by Carillon yet; create the pipeline \
+             without Tags",
+        ));
+    }
+    let (capture_arn, destination) = concatenation_request(&request)?;
+    let unknown = || {
+        ApiError::bad_request(format!(
+            "MediaPipelineArn '{capture_arn}' names no media capture pipeline of this account"
+        ))
+    };
+    let capture_id = parse_media_pipeline_arn(&capture_arn)
+        .filter(|(account, _)| *account == call.account_id)
+        .map(|(_, id)| id)
+        .ok_or_else(unknown)?;
+    let capture = match state
+        .store
+        .get_media_pipeline(&call.account_id, &capture_id)
+        .await
+    {
+        Ok(capture) if capture.kind == MediaPipelineRecord::CAPTURE => capture,
+        Ok(_) | Err(StoreError::PipelineNotFound) => return Err(unknown()),
+        Err(error) => return Err(error.into()),
+    };
+    let now = state.clock.now_ms();
+    let record = MediaPipelineRecord {
+        account_id: call.account_id.clone(),
+        media_pipeline_id: crate::domain::ids::new_id(),
+        kind: MediaPipelineRecord::CONCATENATION.to_string(),
+        client_request_token: request.client_request_token.clone(),
+        control_region: call.region.clone(),
+        source_arn: capture_arn,
+        meeting_id: capture.meeting_id.clone(),
+        sink_arn: destination,
+        status: status::INITIALIZING.to_string(),
+        configuration: json!({
+            "Sources": request.sources,
+            "Sinks": request.sinks,
+            CAPTURE_SINK_MEMBER: capture.sink_arn,
+        }),
+        created_at: now,
+        updated_at: now,
+    };
+    let stored = match state.store.create_media_pipeline(record).await? {
+        PipelineCreated::New(record) => {
+            state.recorders.start_concatenation(&record);
+            record
+        }
+        PipelineCreated::Existing(record) => record,
+    };
+    Ok(Reply::Json(
+        StatusCode::CREATED,
+        json!({ "MediaConcatenationPipeline": concatenation_json(&stored) }),
+    ))
+}
+
+/// The `MediaConcatenationPipeline` shape.
+fn concatenation_json(record: &MediaPipelineRecord) -> Value {
+    let stored = |member: &str| record.configuration.get(member).cloned();
+    json!({
+        "MediaPipelineId": record.media_pipeline_id,
+        "MediaPipelineArn": arn_of(record),
+        "Sources": stored("Sources"),
+        "Sinks": stored("Sinks"),
+        "Status": record.status,
+        "CreatedTimestamp": iso8601_millis(record.created_at),
+        "UpdatedTimestamp": iso8601_millis(record.updated_at),
+    })
 }

@@ -460,6 +460,9 @@ async fn run(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
         ListMeetingTags | ListAttendeeTags => tags::list_path(state, call).await,
         CreateMediaCapturePipeline => media_pipelines::create_capture(state, call).await,
         GetMediaCapturePipeline => media_pipelines::get_capture(state, call).await,
+        CreateMediaConcatenationPipeline => {
+            media_pipelines::create_concatenation(state, call).await
+        }
         GetMediaPipeline => media_pipelines::get_any(state, call).await,
         ListMediaCapturePipelines => media_pipelines::list(state, call, true).await,
         ListMediaPipelines => media_pipelines::list(state, call, false).await,

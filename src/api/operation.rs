@@ -34,6 +34,7 @@ pub enum Operation {
     CreateMediaCapturePipeline,
     GetMediaCapturePipeline,
     ListMediaCapturePipelines,
+    CreateMediaConcatenationPipeline,
     DeleteMediaCapturePipeline,
     GetMediaPipeline,
     ListMediaPipelines,
@@ -42,7 +43,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, for tables built over all of them (the known IAM actions).
-    pub const ALL: [Operation; 30] = [
+    pub const ALL: [Operation; 31] = [
         Operation::CreateMeeting,
         Operation::CreateMeetingWithAttendees,
         Operation::GetMeeting,
@@ -69,6 +70,7 @@ impl Operation {
         Operation::CreateMediaCapturePipeline,
         Operation::GetMediaCapturePipeline,
         Operation::ListMediaCapturePipelines,
+        Operation::CreateMediaConcatenationPipeline,
         Operation::DeleteMediaCapturePipeline,
         Operation::GetMediaPipeline,
         Operation::ListMediaPipelines,
@@ -105,6 +107,7 @@ impl Operation {
             CreateMediaCapturePipeline => "CreateMediaCapturePipeline",
             GetMediaCapturePipeline => "GetMediaCapturePipeline",
             ListMediaCapturePipelines => "ListMediaCapturePipelines",
+            CreateMediaConcatenationPipeline => "CreateMediaConcatenationPipeline",
             DeleteMediaCapturePipeline => "DeleteMediaCapturePipeline",
             GetMediaPipeline => "GetMediaPipeline",
             ListMediaPipelines => "ListMediaPipelines",
@@ -135,6 +138,7 @@ impl Operation {
             CreateMediaCapturePipeline
                 | GetMediaCapturePipeline
                 | ListMediaCapturePipelines
+                | CreateMediaConcatenationPipeline
                 | DeleteMediaCapturePipeline
                 | GetMediaPipeline
                 | ListMediaPipelines
@@ -143,13 +147,12 @@ impl Operation {
     }
 }
 
-/// The media pipelines API's routes whose operations Carillon does not implement: concatenation,
-/// live connector, stream, insights, Kinesis video stream pools, speaker search and voice tone.
+/// The media pipelines API's routes whose operations Carillon does not implement: live
+/// connector, stream, insights, Kinesis video stream pools, speaker search and voice tone.
 fn is_unimplemented_media_pipeline_route(first_segment: &str) -> bool {
     matches!(
         first_segment,
-        "sdk-media-concatenation-pipelines"
-            | "sdk-media-live-connector-pipelines"
+        "sdk-media-live-connector-pipelines"
             | "sdk-media-stream-pipelines"
             | "media-insights-pipeline-configurations"
             | "media-insights-pipeline-status"
@@ -209,7 +212,10 @@ impl Operation {
     pub fn errors(self, namespace: Namespace) -> Vec<ErrorKind> {
         use Operation::*;
         let extra: &[ErrorKind] = match (namespace, self) {
-            (Namespace::MediaPipelines, CreateMediaCapturePipeline) => &[Throttled, LimitExceeded],
+            (
+                Namespace::MediaPipelines,
+                CreateMediaCapturePipeline | CreateMediaConcatenationPipeline,
+            ) => &[Throttled, LimitExceeded],
             (Namespace::MediaPipelines, ListMediaCapturePipelines | ListMediaPipelines) => {
                 &[Throttled, LimitExceeded]
             }
@@ -337,6 +343,7 @@ fn operation_for(segs: &[&str], m: &str, literal: Option<&str>) -> Result<Operat
         (["sdk-media-capture-pipelines"], "GET", None) => ListMediaCapturePipelines,
         (["sdk-media-capture-pipelines", _], "GET", None) => GetMediaCapturePipeline,
         (["sdk-media-capture-pipelines", _], "DELETE", None) => DeleteMediaCapturePipeline,
+        (["sdk-media-concatenation-pipelines"], "POST", None) => CreateMediaConcatenationPipeline,
         (["sdk-media-pipelines"], "GET", None) => ListMediaPipelines,
         (["sdk-media-pipelines", _], "GET", None) => GetMediaPipeline,
         (["sdk-media-pipelines", _], "DELETE", None) => DeleteMediaPipeline,
@@ -617,8 +624,17 @@ mod tests {
             let labelled = path.matches('/').count() == 2;
             assert_eq!(route.media_pipeline_id.is_some(), labelled, "{path}");
         }
-        let unimplemented = op(ns, Method::POST, "/sdk-media-concatenation-pipelines", None)
-            .expect_err("not implemented");
+        assert_eq!(
+            op(ns, Method::POST, "/sdk-media-concatenation-pipelines", None),
+            Ok(Operation::CreateMediaConcatenationPipeline)
+        );
+        let unimplemented = op(
+            ns,
+            Method::POST,
+            "/sdk-media-live-connector-pipelines",
+            None,
+        )
+        .expect_err("not implemented");
         assert!(unimplemented.message.contains("does not implement"));
         assert!(op(ns, Method::POST, "/media-insights-pipelines", None).is_err());
         let legacy = op(

@@ -38,6 +38,19 @@ pub fn media_pipeline_arn(region: &str, account: &str, media_pipeline_id: &str) 
     format!("arn:aws:chime:{region}:{account}:media-pipeline/{media_pipeline_id}")
 }
 
+/// The MediaPipelineId a media pipeline ARN names (any region and account; the caller checks
+/// the account), lower-cased; None for anything else.
+pub fn parse_media_pipeline_arn(arn: &str) -> Option<(String, String)> {
+    let mut parts = arn.splitn(6, ':');
+    let (scheme, partition, service) = (parts.next()?, parts.next()?, parts.next()?);
+    let (_region, account, resource) = (parts.next()?, parts.next()?, parts.next()?);
+    if scheme != "arn" || !partition.starts_with("aws") || service != "chime" {
+        return None;
+    }
+    let id = resource.strip_prefix("media-pipeline/")?;
+    super::ids::is_guid(id).then(|| (account.to_string(), super::ids::normalize(id)))
+}
+
 /// Where a recording goes: a bucket and the key prefix under it (empty when the ARN names
 /// only the bucket).
 #[derive(Debug, Clone, PartialEq, Eq)]

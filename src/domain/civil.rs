@@ -13,6 +13,23 @@ pub struct CivilTime {
 }
 
 impl CivilTime {
+    /// Seconds since the epoch (Howard Hinnant's days_from_civil); fields out of their ranges
+    /// are not checked here.
+    pub fn to_unix(self) -> i64 {
+        let y = if self.month <= 2 {
+            self.year - 1
+        } else {
+            self.year
+        };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (self.month + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + self.day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        days * 86_400 + self.hour * 3600 + self.minute * 60 + self.second
+    }
+
     pub fn from_unix(unix: i64) -> CivilTime {
         let days = unix.div_euclid(86_400);
         let seconds = unix.rem_euclid(86_400);
@@ -48,6 +65,36 @@ pub fn iso8601(unix: i64) -> String {
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` of milliseconds since the epoch.
 pub fn iso8601_millis(unix_ms: i64) -> String {
     with_millis(unix_ms, ['-', 'T', ':', '.'], "Z")
+}
+
+/// Milliseconds since the epoch of a [`dashed_millis`] time; None for anything else.
+pub fn parse_dashed_millis(text: &str) -> Option<i64> {
+    let parts: Vec<i64> = text
+        .split('-')
+        .map(|part| {
+            (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| part.parse().ok())
+                .flatten()
+        })
+        .collect::<Option<_>>()?;
+    let [year, month, day, hour, minute, second, millis] = parts.as_slice() else {
+        return None;
+    };
+    let valid = (1..=12).contains(month)
+        && (1..=31).contains(day)
+        && *hour < 24
+        && *minute < 60
+        && *second < 61
+        && *millis < 1000;
+    let time = CivilTime {
+        year: *year,
+        month: *month,
+        day: *day,
+        hour: *hour,
+        minute: *minute,
+        second: *second,
+    };
+    valid.then(|| time.to_unix() * 1000 + millis)
 }
 
 /// `YYYY-MM-DD-HH-MM-SS-mmm` of milliseconds since the epoch: how AWS names a recording's
@@ -99,5 +146,21 @@ mod tests {
             iso8601_millis(1_795_819_438_007),
             "2026-11-27T22:43:58.007Z"
         );
+        assert_eq!(dashed_millis(1_795_819_438_007), "2026-11-27-22-43-58-007");
+        assert_eq!(
+            parse_dashed_millis("2026-11-27-22-43-58-007"),
+            Some(1_795_819_438_007)
+        );
+        for bad in [
+            "2026-11-27-22-43-58",
+            "2026-13-27-22-43-58-007",
+            "a-b-c-d-e-f-g",
+            "",
+        ] {
+            assert_eq!(parse_dashed_millis(bad), None, "{bad}");
+        }
+        for unix in [0, 951_782_400, 1_795_819_438, -86_401] {
+            assert_eq!(CivilTime::from_unix(unix).to_unix(), unix);
+        }
     }
 }

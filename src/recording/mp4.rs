@@ -217,6 +217,101 @@ fn opus_sample_entry(track: OpusTrack) -> Vec<u8> {
     boxed(b"Opus", &entry)
 }
 
+/// Why an MP4 file could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum Mp4Error {
+    #[error("no {0} box where an Opus track written by Carillon has one")]
+    Missing(&'static str),
+    #[error("a sample lies outside the file")]
+    OutOfBounds,
+}
+
+/// What [`read_opus_file`] finds in a file [`opus_file`] wrote.
+#[derive(Debug, Clone)]
+pub struct OpusFile {
+    pub pre_skip: u16,
+    pub samples: Vec<OpusSample>,
+}
+
+/// Reads back the Opus packets of a file written by [`opus_file`] (one track, one chunk of
+/// samples): what concatenation joins. Anything else is an error, never a panic.
+pub fn read_opus_file(file: &[u8]) -> Result<OpusFile, Mp4Error> {
+    let moov = child(file, b"moov").ok_or(Mp4Error::Missing("moov"))?;
+    let trak = child(moov, b"trak").ok_or(Mp4Error::Missing("trak"))?;
+    let mdia = child(trak, b"mdia").ok_or(Mp4Error::Missing("mdia"))?;
+    let minf = child(mdia, b"minf").ok_or(Mp4Error::Missing("minf"))?;
+    let stbl = child(minf, b"stbl").ok_or(Mp4Error::Missing("stbl"))?;
+    let stsd = child(stbl, b"stsd").ok_or(Mp4Error::Missing("stsd"))?;
+    let entry = stsd
+        .get(8..)
+        .and_then(|entries| child(entries, b"Opus"))
+        .ok_or(Mp4Error::Missing("Opus"))?;
+    let dops = entry
+        .get(28..)
+        .and_then(|boxes| child(boxes, b"dOps"))
+        .ok_or(Mp4Error::Missing("dOps"))?;
+    let pre_skip = dops
+        .get(2..4)
+        .and_then(|b| <[u8; 2]>::try_from(b).ok())
+        .map(u16::from_be_bytes)
+        .ok_or(Mp4Error::Missing("dOps"))?;
+    let stsz = child(stbl, b"stsz").ok_or(Mp4Error::Missing("stsz"))?;
+    let stco = child(stbl, b"stco").ok_or(Mp4Error::Missing("stco"))?;
+    let stts = child(stbl, b"stts").ok_or(Mp4Error::Missing("stts"))?;
+    let mut at = be32(stco, 8).ok_or(Mp4Error::Missing("stco"))? as usize;
+    let count = be32(stsz, 8).ok_or(Mp4Error::Missing("stsz"))? as usize;
+    let durations = sample_durations(stts, count).ok_or(Mp4Error::Missing("stts"))?;
+    let mut samples = Vec::with_capacity(count.min(1 << 16));
+    for (i, duration) in durations.into_iter().enumerate() {
+        let size = be32(stsz, 12 + 4 * i).ok_or(Mp4Error::OutOfBounds)? as usize;
+        let packet = file.get(at..at + size).ok_or(Mp4Error::OutOfBounds)?;
+        samples.push(OpusSample {
+            packet: packet.to_vec(),
+            samples: duration,
+        });
+        at += size;
+    }
+    Ok(OpusFile { pre_skip, samples })
+}
+
+/// Each sample's duration from `stts` runs, `count` of them.
+fn sample_durations(stts: &[u8], count: usize) -> Option<Vec<u32>> {
+    let runs = be32(stts, 4)? as usize;
+    let mut durations = Vec::with_capacity(count.min(1 << 16));
+    for run in 0..runs {
+        let n = be32(stts, 8 + 8 * run)?;
+        let delta = be32(stts, 12 + 8 * run)?;
+        for _ in 0..n {
+            if durations.len() == count {
+                return None;
+            }
+            durations.push(delta);
+        }
+    }
+    (durations.len() == count).then_some(durations)
+}
+
+/// The body of the first box of `kind` among `boxes`.
+fn child<'a>(mut boxes: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
+    while boxes.len() >= 8 {
+        let size = be32(boxes, 0)? as usize;
+        if size < 8 {
+            return None;
+        }
+        let body = boxes.get(8..size)?;
+        if boxes.get(4..8)? == kind {
+            return Some(body);
+        }
+        boxes = boxes.get(size..)?;
+    }
+    None
+}
+
+fn be32(data: &[u8], at: usize) -> Option<u32> {
+    let bytes: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
+    Some(u32::from_be_bytes(bytes))
+}
+
 /// Version and flags of a full box.
 fn full_header(version: u8, flags: u32) -> Vec<u8> {
     let mut header = (flags & 0x00ff_ffff).to_be_bytes().to_vec();
@@ -315,5 +410,17 @@ mod tests {
         let entry = child(&stsd[8..], "Opus");
         let dops = child(&entry[28..], "dOps");
         assert_eq!(u16::from_be_bytes(dops[2..4].try_into().unwrap()), 312);
+        let read = read_opus_file(&file).expect("reads back");
+        assert_eq!(read.pre_skip, 312);
+        assert_eq!(read.samples.len(), samples.len());
+        assert!(
+            read.samples
+                .iter()
+                .zip(&samples)
+                .all(|(a, b)| a.packet == b.packet && a.samples == b.samples)
+        );
+        for cut in [0, 7, 100, file.len() / 2, file.len() - 1] {
+            assert!(read_opus_file(&file[..cut]).is_err(), "truncated at {cut}");
+        }
     }
 }

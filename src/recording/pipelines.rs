@@ -12,12 +12,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::capture::{CaptureTarget, RECORDER_TAP_FRAMES, record_audio};
+use super::concat::concatenate_audio;
 use super::sink::ObjectSink;
 use crate::clock::Clock;
+use crate::domain::arn::{parse_bucket_arn, parse_media_pipeline_arn};
 use crate::domain::id::MeetingId;
 use crate::media::Media;
 use crate::media::tap::AudioSource;
-use crate::store::{MediaPipelineRecord, Store};
+use crate::store::{MediaPipelineRecord, Store, StoreError};
 
 /// The statuses a capture pipeline goes through, as the model spells them.
 pub mod status {
@@ -26,6 +28,13 @@ pub mod status {
     pub const STOPPED: &str = "Stopped";
     pub const FAILED: &str = "Failed";
 }
+
+/// How often a concatenation pipeline looks whether its capture has finished.
+const CAPTURE_POLL: Duration = Duration::from_secs(1);
+/// The member of a concatenation pipeline's stored configuration that keeps its capture's
+/// sink ARN, so that the chunks are found even after the capture pipeline is deleted. Not part
+/// of any answer.
+pub const CAPTURE_SINK_MEMBER: &str = "CarillonCaptureSinkArn";
 
 /// How long a Delete waits for its recorder to write the last chunk.
 const FLUSH_WAIT: Duration = Duration::from_secs(10);
@@ -153,8 +162,78 @@ impl Recorders {
             .is_ok_and(|running| running.contains_key(media_pipeline_id))
     }
 
+    /// Starts a stored concatenation pipeline: it waits for its capture to finish, then joins
+    /// the capture's audio chunks into one file under its own destination.
+    pub fn start_concatenation(self: &Arc<Self>, record: &MediaPipelineRecord) {
+        let recorders = self.clone();
+        let record = record.clone();
+        tokio::spawn(async move { recorders.concatenate(record).await });
+    }
+
+    async fn concatenate(&self, record: MediaPipelineRecord) {
+        let (account, id) = (&record.account_id, &record.media_pipeline_id);
+        let source = record
+            .configuration
+            .get(CAPTURE_SINK_MEMBER)
+            .and_then(serde_json::Value::as_str)
+            .and_then(|sink_arn| {
+                let capture_id = parse_media_pipeline_arn(&record.source_arn)?.1;
+                target_of(sink_arn, &capture_id)
+            });
+        let (Some(source), Some(destination)) = (source, target_of(&record.sink_arn, id)) else {
+            self.set_status(account, id, status::FAILED).await;
+            return;
+        };
+        if !self.capture_finished(&record).await {
+            return;
+        }
+        self.set_status(account, id, status::IN_PROGRESS).await;
+        let joined = concatenate_audio(self.sink.as_ref(), &source, &destination, id).await;
+        let status = match joined {
+            Ok(joined) => {
+                tracing::info!(media_pipeline_id = %id, ?joined, "concatenation done");
+                status::STOPPED
+            }
+            Err(error) => {
+                tracing::warn!(media_pipeline_id = %id, %error, "concatenation failed");
+                status::FAILED
+            }
+        };
+        self.set_status(account, id, status).await;
+    }
+
+    /// Waits until the concatenation's capture has finished (or was deleted, which flushes it);
+    /// false if the concatenation pipeline itself was deleted meanwhile.
+    async fn capture_finished(&self, record: &MediaPipelineRecord) -> bool {
+        let capture_id = parse_media_pipeline_arn(&record.source_arn).map(|(_, id)| id);
+        loop {
+            match self
+                .store
+                .get_media_pipeline(&record.account_id, &record.media_pipeline_id)
+                .await
+            {
+                Err(StoreError::PipelineNotFound) => return false,
+                Err(error) => tracing::debug!(%error, "concatenation waits for the store"),
+                Ok(_) => {}
+            }
+            let capture = match &capture_id {
+                Some(capture_id) => {
+                    self.store
+                        .get_media_pipeline(&record.account_id, capture_id)
+                        .await
+                }
+                None => Err(StoreError::PipelineNotFound),
+            };
+            match capture {
+                Ok(capture) if MediaPipelineRecord::is_finished(&capture.status) => return true,
+                Err(StoreError::PipelineNotFound) => return true,
+                _ => tokio::time::sleep(CAPTURE_POLL).await,
+            }
+        }
+    }
+
     /// After a restart: pipelines that were recording resume (in new chunks) if their meeting
-    /// is still on, and are marked Stopped if it is not.
+    /// is still on, and are marked Stopped if it is not; concatenations start again.
     pub async fn resume_unfinished(self: &Arc<Self>) {
         let unfinished = match self.store.unfinished_media_pipelines().await {
             Ok(unfinished) => unfinished,
@@ -164,6 +243,10 @@ impl Recorders {
             }
         };
         for record in unfinished {
+            if record.kind == MediaPipelineRecord::CONCATENATION {
+                self.start_concatenation(&record);
+                continue;
+            }
             let live = match record.meeting_id.as_deref() {
                 Some(meeting_id) => self
                     .store
@@ -198,9 +281,14 @@ impl Recorders {
 /// Where a stored capture pipeline writes: its sink ARN's bucket, under the ARN's prefix or,
 /// without one, the pipeline id.
 pub fn capture_target(record: &MediaPipelineRecord) -> Option<CaptureTarget> {
-    let bucket = crate::domain::arn::parse_bucket_arn(&record.sink_arn)?;
+    target_of(&record.sink_arn, &record.media_pipeline_id)
+}
+
+/// A bucket ARN's bucket, and its prefix or else `pipeline_id`.
+fn target_of(sink_arn: &str, pipeline_id: &str) -> Option<CaptureTarget> {
+    let bucket = parse_bucket_arn(sink_arn)?;
     let prefix = if bucket.prefix.is_empty() {
-        record.media_pipeline_id.clone()
+        pipeline_id.to_string()
     } else {
         bucket.prefix
     };

@@ -23,6 +23,13 @@ pub trait ObjectSink: Send + Sync + 'static {
     /// Stores `body` at `bucket`/`key`, durably before returning; an object of that key is
     /// replaced. A reader never sees a partial object.
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), SinkError>;
+
+    /// The keys directly under `folder` (a key prefix without its trailing `/`), sorted; none
+    /// when the folder does not exist.
+    async fn list(&self, bucket: &str, folder: &str) -> Result<Vec<String>, SinkError>;
+
+    /// The object at `bucket`/`key`.
+    async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, SinkError>;
 }
 
 /// Buckets as folders: `<root>/<bucket>/<key>`. Any bucket name works (its folder is made on
@@ -71,6 +78,50 @@ impl ObjectSink for FolderSink {
                 source: std::io::Error::other(join),
             })?
     }
+
+    async fn list(&self, bucket: &str, folder: &str) -> Result<Vec<String>, SinkError> {
+        let path = self
+            .path_of(bucket, folder)
+            .ok_or_else(|| SinkError::UnsafeKey(format!("{bucket}/{folder}")))?;
+        let folder = folder.to_string();
+        let listed = tokio::task::spawn_blocking(move || list_folder(&path, &folder)).await;
+        listed.map_err(|join| SinkError::Io {
+            path: PathBuf::new(),
+            source: std::io::Error::other(join),
+        })?
+    }
+
+    async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, SinkError> {
+        let path = self
+            .path_of(bucket, key)
+            .ok_or_else(|| SinkError::UnsafeKey(format!("{bucket}/{key}")))?;
+        tokio::fs::read(&path)
+            .await
+            .map_err(|source| SinkError::Io { path, source })
+    }
+}
+
+/// The files of a folder as keys under `folder`, leaving out writes in progress.
+fn list_folder(path: &Path, folder: &str) -> Result<Vec<String>, SinkError> {
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(SinkError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let mut keys: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_file()))
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| !name.ends_with(".partial"))
+        .map(|name| format!("{folder}/{name}"))
+        .collect();
+    keys.sort();
+    Ok(keys)
 }
 
 /// Writes beside the target, syncs, renames over it and syncs the folder: after a crash the

@@ -128,7 +128,7 @@ pub struct MediaPipelineRecord {
     pub account_id: String,
     /// Lower-case UUID, the MediaPipelineId.
     pub media_pipeline_id: String,
-    /// [`MediaPipelineRecord::CAPTURE`] for now (concatenation pipelines will come later).
+    /// [`MediaPipelineRecord::CAPTURE`] or [`MediaPipelineRecord::CONCATENATION`].
     pub kind: String,
     /// The ClientRequestToken of the creating request, if it had one.
     pub client_request_token: Option<String>,
@@ -151,6 +151,8 @@ pub struct MediaPipelineRecord {
 impl MediaPipelineRecord {
     /// The kind of a media capture pipeline.
     pub const CAPTURE: &str = "MediaCapturePipeline";
+    /// The kind of a media concatenation pipeline.
+    pub const CONCATENATION: &str = "MediaConcatenationPipeline";
 
     /// The statuses a pipeline ends in: one in any other is unfinished, and a capture pipeline
     /// in any other holds its meeting's one active capture.

@@ -180,8 +180,8 @@ def audio_only(video="Disabled"):
 
 def test_media_capture_pipelines(endpoint, credentials, client):
     """An application's recording code written for AWS (boto3 chime-sdk-media-pipelines) runs
-    unchanged: Create, Get, List, GetMediaPipeline, Delete; what Carillon does not implement is a
-    modelled BadRequestException that says so."""
+    unchanged: Create, Get, List, GetMediaPipeline, CreateMediaConcatenationPipeline, Delete;
+    what Carillon does not implement is a modelled BadRequestException that says so."""
     pipelines = boto3.client(
         "chime-sdk-media-pipelines", endpoint_url=endpoint, config=ONE_ATTEMPT, **credentials
     )
@@ -214,26 +214,52 @@ def test_media_capture_pipelines(endpoint, credentials, client):
             ChimeSdkMeetingConfiguration=audio_only(video="Enabled"),
         )
     with pytest.raises(pipelines.exceptions.BadRequestException, match="does not implement"):
-        pipelines.create_media_concatenation_pipeline(
+        pipelines.create_media_live_connector_pipeline(
+            Sources=[
+                {
+                    "SourceType": "ChimeSdkMeeting",
+                    "ChimeSdkMeetingLiveConnectorConfiguration": {
+                        "Arn": meeting["MeetingArn"],
+                        "MuxType": "AudioWithActiveSpeakerVideo",
+                    },
+                }
+            ],
+            Sinks=[{"SinkType": "RTMP", "RTMPConfiguration": {"Url": "rtmp://127.0.0.1/live"}}],
+        )
+
+    def concatenate(**states):
+        artifacts = {
+            k: {"State": states.get(k, "Enabled" if k == "Audio" else "Disabled")}
+            for k in [
+                "Audio", "Video", "Content", "DataChannel",
+                "TranscriptionMessages", "MeetingEvents", "CompositedVideo",
+            ]
+        }
+        return pipelines.create_media_concatenation_pipeline(
             Sources=[
                 {
                     "Type": "MediaCapturePipeline",
                     "MediaCapturePipelineSourceConfiguration": {
                         "MediaPipelineArn": created["MediaPipelineArn"],
-                        "ChimeSdkMeetingConfiguration": {
-                            "ArtifactsConfiguration": {
-                                k: {"State": "Enabled" if k == "Audio" else "Disabled"}
-                                for k in [
-                                    "Audio", "Video", "Content", "DataChannel",
-                                    "TranscriptionMessages", "MeetingEvents", "CompositedVideo",
-                                ]
-                            }
-                        },
+                        "ChimeSdkMeetingConfiguration": {"ArtifactsConfiguration": artifacts},
                     },
                 }
             ],
-            Sinks=[{"Type": "S3Bucket", "S3BucketSinkConfiguration": {"Destination": "arn:aws:s3:::zoe-recordings"}}],
-        )
+            Sinks=[{"Type": "S3Bucket", "S3BucketSinkConfiguration": {"Destination": "arn:aws:s3:::zoe-recordings/joined"}}],
+        )["MediaConcatenationPipeline"]
+
+    with pytest.raises(pipelines.exceptions.BadRequestException, match="MeetingEvents"):
+        concatenate(MeetingEvents="Enabled")
+    joined = concatenate()
+    assert joined["Status"] == "Initializing"
+    assert joined["Sources"][0]["MediaCapturePipelineSourceConfiguration"]["MediaPipelineArn"] == created["MediaPipelineArn"]
+    wrapped = pipelines.get_media_pipeline(MediaPipelineId=joined["MediaPipelineId"])["MediaPipeline"]
+    assert wrapped["MediaConcatenationPipeline"]["MediaPipelineId"] == joined["MediaPipelineId"]
+    with pytest.raises(pipelines.exceptions.NotFoundException):
+        pipelines.get_media_capture_pipeline(MediaPipelineId=joined["MediaPipelineId"])
+    captures = [p["MediaPipelineId"] for p in pipelines.list_media_capture_pipelines()["MediaCapturePipelines"]]
+    assert joined["MediaPipelineId"] not in captures and pipeline_id in captures
+    pipelines.delete_media_pipeline(MediaPipelineId=joined["MediaPipelineId"])
 
     pipelines.delete_media_pipeline(MediaPipelineId=pipeline_id)
     with pytest.raises(pipelines.exceptions.NotFoundException):
