@@ -56,6 +56,9 @@ impl Drop for Process {
     }
 }
 
+/// The account the benchmarks' servers run as.
+pub const ACCOUNT_ID: &str = "111122223333";
+
 /// Starts `binary serve` on a free loopback port with its data in `data`; returns the process
 /// and the API endpoint once it accepts connections.
 pub fn start_carillon(binary: &Path, data: &Path, keys: &Keys) -> (Process, String) {
@@ -70,7 +73,7 @@ pub fn start_carillon(binary: &Path, data: &Path, keys: &Keys) -> (Process, Stri
         .env("CARILLON_DATA_DIR", data)
         .env("CARILLON_ACCESS_KEY_ID", keys.access_key_id)
         .env("CARILLON_SECRET_ACCESS_KEY", keys.secret)
-        .env("CARILLON_ACCOUNT_ID", "111122223333")
+        .env("CARILLON_ACCOUNT_ID", ACCOUNT_ID)
         .env("CARILLON_ADMIN_LISTEN", "off")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

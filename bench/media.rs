@@ -5,7 +5,10 @@
 //!   silence (as a muted-by-silence browser does);
 //! - `many`: 20 meetings of 10, everyone speaking;
 //! - `latency`: one meeting of 3, a speaker alternating 500 ms of tone and silence, a listener
-//!   decoding its downlink: the time from the first tone packet sent to the first loud frame heard.
+//!   decoding its downlink: the time from the first tone packet sent to the first loud frame heard;
+//! - `many-recorded`: `many` with a media capture pipeline recording each meeting's audio into
+//!   the embedded folder sink (issue 26): its CPU against `many`'s, in the same run, is what
+//!   recording costs; the bytes written are reported per recorded meeting.
 //!
 //! For each server: its CPU (user + system from /proc, so the load generator does not count) per
 //! participant, downlink loss by RTP sequence numbers, downlink frames per second per listener,
@@ -212,6 +215,8 @@ async fn signal(url: &str, token: &str, offer: String) -> (String, tokio::task::
 
 struct Measured {
     participants: usize,
+    /// Recorded meetings, and the bytes their captures wrote during the measurement.
+    recorded: Option<(usize, u64)>,
     connected: usize,
     cpu_percent: f64,
     loss_percent: f64,
@@ -226,10 +231,16 @@ async fn scenario(
     pid: u32,
     voices: Vec<Vec<(Voice, bool)>>,
     measure: Duration,
+    recordings: Option<&std::path::Path>,
 ) -> Measured {
     let api = sdk(endpoint, &KEYS);
     let per_meeting = voices.iter().map(Vec::len).max().unwrap_or(0);
     let rooms = setup(&api, "bench-", voices.len(), per_meeting).await;
+    // A server from before recording (a --server to compare) records nothing: no figure.
+    let recordings = match recordings {
+        Some(folder) if record_meetings(endpoint, &rooms).await => Some(folder),
+        _ => None,
+    };
     let packets = Arc::new(encode_packets());
     let probe = Arc::new(ProbeClock {
         epoch: Instant::now(),
@@ -261,8 +272,12 @@ async fn scenario(
     }
     tokio::time::sleep_until(window.from.into()).await;
     let cpu_before = cpu_seconds(pid);
+    let written_before = recordings.map(folder_bytes);
     tokio::time::sleep_until(window.until.into()).await;
     let cpu = cpu_seconds(pid) - cpu_before;
+    let recorded = recordings
+        .zip(written_before)
+        .map(|(folder, before)| (rooms_recorded(folder), folder_bytes(folder) - before));
     let mut results = Vec::new();
     for task in tasks {
         results.push(task.await.expect("client"));
@@ -281,6 +296,7 @@ async fn scenario(
     delays.sort_by(f64::total_cmp);
     Measured {
         participants,
+        recorded,
         connected: results.iter().filter(|r| r.connected).count(),
         cpu_percent: 100.0 * cpu / measure.as_secs_f64(),
         loss_percent: if expected > 0 {
@@ -293,6 +309,66 @@ async fn scenario(
             .then(|| (delays[delays.len() / 2], delays[delays.len() - 1])),
         peak_rss_mib: status_bytes(pid, "VmHWM") as f64 / (1 << 20) as f64,
     }
+}
+
+/// Starts a media capture pipeline on each meeting, into the bucket `bench-recordings`; false
+/// if the server does not record.
+async fn record_meetings(endpoint: &str, rooms: &[(String, Vec<String>)]) -> bool {
+    use aws_sdk_chimesdkmediapipelines as pipelines;
+    use pipelines::types::{MediaPipelineSinkType, MediaPipelineSourceType};
+    let config = pipelines::Config::builder()
+        .behavior_version(pipelines::config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(pipelines::config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            KEYS.access_key_id,
+            KEYS.secret,
+            None,
+            None,
+            "bench",
+        ))
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    let client = pipelines::Client::from_conf(config);
+    for (url, _) in rooms {
+        // The signaling URL ends in the meeting id.
+        let meeting_id = url.rsplit('/').next().expect("meeting id");
+        let created = client
+            .create_media_capture_pipeline()
+            .source_type(MediaPipelineSourceType::ChimeSdkMeeting)
+            .source_arn(format!(
+                "arn:aws:chime:us-east-1:{}:meeting/{meeting_id}",
+                clients::ACCOUNT_ID
+            ))
+            .sink_type(MediaPipelineSinkType::S3Bucket)
+            .sink_arn("arn:aws:s3:::bench-recordings")
+            .send()
+            .await;
+        if let Err(error) = created {
+            eprintln!("this server does not record ({error:?}); its many-recorded row is many");
+            return false;
+        }
+    }
+    true
+}
+
+/// The bytes of every file under `folder`.
+fn folder_bytes(folder: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => folder_bytes(&entry.path()),
+            _ => entry.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
+/// The recordings (one folder per capture pipeline) in the bucket folder.
+fn rooms_recorded(folder: &std::path::Path) -> usize {
+    std::fs::read_dir(folder).map_or(0, |entries| entries.count())
 }
 
 fn main() {
@@ -312,6 +388,11 @@ fn main() {
     let runtime = clients::runtime();
     let measure = Duration::from_secs(if quick { 5 } else { 15 });
     let (big, many_meetings) = if quick { (50, 4) } else { (250, 20) };
+    let many = |meetings: usize| -> Meetings {
+        (0..meetings)
+            .map(|_| (0..10).map(|_| (Voice::Tone(-30), false)).collect())
+            .collect()
+    };
     let scenarios: Vec<(&str, Meetings)> = vec![
         (
             "big",
@@ -330,12 +411,8 @@ fn main() {
                     .collect(),
             ],
         ),
-        (
-            "many",
-            (0..many_meetings)
-                .map(|_| (0..10).map(|_| (Voice::Tone(-30), false)).collect())
-                .collect(),
-        ),
+        ("many", many(many_meetings)),
+        ("many-recorded", many(many_meetings)),
         (
             "latency",
             vec![vec![
@@ -355,24 +432,31 @@ fn main() {
         .filter(|(name, _)| only.as_deref().is_none_or(|o| o == *name))
         .collect();
     println!(
-        "| server | scenario | participants (connected) | server CPU % of a core | CPU per participant % | downlink loss % | downlink frames/s per listener | onset delay p50 / max ms | peak RSS MiB |"
+        "| server | scenario | participants (connected) | server CPU % of a core | CPU per participant % | downlink loss % | downlink frames/s per listener | onset delay p50 / max ms | peak RSS MiB | recorded meetings, KiB/s written each |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (name, scenario_voices) in &scenarios {
         for (server_name, binary) in &servers {
             let data = tempfile::tempdir().expect("tempdir");
             let (server, endpoint) = start_carillon(binary, data.path(), &KEYS);
+            let bucket = data.path().join("buckets/bench-recordings");
+            let recordings = name.ends_with("-recorded").then_some(bucket.as_path());
             let m = runtime.block_on(scenario(
                 &endpoint,
                 server.child.id(),
                 scenario_voices.clone(),
                 measure,
+                recordings,
             ));
+            let recorded = m.recorded.map_or("-".to_string(), |(meetings, bytes)| {
+                let per_second = bytes as f64 / 1024.0 / measure.as_secs_f64();
+                format!("{meetings}, {:.1}", per_second / meetings.max(1) as f64)
+            });
             let onset = m
                 .onset_ms
                 .map_or("-".to_string(), |(p50, max)| format!("{p50:.0} / {max:.0}"));
             println!(
-                "| {server_name} | {name} | {} ({}) | {:.1} | {:.3} | {:.2} | {:.1} | {onset} | {:.0} |",
+                "| {server_name} | {name} | {} ({}) | {:.1} | {:.3} | {:.2} | {:.1} | {onset} | {:.0} | {recorded} |",
                 m.participants,
                 m.connected,
                 m.cpu_percent,
