@@ -523,3 +523,71 @@ async fn a_graceful_stop_flushes_the_outbox() {
         "every event was delivered before the process ended"
     );
 }
+
+/// A capture pipeline's lifecycle reaches the sinks as AWS's media pipeline events
+/// ("Chime Media Pipeline State Change"): InProgress once it records, Deleted once Delete has
+/// stopped it, each naming its meeting and pipeline.
+#[tokio::test]
+async fn a_capture_pipeline_announces_its_start_and_its_end() {
+    use aws_sdk_chimesdkmediapipelines::types::{MediaPipelineSinkType, MediaPipelineSourceType};
+    let (receiver, url) = Receiver::start(0).await;
+    let server = TestServer::start_with(|config| config.webhooks = vec![url]).await;
+    let meeting = server
+        .client()
+        .create_meeting()
+        .media_region("eu-west-1")
+        .external_meeting_id("Zoë's recorded standup")
+        .client_request_token("recorded-standup")
+        .send()
+        .await
+        .expect("CreateMeeting")
+        .meeting
+        .expect("meeting");
+    let meeting_id = meeting.meeting_id().expect("id").to_string();
+    let pipelines = common::media_pipelines_client(&server.url());
+    let pipeline_id = pipelines
+        .create_media_capture_pipeline()
+        .source_type(MediaPipelineSourceType::ChimeSdkMeeting)
+        .source_arn(meeting.meeting_arn().expect("arn"))
+        .sink_type(MediaPipelineSinkType::S3Bucket)
+        .sink_arn("arn:aws:s3:::standups")
+        .send()
+        .await
+        .expect("CreateMediaCapturePipeline")
+        .media_capture_pipeline
+        .and_then(|p| p.media_pipeline_id)
+        .expect("id");
+    let in_progress = |events: &[serde_json::Value]| {
+        kinds(events, &meeting_id).contains(&"MediaPipelineInProgress".to_string())
+    };
+    for _ in 0..200 {
+        if in_progress(&receiver.events()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pipelines
+        .delete_media_capture_pipeline()
+        .media_pipeline_id(&pipeline_id)
+        .send()
+        .await
+        .expect("DeleteMediaCapturePipeline");
+    let events = receiver.wait_for(3).await;
+    assert_eq!(
+        kinds(&events, &meeting_id),
+        [
+            "MeetingStarted",
+            "MediaPipelineInProgress",
+            "MediaPipelineDeleted"
+        ]
+    );
+    for event in events.iter().skip(1) {
+        assert_eq!(event["detail-type"], "Chime Media Pipeline State Change");
+        assert_eq!(event["detail"]["mediaPipelineId"], pipeline_id.as_str());
+        assert_eq!(
+            event["detail"]["externalMeetingId"],
+            "Zoë's recorded standup"
+        );
+        assert_eq!(event["detail"]["mediaRegion"], "eu-west-1");
+    }
+}

@@ -104,8 +104,8 @@ pub async fn create_capture(state: &ApiState, call: &Call) -> Result<Reply, ApiE
         source_arn,
         sink_arn,
     } = capture_request(call)?;
-    match state.store.get_meeting(&call.account_id, &meeting_id).await {
-        Ok(_) => {}
+    let meeting = match state.store.get_meeting(&call.account_id, &meeting_id).await {
+        Ok(meeting) => meeting,
         // The model lists no NotFound for Create.
         Err(StoreError::MeetingNotFound) => {
             return Err(ApiError::bad_request(format!(
@@ -113,7 +113,7 @@ pub async fn create_capture(state: &ApiState, call: &Call) -> Result<Reply, ApiE
             )));
         }
         Err(error) => return Err(error.into()),
-    }
+    };
     let now = state.clock.now_ms();
     let record = MediaPipelineRecord {
         account_id: call.account_id.clone(),
@@ -129,6 +129,11 @@ pub async fn create_capture(state: &ApiState, call: &Call) -> Result<Reply, ApiE
             "ChimeSdkMeetingConfiguration": request.chime_sdk_meeting_configuration,
             "SseAwsKeyManagementParams": request.sse_aws_key_management_params,
             "SinkIamRoleArn": request.sink_iam_role_arn,
+            MediaPipelineRecord::MEETING_FACTS: {
+                "ExternalMeetingId": meeting.external_meeting_id,
+                "MediaRegion": meeting.media_region,
+                "NotificationsConfiguration": meeting.notifications,
+            },
         }),
         created_at: now,
         updated_at: now,
@@ -351,7 +356,8 @@ fn capture_json(record: &MediaPipelineRecord) -> Value {
     if let (Some(fields), Some(stored)) = (shape.as_object_mut(), record.configuration.as_object())
     {
         for (member, value) in stored {
-            if !value.is_null() {
+            // `Carillon…` members are this server's own bookkeeping.
+            if !value.is_null() && !member.starts_with("Carillon") {
                 fields.insert(member.clone(), value.clone());
             }
         }
@@ -507,6 +513,8 @@ pub async fn create_concatenation(state: &ApiState, call: &Call) -> Result<Reply
             "Sources": request.sources,
             "Sinks": request.sinks,
             CAPTURE_SINK_MEMBER: capture.sink_arn,
+            MediaPipelineRecord::MEETING_FACTS:
+                capture.configuration.get(MediaPipelineRecord::MEETING_FACTS),
         }),
         created_at: now,
         updated_at: now,

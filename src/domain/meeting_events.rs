@@ -117,8 +117,82 @@ pub fn envelope(
     serde_json::to_string(&envelope).unwrap_or_default()
 }
 
+/// A media pipeline's lifecycle events ("Chime Media Pipeline State Change").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineEventType {
+    /// The pipeline started capturing (or concatenating).
+    InProgress,
+    /// It stopped as asked, or its meeting ended: everything it wrote is in the bucket.
+    Deleted,
+    /// It failed and will not recover.
+    PermanentFailure,
+}
+
+impl PipelineEventType {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::InProgress => "chime:MediaPipelineInProgress",
+            Self::Deleted => "chime:MediaPipelineDeleted",
+            Self::PermanentFailure => "chime:MediaPipelinePermanentFailure",
+        }
+    }
+
+    /// The event a pipeline's move to `status` announces, if any.
+    pub fn for_status(status: &str) -> Option<PipelineEventType> {
+        match status {
+            "InProgress" => Some(Self::InProgress),
+            "Stopped" => Some(Self::Deleted),
+            "Failed" => Some(Self::PermanentFailure),
+            _ => None,
+        }
+    }
+}
+
+/// The EventBridge-shaped envelope of a media pipeline event: the meeting's facts and the
+/// pipeline id, as AWS's media pipeline events carry them.
+pub fn pipeline_envelope(
+    kind: PipelineEventType,
+    meeting: &MeetingFacts<'_>,
+    media_pipeline_id: &str,
+    timestamp_ms: i64,
+) -> String {
+    let envelope = Envelope {
+        version: "0",
+        id: crate::domain::ids::new_id(),
+        detail_type: "Chime Media Pipeline State Change",
+        source: "aws.chime",
+        account: meeting.account_id,
+        time: iso_time(timestamp_ms.div_euclid(1000)),
+        region: meeting.control_region,
+        resources: [],
+        detail: PipelineDetail {
+            version: "0",
+            event_type: kind.name(),
+            timestamp: timestamp_ms,
+            meeting_id: meeting.meeting_id,
+            external_meeting_id: meeting.external_meeting_id,
+            media_pipeline_id,
+            media_region: meeting.media_region,
+        },
+    };
+    serde_json::to_string(&envelope).unwrap_or_default()
+}
+
 #[derive(Serialize)]
-struct Envelope<'a> {
+#[serde(rename_all = "camelCase")]
+struct PipelineDetail<'a> {
+    version: &'static str,
+    event_type: &'static str,
+    timestamp: i64,
+    meeting_id: &'a str,
+    external_meeting_id: Option<&'a str>,
+    media_pipeline_id: &'a str,
+    media_region: &'a str,
+}
+
+/// The EventBridge envelope, around a meeting's or a media pipeline's detail.
+#[derive(Serialize)]
+struct Envelope<'a, D> {
     version: &'static str,
     id: String,
     #[serde(rename = "detail-type")]
@@ -128,7 +202,7 @@ struct Envelope<'a> {
     time: String,
     region: &'a str,
     resources: [&'static str; 0],
-    detail: Detail<'a>,
+    detail: D,
 }
 
 #[derive(Serialize)]
@@ -165,6 +239,37 @@ pub fn targets(notifications: Option<&Value>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pipeline_event_names_its_meeting_and_pipeline() {
+        let meeting = MeetingFacts {
+            account_id: "111122223333",
+            control_region: "us-east-1",
+            meeting_id: "m-1",
+            external_meeting_id: Some("Zoë's standup"),
+            media_region: "eu-west-1",
+        };
+        let body = pipeline_envelope(
+            PipelineEventType::InProgress,
+            &meeting,
+            "p-1",
+            1_627_503_649_251,
+        );
+        let event: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(event["detail-type"], "Chime Media Pipeline State Change");
+        assert_eq!(event["time"], "2021-07-28T20:20:49Z");
+        let detail = &event["detail"];
+        assert_eq!(detail["eventType"], "chime:MediaPipelineInProgress");
+        assert_eq!(detail["mediaPipelineId"], "p-1");
+        assert_eq!(detail["externalMeetingId"], "Zoë's standup");
+        assert_eq!(detail["mediaRegion"], "eu-west-1");
+        assert_eq!(detail["timestamp"], 1_627_503_649_251_i64);
+        assert_eq!(
+            PipelineEventType::for_status("Stopped"),
+            Some(PipelineEventType::Deleted)
+        );
+        assert_eq!(PipelineEventType::for_status("Initializing"), None);
+    }
     use serde_json::json;
 
     #[test]

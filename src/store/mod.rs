@@ -153,6 +153,11 @@ impl MediaPipelineRecord {
     pub const CAPTURE: &str = "MediaCapturePipeline";
     /// The kind of a media concatenation pipeline.
     pub const CONCATENATION: &str = "MediaConcatenationPipeline";
+    /// The member of the stored configuration that keeps the meeting's facts as they were at
+    /// Create (`ExternalMeetingId`, `MediaRegion`, `NotificationsConfiguration`), for the
+    /// pipeline's events: a capture's last ones are written after its meeting is gone.
+    /// Members of the configuration named `Carillon…` are Carillon's own, never answered.
+    pub const MEETING_FACTS: &str = "CarillonMeeting";
 
     /// The statuses a pipeline ends in: one in any other is unfinished, and a capture pipeline
     /// in any other holds its meeting's one active capture.

@@ -4,7 +4,8 @@
 
 use std::future::Future;
 
-use super::{Backend, Columns, Session, backend, json_column};
+use super::{Backend, Columns, EventRow, Session, backend, json_column, to_json};
+use crate::domain::meeting_events::{self, MeetingFacts, PipelineEventType};
 use crate::store::{
     MediaPipelineRecord, MediaPipelineStore, PipelineCreated, StoreError, StoreResult,
     parse_pipeline_cursor,
@@ -213,7 +214,54 @@ async fn set_status<S: PipelineRows>(
     if !session.update_pipeline_status(change).await? {
         return Err(StoreError::PipelineNotFound.into());
     }
+    // The move is announced in the same transaction, so that the event is kept exactly when
+    // the status is.
+    if pipeline.status != *status
+        && let Some(kind) = PipelineEventType::for_status(status)
+        && let Some(row) = pipeline_event_row(kind, &pipeline, *updated_at)?
+    {
+        session.append_event(row).await?;
+    }
     Ok(())
+}
+
+/// The outbox row of a pipeline event, at `at_ms`; none for a pipeline without a meeting.
+fn pipeline_event_row(
+    kind: PipelineEventType,
+    pipeline: &MediaPipelineRecord,
+    at_ms: i64,
+) -> StoreResult<Option<EventRow>> {
+    let Some(meeting_id) = pipeline.meeting_id.as_deref() else {
+        return Ok(None);
+    };
+    let facts = pipeline
+        .configuration
+        .get(MediaPipelineRecord::MEETING_FACTS);
+    let text = |member: &str| {
+        facts
+            .and_then(|facts| facts.get(member))
+            .and_then(serde_json::Value::as_str)
+    };
+    let meeting = MeetingFacts {
+        account_id: &pipeline.account_id,
+        control_region: &pipeline.control_region,
+        meeting_id,
+        external_meeting_id: text("ExternalMeetingId"),
+        media_region: text("MediaRegion").unwrap_or(&pipeline.control_region),
+    };
+    let body =
+        meeting_events::pipeline_envelope(kind, &meeting, &pipeline.media_pipeline_id, at_ms);
+    let notifications = facts.and_then(|facts| facts.get("NotificationsConfiguration"));
+    let recorded_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    Ok(Some(EventRow {
+        meeting_id: meeting_id.to_string(),
+        targets: to_json(&meeting_events::targets(notifications))?,
+        body,
+        recorded_at_ms,
+    }))
 }
 
 async fn list_pipelines<S: PipelineRows>(
