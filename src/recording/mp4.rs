@@ -351,7 +351,7 @@ mod tests {
     fn boxes(mut data: &[u8]) -> Vec<(String, &[u8])> {
         let mut out = Vec::new();
         while data.len() >= 8 {
-            let size = u32::from_be_bytes(data[..4].try_into().unwrap()) as usize;
+            let size = u32::from_be_bytes(data[..4].try_into().expect("4 bytes")) as usize;
             out.push((
                 String::from_utf8_lossy(&data[4..8]).into_owned(),
                 &data[8..size],
@@ -388,19 +388,23 @@ mod tests {
         assert_eq!(top, ["ftyp", "moov", "mdat"]);
         let moov = child(&file, "moov");
         let mdhd = child(child(child(moov, "trak"), "mdia"), "mdhd");
-        assert_eq!(u32::from_be_bytes(mdhd[12..16].try_into().unwrap()), 48_000);
         assert_eq!(
-            u32::from_be_bytes(mdhd[16..20].try_into().unwrap()),
+            u32::from_be_bytes(mdhd[12..16].try_into().expect("4 bytes")),
+            48_000
+        );
+        assert_eq!(
+            u32::from_be_bytes(mdhd[16..20].try_into().expect("4 bytes")),
             250 * 960,
             "5 s of 20 ms packets"
         );
         let stbl = child(child(child(child(moov, "trak"), "mdia"), "minf"), "stbl");
         let stco = child(stbl, "stco");
-        let offset = u32::from_be_bytes(stco[8..12].try_into().unwrap()) as usize;
+        let offset = u32::from_be_bytes(stco[8..12].try_into().expect("4 bytes")) as usize;
         let stsz = child(stbl, "stsz");
         let mut at = offset;
         for (i, sample) in samples.iter().enumerate() {
-            let size = u32::from_be_bytes(stsz[12 + 4 * i..16 + 4 * i].try_into().unwrap());
+            let size =
+                u32::from_be_bytes(stsz[12 + 4 * i..16 + 4 * i].try_into().expect("4 bytes"));
             assert_eq!(size as usize, sample.packet.len());
             assert_eq!(&file[at..at + sample.packet.len()], &sample.packet[..]);
             at += sample.packet.len();
@@ -409,7 +413,10 @@ mod tests {
         let stsd = child(stbl, "stsd");
         let entry = child(&stsd[8..], "Opus");
         let dops = child(&entry[28..], "dOps");
-        assert_eq!(u16::from_be_bytes(dops[2..4].try_into().unwrap()), 312);
+        assert_eq!(
+            u16::from_be_bytes(dops[2..4].try_into().expect("2 bytes")),
+            312
+        );
         let read = read_opus_file(&file).expect("reads back");
         assert_eq!(read.pre_skip, 312);
         assert_eq!(read.samples.len(), samples.len());
