@@ -5,7 +5,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{ACCESS_KEY_ID, ACCOUNT_ID, SECRET_ACCESS_KEY, TestServer, sdk_client};
+use common::{TestServer, free_port, sdk_client, serve, wait_ready};
 
 #[tokio::test]
 async fn everything_survives_a_graceful_restart() {
@@ -158,40 +158,6 @@ async fn acknowledged_writes_survive_kill_9() {
     }
     child.start_kill().expect("stop");
     let _ = child.wait().await;
-}
-
-/// `carillon serve` (the real binary) on `data_dir`, listening on `listen`.
-fn serve(data_dir: &std::path::Path, listen: &str) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_carillon"));
-    command
-        .args(["serve", "--listen", listen])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("CARILLON_ACCESS_KEY_ID", ACCESS_KEY_ID)
-        .env("CARILLON_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
-        .env("CARILLON_ACCOUNT_ID", ACCOUNT_ID)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true);
-    command
-}
-
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-    probe.local_addr().expect("addr").port()
-}
-
-async fn wait_ready(port: u16) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server on port {port} did not start within 10 s");
 }
 
 /// One process per data directory: a second `carillon serve` on a directory another one is

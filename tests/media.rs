@@ -699,8 +699,8 @@ async fn a_capture_pipeline_records_the_meetings_mix_into_its_bucket() {
         "{second:?}"
     );
 
-    // Alice and bob talk for 7 s while it records.
-    let (a, b) = alice_and_bob(&server, &m, Duration::from_secs(7)).await;
+    // Alice and bob talk for 8 s while it records.
+    let (a, b) = alice_and_bob(&server, &m, Duration::from_secs(8)).await;
     let (a, b) = (a.await.expect("alice"), b.await.expect("bob"));
     assert!(a.hears(BOB) && b.hears(ALICE), "the call went on as usual");
     let status = pipelines
@@ -761,7 +761,7 @@ async fn a_capture_pipeline_records_the_meetings_mix_into_its_bucket() {
         })
         .collect();
     names.sort();
-    assert!(names.len() >= 2, "7 s of call in 5 s chunks: {names:?}");
+    assert!(names.len() >= 2, "8 s of call in 5 s chunks: {names:?}");
     let mut decoder = Decoder::new().expect("decoder");
     let mut pcm = [0f32; MAX_PACKET_SAMPLES];
     let mut recorded = Vec::new();
@@ -920,4 +920,140 @@ async fn create_concatenation(
         .media_concatenation_pipeline
         .and_then(|p| p.media_pipeline_id)
         .expect("id")
+}
+
+/// A server killed with SIGKILL mid-capture loses at most the chunk it was filling: the chunks
+/// written before are whole and listed. Restarted on the same data directory, it resumes the
+/// capture (its meeting is still on) in new chunks, and Delete stops it as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_killed_mid_chunk_keeps_its_whole_chunks_and_resumes() {
+    use aws_sdk_chimesdkmediapipelines::types::{MediaPipelineSinkType, MediaPipelineSourceType};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let spawn = || {
+        common::serve(dir.path(), &format!("127.0.0.1:{port}"))
+            .spawn()
+            .expect("binary starts")
+    };
+    let mut child = spawn();
+    common::wait_ready(port).await;
+    let client = common::sdk_client(&url, "us-east-1");
+    let created = client
+        .create_meeting()
+        .media_region("us-east-1")
+        .external_meeting_id("crash-recording")
+        .client_request_token("crash-recording")
+        .send()
+        .await
+        .expect("CreateMeeting")
+        .meeting
+        .expect("meeting");
+    let m = Meeting {
+        id: created.meeting_id().expect("id").to_string(),
+        signaling_url: created
+            .media_placement()
+            .and_then(|p| p.signaling_url())
+            .expect("url")
+            .to_string(),
+    };
+    let pipelines = common::media_pipelines_client(&url);
+    let id = pipelines
+        .create_media_capture_pipeline()
+        .source_type(MediaPipelineSourceType::ChimeSdkMeeting)
+        .source_arn(created.meeting_arn().expect("arn"))
+        .sink_type(MediaPipelineSinkType::S3Bucket)
+        .sink_arn("arn:aws:s3:::crash-test")
+        .send()
+        .await
+        .expect("CreateMediaCapturePipeline")
+        .media_capture_pipeline
+        .and_then(|p| p.media_pipeline_id)
+        .expect("id");
+    let call = |seconds: u64| {
+        let (client, m) = (client.clone(), m.clone());
+        async move {
+            let mut runs = Vec::new();
+            for (name, tone) in [("alice", ALICE), ("bob", BOB)] {
+                let token = client
+                    .create_attendee()
+                    .meeting_id(&m.id)
+                    .external_user_id(name)
+                    .send()
+                    .await
+                    .expect("CreateAttendee")
+                    .attendee
+                    .and_then(|a| a.join_token)
+                    .expect("token");
+                let url = m.signaling_url.clone();
+                let run_for = Duration::from_secs(seconds);
+                runs.push(tokio::spawn(run_client(
+                    url, token, name, tone, steady, run_for,
+                )));
+            }
+            for run in runs {
+                run.await.expect("client");
+            }
+        }
+    };
+    // 8 s of call (media flows within a second or two of joining): one 5 s chunk written, the
+    // next one filling when the server dies.
+    call(8).await;
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("killed");
+    let folder = dir
+        .path()
+        .join("buckets/crash-test")
+        .join(&id)
+        .join("audio");
+    let chunks = |folder: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(folder)
+            .expect("the audio folder")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|name| name.ends_with(".mp4"))
+            .collect();
+        names.sort();
+        names
+    };
+    let before = chunks(&folder);
+    assert_eq!(
+        before.len(),
+        1,
+        "the whole chunk written before the kill: {before:?}"
+    );
+    let (packets, _) = mp4_opus_packets(&std::fs::read(folder.join(&before[0])).expect("chunk"));
+    assert_eq!(packets.len(), 250, "a whole 5 s chunk");
+
+    let mut child = spawn();
+    common::wait_ready(port).await;
+    let status = pipelines
+        .get_media_capture_pipeline()
+        .media_pipeline_id(&id)
+        .send()
+        .await
+        .expect("GetMediaCapturePipeline after the restart")
+        .media_capture_pipeline
+        .and_then(|p| p.status)
+        .expect("status");
+    assert_eq!(status.as_str(), "InProgress", "the capture resumed");
+    call(3).await;
+    pipelines
+        .delete_media_capture_pipeline()
+        .media_pipeline_id(&id)
+        .send()
+        .await
+        .expect("DeleteMediaCapturePipeline");
+    let after = chunks(&folder);
+    assert!(
+        after.len() >= 2 && after[0] == before[0] && after[1] > before[0],
+        "the resumed capture wrote on after the first chunk: {after:?}"
+    );
+    child.start_kill().expect("stop");
+    let _ = child.wait().await;
 }

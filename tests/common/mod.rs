@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::process::Stdio;
+use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use aws_sdk_chimesdkmeetings as meetings;
@@ -470,4 +471,38 @@ pub fn code<E: meetings::error::ProvideErrorMetadata, R>(
             .unwrap_or("not a service error")
             .to_string(),
     }
+}
+
+/// `carillon serve` (the real binary) on `data_dir`, listening on `listen`.
+pub fn serve(data_dir: &std::path::Path, listen: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_carillon"));
+    command
+        .args(["serve", "--listen", listen])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("CARILLON_ACCESS_KEY_ID", ACCESS_KEY_ID)
+        .env("CARILLON_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+        .env("CARILLON_ACCOUNT_ID", ACCOUNT_ID)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+pub fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    probe.local_addr().expect("addr").port()
+}
+
+pub async fn wait_ready(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server on port {port} did not start within 10 s");
 }

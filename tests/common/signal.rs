@@ -374,6 +374,7 @@ pub fn camera_descriptor(max_bitrate_kbps: u32, framerate: u32) -> SdkStreamDesc
     }
 }
 
+#[derive(Debug, Clone)]
 pub struct Meeting {
     pub id: String,
     pub signaling_url: String,
