@@ -1,5 +1,6 @@
-//! The media pipelines API's capture operations (issue 26): a capture pipeline records a
-//! meeting's mixed audio into a bucket while the meeting runs.
+//! The media pipelines API's capture and concatenation operations (issue 26): a capture
+//! pipeline records a meeting's mixed audio into a bucket while the meeting runs; a
+//! concatenation pipeline joins a finished capture's chunks into one file.
 //!
 //! What is recorded today: the audio mix, as 5 s Opus-in-MP4 chunks under
 //! `<bucket>/<prefix or pipeline id>/audio/`. Video and content artifacts, composited video and
