@@ -529,7 +529,6 @@ async fn a_graceful_stop_flushes_the_outbox() {
 /// stopped it, each naming its meeting and pipeline.
 #[tokio::test]
 async fn a_capture_pipeline_announces_its_start_and_its_end() {
-    use aws_sdk_chimesdkmediapipelines::types::{MediaPipelineSinkType, MediaPipelineSourceType};
     let (receiver, url) = Receiver::start(0).await;
     let server = TestServer::start_with(|config| config.webhooks = vec![url]).await;
     let meeting = server
@@ -545,18 +544,8 @@ async fn a_capture_pipeline_announces_its_start_and_its_end() {
         .expect("meeting");
     let meeting_id = meeting.meeting_id().expect("id").to_string();
     let pipelines = common::media_pipelines_client(&server.url());
-    let pipeline_id = pipelines
-        .create_media_capture_pipeline()
-        .source_type(MediaPipelineSourceType::ChimeSdkMeeting)
-        .source_arn(meeting.meeting_arn().expect("arn"))
-        .sink_type(MediaPipelineSinkType::S3Bucket)
-        .sink_arn("arn:aws:s3:::standups")
-        .send()
-        .await
-        .expect("CreateMediaCapturePipeline")
-        .media_capture_pipeline
-        .and_then(|p| p.media_pipeline_id)
-        .expect("id");
+    let meeting_arn = meeting.meeting_arn().expect("arn");
+    let pipeline_id = common::start_capture(&pipelines, meeting_arn, "arn:aws:s3:::standups").await;
     let in_progress = |events: &[serde_json::Value]| {
         kinds(events, &meeting_id).contains(&"MediaPipelineInProgress".to_string())
     };

@@ -927,7 +927,6 @@ async fn create_concatenation(
 /// capture (its meeting is still on) in new chunks, and Delete stops it as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_capture_killed_mid_chunk_keeps_its_whole_chunks_and_resumes() {
-    use aws_sdk_chimesdkmediapipelines::types::{MediaPipelineSinkType, MediaPipelineSourceType};
     let dir = tempfile::tempdir().expect("temp dir");
     let port = common::free_port();
     let url = format!("http://127.0.0.1:{port}");
@@ -958,18 +957,8 @@ async fn a_capture_killed_mid_chunk_keeps_its_whole_chunks_and_resumes() {
             .to_string(),
     };
     let pipelines = common::media_pipelines_client(&url);
-    let id = pipelines
-        .create_media_capture_pipeline()
-        .source_type(MediaPipelineSourceType::ChimeSdkMeeting)
-        .source_arn(created.meeting_arn().expect("arn"))
-        .sink_type(MediaPipelineSinkType::S3Bucket)
-        .sink_arn("arn:aws:s3:::crash-test")
-        .send()
-        .await
-        .expect("CreateMediaCapturePipeline")
-        .media_capture_pipeline
-        .and_then(|p| p.media_pipeline_id)
-        .expect("id");
+    let meeting_arn = created.meeting_arn().expect("arn");
+    let id = common::start_capture(&pipelines, meeting_arn, "arn:aws:s3:::crash-test").await;
     let call = |seconds: u64| {
         let (client, m) = (client.clone(), m.clone());
         async move {

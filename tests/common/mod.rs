@@ -121,6 +121,27 @@ pub fn media_pipelines_client(endpoint: &str) -> aws_sdk_chimesdkmediapipelines:
     pipelines::Client::from_conf(config)
 }
 
+/// CreateMediaCapturePipeline of the meeting `meeting_arn` into `sink_arn`: the pipeline's id.
+pub async fn start_capture(
+    pipelines: &aws_sdk_chimesdkmediapipelines::Client,
+    meeting_arn: &str,
+    sink_arn: &str,
+) -> String {
+    use aws_sdk_chimesdkmediapipelines::types::{MediaPipelineSinkType, MediaPipelineSourceType};
+    pipelines
+        .create_media_capture_pipeline()
+        .source_type(MediaPipelineSourceType::ChimeSdkMeeting)
+        .source_arn(meeting_arn)
+        .sink_type(MediaPipelineSinkType::S3Bucket)
+        .sink_arn(sink_arn)
+        .send()
+        .await
+        .expect("CreateMediaCapturePipeline")
+        .media_capture_pipeline
+        .and_then(|p| p.media_pipeline_id)
+        .expect("id")
+}
+
 pub fn sdk_client(endpoint: &str, region: &str) -> meetings::Client {
     sdk_client_as(endpoint, region, ACCESS_KEY_ID, SECRET_ACCESS_KEY, false)
 }
