@@ -31,16 +31,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-async fn wait_ready(port: u16) {
-    for _ in 0..200 {
-        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the server did not start");
-}
-
 /// Sends raw bytes and reads whatever comes back until the server closes (or 10 s pass).
 async fn exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
@@ -327,7 +317,7 @@ async fn the_server_stays_up_bounded_and_loses_nothing_under_abuse() {
         .spawn()
         .expect("binary starts");
     let pid = child.id().expect("pid");
-    wait_ready(port).await;
+    common::wait_ready(port).await;
     let url = format!("http://127.0.0.1:{port}");
     let client = sdk_client(&url, "us-east-1");
     let meeting = common::create_meeting(&client, "abuse").await;

@@ -76,7 +76,7 @@ async fn three_nodes(test: &str) -> Option<Cluster> {
             .kill_on_drop(true)
             .spawn()
             .expect("the binary starts");
-        wait_ready(port).await;
+        common::wait_ready(port).await;
         nodes.push(Node {
             child,
             client: sdk_client(&format!("http://{addr}"), "us-east-1"),
@@ -90,19 +90,6 @@ async fn three_nodes(test: &str) -> Option<Cluster> {
         nodes,
         _scratch: scratch,
     })
-}
-
-async fn wait_ready(port: u16) {
-    for _ in 0..300 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("node on port {port} did not start within 15 s");
 }
 
 impl Cluster {

@@ -402,15 +402,7 @@ async fn spawn_node(port: u16, data_dir: &std::path::Path, hook: &str) -> tokio:
         .kill_on_drop(true)
         .spawn()
         .expect("binary starts");
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_ready(port).await;
     child
 }
 

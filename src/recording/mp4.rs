@@ -260,6 +260,11 @@ pub fn read_opus_file(file: &[u8]) -> Result<OpusFile, Mp4Error> {
     let stts = child(stbl, b"stts").ok_or(Mp4Error::Missing("stts"))?;
     let mut at = be32(stco, 8).ok_or(Mp4Error::Missing("stco"))? as usize;
     let count = be32(stsz, 8).ok_or(Mp4Error::Missing("stsz"))? as usize;
+    // Each sample has a 4-byte size in `stsz`: a count past that is a damaged file, and would
+    // otherwise size the reading below.
+    if count > stsz.len().saturating_sub(12) / 4 {
+        return Err(Mp4Error::OutOfBounds);
+    }
     let durations = sample_durations(stts, count).ok_or(Mp4Error::Missing("stts"))?;
     let mut samples = Vec::with_capacity(count.min(1 << 16));
     for (i, duration) in durations.into_iter().enumerate() {
@@ -429,5 +434,13 @@ mod tests {
         for cut in [0, 7, 100, file.len() / 2, file.len() - 1] {
             assert!(read_opus_file(&file[..cut]).is_err(), "truncated at {cut}");
         }
+        // A sample count far past the table: an error, not 4 billion samples.
+        let at = file.windows(4).position(|w| w == b"stsz").expect("stsz") + 12;
+        let mut damaged = file.clone();
+        damaged[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            read_opus_file(&damaged),
+            Err(Mp4Error::OutOfBounds)
+        ));
     }
 }

@@ -515,8 +515,9 @@ pub fn free_port() -> u16 {
     probe.local_addr().expect("addr").port()
 }
 
+/// Waits until something listens on `port` (at most 15 s: a node on PostgreSQL starts slower).
 pub async fn wait_ready(port: u16) {
-    for _ in 0..200 {
+    for _ in 0..300 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
@@ -525,5 +526,5 @@ pub async fn wait_ready(port: u16) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("server on port {port} did not start within 10 s");
+    panic!("server on port {port} did not start within 15 s");
 }

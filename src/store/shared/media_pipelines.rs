@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use super::{Backend, Columns, EventRow, Session, backend, json_column, to_json};
+use super::{Backend, Columns, EventRow, Session, backend, json_column, real_now_ms, to_json};
 use crate::domain::meeting_events::{self, MeetingFacts, PipelineEventType};
 use crate::store::{
     MediaPipelineRecord, MediaPipelineStore, PipelineCreated, StoreError, StoreResult,
@@ -252,15 +252,11 @@ fn pipeline_event_row(
     let body =
         meeting_events::pipeline_envelope(kind, &meeting, &pipeline.media_pipeline_id, at_ms);
     let notifications = facts.and_then(|facts| facts.get("NotificationsConfiguration"));
-    let recorded_at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default();
     Ok(Some(EventRow {
         meeting_id: meeting_id.to_string(),
         targets: to_json(&meeting_events::targets(notifications))?,
         body,
-        recorded_at_ms,
+        recorded_at_ms: real_now_ms(),
     }))
 }
 

@@ -182,16 +182,21 @@ pub fn event_row(
     });
     let body = envelope(kind, &facts, attendee.as_ref(), at.saturating_mul(1000));
     let targets = meeting_events::targets(meeting.notifications.as_ref());
-    let recorded_at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default();
     Ok(EventRow {
         meeting_id: meeting.meeting_id.clone(),
         targets: to_json(&targets)?,
         body,
-        recorded_at_ms,
+        recorded_at_ms: real_now_ms(),
     })
+}
+
+/// Real milliseconds since the epoch, as an outbox row records when it was written (delivery
+/// latency is measured from it, whatever the server's own clock says).
+pub fn real_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }
 
 /// Records the event `kind` of the meeting (and attendee: id, ExternalUserId) at `at` in the
