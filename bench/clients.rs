@@ -328,3 +328,44 @@ impl Peer {
         }
     }
 }
+
+/// Starts a media capture pipeline on each meeting, into the bucket `bench-recordings`; false
+/// if the server does not record.
+pub async fn record_meetings(endpoint: &str, keys: &Keys, rooms: &[(String, Vec<String>)]) -> bool {
+    use aws_sdk_chimesdkmediapipelines as pipelines;
+    use pipelines::types::{MediaPipelineSinkType, MediaPipelineSourceType};
+    let config = pipelines::Config::builder()
+        .behavior_version(pipelines::config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(pipelines::config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            keys.access_key_id,
+            keys.secret,
+            None,
+            None,
+            "bench",
+        ))
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    let client = pipelines::Client::from_conf(config);
+    for (url, _) in rooms {
+        // The signaling URL ends in the meeting id.
+        let meeting_id = url.rsplit('/').next().expect("meeting id");
+        let created = client
+            .create_media_capture_pipeline()
+            .source_type(MediaPipelineSourceType::ChimeSdkMeeting)
+            .source_arn(format!(
+                "arn:aws:chime:us-east-1:{}:meeting/{meeting_id}",
+                ACCOUNT_ID
+            ))
+            .sink_type(MediaPipelineSinkType::S3Bucket)
+            .sink_arn("arn:aws:s3:::bench-recordings")
+            .send()
+            .await;
+        if let Err(error) = created {
+            eprintln!("this server does not record: {error:?}");
+            return false;
+        }
+    }
+    true
+}

@@ -238,7 +238,7 @@ async fn scenario(
     let rooms = setup(&api, "bench-", voices.len(), per_meeting).await;
     // A server from before recording (a --server to compare) records nothing: no figure.
     let recordings = match recordings {
-        Some(folder) if record_meetings(endpoint, &rooms).await => Some(folder),
+        Some(folder) if clients::record_meetings(endpoint, &KEYS, &rooms).await => Some(folder),
         _ => None,
     };
     let packets = Arc::new(encode_packets());
@@ -309,47 +309,6 @@ async fn scenario(
             .then(|| (delays[delays.len() / 2], delays[delays.len() - 1])),
         peak_rss_mib: status_bytes(pid, "VmHWM") as f64 / (1 << 20) as f64,
     }
-}
-
-/// Starts a media capture pipeline on each meeting, into the bucket `bench-recordings`; false
-/// if the server does not record.
-async fn record_meetings(endpoint: &str, rooms: &[(String, Vec<String>)]) -> bool {
-    use aws_sdk_chimesdkmediapipelines as pipelines;
-    use pipelines::types::{MediaPipelineSinkType, MediaPipelineSourceType};
-    let config = pipelines::Config::builder()
-        .behavior_version(pipelines::config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(pipelines::config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new(
-            KEYS.access_key_id,
-            KEYS.secret,
-            None,
-            None,
-            "bench",
-        ))
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .build();
-    let client = pipelines::Client::from_conf(config);
-    for (url, _) in rooms {
-        // The signaling URL ends in the meeting id.
-        let meeting_id = url.rsplit('/').next().expect("meeting id");
-        let created = client
-            .create_media_capture_pipeline()
-            .source_type(MediaPipelineSourceType::ChimeSdkMeeting)
-            .source_arn(format!(
-                "arn:aws:chime:us-east-1:{}:meeting/{meeting_id}",
-                clients::ACCOUNT_ID
-            ))
-            .sink_type(MediaPipelineSinkType::S3Bucket)
-            .sink_arn("arn:aws:s3:::bench-recordings")
-            .send()
-            .await;
-        if let Err(error) = created {
-            eprintln!("this server does not record ({error:?}); its many-recorded row is many");
-            return false;
-        }
-    }
-    true
 }
 
 /// The bytes of every file under `folder`.

@@ -17,7 +17,11 @@
 //! header (SSRC, sequence number, size), not decrypted. One viewer per meeting also hands RTP to
 //! str0m, which decrypts and reassembles the frames, so the bytes are checked end to end.
 //!
-//!   cargo bench --bench video -- [--quick] [--publishers P] [--steps 5,10,20,40]
+//! With `--record`, every step also runs with a media capture pipeline on each meeting (the
+//! meeting's audio and its camera, as sent, into the embedded folder sink), in the same run:
+//! recording's CPU cost per camera is the difference between the two Carillon rows.
+//!
+//!   cargo bench --bench video -- [--quick] [--record] [--publishers P] [--steps 5,10,20,40]
 //!                                [--measure SECONDS] [--server PATH]
 
 use std::net::SocketAddr;
@@ -495,6 +499,8 @@ struct Measured {
     packets_per_second: f64,
     peak_rss_mib: f64,
     sent_mbits: f64,
+    /// With recording on: the bucket's growth in the window, KiB/s over all meetings.
+    recorded_kib_per_second: Option<f64>,
 }
 
 fn summarize(
@@ -534,6 +540,7 @@ fn summarize(
         packets_per_second: packets as f64 / secs,
         peak_rss_mib: rss as f64 / f64::from(1 << 20),
         sent_mbits: sent_bytes as f64 * 8.0 / secs / 1e6,
+        recorded_kib_per_second: None,
     }
 }
 
@@ -561,16 +568,20 @@ async fn window(
     cpu
 }
 
+/// One step against Carillon; with `record`, every meeting has a media capture pipeline
+/// (audio, and the camera as sent) from before its clients join.
 async fn carillon_step(
     binary: &Path,
     publishers: usize,
     viewers: usize,
     measure: Duration,
+    record: bool,
 ) -> Measured {
     let data = tempfile::tempdir().expect("tempdir");
     let (server, endpoint) = start_carillon(binary, data.path(), &KEYS);
     let pid = server.child.id();
     let rooms = setup(&sdk(&endpoint, &KEYS), publishers, 1 + viewers).await;
+    let recording = record && clients::record_meetings(&endpoint, &KEYS, &rooms).await;
     let phase = Phase::new();
     let mut publisher_tasks = Vec::new();
     let mut viewer_tasks = Vec::new();
@@ -595,6 +606,8 @@ async fn carillon_step(
         }
     }
     let clients = publishers * (1 + viewers);
+    let bucket = data.path().join("buckets/bench-recordings");
+    let written_before = folder_bytes(&bucket);
     let cpu = window(
         &phase,
         pid,
@@ -603,6 +616,7 @@ async fn carillon_step(
         measure,
     )
     .await;
+    let written = folder_bytes(&bucket) - written_before;
     let rss = status_bytes(pid, "VmHWM");
     let mut sent = 0;
     for task in publisher_tasks {
@@ -614,7 +628,24 @@ async fn carillon_step(
     }
     drop(server);
     let connected = counts.iter().filter(|c| c.connected).count() + publishers;
-    summarize(&counts, clients, connected, cpu, measure, rss, sent)
+    let mut measured = summarize(&counts, clients, connected, cpu, measure, rss, sent);
+    measured.recorded_kib_per_second =
+        recording.then(|| written as f64 / 1024.0 / measure.as_secs_f64());
+    measured
+}
+
+/// The bytes of every file under `folder` (a recording's chunks; 0 when there is none).
+fn folder_bytes(folder: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => folder_bytes(&entry.path()),
+            _ => entry.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
 }
 
 async fn relay_step(
@@ -675,6 +706,9 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    // Also runs every step with each meeting recorded (a capture pipeline per meeting), in the
+    // same run, so that recording's cost is the difference between two rows.
+    let record = args.iter().any(|a| a == "--record");
     let publishers: usize =
         arg(&args, "--publishers").map_or(4, |p| p.parse().expect("--publishers N"));
     let steps: Vec<usize> = match arg(&args, "--steps") {
@@ -701,11 +735,14 @@ fn main() {
     );
     println!();
     println!(
-        "| server | viewers per meeting | streams forwarded | clients (connected) | sent Mbit/s | forwarded Mbit/s (at receivers) | packets/s | mean / max packet B | server CPU % of a core | Mbit/s per core | loss % | starved viewers | frames checked (bad) | peak RSS MiB | per-core ratio to relay |"
+        "| server | viewers per meeting | streams forwarded | clients (connected) | sent Mbit/s | forwarded Mbit/s (at receivers) | packets/s | mean / max packet B | server CPU % of a core | Mbit/s per core | loss % | starved viewers | frames checked (bad) | peak RSS MiB | per-core ratio to relay | recording written KiB/s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &viewers in &steps {
-        let carillon = runtime.block_on(carillon_step(&binary, publishers, viewers, measure));
+        let carillon =
+            runtime.block_on(carillon_step(&binary, publishers, viewers, measure, false));
+        let recorded = record
+            .then(|| runtime.block_on(carillon_step(&binary, publishers, viewers, measure, true)));
         let packet = if carillon.max_packet > 0 {
             carillon.max_packet
         } else {
@@ -714,17 +751,27 @@ fn main() {
         let relay = runtime.block_on(relay_step(publishers, viewers, packet, measure));
         let per_core = |m: &Measured| m.mbits / (m.cpu_percent / 100.0).max(1e-6);
         let ratio = per_core(&carillon) / per_core(&relay).max(1e-6);
-        for (name, m, ratio) in [
-            ("carillon", &carillon, Some(ratio)),
-            ("udp relay", &relay, None),
-        ] {
+        let recorded_ratio = recorded
+            .as_ref()
+            .map(|r| per_core(r) / per_core(&relay).max(1e-6));
+        let rows = [
+            Some(("carillon", &carillon, Some(ratio))),
+            recorded
+                .as_ref()
+                .map(|r| ("carillon, recorded", r, recorded_ratio)),
+            Some(("udp relay", &relay, None)),
+        ];
+        for (name, m, ratio) in rows.into_iter().flatten() {
             let extra = if m.foreign > 0 {
                 format!(" ({} foreign SSRC)", m.foreign)
             } else {
                 String::new()
             };
+            let written = m
+                .recorded_kib_per_second
+                .map_or("-".to_string(), |kib| format!("{kib:.0}"));
             println!(
-                "| {name} | {viewers} | {} | {} ({}) | {:.1} | {:.1} | {:.0} | {:.0} / {} | {:.1} | {:.0} | {:.3}{extra} | {} | {} | {:.0} | {} |",
+                "| {name} | {viewers} | {} | {} ({}) | {:.1} | {:.1} | {:.0} | {:.0} / {} | {:.1} | {:.0} | {:.3}{extra} | {} | {} | {:.0} | {} | {written} |",
                 publishers * viewers,
                 m.clients,
                 m.connected,
@@ -737,7 +784,7 @@ fn main() {
                 per_core(m),
                 m.loss_percent,
                 m.starved,
-                if name == "carillon" {
+                if name.starts_with("carillon") {
                     format!("{} ({})", m.frames_ok, m.frames_bad)
                 } else {
                     "-".to_string()

@@ -288,6 +288,63 @@ pub struct Config {
     #[arg(long, env = "CARILLON_REQUEST_TIMEOUT", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout: u64,
+
+    /// An S3-compatible store (http(s)://host:port: MinIO, Garage, Ceph, moto, AWS S3) that
+    /// recordings are written to, path-style (`<endpoint>/<bucket>/<key>`); a pipeline's bucket
+    /// must exist there. Without it, buckets are folders under the data directory.
+    #[arg(long, env = "CARILLON_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// The region requests to --s3-endpoint are signed for.
+    #[arg(long, env = "CARILLON_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// Access key id for --s3-endpoint; with neither key given, AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY are used.
+    #[arg(
+        long,
+        env = "CARILLON_S3_ACCESS_KEY_ID",
+        requires = "s3_secret_access_key"
+    )]
+    pub s3_access_key_id: Option<String>,
+
+    /// Secret access key for --s3-endpoint.
+    #[arg(
+        long,
+        env = "CARILLON_S3_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        requires = "s3_access_key_id"
+    )]
+    pub s3_secret_access_key: Option<Secret>,
+}
+
+/// A setting that must not be shown: Debug (and so any log of the configuration) prints a mask.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(********)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(value: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(value.to_string()))
+    }
 }
 
 /// Why clap refuses the value of a duration or rate setting (shown after "invalid value").
@@ -367,6 +424,10 @@ impl Config {
             turn_tls_listen: None,
             turn_tls_cert: None,
             turn_tls_key: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
         }
     }
 }

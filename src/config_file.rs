@@ -27,7 +27,10 @@ pub fn settings() -> Vec<(String, String)> {
 
 /// The settings whose values are secrets, masked when printed.
 pub fn is_secret(long: &str) -> bool {
-    matches!(long, "secret-access-key" | "webhook-secret" | "turn-secret")
+    matches!(
+        long,
+        "secret-access-key" | "webhook-secret" | "turn-secret" | "s3-secret-access-key"
+    )
 }
 
 /// The config file named on the command line (`--config PATH`, `--config=PATH`) or in

@@ -270,12 +270,20 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
     let events = meeting_events(config, &join, &public_url).await?;
     let lifecycle = start_lifecycle(config, &store, &clock, &events);
     let sinks = start_event_sinks(config, &store, &public_url)?;
+    // Recordings go to the S3-compatible store of --s3-endpoint, else to folders under the
+    // data directory.
+    let recording_sink: Arc<dyn crate::recording::sink::ObjectSink> =
+        match crate::recording::s3::S3Settings::from_config(config)? {
+            Some(settings) => Arc::new(crate::recording::s3::S3Sink::new(&settings)),
+            None => Arc::new(crate::recording::sink::FolderSink::in_data_dir(
+                &config.data_dir,
+            )),
+        };
+    tracing::info!("recordings go to {}", recording_sink.describe());
     let recorders = crate::recording::pipelines::Recorders::new(
         store.clone(),
-        join.media.clone(),
-        Arc::new(crate::recording::sink::FolderSink::in_data_dir(
-            &config.data_dir,
-        )),
+        join.clone(),
+        recording_sink,
         clock.clone(),
     );
     recorders.resume_unfinished().await;

@@ -553,16 +553,29 @@ async fn a_capture_pipeline_announces_its_start_and_its_end() {
         .send()
         .await
         .expect("DeleteMediaCapturePipeline");
-    let events = receiver.wait_for(3).await;
+    // The capture joins as an attendee of its own, as AWS's does, and leaves when it stops.
+    let events = receiver.wait_for(5).await;
     assert_eq!(
         kinds(&events, &meeting_id),
         [
             "MeetingStarted",
+            "AttendeeAdded",
             "MediaPipelineInProgress",
-            "MediaPipelineDeleted"
+            "MediaPipelineDeleted",
+            "AttendeeDeleted"
         ]
     );
-    for event in events.iter().skip(1) {
+    let pipeline_attendee = format!("aws:MediaPipeline-{pipeline_id}");
+    for attendee_event in [&events[1], &events[4]] {
+        assert_eq!(
+            attendee_event["detail"]["externalUserId"],
+            pipeline_attendee.as_str()
+        );
+    }
+    for event in events
+        .iter()
+        .filter(|e| e["detail-type"] != "Chime Meeting State Change")
+    {
         assert_eq!(event["detail-type"], "Chime Media Pipeline State Change");
         assert_eq!(event["detail"]["mediaPipelineId"], pipeline_id.as_str());
         assert_eq!(

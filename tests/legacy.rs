@@ -375,3 +375,159 @@ async fn capabilities_do_not_exist_in_legacy() {
         .await;
     transcription.expect_error(422, "UnprocessableEntityException");
 }
+
+/// The legacy API's media capture operations: its shapes and statuses, its ResultMax, its
+/// errors, the global meeting ARN of its documentation as well as the current form, and the
+/// very pipelines of the media pipelines API, which each API sees whoever created them.
+#[tokio::test]
+async fn media_capture_pipelines_are_shared_with_the_media_pipelines_api() {
+    let server = TestServer::start().await;
+    let raw = server.raw();
+    let account = common::ACCOUNT_ID;
+    let create_body = |source_arn: String| {
+        json!({
+            "SourceType": "ChimeSdkMeeting",
+            "SourceArn": source_arn,
+            "SinkType": "S3Bucket",
+            "SinkArn": "arn:aws:s3:::legacy-recordings/calls",
+            "ChimeSdkMeetingConfiguration": {"ArtifactsConfiguration": {
+                "Audio": {"MuxType": "AudioOnly"},
+                "Video": {"State": "Disabled"},
+                "Content": {"State": "Disabled"},
+            }},
+        })
+        .to_string()
+    };
+
+    // Created through the legacy API, with its documentation's global meeting ARN.
+    let first_meeting = legacy_meeting(&server).await;
+    let legacy_arn = format!("arn:aws:chime::{account}:meeting:{first_meeting}");
+    let created = raw
+        .post(
+            "/legacy/media-capture-pipelines",
+            &create_body(legacy_arn.clone()),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let shape = created.json()["MediaCapturePipeline"].clone();
+    let legacy_members: BTreeSet<String> = [
+        "ChimeSdkMeetingConfiguration",
+        "CreatedTimestamp",
+        "MediaPipelineId",
+        "SinkArn",
+        "SinkType",
+        "SourceArn",
+        "SourceType",
+        "Status",
+        "UpdatedTimestamp",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(keys(&shape), legacy_members, "no MediaPipelineArn: {shape}");
+    assert_eq!(shape["SourceArn"], legacy_arn.as_str());
+    let first = shape["MediaPipelineId"].as_str().expect("id").to_string();
+    // A second one for the same meeting while the first records: the legacy limit error.
+    raw.post("/legacy/media-capture-pipelines", &create_body(legacy_arn))
+        .await
+        .expect_error(400, "ResourceLimitExceededException");
+
+    // The same pipeline through the media pipelines API, with its ARN there.
+    let current = raw
+        .get(&format!("/sdk-media-capture-pipelines/{first}"))
+        .await;
+    assert_eq!(current.status, 200, "{current:?}");
+    assert!(
+        current.json()["MediaCapturePipeline"]["MediaPipelineArn"]
+            .as_str()
+            .is_some_and(|arn| arn.ends_with(&format!(":media-pipeline/{first}")))
+    );
+
+    // One created through the media pipelines API, seen by the legacy Get and List.
+    let second_meeting = legacy_meeting(&server).await;
+    let made = raw
+        .post(
+            "/sdk-media-capture-pipelines",
+            &create_body(format!(
+                "arn:aws:chime:us-east-1:{account}:meeting/{second_meeting}"
+            )),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{made:?}");
+    let second = made.json()["MediaCapturePipeline"]["MediaPipelineId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let got = raw
+        .get(&format!("/legacy/media-capture-pipelines/{second}"))
+        .await;
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(keys(&got.json()["MediaCapturePipeline"]), legacy_members);
+
+    // Listed a pipeline a page: whole legacy shapes, both pipelines, in creation order.
+    let mut listed = Vec::new();
+    let mut query = "max-results=1".to_string();
+    loop {
+        let page = raw
+            .get(&format!("/legacy/media-capture-pipelines?{query}"))
+            .await;
+        assert_eq!(page.status, 200, "{page:?}");
+        let page = page.json();
+        let items = page["MediaCapturePipelines"].as_array().expect("list");
+        assert_eq!(items.len(), 1);
+        assert_eq!(keys(&items[0]), legacy_members);
+        listed.push(
+            items[0]["MediaPipelineId"]
+                .as_str()
+                .expect("id")
+                .to_string(),
+        );
+        match page["NextToken"].as_str() {
+            Some(token) => query = format!("max-results=1&next-token={token}"),
+            None => break,
+        }
+    }
+    assert_eq!(listed, [first.clone(), second.clone()]);
+    raw.get("/legacy/media-capture-pipelines?max-results=100")
+        .await
+        .expect_error(400, "BadRequestException");
+
+    // Bad input: a meeting of another account, a malformed id.
+    let message = raw
+        .post(
+            "/legacy/media-capture-pipelines",
+            &create_body(format!(
+                "arn:aws:chime::999999999999:meeting:{first_meeting}"
+            )),
+        )
+        .await
+        .expect_error(400, "BadRequestException");
+    assert!(message.contains("SourceArn"), "{message}");
+    raw.get("/legacy/media-capture-pipelines/not-a-guid")
+        .await
+        .expect_error(400, "BadRequestException");
+    // Each API at its own paths.
+    raw.get("/media-capture-pipelines")
+        .await
+        .expect_error(400, "BadRequestException");
+    raw.get("/legacy/sdk-media-capture-pipelines")
+        .await
+        .expect_error(400, "BadRequestException");
+
+    // Deleted through the legacy API: gone from both.
+    for id in [&first, &second] {
+        let deleted = raw
+            .delete(&format!("/legacy/media-capture-pipelines/{id}"))
+            .await;
+        assert_eq!(deleted.status, 204, "{deleted:?}");
+        assert!(deleted.body.is_empty());
+        raw.get(&format!("/legacy/media-capture-pipelines/{id}"))
+            .await
+            .expect_error(404, "NotFoundException");
+        raw.get(&format!("/sdk-media-capture-pipelines/{id}"))
+            .await
+            .expect_error(404, "NotFoundException");
+    }
+    raw.delete(&format!("/legacy/media-capture-pipelines/{first}"))
+        .await
+        .expect_error(404, "NotFoundException");
+}

@@ -724,6 +724,27 @@ async fn a_capture_pipeline_records_the_meetings_mix_into_its_bucket() {
             .iter()
             .any(|p| p.media_pipeline_id() == Some(id.as_str()))
     );
+    // The capture is in the meeting as an attendee of its own, as AWS's is.
+    let pipeline_attendee = format!("aws:MediaPipeline-{id}");
+    let attendees = |client: aws_sdk_chimesdkmeetings::Client, meeting_id: String| async move {
+        client
+            .list_attendees()
+            .meeting_id(meeting_id)
+            .send()
+            .await
+            .expect("ListAttendees")
+            .attendees
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|a| a.external_user_id)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        attendees(server.client(), m.id.clone())
+            .await
+            .contains(&pipeline_attendee),
+        "ListAttendees lists {pipeline_attendee}"
+    );
     // A concatenation created while the capture runs waits for it to finish.
     let joined_id = create_concatenation(&pipelines, &created).await;
     pipelines
@@ -732,6 +753,12 @@ async fn a_capture_pipeline_records_the_meetings_mix_into_its_bucket() {
         .send()
         .await
         .expect("DeleteMediaCapturePipeline");
+    assert!(
+        !attendees(server.client(), m.id.clone())
+            .await
+            .contains(&pipeline_attendee),
+        "the capture's attendee leaves with it"
+    );
     let gone = pipelines
         .get_media_capture_pipeline()
         .media_pipeline_id(&id)

@@ -289,6 +289,17 @@ async fn a_viewer_gets_the_publishers_frames_and_loses_the_source_when_the_camer
         )
         .expect("the publisher accepts the answer");
 
+    // A capture pipeline records the meeting from now on: its video (each camera, as sent), its
+    // events and its data messages, besides the audio.
+    let pipelines = common::media_pipelines_client(&server.url());
+    let meeting_arn = format!(
+        "arn:aws:chime:us-east-1:{}:meeting/{}",
+        common::ACCOUNT_ID,
+        m.id
+    );
+    let capture_id =
+        common::start_capture(&pipelines, &meeting_arn, "arn:aws:s3:::camera-tapes").await;
+
     // The viewer joins after the camera is on: its first INDEX lists it.
     let mut viewer_signal = SignalClient::connect(&m.signaling_url, &viewer_token).await;
     let (_, index) = viewer_signal.join().await;
@@ -543,6 +554,109 @@ async fn a_viewer_gets_the_publishers_frames_and_loses_the_source_when_the_camer
         gone.sources.is_empty(),
         "nobody publishes: {:?}",
         gone.sources
+    );
+
+    // A data message from the viewer, then the capture ends and flushes its last chunks.
+    viewer_signal
+        .send(common::signal::data_frame(
+            "chat",
+            "Zoë: la caméra marche".as_bytes(),
+        ))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pipelines
+        .delete_media_capture_pipeline()
+        .media_pipeline_id(&capture_id)
+        .send()
+        .await
+        .expect("DeleteMediaCapturePipeline");
+    let folder = server
+        .dir
+        .path()
+        .join("buckets/camera-tapes")
+        .join(&capture_id);
+    let files = |sub: &str| -> Vec<std::path::PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(folder.join(sub))
+            .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+    };
+    let video = files("video");
+    assert!(
+        !video.is_empty()
+            && video.iter().all(|path| path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.len() == 23 + 1 + publisher_id.len() + 5
+                    && n.ends_with(&format!("-{publisher_id}.webm")))),
+        "the camera's chunks are named <yyyy-mm-dd-HH-MM-SS-mmm>-<attendee id>.webm: {video:?}"
+    );
+    let mut recorded = Vec::new();
+    for path in &video {
+        let chunk = carillon::recording::webm::read_webm(&std::fs::read(path).expect("a chunk"))
+            .unwrap_or_else(|e| panic!("{path:?} is a WebM file: {e}"));
+        assert_eq!((chunk.width, chunk.height), (vp8::WIDTH, vp8::HEIGHT));
+        assert!(
+            chunk.samples.first().is_some_and(|s| s.keyframe),
+            "{path:?} starts on a keyframe"
+        );
+        assert!(
+            chunk.duration_ms <= 5_000,
+            "{path:?}: {} ms",
+            chunk.duration_ms
+        );
+        for sample in chunk.samples {
+            let index =
+                vp8::check(&sample.data).expect("a recorded frame is one the publisher made");
+            assert_eq!(&sample.data[..], &published.frames[index as usize][..]);
+            recorded.push(index);
+        }
+    }
+    let first_recorded = *recorded.first().expect("frames recorded");
+    assert!(
+        recorded.windows(2).all(|w| w[0] < w[1])
+            && recorded.len() * 10 >= (sent - first_recorded as usize) * 9,
+        "the recording holds the frames sent since its first ({first_recorded}), in order, each \
+         once: {recorded:?} of {sent}"
+    );
+    let text = |sub: &str| -> String {
+        files(sub)
+            .iter()
+            .map(|path| std::fs::read_to_string(path).expect("a text chunk"))
+            .collect()
+    };
+    let events: Vec<serde_json::Value> = text("meeting-events")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["EventType"].as_str().unwrap_or_default(),
+                e["EventParameters"]["AttendeeId"]
+                    .as_str()
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("CaptureStarted", ""),
+        ("AttendeeVideoLeft", publisher_id.as_str()),
+        ("CaptureEnded", ""),
+    ] {
+        assert!(kinds.contains(&expected), "{expected:?} in {kinds:?}");
+    }
+    let data = text("data-channel");
+    let message: serde_json::Value =
+        serde_json::from_str(data.lines().next().expect("a data message line")).expect("JSON");
+    assert_eq!(message["Topic"], "chat");
+    assert_eq!(message["Data"], "Zoë: la caméra marche");
+    assert!(
+        message["Timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
     );
 }
 

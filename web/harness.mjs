@@ -289,3 +289,17 @@ export async function hears(listener, ms = 2000) {
   const second = await listener.call('audioEnergy');
   return { first, second, heard: second > first };
 }
+
+/** A JS v3 SDK media pipelines client (chime-sdk-media-pipelines, SigV4 service `chime`) for
+ * `endpoint`: Carillon serves that API on the same address as the meetings API. */
+export async function mediaPipelinesClient(endpoint, credentials) {
+  const { ChimeSDKMediaPipelinesClient } = await import('@aws-sdk/client-chime-sdk-media-pipelines');
+  return new ChimeSDKMediaPipelinesClient({ endpoint, region: 'us-east-1', credentials });
+}
+
+/** Writes a mono 48 kHz WAV of a sine tone of `frequency` Hz at about -9 dBFS, `seconds` long;
+ * with a whole number of cycles in it, Chromium loops it seamlessly as the fake microphone. */
+export function toneWav(path, frequency, seconds = 6) {
+  const rate = 48000;
+  writeWav(path, Array.from({ length: rate * seconds }, (_, i) => Math.sin((2 * Math.PI * frequency * i) / rate) * (12000 / 32767)), rate);
+}

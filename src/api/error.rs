@@ -119,6 +119,10 @@ pub struct ApiError {
     pub message: String,
     /// `ResourceName` on ResourceNotFound and TooManyTags.
     pub resource_name: Option<String>,
+    /// The API whose wire form the error takes when it is not the one its path names: the
+    /// media pipelines API's tag operations share their paths with the meetings API's, and
+    /// only their ResourceARN tells them apart (see `tags::namespace_of_resource`).
+    pub namespace: Option<Namespace>,
 }
 
 impl ApiError {
@@ -127,6 +131,7 @@ impl ApiError {
             kind,
             message: message.into(),
             resource_name: None,
+            namespace: None,
         }
     }
 
@@ -140,6 +145,12 @@ impl ApiError {
 
     pub fn with_resource(mut self, arn: impl Into<String>) -> Self {
         self.resource_name = Some(arn.into());
+        self
+    }
+
+    /// The error as `namespace` words it, whatever API its request's path names.
+    pub fn in_namespace(mut self, namespace: Namespace) -> Self {
+        self.namespace = Some(namespace);
         self
     }
 

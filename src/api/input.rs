@@ -98,6 +98,8 @@ pub enum TagRules {
     Meetings,
     /// Legacy: key 1..128, value 1..256, no patterns.
     Legacy,
+    /// chime-sdk-media-pipelines: key 1..128, value 0..256, no patterns.
+    MediaPipelines,
 }
 
 pub fn tags(member: &str, tags: &[TagIn], rules: TagRules) -> Result<Vec<Tag>, ApiError> {
@@ -115,6 +117,10 @@ pub fn tags(member: &str, tags: &[TagIn], rules: TagRules) -> Result<Vec<Tag>, A
             TagRules::Legacy => {
                 validate::length(&key_member, key, 1, 128)?;
                 validate::length(&value_member, value, 1, 256)?;
+            }
+            TagRules::MediaPipelines => {
+                validate::length(&key_member, key, 1, 128)?;
+                validate::length(&value_member, value, 0, 256)?;
             }
         }
         if out.iter().any(|t: &Tag| &t.key == key) {
@@ -135,7 +141,9 @@ pub fn tag_keys(member: &str, keys: &[String], rules: TagRules) -> Result<(), Ap
         let key_member = format!("{member}[{i}]");
         match rules {
             TagRules::Meetings => validate::tag_key(&key_member, key)?,
-            TagRules::Legacy => validate::length(&key_member, key, 1, 128)?,
+            TagRules::Legacy | TagRules::MediaPipelines => {
+                validate::length(&key_member, key, 1, 128)?
+            }
         }
     }
     Ok(())

@@ -2,30 +2,36 @@
 //! pipeline records a meeting's mixed audio into a bucket while the meeting runs; a
 //! concatenation pipeline joins a finished capture's chunks into one file.
 //!
-//! What is recorded today: the audio mix, as 5 s Opus-in-MP4 chunks under
-//! `<bucket>/<prefix or pipeline id>/audio/`. Video and content artifacts, composited video and
-//! the other artifact folders are refused when asked for explicitly, with a message that says
-//! so, rather than accepted and silently left out.
+//! What is recorded (see `crate::recording`): under `<bucket>/<prefix or pipeline id>/`, the
+//! audio mix as 5 s Opus-in-MP4 chunks in `audio/`, each camera and content share as 5 s VP8
+//! WebM chunks in `video/`, and `meeting-events/` and `data-channel/` as JSON-lines text. Mixes
+//! of audio with video in one file (active speaker, composited) are refused with a message that
+//! says so, rather than accepted and silently left out.
 
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::dto::TagIn;
 use super::error::{ApiError, ErrorKind};
 use super::input::{self, json_body, required};
 use super::operation::Operation;
+use super::tags::pipeline_tags_at_create;
 use super::{ApiState, Call, Reply};
 use crate::domain::arn::{
-    media_pipeline_arn, parse_bucket_arn, parse_media_pipeline_arn, parse_meeting_arn,
+    media_pipeline_arn, parse_bucket_arn, parse_legacy_meeting_arn, parse_media_pipeline_arn,
+    parse_meeting_arn,
 };
 use crate::domain::civil::iso8601_millis;
 use crate::domain::tokens::PageKind;
 use crate::domain::validate;
 use crate::recording::pipelines::{CAPTURE_SINK_MEMBER, capture_target, status};
-use crate::store::{MediaPipelineRecord, PipelineCreated, StoreError};
+use crate::store::{MediaPipelineRecord, PipelineCreated, StoreError, Tag};
 
 /// The model's `ResultMax`.
 const MAX_RESULTS: i64 = 100;
+/// The legacy model's `ResultMax`.
+const LEGACY_MAX_RESULTS: i64 = 99;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -38,7 +44,7 @@ pub struct CreateCaptureIn {
     pub chime_sdk_meeting_configuration: Option<Value>,
     pub sse_aws_key_management_params: Option<Value>,
     pub sink_iam_role_arn: Option<String>,
-    pub tags: Option<Vec<Value>>,
+    pub tags: Option<Vec<TagIn>>,
 }
 
 /// A CreateMediaCapturePipeline request that passed the model's checks and Carillon's.
@@ -47,11 +53,19 @@ struct CaptureRequest {
     meeting_id: String,
     source_arn: String,
     sink_arn: String,
+    tags: Vec<Tag>,
 }
 
-/// Checks the request's members against the model, then what Carillon records and where.
+/// Checks the request's members against its API's model (the media pipelines API's, or the
+/// legacy `chime` API's), then what Carillon records and where.
 fn capture_request(call: &Call) -> Result<CaptureRequest, ApiError> {
-    let request: CreateCaptureIn = json_body(&call.body)?;
+    let mut request: CreateCaptureIn = json_body(&call.body)?;
+    if call.is_legacy() {
+        // Members the legacy model does not have: ignored, as any member a model lacks is.
+        request.sse_aws_key_management_params = None;
+        request.sink_iam_role_arn = None;
+        request.tags = None;
+    }
     let source_type = required("SourceType", &request.source_type)?;
     validate::one_of("SourceType", source_type, &["ChimeSdkMeeting"])?;
     let source_arn = required("SourceArn", &request.source_arn)?.clone();
@@ -66,22 +80,32 @@ fn capture_request(call: &Call) -> Result<CaptureRequest, ApiError> {
     if let Some(role) = &request.sink_iam_role_arn {
         validate::arn("SinkIamRoleArn", role)?;
     }
-    if request.tags.is_some() {
-        return Err(ApiError::bad_request(
-            "Tags on media pipelines are not supported by Carillon yet; create the pipeline \
-             without Tags",
-        ));
-    }
+    let tags = pipeline_tags_at_create(&request.tags)?;
     if let Some(configuration) = &request.chime_sdk_meeting_configuration {
         meeting_configuration(configuration)?;
     }
-    let meeting = parse_meeting_arn(&source_arn)
-        .filter(|arn| arn.account == call.account_id)
+    let account = &call.account_id;
+    // The legacy API's callers also write the global form of its documentation.
+    let (meeting, forms) = if call.is_legacy() {
+        (
+            parse_legacy_meeting_arn(&source_arn),
+            format!(
+                "arn:aws:chime::{account}:meeting:<MeetingId> or \
+                 arn:aws:chime:<region>:{account}:meeting/<MeetingId>"
+            ),
+        )
+    } else {
+        (
+            parse_meeting_arn(&source_arn),
+            format!("arn:aws:chime:<region>:{account}:meeting/<MeetingId>"),
+        )
+    };
+    let meeting = meeting
+        .filter(|arn| arn.account == *account)
         .ok_or_else(|| {
             ApiError::bad_request(format!(
-                "SourceArn must be the ARN of one of this account's meetings \
-                 (arn:aws:chime:<region>:{}:meeting/<MeetingId>), not '{source_arn}'",
-                call.account_id
+                "SourceArn must be the ARN of one of this account's meetings ({forms}), not \
+                 '{source_arn}'"
             ))
         })?;
     if parse_bucket_arn(&sink_arn).is_none() {
@@ -95,15 +119,18 @@ fn capture_request(call: &Call) -> Result<CaptureRequest, ApiError> {
         meeting_id: meeting.meeting_id,
         source_arn,
         sink_arn,
+        tags,
     })
 }
 
+/// CreateMediaCapturePipeline, of either API: the same pipelines, recorded the same way.
 pub async fn create_capture(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let CaptureRequest {
         request,
         meeting_id,
         source_arn,
         sink_arn,
+        tags,
     } = capture_request(call)?;
     let meeting = match state.store.get_meeting(&call.account_id, &meeting_id).await {
         Ok(meeting) => meeting,
@@ -115,6 +142,7 @@ pub async fn create_capture(state: &ApiState, call: &Call) -> Result<Reply, ApiE
         }
         Err(error) => return Err(error.into()),
     };
+    check_bucket(state, "SinkArn", &sink_arn).await?;
     let now = state.clock.now_ms();
     let record = MediaPipelineRecord {
         account_id: call.account_id.clone(),
@@ -130,6 +158,7 @@ pub async fn create_capture(state: &ApiState, call: &Call) -> Result<Reply, ApiE
             "ChimeSdkMeetingConfiguration": request.chime_sdk_meeting_configuration,
             "SseAwsKeyManagementParams": request.sse_aws_key_management_params,
             "SinkIamRoleArn": request.sink_iam_role_arn,
+            MediaPipelineRecord::TAGS: (!tags.is_empty()).then(|| MediaPipelineRecord::tags_json(&tags)),
             MediaPipelineRecord::MEETING_FACTS: {
                 "ExternalMeetingId": meeting.external_meeting_id,
                 "MediaRegion": meeting.media_region,
@@ -160,31 +189,85 @@ pub async fn create_capture(state: &ApiState, call: &Call) -> Result<Reply, ApiE
     };
     Ok(Reply::Json(
         StatusCode::CREATED,
-        json!({ "MediaCapturePipeline": capture_json(&stored) }),
+        json!({ "MediaCapturePipeline": capture_json(&stored, call.is_legacy()) }),
     ))
 }
 
+/// Refuses a bucket that the recording sink does not have, before anything is stored: a
+/// pipeline into it would fail at its first chunk, after its Create had been accepted. A store
+/// that cannot be asked now is a 503, which the SDKs retry; a store that refuses to answer
+/// (wrong credentials, no access to the bucket) is the configuration's fault, a 400 that says so.
+async fn check_bucket(state: &ApiState, member: &str, bucket_arn: &str) -> Result<(), ApiError> {
+    // The ARN was validated with the request; nothing to check without a bucket.
+    let Some(bucket) = parse_bucket_arn(bucket_arn).map(|arn| arn.bucket) else {
+        return Ok(());
+    };
+    let sink = state.recorders.sink();
+    match sink.bucket_exists(&bucket).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ApiError::bad_request(format!(
+            "The S3 bucket \"{bucket}\" of {member} does not exist in {}. Create it there \
+             first.",
+            sink.describe()
+        ))),
+        Err(error) if error.is_permanent() => Err(ApiError::bad_request(format!(
+            "The S3 bucket \"{bucket}\" of {member} cannot be used in {}: {error}",
+            sink.describe()
+        ))),
+        Err(error) => {
+            tracing::warn!(%error, "the recording sink could not say whether a bucket exists");
+            Err(ApiError::new(
+                ErrorKind::ServiceUnavailable,
+                format!(
+                    "{} could not be asked whether the S3 bucket \"{bucket}\" of {member} \
+                     exists; try again later ({error})",
+                    capitalized(&sink.describe())
+                ),
+            ))
+        }
+    }
+}
+
+/// `text` with its first letter upper-case, to begin a sentence.
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
 /// Checks `ChimeSdkMeetingConfiguration` against the model, and refuses what Carillon does not
-/// record yet.
+/// record: the mixes of audio with video in one file (active speaker, composited).
 fn meeting_configuration(configuration: &Value) -> Result<(), ApiError> {
     let not_yet = |what: &str| {
         ApiError::bad_request(format!(
-            "{what} is not supported by Carillon yet: it records the meeting's audio \
-             (ArtifactsConfiguration.Audio.MuxType AudioOnly, with Video and Content Disabled)"
+            "{what} is not supported by Carillon: it records the meeting's audio \
+             (ArtifactsConfiguration.Audio.MuxType AudioOnly), and each camera and content \
+             share in files of its own (Video.MuxType VideoOnly, Content.MuxType ContentOnly)"
         ))
     };
+    if let Some(source) = configuration.get("SourceConfiguration") {
+        selected_video_streams(source)?;
+    }
     let Some(artifacts) = configuration.get("ArtifactsConfiguration") else {
         return Ok(());
     };
-    let state_of = |name: &str| -> Result<String, ApiError> {
-        let member = format!("ChimeSdkMeetingConfiguration.ArtifactsConfiguration.{name}.State");
-        let value = artifacts
-            .get(name)
-            .and_then(|artifact| artifact.get("State"))
+    let artifact = |name: &str, mux_types: &[&str]| -> Result<(), ApiError> {
+        let member = format!("ChimeSdkMeetingConfiguration.ArtifactsConfiguration.{name}");
+        let Some(artifact) = artifacts.get(name) else {
+            return Err(ApiError::bad_request(format!("{member} is required")));
+        };
+        let state = artifact
+            .get("State")
             .and_then(Value::as_str)
-            .ok_or_else(|| ApiError::bad_request(format!("{member} is required")))?;
-        validate::one_of(&member, value, &["Enabled", "Disabled"])?;
-        Ok(value.to_string())
+            .ok_or_else(|| ApiError::bad_request(format!("{member}.State is required")))?;
+        validate::one_of(&format!("{member}.State"), state, &["Enabled", "Disabled"])?;
+        if let Some(mux) = artifact.get("MuxType") {
+            let mux = mux.as_str().unwrap_or_default();
+            validate::one_of(&format!("{member}.MuxType"), mux, mux_types)?;
+        }
+        Ok(())
     };
     let mux_member = "ChimeSdkMeetingConfiguration.ArtifactsConfiguration.Audio.MuxType";
     let mux = artifacts
@@ -201,18 +284,54 @@ fn meeting_configuration(configuration: &Value) -> Result<(), ApiError> {
             "AudioWithCompositedVideo",
         ],
     )?;
-    let (video, content) = (state_of("Video")?, state_of("Content")?);
+    artifact("Video", &["VideoOnly"])?;
+    artifact("Content", &["ContentOnly"])?;
     if mux != "AudioOnly" {
         return Err(not_yet(&format!("Audio.MuxType {mux}")));
     }
-    if video == "Enabled" {
-        return Err(not_yet("Recording video (Video.State Enabled)"));
-    }
-    if content == "Enabled" {
-        return Err(not_yet("Recording content share (Content.State Enabled)"));
-    }
     if artifacts.get("CompositedVideo").is_some() {
         return Err(not_yet("CompositedVideo"));
+    }
+    Ok(())
+}
+
+/// `SourceConfiguration.SelectedVideoStreams`: attendee ids and external user ids, each list
+/// non-empty when given, 25 streams at most in all.
+fn selected_video_streams(source: &Value) -> Result<(), ApiError> {
+    let Some(streams) = source.get("SelectedVideoStreams") else {
+        return Ok(());
+    };
+    let member = "ChimeSdkMeetingConfiguration.SourceConfiguration.SelectedVideoStreams";
+    let list = |name: &str| -> Result<Vec<String>, ApiError> {
+        let Some(value) = streams.get(name) else {
+            return Ok(Vec::new());
+        };
+        let items = value
+            .as_array()
+            .ok_or_else(|| ApiError::bad_request(format!("{member}.{name} must be a list")))?;
+        validate::count(&format!("{member}.{name}"), items.len(), 1, 25)?;
+        items
+            .iter()
+            .map(|item| {
+                item.as_str().map(str::to_string).ok_or_else(|| {
+                    ApiError::bad_request(format!("{member}.{name} must list strings"))
+                })
+            })
+            .collect()
+    };
+    let attendee_ids = list("AttendeeIds")?;
+    let external_user_ids = list("ExternalUserIds")?;
+    for id in &attendee_ids {
+        validate::guid(&format!("{member}.AttendeeIds"), id)?;
+    }
+    for id in &external_user_ids {
+        validate::length(&format!("{member}.ExternalUserIds"), id, 2, 64)?;
+    }
+    if attendee_ids.len() + external_user_ids.len() > 25 {
+        return Err(ApiError::bad_request(format!(
+            "{member} selects {} streams; a media capture pipeline records at most 25",
+            attendee_ids.len() + external_user_ids.len()
+        )));
     }
     Ok(())
 }
@@ -221,7 +340,7 @@ pub async fn get_capture(state: &ApiState, call: &Call) -> Result<Reply, ApiErro
     let record = find(state, call, Some(MediaPipelineRecord::CAPTURE)).await?;
     Ok(Reply::Json(
         StatusCode::OK,
-        json!({ "MediaCapturePipeline": capture_json(&record) }),
+        json!({ "MediaCapturePipeline": capture_json(&record, call.is_legacy()) }),
     ))
 }
 
@@ -231,7 +350,7 @@ pub async fn get_any(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let shape = if record.kind == MediaPipelineRecord::CONCATENATION {
         json!({ "MediaConcatenationPipeline": concatenation_json(&record) })
     } else {
-        json!({ "MediaCapturePipeline": capture_json(&record) })
+        json!({ "MediaCapturePipeline": capture_json(&record, false) })
     };
     Ok(Reply::Json(
         StatusCode::OK,
@@ -257,9 +376,14 @@ pub async fn delete(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
 }
 
 /// ListMediaCapturePipelines (`capture_only`) and ListMediaPipelines: ids and ARNs, a page at
-/// a time.
+/// a time; the legacy API's ListMediaCapturePipelines lists whole pipelines.
 pub async fn list(state: &ApiState, call: &Call, capture_only: bool) -> Result<Reply, ApiError> {
-    let limit = input::max_results(call.query("max-results"), MAX_RESULTS)?;
+    let max = if call.is_legacy() {
+        LEGACY_MAX_RESULTS
+    } else {
+        MAX_RESULTS
+    };
+    let limit = input::max_results(call.query("max-results"), max)?;
     let kind = if capture_only {
         PageKind::CapturePipelines
     } else {
@@ -293,10 +417,14 @@ pub async fn list(state: &ApiState, call: &Call, capture_only: bool) -> Result<R
     let summaries: Vec<Value> = records
         .iter()
         .map(|record| {
-            json!({
-                "MediaPipelineId": record.media_pipeline_id,
-                "MediaPipelineArn": arn_of(record),
-            })
+            if call.is_legacy() {
+                capture_json(record, true)
+            } else {
+                json!({
+                    "MediaPipelineId": record.media_pipeline_id,
+                    "MediaPipelineArn": arn_of(record),
+                })
+            }
         })
         .collect();
     let list_member = if capture_only {
@@ -341,8 +469,19 @@ fn arn_of(record: &MediaPipelineRecord) -> String {
     )
 }
 
-/// The `MediaCapturePipeline` shape.
-fn capture_json(record: &MediaPipelineRecord) -> Value {
+/// The `MediaCapturePipeline` shape; the legacy model's (`legacy`) has no MediaPipelineArn, and
+/// of the request's members only ChimeSdkMeetingConfiguration. Of the stored configuration,
+/// only the model's members are answered: not the tags, nor Carillon's own.
+fn capture_json(record: &MediaPipelineRecord, legacy: bool) -> Value {
+    let replayed: &[&str] = if legacy {
+        &["ChimeSdkMeetingConfiguration"]
+    } else {
+        &[
+            "ChimeSdkMeetingConfiguration",
+            "SseAwsKeyManagementParams",
+            "SinkIamRoleArn",
+        ]
+    };
     let mut shape = json!({
         "MediaPipelineId": record.media_pipeline_id,
         "MediaPipelineArn": arn_of(record),
@@ -354,12 +493,13 @@ fn capture_json(record: &MediaPipelineRecord) -> Value {
         "CreatedTimestamp": iso8601_millis(record.created_at),
         "UpdatedTimestamp": iso8601_millis(record.updated_at),
     });
-    if let (Some(fields), Some(stored)) = (shape.as_object_mut(), record.configuration.as_object())
-    {
-        for (member, value) in stored {
-            // `Carillon…` members are this server's own bookkeeping.
-            if !value.is_null() && !member.starts_with("Carillon") {
-                fields.insert(member.clone(), value.clone());
+    if let Some(fields) = shape.as_object_mut() {
+        if legacy {
+            fields.remove("MediaPipelineArn");
+        }
+        for member in replayed {
+            if let Some(value) = record.configuration.get(*member).filter(|v| !v.is_null()) {
+                fields.insert((*member).to_string(), value.clone());
             }
         }
     }
@@ -372,7 +512,7 @@ pub struct CreateConcatenationIn {
     pub sources: Option<Vec<Value>>,
     pub sinks: Option<Vec<Value>>,
     pub client_request_token: Option<String>,
-    pub tags: Option<Vec<Value>>,
+    pub tags: Option<Vec<TagIn>>,
 }
 
 /// A text member at `path` inside `value`, required.
@@ -439,10 +579,10 @@ fn concatenation_request(request: &CreateConcatenationIn) -> Result<(String, Str
             &["Enabled", "Disabled"]
         };
         validate::one_of(&name, state, allowed)?;
-        if artifact != "Audio" && state == "Enabled" {
+        if artifact == "CompositedVideo" && state == "Enabled" {
             return Err(ApiError::bad_request(format!(
-                "Concatenating {artifact} is not supported by Carillon yet: it joins the \
-                 capture's audio (set {artifact}.State to Disabled)"
+                "Concatenating {artifact} is not supported by Carillon: its captures record no \
+                 composited video (set {artifact}.State to Disabled)"
             )));
         }
     }
@@ -474,12 +614,7 @@ pub async fn create_concatenation(state: &ApiState, call: &Call) -> Result<Reply
     if let Some(token) = &request.client_request_token {
         validate::client_request_token(token)?;
     }
-    if request.tags.is_some() {
-        return Err(ApiError::bad_request(
-            "Tags on media pipelines are not supported by Carillon yet; create the pipeline \
-             without Tags",
-        ));
-    }
+    let tags = pipeline_tags_at_create(&request.tags)?;
     let (capture_arn, destination) = concatenation_request(&request)?;
     let unknown = || {
         ApiError::bad_request(format!(
@@ -499,6 +634,12 @@ pub async fn create_concatenation(state: &ApiState, call: &Call) -> Result<Reply
         Ok(_) | Err(StoreError::PipelineNotFound) => return Err(unknown()),
         Err(error) => return Err(error.into()),
     };
+    check_bucket(
+        state,
+        "Sinks[0].S3BucketSinkConfiguration.Destination",
+        &destination,
+    )
+    .await?;
     let now = state.clock.now_ms();
     let record = MediaPipelineRecord {
         account_id: call.account_id.clone(),
@@ -514,6 +655,7 @@ pub async fn create_concatenation(state: &ApiState, call: &Call) -> Result<Reply
             "Sources": request.sources,
             "Sinks": request.sinks,
             CAPTURE_SINK_MEMBER: capture.sink_arn,
+            MediaPipelineRecord::TAGS: (!tags.is_empty()).then(|| MediaPipelineRecord::tags_json(&tags)),
             MediaPipelineRecord::MEETING_FACTS:
                 capture.configuration.get(MediaPipelineRecord::MEETING_FACTS),
         }),

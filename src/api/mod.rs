@@ -181,6 +181,7 @@ pub async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> R
     let mut response = match result {
         Ok(reply) => reply.into_response(),
         Err(error) => {
+            let namespace = error.namespace.unwrap_or(namespace);
             let modelled = operation.map(|op| op.errors(namespace));
             error.render(namespace, modelled.as_deref(), &request_id)
         }
@@ -385,8 +386,12 @@ async fn process(
         Err(error) => return (None, Err(error)),
     };
     let operation = route.operation;
+    // A tag operation on a media pipeline ARN is the media pipelines API's, on the meetings
+    // API's paths: from here on it is that API's, errors included.
+    let namespace = tags::namespace_of_resource(namespace, operation, &query, &body);
+    let in_its_words = |error: ApiError| error.in_namespace(namespace);
     if let Err(error) = admit(state, &key, namespace, operation).await {
-        return (Some(operation), Err(error));
+        return (Some(operation), Err(in_its_words(error)));
     }
     let call = Call {
         namespace,
@@ -396,7 +401,10 @@ async fn process(
         query,
         body,
     };
-    (Some(operation), run(state, &call).await)
+    (
+        Some(operation),
+        run(state, &call).await.map_err(in_its_words),
+    )
 }
 
 /// The checks between routing and the handler: the key's permissions, its rate, and any fault

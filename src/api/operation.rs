@@ -145,6 +145,19 @@ impl Operation {
                 | DeleteMediaPipeline
         )
     }
+
+    /// Whether the legacy `chime` API has the operation too (its media capture operations,
+    /// at `/media-capture-pipelines`).
+    pub fn is_legacy_capture(self) -> bool {
+        use Operation::*;
+        matches!(
+            self,
+            CreateMediaCapturePipeline
+                | GetMediaCapturePipeline
+                | ListMediaCapturePipelines
+                | DeleteMediaCapturePipeline
+        )
+    }
 }
 
 /// The media pipelines API's routes whose operations Carillon does not implement: live
@@ -160,6 +173,9 @@ fn is_unimplemented_media_pipeline_route(first_segment: &str) -> bool {
             | "media-pipeline-kinesis-video-stream-pools"
     )
 }
+
+/// The first path segment of the legacy API's media capture operations.
+const LEGACY_CAPTURE_PATH: &str = "media-capture-pipelines";
 
 /// An operation with the path labels it addresses (still as sent; handlers validate them).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,11 +201,15 @@ impl Operation {
     /// Whether the namespace has this operation at all.
     pub fn in_namespace(self, namespace: Namespace) -> bool {
         use Operation::*;
-        if self.is_media_pipeline() != (namespace == Namespace::MediaPipelines) {
-            return false;
+        if self.is_media_pipeline() {
+            return match namespace {
+                Namespace::MediaPipelines => true,
+                Namespace::Legacy => self.is_legacy_capture(),
+                Namespace::Meetings => false,
+            };
         }
         match namespace {
-            Namespace::MediaPipelines => true,
+            Namespace::MediaPipelines => false,
             Namespace::Meetings => !matches!(
                 self,
                 ListMeetings
@@ -244,10 +264,11 @@ impl Operation {
                 &[NotFound, Unprocessable, Throttled]
             }
             (Namespace::Meetings, _) => &[NotFound, Throttled],
-            (Namespace::Legacy, CreateMeeting | CreateMeetingWithAttendees) => {
-                &[LimitExceeded, Throttled]
-            }
-            (Namespace::Legacy, ListMeetings) => &[Throttled],
+            (
+                Namespace::Legacy,
+                CreateMeeting | CreateMeetingWithAttendees | CreateMediaCapturePipeline,
+            ) => &[LimitExceeded, Throttled],
+            (Namespace::Legacy, ListMeetings | ListMediaCapturePipelines) => &[Throttled],
             (
                 Namespace::Legacy,
                 CreateAttendee | BatchCreateAttendee | TagMeeting | TagAttendee,
@@ -273,8 +294,17 @@ pub fn route(
 ) -> Result<Route, ApiError> {
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let operation = operation_for(&segs, method.as_str(), operation_literal)?;
-    if !operation.in_namespace(namespace) {
+    // The media capture operations that both the legacy API and the media pipelines API have
+    // live at different paths in each: each namespace serves them at its own.
+    let legacy_capture_path = segs.first() == Some(&LEGACY_CAPTURE_PATH);
+    let at_own_path =
+        !operation.is_media_pipeline() || legacy_capture_path == (namespace == Namespace::Legacy);
+    if !operation.in_namespace(namespace) || !at_own_path {
         let other = match namespace {
+            _ if legacy_capture_path => {
+                "the legacy chime API (endpoint /legacy); the chime-sdk-media-pipelines API \
+                 (endpoint /) has it at /sdk-media-capture-pipelines"
+            }
             _ if operation.is_media_pipeline() => "the chime-sdk-media-pipelines API (endpoint /)",
             Namespace::Meetings => "the legacy chime API (endpoint /legacy)",
             Namespace::Legacy | Namespace::MediaPipelines => {
@@ -291,7 +321,10 @@ pub fn route(
         && segs.get(2) == Some(&"attendees")
         && segs.len() >= 4
         && operation != Operation::BatchUpdateAttendeeCapabilitiesExcept;
-    let has_pipeline = segs.first().is_some_and(|s| s.starts_with("sdk-media-")) && segs.len() == 2;
+    let has_pipeline = segs
+        .first()
+        .is_some_and(|s| s.starts_with("sdk-media-") || *s == LEGACY_CAPTURE_PATH)
+        && segs.len() == 2;
     Ok(Route {
         operation,
         meeting_id: if has_meeting { label(1) } else { None },
@@ -347,6 +380,10 @@ fn operation_for(segs: &[&str], m: &str, literal: Option<&str>) -> Result<Operat
         (["sdk-media-pipelines"], "GET", None) => ListMediaPipelines,
         (["sdk-media-pipelines", _], "GET", None) => GetMediaPipeline,
         (["sdk-media-pipelines", _], "DELETE", None) => DeleteMediaPipeline,
+        (["media-capture-pipelines"], "POST", None) => CreateMediaCapturePipeline,
+        (["media-capture-pipelines"], "GET", None) => ListMediaCapturePipelines,
+        (["media-capture-pipelines", _], "GET", None) => GetMediaCapturePipeline,
+        (["media-capture-pipelines", _], "DELETE", None) => DeleteMediaCapturePipeline,
         ([first, ..], _, _) if is_unimplemented_media_pipeline_route(first) => {
             return Err(ApiError::bad_request(format!(
                 "{m} /{} is an operation of the chime-sdk-media-pipelines API that Carillon does \
@@ -645,5 +682,68 @@ mod tests {
         )
         .expect_err("not a legacy operation");
         assert!(legacy.message.contains("chime-sdk-media-pipelines"));
+    }
+
+    #[test]
+    fn the_legacy_api_has_its_media_capture_operations_at_its_own_paths() {
+        let id = "0b6d8a6e-5f0c-4b4c-9a43-1a2b3c4d5e6f";
+        for (method, path, operation) in [
+            (
+                Method::POST,
+                "/media-capture-pipelines".to_string(),
+                Operation::CreateMediaCapturePipeline,
+            ),
+            (
+                Method::GET,
+                "/media-capture-pipelines".to_string(),
+                Operation::ListMediaCapturePipelines,
+            ),
+            (
+                Method::GET,
+                format!("/media-capture-pipelines/{id}"),
+                Operation::GetMediaCapturePipeline,
+            ),
+            (
+                Method::DELETE,
+                format!("/media-capture-pipelines/{id}"),
+                Operation::DeleteMediaCapturePipeline,
+            ),
+        ] {
+            let route = route(Namespace::Legacy, &method, &segs(&path), None).expect("routed");
+            assert_eq!(route.operation, operation, "{method} {path}");
+            let labelled = path.matches('/').count() == 2;
+            assert_eq!(route.media_pipeline_id.is_some(), labelled, "{path}");
+            // Not at the root, whose media pipelines API has them under /sdk-media-….
+            let elsewhere = op(Namespace::Meetings, method.clone(), &path, None)
+                .expect_err("a legacy path at the root");
+            assert!(
+                elsewhere.message.contains("/legacy"),
+                "{}",
+                elsewhere.message
+            );
+        }
+        for path in ["/sdk-media-pipelines", "/sdk-media-capture-pipelines"] {
+            assert!(
+                op(Namespace::Legacy, Method::GET, path, None).is_err(),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            Operation::CreateMediaCapturePipeline.errors(Namespace::Legacy),
+            [
+                ErrorKind::BadRequest,
+                ErrorKind::Forbidden,
+                ErrorKind::Unauthorized,
+                ErrorKind::ServiceFailure,
+                ErrorKind::ServiceUnavailable,
+                ErrorKind::LimitExceeded,
+                ErrorKind::Throttled
+            ]
+        );
+        assert!(
+            !Operation::ListMediaCapturePipelines
+                .errors(Namespace::Legacy)
+                .contains(&ErrorKind::NotFound)
+        );
     }
 }

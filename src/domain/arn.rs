@@ -17,14 +17,30 @@ pub struct MeetingArn {
 /// Parses a meeting ARN. Anything else (another service, another resource type, a malformed
 /// meeting id) is `None`: such an ARN names no resource this server holds.
 pub fn parse_meeting_arn(arn: &str) -> Option<MeetingArn> {
+    meeting_arn_parts(arn, false)
+}
+
+/// Parses a meeting ARN as callers of the legacy `chime` API write it: the form above, or the
+/// global form of the legacy Amazon Chime documentation, with no region and the id after
+/// `meeting:` (`arn:aws:chime::<account>:meeting:<MeetingId>`), which its media capture
+/// pipelines' SourceArn takes.
+pub fn parse_legacy_meeting_arn(arn: &str) -> Option<MeetingArn> {
+    meeting_arn_parts(arn, true)
+}
+
+fn meeting_arn_parts(arn: &str, legacy: bool) -> Option<MeetingArn> {
     let mut parts = arn.splitn(6, ':');
     let (scheme, partition, service) = (parts.next()?, parts.next()?, parts.next()?);
     let (region, account, resource) = (parts.next()?, parts.next()?, parts.next()?);
     if scheme != "arn" || !partition.starts_with("aws") || service != "chime" {
         return None;
     }
-    let meeting_id = resource.strip_prefix("meeting/")?;
-    if !super::ids::is_guid(meeting_id) || region.is_empty() {
+    let meeting_id = match resource.strip_prefix("meeting/") {
+        Some(id) => id,
+        None if legacy => resource.strip_prefix("meeting:")?,
+        None => return None,
+    };
+    if !super::ids::is_guid(meeting_id) || (region.is_empty() && !legacy) {
         return None;
     }
     Some(MeetingArn {
@@ -134,6 +150,25 @@ mod tests {
         let parsed = parse_meeting_arn(&arn).expect("parses");
         assert_eq!(parsed.account, "123456789012");
         assert_eq!(parsed.meeting_id, "0b6d8a6e-5f0c-4b4c-9a43-1a2b3c4d5e6f");
+    }
+
+    #[test]
+    fn legacy_meeting_arns_may_be_global() {
+        let id = "0B6D8A6E-5F0C-4B4C-9A43-1A2B3C4D5E6F";
+        for arn in [
+            format!("arn:aws:chime::123456789012:meeting:{id}"),
+            format!("arn:aws:chime::123456789012:meeting/{id}"),
+            format!("arn:aws:chime:us-east-1:123456789012:meeting/{id}"),
+        ] {
+            let parsed = parse_legacy_meeting_arn(&arn).expect("a legacy meeting ARN");
+            assert_eq!(parsed.account, "123456789012", "{arn}");
+            assert_eq!(parsed.meeting_id, id.to_lowercase(), "{arn}");
+        }
+        // The current API keeps its one form.
+        assert!(parse_meeting_arn(&format!("arn:aws:chime::123456789012:meeting:{id}")).is_none());
+        assert!(parse_meeting_arn(&format!("arn:aws:chime::123456789012:meeting/{id}")).is_none());
+        assert!(parse_legacy_meeting_arn("arn:aws:chime::1:meeting:nope").is_none());
+        assert!(parse_legacy_meeting_arn(&format!("arn:aws:chime::1:user:{id}")).is_none());
     }
 
     #[test]

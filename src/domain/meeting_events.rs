@@ -126,6 +126,8 @@ pub enum PipelineEventType {
     Deleted,
     /// It failed and will not recover.
     PermanentFailure,
+    /// Its sink refused a write; it is retrying.
+    TemporaryFailure,
 }
 
 impl PipelineEventType {
@@ -134,6 +136,7 @@ impl PipelineEventType {
             Self::InProgress => "chime:MediaPipelineInProgress",
             Self::Deleted => "chime:MediaPipelineDeleted",
             Self::PermanentFailure => "chime:MediaPipelinePermanentFailure",
+            Self::TemporaryFailure => "chime:MediaPipelineTemporaryFailure",
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod client_events;
 pub mod frames;
 pub mod limits;
+pub mod observe;
 pub use crate::media;
 pub mod session;
 pub mod setup;

@@ -5,7 +5,7 @@
 //! dropped as a slow consumer (it reconnects and gets a fresh roster) rather than buffered for.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::frames::{self, audio_status, close_code, proto::SdkSignalFrame};
 use super::limits::{JoinLimits, TokenBucket};
+use super::observe::{Observers, RoomEvent};
 use super::video::{
     MAX_CONTENT_SHARES, VideoReceive, VideoRoom, ViewOnly, content_attendee_id, split_content,
 };
@@ -193,6 +194,8 @@ struct Room {
     max_video_publishers: usize,
     /// Where cameras and shares starting and stopping are reported (for meeting events).
     activity: Option<mpsc::Sender<VideoActivity>>,
+    /// Who observes the meeting beside it (recorders).
+    observers: Option<Arc<Observers>>,
 }
 
 /// A session's video started or stopped: `chime:AttendeeVideoStarted` and the like.
@@ -206,6 +209,17 @@ pub struct VideoActivity {
 
 impl Room {
     fn report_video(&self, meeting_id: &str, attendee_id: &str, started: bool) {
+        if let Some(observers) = &self.observers {
+            let attendee_id = attendee_id.to_string();
+            observers.emit(
+                meeting_id,
+                if started {
+                    RoomEvent::VideoStarted { attendee_id }
+                } else {
+                    RoomEvent::VideoStopped { attendee_id }
+                },
+            );
+        }
         if let Some(activity) = &self.activity {
             let report = VideoActivity {
                 meeting_id: meeting_id.to_string(),
@@ -366,7 +380,26 @@ pub struct Rooms {
     /// Data messages with a lifetime, per meeting. Locked after `rooms` when both are held.
     kept: Mutex<HashMap<String, KeptMessages>>,
     activity: std::sync::OnceLock<mpsc::Sender<VideoActivity>>,
+    /// Who observes each meeting (see [`super::observe`]).
+    pub observers: Arc<Observers>,
+    /// Members of a meeting without a session of their own (a capture pipeline's attendee), by
+    /// meeting: listed in every roster, sent nothing. Kept apart from the rooms, which go away
+    /// when their last session leaves. Locked after `rooms` when both are held.
+    guests: Mutex<HashMap<String, Vec<Guest>>>,
+    next_guest_stream: std::sync::atomic::AtomicU32,
 }
+
+/// A roster member without a session.
+#[derive(Debug, Clone)]
+struct Guest {
+    stream_id: u32,
+    attendee_id: String,
+    external_user_id: String,
+}
+
+/// Guests' audio stream ids count up from here, far above the per-room counter that sessions'
+/// ids come from (a room starts again at 1), so that the two never meet.
+const FIRST_GUEST_STREAM: u32 = 1 << 30;
 
 /// Why a JOIN found no place in its meeting.
 #[derive(Debug, PartialEq, Eq)]
@@ -406,6 +439,70 @@ impl Rooms {
             Err(poisoned) => poisoned.into_inner(),
         };
         f(&mut kept)
+    }
+
+    fn with_guests<T>(&self, f: impl FnOnce(&mut HashMap<String, Vec<Guest>>) -> T) -> T {
+        let mut guests = match self.guests.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guests)
+    }
+
+    /// Lists an attendee without a session (a capture pipeline's) in the meeting's roster, as
+    /// present and muted, for the sessions there now and those that check in later.
+    pub fn add_guest(&self, meeting_id: &str, attendee_id: &str, external_user_id: &str) {
+        let stream_id = FIRST_GUEST_STREAM.saturating_add(
+            self.next_guest_stream
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
+        self.with(|rooms| {
+            let added = self.with_guests(|guests| {
+                let listed = guests.entry(meeting_id.to_string()).or_default();
+                if listed.iter().any(|g| g.attendee_id == attendee_id) {
+                    return false;
+                }
+                listed.push(Guest {
+                    stream_id,
+                    attendee_id: attendee_id.to_string(),
+                    external_user_id: external_user_id.to_string(),
+                });
+                true
+            });
+            if added && let Some(room) = rooms.get_mut(meeting_id) {
+                let entry = frames::present(stream_id, attendee_id, external_user_id, true);
+                room.broadcast(
+                    meeting_id,
+                    None,
+                    &frames::stream_info(timestamp_ms(), vec![entry]),
+                );
+            }
+        })
+    }
+
+    /// Takes a guest out of the meeting's roster: the sessions there see it leave.
+    pub fn remove_guest(&self, meeting_id: &str, attendee_id: &str) {
+        self.with(|rooms| {
+            let removed = self.with_guests(|guests| {
+                let listed = guests.get_mut(meeting_id)?;
+                let at = listed.iter().position(|g| g.attendee_id == attendee_id)?;
+                let guest = listed.remove(at);
+                if listed.is_empty() {
+                    guests.remove(meeting_id);
+                }
+                Some(guest)
+            });
+            if let (Some(guest), Some(room)) = (removed, rooms.get_mut(meeting_id)) {
+                room.broadcast(
+                    meeting_id,
+                    None,
+                    &frames::stream_info(
+                        timestamp_ms(),
+                        vec![frames::departed(guest.stream_id, false)],
+                    ),
+                );
+            }
+        })
     }
 
     /// The meeting's living kept data messages, oldest first, as DATA_MESSAGE frames for a
@@ -492,8 +589,22 @@ impl Rooms {
             let room = rooms.entry(meeting_id.to_string()).or_insert_with(|| Room {
                 max_video_publishers: super::video::MAX_VIDEO_PUBLISHERS,
                 activity: self.activity.get().cloned(),
+                observers: Some(self.observers.clone()),
                 ..Room::default()
             });
+            let first_session = !room
+                .participants
+                .values()
+                .any(|p| p.attendee_id == attendee_id);
+            if first_session {
+                self.observers.emit(
+                    meeting_id,
+                    RoomEvent::AttendeeJoined {
+                        attendee_id: attendee_id.to_string(),
+                        external_user_id: external_user_id.to_string(),
+                    },
+                );
+            }
             for p in room
                 .participants
                 .values()
@@ -656,6 +767,16 @@ impl Rooms {
         })
     }
 
+    /// The meeting's cameras and content shares, each by its best layer's stream.
+    pub fn recordable_video(&self, meeting_id: &str) -> Vec<super::video::RecordableVideo> {
+        self.with(|rooms| {
+            rooms
+                .get(meeting_id)
+                .map(|room| room.video.recordable())
+                .unwrap_or_default()
+        })
+    }
+
     /// Sends the meeting's sessions the measured bitrate of every stream they may receive.
     /// BITRATES to every session of a meeting: the streams' measured rates, and each
     /// session's own downlink estimate (kbit/s) where the media plane has one.
@@ -750,7 +871,7 @@ impl Rooms {
             me.stream_id = Some(next);
             me.muted = muted;
             let entry = frames::present(next, &me.attendee_id, &me.external_user_id, muted);
-            let roster: Vec<_> = room
+            let mut roster: Vec<_> = room
                 .participants
                 .values()
                 .filter_map(|p| {
@@ -758,6 +879,16 @@ impl Rooms {
                         .map(|id| frames::present(id, &p.attendee_id, &p.external_user_id, p.muted))
                 })
                 .collect();
+            self.with_guests(|guests| {
+                roster.extend(guests.get(meeting_id).into_iter().flatten().map(|guest| {
+                    frames::present(
+                        guest.stream_id,
+                        &guest.attendee_id,
+                        &guest.external_user_id,
+                        true,
+                    )
+                }));
+            });
             if let Some(me) = room.participants.get_mut(&session) {
                 me.deliver(
                     meeting_id,
@@ -781,7 +912,22 @@ impl Rooms {
             let Some(me) = room.participants.get_mut(&session) else {
                 return;
             };
+            let changed = me.muted != muted;
             me.muted = muted;
+            if changed {
+                let attendee_id = me.attendee_id.clone();
+                self.observers.emit(
+                    meeting_id,
+                    if muted {
+                        RoomEvent::Muted { attendee_id }
+                    } else {
+                        RoomEvent::Unmuted { attendee_id }
+                    },
+                );
+            }
+            let Some(me) = room.participants.get(&session) else {
+                return;
+            };
             if let Some(stream) = me.stream_id {
                 room.broadcast(
                     meeting_id,
@@ -851,6 +997,19 @@ impl Rooms {
                 }
             }
             if !relayed.is_empty() {
+                if self.observers.wants(meeting_id) {
+                    for message in &relayed {
+                        self.observers.emit(
+                            meeting_id,
+                            RoomEvent::Data {
+                                topic: message.topic.clone().unwrap_or_default(),
+                                data: message.data.clone().unwrap_or_default(),
+                                sender_attendee_id: attendee_id.clone(),
+                                sender_external_user_id: external_user_id.clone(),
+                            },
+                        );
+                    }
+                }
                 let frame = frames::data_messages(
                     timestamp_ms(),
                     now_ms,
@@ -937,6 +1096,13 @@ impl Rooms {
                 .any(|p| p.attendee_id == gone.attendee_id)
             {
                 room.data_quotas.remove(&gone.attendee_id);
+                self.observers.emit(
+                    meeting_id,
+                    RoomEvent::AttendeeLeft {
+                        attendee_id: gone.attendee_id.clone(),
+                        external_user_id: gone.external_user_id.clone(),
+                    },
+                );
             }
             if room.participants.is_empty() {
                 rooms.remove(meeting_id);
@@ -970,6 +1136,7 @@ impl Rooms {
     /// kept data messages.
     pub fn end_meeting(&self, meeting_id: &str) {
         self.with_kept(|kept| kept.remove(meeting_id));
+        self.with_guests(|guests| guests.remove(meeting_id));
         self.with(|rooms| {
             let Some(room) = rooms.get(meeting_id) else {
                 return;
@@ -1191,6 +1358,57 @@ mod tests {
         let metadata = talker.queue.try_recv().expect("volume indicators");
         assert_eq!(kind(&metadata), Some(Type::AudioMetadata as i32));
         assert!(content.queue.try_recv().is_err(), "nothing it could place");
+    }
+
+    /// The roster entries of an AUDIO_STREAM_ID_INFO frame: (stream, attendee, present).
+    fn roster(order: &Outbound) -> Vec<(u32, String, bool)> {
+        let Outbound::Frame(bytes) = order else {
+            return Vec::new();
+        };
+        let frame = frames::decode(bytes).expect("decodes");
+        frame
+            .audio_stream_id_info
+            .map(|info| {
+                info.streams
+                    .into_iter()
+                    .map(|s| {
+                        let present = s.attendee_id.is_some();
+                        (
+                            s.audio_stream_id.unwrap_or_default(),
+                            s.attendee_id.unwrap_or_default(),
+                            present,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_guest_is_in_every_roster_without_a_session_of_its_own() {
+        let rooms = Rooms::default();
+        // Added before anyone is in the meeting: kept for those who come.
+        rooms.add_guest("m", "pipeline", "aws:MediaPipeline-1");
+        let (_, mut ana) = join(&rooms, 1, "a", "«Ana»", 10);
+        rooms.check_in("m", 1, false);
+        let first = roster(&ana.queue.try_recv().expect("the roster"));
+        assert!(
+            first.iter().any(|(stream, who, present)| who == "pipeline"
+                && *present
+                && *stream >= FIRST_GUEST_STREAM),
+            "{first:?}"
+        );
+        assert!(first.iter().any(|(_, who, _)| who == "a"));
+        // Removed: the sessions there see it leave.
+        rooms.remove_guest("m", "pipeline");
+        let left = roster(&ana.queue.try_recv().expect("a departure"));
+        assert!(
+            matches!(left.as_slice(), [(stream, _, false)] if *stream >= FIRST_GUEST_STREAM),
+            "{left:?}"
+        );
+        rooms.remove_guest("m", "pipeline");
+        assert!(ana.queue.try_recv().is_err(), "removed once");
+        assert_eq!(rooms.session_count(), 1, "a guest is not a session");
     }
 
     #[test]

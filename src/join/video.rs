@@ -79,6 +79,17 @@ impl Publication {
     }
 }
 
+/// A camera or content share as a recorder sees it: whose it is, and the stream that carries
+/// its best layer now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordableVideo {
+    /// The publishing session's attendee id: `<AttendeeId>#content` for a content share.
+    pub attendee_id: String,
+    pub external_user_id: String,
+    pub content: bool,
+    pub stream_id: u32,
+}
+
 /// Why a session may not publish video: the client is told 206, "switch to view only", which
 /// removes its local tile but keeps it in the meeting (509 would end its session).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,6 +238,22 @@ impl VideoRoom {
                     media_type: Some(SdkStreamMediaType::Video as i32),
                     external_user_id: Some(p.external_user_id.clone()),
                     ..Default::default()
+                })
+            })
+            .collect()
+    }
+
+    /// Each publication's best active layer (the highest bitrate), as a recorder keeps it.
+    pub fn recordable(&self) -> Vec<RecordableVideo> {
+        self.publications
+            .values()
+            .filter_map(|p| {
+                let best = p.active_layers().max_by_key(|l| l.max_bitrate_kbps)?;
+                Some(RecordableVideo {
+                    attendee_id: p.attendee_id.clone(),
+                    external_user_id: p.external_user_id.clone(),
+                    content: p.content,
+                    stream_id: best.stream_id,
                 })
             })
             .collect()

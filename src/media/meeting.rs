@@ -81,6 +81,10 @@ pub enum MeetingCommand {
     TapVideo {
         tap: VideoTapSender,
     },
+    /// A tap's consumer wants a keyframe soon (a recorder about to start its next chunk).
+    RequestKeyframe {
+        stream: u32,
+    },
 }
 
 struct Peer {
@@ -385,6 +389,7 @@ impl MeetingTask {
                 self.keyframes_wanted.push(tap.source().0.0);
                 self.video_taps.add(tap);
             }
+            MeetingCommand::RequestKeyframe { stream } => self.keyframes_wanted.push(stream),
             MeetingCommand::Pause {
                 session,
                 streams,

@@ -360,6 +360,23 @@ impl Media {
         Some(tap)
     }
 
+    /// Asks the publisher of a stream for a keyframe (throttled per stream, as viewers' requests
+    /// are). False when the meeting has no media on this node.
+    pub fn request_keyframe(&self, meeting_id: &MeetingId, stream: StreamId) -> bool {
+        let handle = self.shared.registry.lock().ok().and_then(|registry| {
+            registry
+                .get(meeting_id.as_str())
+                .filter(|handle| !handle.commands.is_closed())
+                .cloned()
+        });
+        handle.is_some_and(|handle| {
+            handle
+                .commands
+                .send(MeetingCommand::RequestKeyframe { stream: stream.0 })
+                .is_ok()
+        })
+    }
+
     /// How many peer connections the media plane holds (for tests and benchmarks).
     pub async fn peer_count(&self) -> usize {
         self.shared.levels.len()

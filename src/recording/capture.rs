@@ -33,6 +33,8 @@ const WRITE_ATTEMPTS: u32 = 4;
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 /// One 20 ms frame.
 const FRAME: Duration = Duration::from_millis(20);
+/// The folder of the meeting's mixed audio.
+pub const AUDIO: &str = "audio";
 
 /// Where a capture's objects go: `<bucket>/<prefix>/audio/…`, the prefix being the sink ARN's
 /// key prefix or else the pipeline id.
@@ -43,7 +45,7 @@ pub struct CaptureTarget {
 }
 
 impl CaptureTarget {
-    fn key(&self, folder: &str, name: &str) -> String {
+    pub fn key(&self, folder: &str, name: &str) -> String {
         format!("{}/{folder}/{name}", self.prefix)
     }
 }
@@ -187,8 +189,7 @@ pub fn chunk_time(at: SystemTime) -> String {
 /// with an error; what was written before stays.
 pub async fn record_audio(
     mut tap: AudioTap,
-    sink: Arc<dyn ObjectSink>,
-    target: CaptureTarget,
+    writer: ChunkWriter,
     mut stop: watch::Receiver<bool>,
 ) -> Result<CaptureStats, CaptureError> {
     let mut recorder = AudioRecorder::new().map_err(CaptureError::Encoder)?;
@@ -199,36 +200,68 @@ pub async fn record_audio(
         };
         let Some(frame) = frame else { break };
         for chunk in recorder.push(&frame) {
-            store(sink.as_ref(), &target, chunk).await?;
+            writer.put(AUDIO, chunk).await?;
         }
     }
     if let Some(chunk) = recorder.finish() {
-        store(sink.as_ref(), &target, chunk).await?;
+        writer.put(AUDIO, chunk).await?;
     }
     recorder.stats.dropped = tap.dropped();
     Ok(recorder.stats)
 }
 
-/// Stores a chunk, retrying with backoff.
-async fn store(
-    sink: &dyn ObjectSink,
-    target: &CaptureTarget,
-    chunk: Chunk,
-) -> Result<(), CaptureError> {
-    let key = target.key("audio", &chunk.name);
-    let mut pause = FIRST_RETRY;
-    let mut attempt = 1;
-    loop {
-        match sink.put(&target.bucket, &key, chunk.body.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(source) if attempt >= WRITE_ATTEMPTS => {
-                return Err(CaptureError::Sink { key, source });
-            }
-            Err(error) => {
-                tracing::warn!(%error, attempt, "a recording chunk was not stored; retrying");
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-                attempt += 1;
+/// Called when the sink refused a chunk that will be tried again.
+pub type RetryReport = Arc<dyn Fn(&SinkError) + Send + Sync>;
+
+/// Where a capture's chunks go (its sink and folder), and whom it tells when the sink refuses
+/// one for a while (the pipeline, which announces `chime:MediaPipelineTemporaryFailure`).
+#[derive(Clone)]
+pub struct ChunkWriter {
+    sink: Arc<dyn ObjectSink>,
+    target: CaptureTarget,
+    on_retry: Option<RetryReport>,
+}
+
+impl ChunkWriter {
+    pub fn new(sink: Arc<dyn ObjectSink>, target: CaptureTarget) -> ChunkWriter {
+        ChunkWriter {
+            sink,
+            target,
+            on_retry: None,
+        }
+    }
+
+    /// The same writer, calling `report` before each retry.
+    pub fn reporting_retries(mut self, report: RetryReport) -> ChunkWriter {
+        self.on_retry = Some(report);
+        self
+    }
+
+    /// Stores a chunk under `folder`, retrying with backoff; an error the sink says is
+    /// permanent (no such bucket, access denied) is not retried.
+    pub async fn put(&self, folder: &str, chunk: Chunk) -> Result<(), CaptureError> {
+        let key = self.target.key(folder, &chunk.name);
+        let mut pause = FIRST_RETRY;
+        let mut attempt = 1;
+        loop {
+            match self
+                .sink
+                .put(&self.target.bucket, &key, chunk.body.clone())
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(source) if attempt >= WRITE_ATTEMPTS || source.is_permanent() => {
+                    return Err(CaptureError::Sink { key, source });
+                }
+                Err(error) => {
+                    tracing::warn!(%error, attempt, "a recording chunk was not stored; retrying");
+                    if let Some(report) = &self.on_retry {
+                        report(&error);
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    attempt += 1;
+                }
             }
         }
     }

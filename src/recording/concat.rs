@@ -1,16 +1,21 @@
-//! Concatenation: a finished capture's audio chunks joined into one file, as AWS's media
-//! concatenation pipelines do (`<prefix>/audio/<concatenation pipeline id>.mp4`).
+//! Concatenation: a finished capture's chunks joined into one file per artifact, as AWS's media
+//! concatenation pipelines do (`<prefix>/audio/<concatenation pipeline id>.mp4`,
+//! `<prefix>/meeting-events/<id>.txt`, …), and for video one file per camera or content share
+//! (`<prefix>/video/<id>-<attendee id>.webm`).
 //!
-//! The chunks are pieces of one Opus stream (one encoder per capture), so joining them is
+//! The audio chunks are pieces of one Opus stream (one encoder per capture), so joining them is
 //! copying their packets in order, without decoding: the result is gapless. A gap between two
 //! chunks (the capture resumed after a restart, or nobody was connected for longer than the
-//! recorder fills) becomes encoded silence, so the file's timeline is the meeting's.
+//! recorder fills) becomes encoded silence, so the file's timeline is the meeting's. Video
+//! chunks each start on a keyframe; joined, each keeps its place on the wall-clock timeline
+//! (a camera turned off for a minute is a minute in which the last picture stays).
 
 use std::time::Duration;
 
 use super::capture::CaptureTarget;
 use super::mp4::{Mp4Error, OpusSample, OpusTrack, opus_file, read_opus_file};
 use super::sink::{ObjectSink, SinkError};
+use super::webm::{VideoSample, WebmError, WebmTrack, read_webm, webm_file};
 use crate::domain::civil::parse_dashed_millis;
 use crate::media::opus::{FRAME_SAMPLES, SILENCE_FRAME};
 
@@ -34,7 +39,20 @@ pub enum ConcatError {
     Empty(String),
     #[error("the recording is longer than the {} hours one file may hold", MAX_FRAMES / 180_000)]
     TooLong,
+    #[error("video chunk {key}: {source}")]
+    VideoChunk {
+        key: String,
+        #[source]
+        source: WebmError,
+    },
+    #[error("{what} is larger than the {} GiB one file may hold", MAX_JOINED_BYTES >> 30)]
+    TooLarge { what: String },
 }
+
+/// The most bytes of chunks joined into one video or text file: the file is built in memory.
+const MAX_JOINED_BYTES: usize = 2 << 30;
+/// The length of a chunk name's timestamp, `yyyy-mm-dd-HH-MM-SS-mmm`.
+const STAMP_LEN: usize = 23;
 
 /// What a concatenation wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +148,136 @@ pub async fn concatenate_audio(
 fn chunk_start_ms(key: &str) -> Option<i64> {
     let name = key.rsplit('/').next()?.strip_suffix(".mp4")?;
     parse_dashed_millis(name)
+}
+
+/// A video chunk's start and owner, from its name (`…/yyyy-mm-dd-HH-MM-SS-mmm-<owner>.webm`).
+fn video_chunk(key: &str) -> Option<(i64, &str)> {
+    let name = key.rsplit('/').next()?.strip_suffix(".webm")?;
+    let start = parse_dashed_millis(name.get(..STAMP_LEN)?)?;
+    let owner = name.get(STAMP_LEN..)?.strip_prefix('-')?;
+    (!owner.is_empty()).then_some((start, owner))
+}
+
+/// Joins the text chunks of `folder` (`meeting-events`, `data-channel`, …) into
+/// `<destination prefix>/<folder>/<name>.txt`, in order. None when the capture wrote none.
+pub async fn concatenate_text(
+    sink: &dyn ObjectSink,
+    source: &CaptureTarget,
+    destination: &CaptureTarget,
+    folder: &str,
+    name: &str,
+) -> Result<Option<Joined>, ConcatError> {
+    let keys: Vec<String> = sink
+        .list(&source.bucket, &format!("{}/{folder}", source.prefix))
+        .await?
+        .into_iter()
+        .filter(|key| key.ends_with(".txt"))
+        .collect();
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let mut joined = Vec::new();
+    for key in &keys {
+        let chunk = sink.get(&source.bucket, key).await?;
+        joined.extend_from_slice(&chunk);
+        if !joined.is_empty() && !joined.ends_with(b"\n") {
+            joined.push(b'\n');
+        }
+        if joined.len() > MAX_JOINED_BYTES {
+            return Err(ConcatError::TooLarge {
+                what: folder.to_string(),
+            });
+        }
+    }
+    let key = destination.key(folder, &format!("{name}.txt"));
+    sink.put(&destination.bucket, &key, joined).await?;
+    Ok(Some(Joined {
+        key,
+        chunks: keys.len(),
+        frames: 0,
+        silence_frames: 0,
+    }))
+}
+
+/// Joins each camera's and content share's video chunks into
+/// `<destination prefix>/video/<name>-<attendee id>.webm`, each chunk at its place on the
+/// wall-clock timeline: cameras when `cameras`, content shares (`…#content`) when `content`.
+/// One entry per file written.
+pub async fn concatenate_video(
+    sink: &dyn ObjectSink,
+    source: &CaptureTarget,
+    destination: &CaptureTarget,
+    name: &str,
+    (cameras, content): (bool, bool),
+) -> Result<Vec<Joined>, ConcatError> {
+    let keys = sink
+        .list(&source.bucket, &format!("{}/video", source.prefix))
+        .await?;
+    let mut owners: std::collections::BTreeMap<String, Vec<(i64, String)>> = Default::default();
+    for key in &keys {
+        let wanted = |owner: &str| {
+            if owner.ends_with(crate::join::video::CONTENT_SUFFIX) {
+                content
+            } else {
+                cameras
+            }
+        };
+        if let Some((start, owner)) = video_chunk(key).filter(|(_, owner)| wanted(owner)) {
+            owners
+                .entry(owner.to_string())
+                .or_default()
+                .push((start, key.clone()));
+        }
+    }
+    let mut written = Vec::new();
+    for (owner, mut chunks) in owners {
+        chunks.sort();
+        let first_start = chunks.first().map_or(0, |(start, _)| *start);
+        let mut samples: Vec<VideoSample> = Vec::new();
+        let (mut width, mut height, mut duration_ms, mut bytes) = (0, 0, 0u64, 0usize);
+        for (start, key) in &chunks {
+            let chunk = read_webm(&sink.get(&source.bucket, key).await?).map_err(|source| {
+                ConcatError::VideoChunk {
+                    key: key.clone(),
+                    source,
+                }
+            })?;
+            // A chunk's own times count from its start; its start is its name's.
+            let offset = u64::try_from(start - first_start).unwrap_or(0);
+            if width == 0 {
+                (width, height) = (chunk.width, chunk.height);
+            }
+            duration_ms = duration_ms.max(offset + chunk.duration_ms);
+            for sample in chunk.samples {
+                bytes += sample.data.len();
+                samples.push(VideoSample {
+                    at_ms: offset + sample.at_ms,
+                    ..sample
+                });
+            }
+            if bytes > MAX_JOINED_BYTES {
+                return Err(ConcatError::TooLarge {
+                    what: format!("the video of {owner}"),
+                });
+            }
+        }
+        let track = WebmTrack {
+            width,
+            height,
+            duration_ms,
+            created_unix_ms: Some(first_start),
+        };
+        let key = destination.key("video", &format!("{name}-{owner}.webm"));
+        sink.put(&destination.bucket, &key, webm_file(&track, &samples))
+            .await?;
+        written.push(Joined {
+            key,
+            chunks: chunks.len(),
+            frames: samples.len(),
+            silence_frames: 0,
+        });
+    }
+    Ok(written)
 }
 
 #[cfg(test)]

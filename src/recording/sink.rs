@@ -1,10 +1,23 @@
 //! Where a recording's objects go. The embedded default writes each bucket as a folder under the
-//! data directory, so recording works with nothing to set up; the object store behind the
-//! trait is what an S3-compatible sink plugs into.
+//! data directory, so recording works with nothing to set up; `--s3-endpoint` puts an
+//! S3-compatible store (`super::s3`) behind the same trait.
 
 use std::path::{Path, PathBuf};
 
-/// Why an object was not stored.
+/// The error codes of an S3-compatible store that no retry will change: the bucket is missing,
+/// or the credentials are wrong or not allowed. (Throttling, 5xx, timeouts and connection
+/// failures may pass.)
+const PERMANENT_S3_CODES: [&str; 7] = [
+    "NoSuchBucket",
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidBucketName",
+    "AllAccessDisabled",
+    "AccountProblem",
+];
+
+/// Why an object was not stored (or listed, or read).
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("writing {path}: {source}")]
@@ -15,6 +28,64 @@ pub enum SinkError {
     },
     #[error("the key {0:?} would leave its bucket")]
     UnsafeKey(String),
+    /// An S3-compatible store refused a request, or could not be reached (boxed: the details
+    /// would make every result of the sink large).
+    #[error(transparent)]
+    S3(Box<S3Error>),
+    /// An object larger than what a read holds in memory.
+    #[error("{bucket}/{key} is {size} bytes, more than the {limit} bytes a read takes")]
+    TooLarge {
+        bucket: String,
+        key: String,
+        size: u64,
+        limit: u64,
+    },
+}
+
+/// What an S3-compatible store said to one request, or what kept it from answering.
+#[derive(Debug, thiserror::Error)]
+#[error("S3 {operation} of {target} at {endpoint}: {detail}")]
+pub struct S3Error {
+    /// The S3 operation (`PutObject`, `ListObjectsV2`, …).
+    pub operation: &'static str,
+    /// What it was about: `bucket/key`, `bucket/prefix/` or the bucket alone.
+    pub target: String,
+    pub endpoint: String,
+    /// The store's error code (`NoSuchBucket`, `SlowDown`, …) when it answered with one.
+    pub code: Option<String>,
+    /// The HTTP status of the store's answer, when there was one.
+    pub status: Option<u16>,
+    /// The store's code and message, or what kept the request from an answer.
+    pub detail: String,
+}
+
+impl From<S3Error> for SinkError {
+    fn from(error: S3Error) -> SinkError {
+        SinkError::S3(Box::new(error))
+    }
+}
+
+impl SinkError {
+    /// Whether trying again cannot help (a missing bucket, refused credentials, a key that
+    /// cannot be stored), as opposed to a store that is slow, busy or unreachable for now. The
+    /// recorder reports the first as a permanent failure, the second as a temporary one.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            SinkError::UnsafeKey(_) | SinkError::TooLarge { .. } => true,
+            SinkError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            ),
+            SinkError::S3(error) => {
+                error
+                    .code
+                    .as_deref()
+                    .is_some_and(|code| PERMANENT_S3_CODES.contains(&code))
+                    // An answer to HEAD has no body, so no code: its status says it.
+                    || matches!(error.status, Some(401 | 403))
+            }
+        }
+    }
 }
 
 /// A store of objects by bucket and key, written whole.
@@ -30,6 +101,13 @@ pub trait ObjectSink: Send + Sync + 'static {
 
     /// The object at `bucket`/`key`.
     async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, SinkError>;
+
+    /// Whether objects can be put in `bucket` as it is: false when the store has no such
+    /// bucket (CreateMediaCapturePipeline then refuses it), an error when the store cannot say.
+    async fn bucket_exists(&self, bucket: &str) -> Result<bool, SinkError>;
+
+    /// Where the objects go, for messages and logs: "the S3-compatible store at http://…".
+    fn describe(&self) -> String;
 }
 
 /// Buckets as folders: `<root>/<bucket>/<key>`. Any bucket name works (its folder is made on
@@ -98,6 +176,15 @@ impl ObjectSink for FolderSink {
         tokio::fs::read(&path)
             .await
             .map_err(|source| SinkError::Io { path, source })
+    }
+
+    /// Every bucket exists: its folder is made by the first write.
+    async fn bucket_exists(&self, _bucket: &str) -> Result<bool, SinkError> {
+        Ok(true)
+    }
+
+    fn describe(&self) -> String {
+        format!("the embedded folder sink under {}", self.root.display())
     }
 }
 
@@ -173,5 +260,44 @@ mod tests {
             );
         }
         assert!(sink.put("..", "x", Vec::new()).await.is_err());
+        assert!(sink.bucket_exists("never-written").await.expect("answer"));
+        assert!(sink.describe().contains("buckets"), "{}", sink.describe());
+    }
+
+    #[test]
+    fn missing_buckets_and_refused_keys_are_permanent_and_busy_stores_are_not() {
+        let s3 = |code: Option<&str>, status: Option<u16>| {
+            SinkError::from(S3Error {
+                operation: "PutObject",
+                target: "b/k".into(),
+                endpoint: "http://127.0.0.1:9000".into(),
+                code: code.map(str::to_string),
+                status,
+                detail: "test".into(),
+            })
+        };
+        for code in [
+            "NoSuchBucket",
+            "AccessDenied",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+        ] {
+            assert!(s3(Some(code), Some(400)).is_permanent(), "{code}");
+        }
+        assert!(s3(None, Some(403)).is_permanent(), "a HEAD refused");
+        for (code, status) in [
+            (Some("SlowDown"), Some(503)),
+            (Some("InternalError"), Some(500)),
+            (Some("RequestTimeout"), Some(400)),
+            (None, None),
+        ] {
+            assert!(!s3(code, status).is_permanent(), "{code:?} {status:?}");
+        }
+        assert!(SinkError::UnsafeKey("../x".into()).is_permanent());
+        let error = s3(Some("NoSuchBucket"), Some(404)).to_string();
+        assert!(
+            error.contains("PutObject") && error.contains("b/k") && error.contains("127.0.0.1"),
+            "{error}"
+        );
     }
 }

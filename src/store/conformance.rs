@@ -1112,12 +1112,120 @@ async fn new_pipeline(store: &dyn Store, record: MediaPipelineRecord) -> MediaPi
 
 /// Media pipelines: idempotent creation per account and token, one active capture per meeting
 /// of an account, exact round trips, account isolation, status changes, deletes, keyset pages
-/// that survive a deleted cursor, and the unfinished ones of every account.
+/// that survive a deleted cursor, the unfinished ones of every account, and tags.
 async fn media_pipelines(store: &dyn Store) {
     pipeline_creation(store).await;
     pipeline_status(store).await;
     pipeline_pages(store).await;
     unfinished_pipelines(store).await;
+    pipeline_tags(store).await;
+}
+
+fn tagged(key: &str, value: &str) -> Tag {
+    Tag {
+        key: key.into(),
+        value: value.into(),
+    }
+}
+
+/// A pipeline's tags: set (a key already there takes the new value, in its place), removed,
+/// kept within the limit as a whole, in the configuration beside what was there, and only in
+/// the caller's account.
+async fn pipeline_tags(store: &dyn Store) {
+    let created = new_pipeline(store, pipeline("t1", None, Some("m1"), 1_000)).await;
+    let id = created.media_pipeline_id.as_str();
+    let tags_of = async |id: &str| {
+        store
+            .get_media_pipeline("t1", id)
+            .await
+            .expect("get")
+            .tags()
+    };
+    assert_eq!(tags_of(id).await, vec![]);
+    store
+        .change_media_pipeline_tags(
+            "t1",
+            id,
+            vec![tagged("team", "Zoë"), tagged("room", "«Ana»")],
+            vec![],
+            3,
+        )
+        .await
+        .expect("tag");
+    store
+        .change_media_pipeline_tags(
+            "t1",
+            id,
+            vec![tagged("team", "Zoë & Ana"), tagged("cost", "")],
+            vec![],
+            3,
+        )
+        .await
+        .expect("retag");
+    assert_eq!(
+        tags_of(id).await,
+        vec![
+            tagged("team", "Zoë & Ana"),
+            tagged("room", "«Ana»"),
+            tagged("cost", "")
+        ]
+    );
+    // The rest of the configuration is as it was, and so is the rest of the pipeline.
+    let got = store.get_media_pipeline("t1", id).await.expect("get");
+    assert_eq!(
+        got.configuration.get("SinkIamRoleArn"),
+        created.configuration.get("SinkIamRoleArn")
+    );
+    assert_eq!(
+        (got.status.as_str(), got.updated_at),
+        (created.status.as_str(), created.updated_at)
+    );
+
+    // One more would make four: refused whole, even with a removal in the same change.
+    let too_many = store
+        .change_media_pipeline_tags(
+            "t1",
+            id,
+            vec![tagged("a", "1"), tagged("b", "2")],
+            vec!["cost".into()],
+            3,
+        )
+        .await;
+    assert!(
+        matches!(too_many, Err(StoreError::TooManyTags { limit: 3 })),
+        "{too_many:?}"
+    );
+    assert_eq!(tags_of(id).await.len(), 3);
+    // Removing keys, one of them absent, then tagging in the room made.
+    store
+        .change_media_pipeline_tags(
+            "t1",
+            id,
+            vec![tagged("a", "1")],
+            vec!["cost".into(), "nope".into(), "room".into()],
+            3,
+        )
+        .await
+        .expect("untag and tag");
+    assert_eq!(
+        tags_of(id).await,
+        vec![tagged("team", "Zoë & Ana"), tagged("a", "1")]
+    );
+    store
+        .change_media_pipeline_tags("t1", id, vec![], vec!["team".into(), "a".into()], 3)
+        .await
+        .expect("untag all");
+    assert_eq!(tags_of(id).await, vec![]);
+
+    for (account, id) in [("t2", id), ("t1", "no-such-pipeline")] {
+        let missing = store
+            .change_media_pipeline_tags(account, id, vec![tagged("k", "v")], vec![], 3)
+            .await;
+        assert!(
+            matches!(missing, Err(StoreError::PipelineNotFound)),
+            "{account} {id}: {missing:?}"
+        );
+    }
 }
 
 async fn pipeline_creation(store: &dyn Store) {
@@ -1393,6 +1501,35 @@ async fn pipelines_on_two_nodes(a: &dyn Store, b: &dyn Store) {
         (new, refused),
         (1, 7),
         "one capture per meeting: {outcomes:?}"
+    );
+
+    // Tags of one pipeline changed from both nodes at once: every change is kept.
+    let tagged = new_pipeline(a, pipeline("nodes", None, None, 2_000)).await;
+    let changes = (0..8).map(|i| {
+        nodes[i % 2].change_media_pipeline_tags(
+            "nodes",
+            &tagged.media_pipeline_id,
+            vec![tag(&format!("key-{i}"))],
+            vec![],
+            50,
+        )
+    });
+    for outcome in futures_util::future::join_all(changes).await {
+        outcome.expect("tag");
+    }
+    let mut keys: Vec<String> = b
+        .get_media_pipeline("nodes", &tagged.media_pipeline_id)
+        .await
+        .expect("get")
+        .tags()
+        .into_iter()
+        .map(|tag| tag.key)
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        (0..8).map(|i| format!("key-{i}")).collect::<Vec<_>>(),
+        "no change lost"
     );
 }
 

@@ -158,6 +158,36 @@ impl MediaPipelineRecord {
     /// pipeline's events: a capture's last ones are written after its meeting is gone.
     /// Members of the configuration named `Carillon…` are Carillon's own, never answered.
     pub const MEETING_FACTS: &str = "CarillonMeeting";
+    /// The member of the stored configuration that keeps the pipeline's tags, as the model's
+    /// `TagList` (`[{"Key", "Value"}]`). The pipeline shapes have no tags: only
+    /// ListTagsForResource answers them.
+    pub const TAGS: &str = "Tags";
+
+    /// The pipeline's tags, in the order they were first set.
+    pub fn tags(&self) -> Vec<Tag> {
+        let listed = self
+            .configuration
+            .get(Self::TAGS)
+            .and_then(serde_json::Value::as_array);
+        listed
+            .into_iter()
+            .flatten()
+            .filter_map(|tag| {
+                let text = |member: &str| tag.get(member)?.as_str().map(str::to_string);
+                Some(Tag {
+                    key: text("Key")?,
+                    value: text("Value")?,
+                })
+            })
+            .collect()
+    }
+
+    /// `tags` as the configuration's [`Self::TAGS`] member keeps them.
+    pub fn tags_json(tags: &[Tag]) -> serde_json::Value {
+        tags.iter()
+            .map(|tag| serde_json::json!({"Key": tag.key, "Value": tag.value}))
+            .collect()
+    }
 
     /// The statuses a pipeline ends in: one in any other is unfinished, and a capture pipeline
     /// in any other holds its meeting's one active capture.
@@ -645,6 +675,16 @@ pub trait MediaPipelineStore: Send + Sync + 'static {
         updated_at: i64,
     ) -> StoreResult<()>;
 
+    /// Records a pipeline event that comes with no status change (a temporary failure).
+    /// [`StoreError::PipelineNotFound`] if the pipeline is gone.
+    async fn announce_media_pipeline(
+        &self,
+        account_id: &str,
+        media_pipeline_id: &str,
+        kind: crate::domain::meeting_events::PipelineEventType,
+        at_ms: i64,
+    ) -> StoreResult<()>;
+
     /// Deletes it and returns what it was. [`StoreError::PipelineNotFound`] if absent.
     async fn delete_media_pipeline(
         &self,
@@ -655,6 +695,19 @@ pub trait MediaPipelineStore: Send + Sync + 'static {
     /// Every pipeline (all accounts) whose status is not Stopped or Failed, ordered by
     /// (created_at, media_pipeline_id): what a restarted server must resume or mark Failed.
     async fn unfinished_media_pipelines(&self) -> StoreResult<Vec<MediaPipelineRecord>>;
+
+    /// Changes a pipeline's tags in one transaction: removes the keys of `untag`, then sets
+    /// each of `tag` (a key it already has takes the new value, in its place; a new key goes
+    /// last). Fails whole with [`StoreError::TooManyTags`] when it would have more than
+    /// `limit`, and with [`StoreError::PipelineNotFound`] when the account has no such pipeline.
+    async fn change_media_pipeline_tags(
+        &self,
+        account_id: &str,
+        media_pipeline_id: &str,
+        tag: Vec<Tag>,
+        untag: Vec<String>,
+        limit: usize,
+    ) -> StoreResult<()>;
 }
 
 /// The whole store: every aggregate's trait. Implemented by whatever implements them all, so a

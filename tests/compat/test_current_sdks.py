@@ -205,13 +205,15 @@ def test_media_capture_pipelines(endpoint, credentials, client):
     listed = [p["MediaPipelineId"] for p in pipelines.list_media_pipelines()["MediaPipelines"]]
     assert pipeline_id in listed
 
-    with pytest.raises(pipelines.exceptions.BadRequestException, match="Video"):
+    mixed = audio_only(video="Enabled")
+    mixed["ArtifactsConfiguration"]["Audio"]["MuxType"] = "AudioWithActiveSpeakerVideo"
+    with pytest.raises(pipelines.exceptions.BadRequestException, match="AudioWithActiveSpeakerVideo"):
         pipelines.create_media_capture_pipeline(
             SourceType="ChimeSdkMeeting",
             SourceArn=meeting["MeetingArn"],
             SinkType="S3Bucket",
             SinkArn="arn:aws:s3:::zoe-recordings",
-            ChimeSdkMeetingConfiguration=audio_only(video="Enabled"),
+            ChimeSdkMeetingConfiguration=mixed,
         )
     with pytest.raises(pipelines.exceptions.BadRequestException, match="does not implement"):
         pipelines.create_media_live_connector_pipeline(
@@ -248,9 +250,9 @@ def test_media_capture_pipelines(endpoint, credentials, client):
             Sinks=[{"Type": "S3Bucket", "S3BucketSinkConfiguration": {"Destination": "arn:aws:s3:::zoe-recordings/joined"}}],
         )["MediaConcatenationPipeline"]
 
-    with pytest.raises(pipelines.exceptions.BadRequestException, match="MeetingEvents"):
-        concatenate(MeetingEvents="Enabled")
-    joined = concatenate()
+    with pytest.raises(pipelines.exceptions.BadRequestException, match="CompositedVideo"):
+        concatenate(CompositedVideo="Enabled")
+    joined = concatenate(MeetingEvents="Enabled", DataChannel="Enabled")
     assert joined["Status"] == "Initializing"
     assert joined["Sources"][0]["MediaCapturePipelineSourceConfiguration"]["MediaPipelineArn"] == created["MediaPipelineArn"]
     wrapped = pipelines.get_media_pipeline(MediaPipelineId=joined["MediaPipelineId"])["MediaPipeline"]
@@ -264,3 +266,56 @@ def test_media_capture_pipelines(endpoint, credentials, client):
     pipelines.delete_media_pipeline(MediaPipelineId=pipeline_id)
     with pytest.raises(pipelines.exceptions.NotFoundException):
         pipelines.get_media_capture_pipeline(MediaPipelineId=pipeline_id)
+
+
+def test_media_pipeline_tags(endpoint, credentials, client):
+    """Tags on media pipelines with boto3's chime-sdk-media-pipelines client: at Create, then
+    TagResource, UntagResource and ListTagsForResource, whose paths are the meetings API's own
+    (/tags): the media pipeline ARN tells them apart, and errors are that API's."""
+    pipelines = boto3.client(
+        "chime-sdk-media-pipelines", endpoint_url=endpoint, config=ONE_ATTEMPT, **credentials
+    )
+    meeting = new_meeting(client)
+    created = pipelines.create_media_capture_pipeline(
+        SourceType="ChimeSdkMeeting",
+        SourceArn=meeting["MeetingArn"],
+        SinkType="S3Bucket",
+        SinkArn="arn:aws:s3:::zoe-recordings/tagged",
+        Tags=[{"Key": "team", "Value": "Zoë"}, {"Key": "guest", "Value": "«Ana»"}],
+    )["MediaCapturePipeline"]
+    arn = created["MediaPipelineArn"]
+    assert "Tags" not in created
+    assert pipelines.list_tags_for_resource(ResourceARN=arn)["Tags"] == [
+        {"Key": "team", "Value": "Zoë"},
+        {"Key": "guest", "Value": "«Ana»"},
+    ]
+
+    tagged = pipelines.tag_resource(ResourceARN=arn, Tags=[{"Key": "team", "Value": "Zoë & Ana"}, {"Key": "empty", "Value": ""}])
+    assert tagged["ResponseMetadata"]["HTTPStatusCode"] == 204
+    untagged = pipelines.untag_resource(ResourceARN=arn, TagKeys=["guest", "never-set"])
+    assert untagged["ResponseMetadata"]["HTTPStatusCode"] == 204
+    assert pipelines.list_tags_for_resource(ResourceARN=arn)["Tags"] == [
+        {"Key": "team", "Value": "Zoë & Ana"},
+        {"Key": "empty", "Value": ""},
+    ]
+    got = pipelines.get_media_capture_pipeline(MediaPipelineId=created["MediaPipelineId"])
+    assert "Tags" not in got["MediaCapturePipeline"]
+
+    with pytest.raises(pipelines.exceptions.BadRequestException, match="at most 50"):
+        pipelines.tag_resource(ResourceARN=arn, Tags=[{"Key": f"k{i}", "Value": "v"} for i in range(49)])
+    assert len(pipelines.list_tags_for_resource(ResourceARN=arn)["Tags"]) == 2
+
+    unknown = f"arn:aws:chime:us-east-1:{ACCOUNT_ID}:media-pipeline/{uuid.uuid4()}"
+    with pytest.raises(pipelines.exceptions.NotFoundException):
+        pipelines.list_tags_for_resource(ResourceARN=unknown)
+    with pytest.raises(pipelines.exceptions.NotFoundException):
+        pipelines.tag_resource(ResourceARN=unknown, Tags=[{"Key": "k", "Value": "v"}])
+    with pytest.raises(pipelines.exceptions.NotFoundException):
+        pipelines.untag_resource(ResourceARN=unknown, TagKeys=["k"])
+    # The meetings API's tag operations on the same paths are as they were.
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.list_tags_for_resource(ResourceARN=meeting["MeetingArn"].replace(meeting["MeetingId"], str(uuid.uuid4())))
+
+    pipelines.delete_media_pipeline(MediaPipelineId=created["MediaPipelineId"])
+    with pytest.raises(pipelines.exceptions.NotFoundException):
+        pipelines.list_tags_for_resource(ResourceARN=arn)

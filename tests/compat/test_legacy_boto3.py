@@ -123,3 +123,78 @@ def test_legacy_throttling_is_throttled_client_exception(teams_endpoint):
                           config=Config(retries={"total_max_attempts": 1}), **team_credentials("reader"))
     with pytest.raises(reader.exceptions.ForbiddenException):
         reader.create_attendee(MeetingId=meeting_id, ExternalUserId="Zoë")
+
+
+def test_legacy_media_capture_pipelines(endpoint, credentials, chime):
+    """The legacy media capture operations: created with the global meeting ARN of the legacy
+    documentation, read, listed a page at a time beside a pipeline made through the media
+    pipelines API (the same pipelines), deleted."""
+    from conftest import ACCOUNT_ID
+
+    def capture(source_arn):
+        return chime.create_media_capture_pipeline(
+            SourceType="ChimeSdkMeeting",
+            SourceArn=source_arn,
+            SinkType="S3Bucket",
+            SinkArn="arn:aws:s3:::legacy-recordings",
+            ClientRequestToken=str(uuid.uuid4()),
+            ChimeSdkMeetingConfiguration={
+                "ArtifactsConfiguration": {
+                    "Audio": {"MuxType": "AudioOnly"},
+                    "Video": {"State": "Disabled"},
+                    "Content": {"State": "Disabled"},
+                }
+            },
+        )
+
+    meeting_id = chime.create_meeting(ClientRequestToken=str(uuid.uuid4()))["Meeting"]["MeetingId"]
+    created = capture(f"arn:aws:chime::{ACCOUNT_ID}:meeting:{meeting_id}")
+    assert created["ResponseMetadata"]["HTTPStatusCode"] == 201
+    pipeline = created["MediaCapturePipeline"]
+    pipeline_id = pipeline["MediaPipelineId"]
+    assert "MediaPipelineArn" not in pipeline
+    assert pipeline["Status"] in ("Initializing", "InProgress")
+    assert pipeline["CreatedTimestamp"].year >= 2026
+    with pytest.raises(chime.exceptions.ResourceLimitExceededException):
+        capture(f"arn:aws:chime::{ACCOUNT_ID}:meeting:{meeting_id}")
+    with pytest.raises(chime.exceptions.BadRequestException, match="SourceArn"):
+        capture(f"arn:aws:chime::999999999999:meeting:{meeting_id}")
+
+    got = chime.get_media_capture_pipeline(MediaPipelineId=pipeline_id)["MediaCapturePipeline"]
+    assert got["SinkArn"] == "arn:aws:s3:::legacy-recordings"
+    assert got["ChimeSdkMeetingConfiguration"]["ArtifactsConfiguration"]["Audio"]["MuxType"] == "AudioOnly"
+
+    # A second pipeline through the media pipelines API, of a meeting of the current API.
+    meetings = boto3.client("chime-sdk-meetings", endpoint_url=endpoint,
+                            config=Config(retries={"total_max_attempts": 1}), **credentials)
+    pipelines = boto3.client("chime-sdk-media-pipelines", endpoint_url=endpoint,
+                             config=Config(retries={"total_max_attempts": 1}), **credentials)
+    meeting = meetings.create_meeting(ClientRequestToken=str(uuid.uuid4()), MediaRegion="us-east-1",
+                                      ExternalMeetingId="legacy-capture")["Meeting"]
+    other_id = pipelines.create_media_capture_pipeline(
+        SourceType="ChimeSdkMeeting",
+        SourceArn=meeting["MeetingArn"],
+        SinkType="S3Bucket",
+        SinkArn="arn:aws:s3:::legacy-recordings/current",
+    )["MediaCapturePipeline"]["MediaPipelineId"]
+    assert chime.get_media_capture_pipeline(MediaPipelineId=other_id)["MediaCapturePipeline"]["SourceArn"] == meeting["MeetingArn"]
+
+    seen, kwargs = [], {}
+    while True:
+        page = chime.list_media_capture_pipelines(MaxResults=1, **kwargs)
+        assert len(page["MediaCapturePipelines"]) <= 1
+        seen.extend(p["MediaPipelineId"] for p in page["MediaCapturePipelines"])
+        if "NextToken" not in page:
+            break
+        kwargs = {"NextToken": page["NextToken"]}
+    assert {pipeline_id, other_id} <= set(seen) and len(seen) == len(set(seen))
+    with pytest.raises(chime.exceptions.BadRequestException):
+        chime.list_media_capture_pipelines(MaxResults=100)
+
+    for each in (pipeline_id, other_id):
+        deleted = chime.delete_media_capture_pipeline(MediaPipelineId=each)
+        assert deleted["ResponseMetadata"]["HTTPStatusCode"] == 204
+        with pytest.raises(chime.exceptions.NotFoundException):
+            chime.get_media_capture_pipeline(MediaPipelineId=each)
+    with pytest.raises(pipelines.exceptions.NotFoundException):
+        pipelines.get_media_capture_pipeline(MediaPipelineId=pipeline_id)

@@ -79,6 +79,35 @@ impl PipelineRows for Tx {
         pipeline_where(self, condition, &[&key.media_pipeline_id, &key.account_id]).await
     }
 
+    /// `SELECT ... FOR UPDATE`: concurrent changes of the pipeline's configuration, on any
+    /// node, queue on its row.
+    async fn lock_pipeline(
+        &mut self,
+        key: PipelineKey<'_>,
+    ) -> TxResult<Option<MediaPipelineRecord>> {
+        let condition = "media_pipeline_id = $1 AND account_id = $2 FOR UPDATE";
+        pipeline_where(self, condition, &[&key.media_pipeline_id, &key.account_id]).await
+    }
+
+    async fn update_pipeline_configuration(
+        &mut self,
+        key: PipelineKey<'_>,
+        configuration: &serde_json::Value,
+    ) -> TxResult<bool> {
+        let changed = self
+            .execute(
+                "UPDATE media_pipelines SET configuration = $3 \
+                 WHERE media_pipeline_id = $1 AND account_id = $2",
+                &[
+                    &key.media_pipeline_id,
+                    &key.account_id,
+                    &to_json(configuration)?,
+                ],
+            )
+            .await?;
+        Ok(changed > 0)
+    }
+
     async fn pipelines_page(
         &mut self,
         page: PipelinePage<'_>,

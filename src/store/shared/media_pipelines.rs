@@ -7,7 +7,7 @@ use std::future::Future;
 use super::{Backend, Columns, EventRow, Session, backend, json_column, real_now_ms, to_json};
 use crate::domain::meeting_events::{self, MeetingFacts, PipelineEventType};
 use crate::store::{
-    MediaPipelineRecord, MediaPipelineStore, PipelineCreated, StoreError, StoreResult,
+    MediaPipelineRecord, MediaPipelineStore, PipelineCreated, StoreError, StoreResult, Tag,
     parse_pipeline_cursor,
 };
 
@@ -99,6 +99,20 @@ pub trait PipelineRows: Session {
         &mut self,
         key: PipelineKey<'_>,
     ) -> impl Future<Output = Result<Option<MediaPipelineRecord>, Self::Error>> + Send;
+
+    /// The account's pipeline, if it exists, locked until the transaction ends: writes that
+    /// read its configuration and write it back run one at a time, on any node.
+    fn lock_pipeline(
+        &mut self,
+        key: PipelineKey<'_>,
+    ) -> impl Future<Output = Result<Option<MediaPipelineRecord>, Self::Error>> + Send;
+
+    /// Replaces the pipeline's configuration; false when it does not exist.
+    fn update_pipeline_configuration(
+        &mut self,
+        key: PipelineKey<'_>,
+        configuration: &serde_json::Value,
+    ) -> impl Future<Output = Result<bool, Self::Error>> + Send;
 
     /// A page of the account's pipelines.
     fn pipelines_page(
@@ -225,6 +239,51 @@ async fn set_status<S: PipelineRows>(
     Ok(())
 }
 
+/// What [`MediaPipelineStore::change_media_pipeline_tags`] takes: the pipeline, the tags to
+/// set, the keys to remove and the limit.
+type TagChange = ((String, String), Vec<Tag>, Vec<String>, usize);
+
+async fn change_tags<S: PipelineRows>(
+    session: &mut S,
+    (ids, tag, untag, limit): &TagChange,
+) -> Result<(), S::Error> {
+    let key = PipelineKey::of(ids);
+    // Locked, so that two changes at once (on two nodes) each build on the other's tags.
+    let mut pipeline = session
+        .lock_pipeline(key)
+        .await?
+        .ok_or(StoreError::PipelineNotFound)?;
+    let mut tags = pipeline.tags();
+    tags.retain(|old| !untag.contains(&old.key));
+    for new in tag {
+        match tags.iter_mut().find(|old| old.key == new.key) {
+            Some(old) => old.value.clone_from(&new.value),
+            None => tags.push(new.clone()),
+        }
+    }
+    if tags.len() > *limit {
+        return Err(StoreError::TooManyTags { limit: *limit }.into());
+    }
+    let Some(fields) = pipeline.configuration.as_object_mut() else {
+        return Err(backend("a media pipeline's stored configuration is not a JSON object").into());
+    };
+    if tags.is_empty() {
+        fields.remove(MediaPipelineRecord::TAGS);
+    } else {
+        fields.insert(
+            MediaPipelineRecord::TAGS.into(),
+            MediaPipelineRecord::tags_json(&tags),
+        );
+    }
+    if !session
+        .update_pipeline_configuration(key, &pipeline.configuration)
+        .await?
+    {
+        return Err(StoreError::PipelineNotFound.into());
+    }
+    Ok(())
+}
+
 /// The outbox row of a pipeline event, at `at_ms`; none for a pipeline without a meeting.
 fn pipeline_event_row(
     kind: PipelineEventType,
@@ -343,6 +402,33 @@ where
             .await
     }
 
+    async fn announce_media_pipeline(
+        &self,
+        account_id: &str,
+        media_pipeline_id: &str,
+        kind: PipelineEventType,
+        at_ms: i64,
+    ) -> StoreResult<()> {
+        let args = (
+            (account_id.to_owned(), media_pipeline_id.to_owned()),
+            kind,
+            at_ms,
+        );
+        self.write(args, |session, (ids, kind, at_ms)| {
+            Box::pin(async move {
+                let pipeline = session
+                    .find_pipeline(PipelineKey::of(ids))
+                    .await?
+                    .ok_or(StoreError::PipelineNotFound)?;
+                if let Some(row) = pipeline_event_row(*kind, &pipeline, *at_ms)? {
+                    session.append_event(row).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
     async fn delete_media_pipeline(
         &self,
         account_id: &str,
@@ -361,6 +447,21 @@ where
     async fn unfinished_media_pipelines(&self) -> StoreResult<Vec<MediaPipelineRecord>> {
         self.read((), |session, ()| Box::pin(session.unfinished_pipelines()))
             .await
+    }
+
+    async fn change_media_pipeline_tags(
+        &self,
+        account_id: &str,
+        media_pipeline_id: &str,
+        tag: Vec<Tag>,
+        untag: Vec<String>,
+        limit: usize,
+    ) -> StoreResult<()> {
+        let ids = (account_id.to_owned(), media_pipeline_id.to_owned());
+        self.write((ids, tag, untag, limit), |session, change| {
+            Box::pin(change_tags(session, change))
+        })
+        .await
     }
 }
 

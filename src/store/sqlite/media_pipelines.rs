@@ -87,6 +87,33 @@ impl PipelineRows for Connection {
         )
     }
 
+    /// Writes to the file run one at a time, so what this reads stays as it is until the write
+    /// commits: nothing to lock.
+    async fn lock_pipeline(
+        &mut self,
+        key: PipelineKey<'_>,
+    ) -> StoreResult<Option<MediaPipelineRecord>> {
+        self.find_pipeline(key).await
+    }
+
+    async fn update_pipeline_configuration(
+        &mut self,
+        key: PipelineKey<'_>,
+        configuration: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        let changed = run(
+            self,
+            "UPDATE media_pipelines SET configuration = ?3 \
+             WHERE media_pipeline_id = ?1 AND account_id = ?2",
+            params![
+                key.media_pipeline_id,
+                key.account_id,
+                to_json(configuration)?
+            ],
+        )?;
+        Ok(changed > 0)
+    }
+
     async fn pipelines_page(
         &mut self,
         page: PipelinePage<'_>,
