@@ -158,7 +158,7 @@ pub async fn create_capture(state: &ApiState, call: &Call) -> Result<Reply, ApiE
             "ChimeSdkMeetingConfiguration": request.chime_sdk_meeting_configuration,
             "SseAwsKeyManagementParams": request.sse_aws_key_management_params,
             "SinkIamRoleArn": request.sink_iam_role_arn,
-            MediaPipelineRecord::TAGS: (!tags.is_empty()).then(|| MediaPipelineRecord::tags_json(&tags)),
+            MediaPipelineRecord::TAGS: tags_member(&tags),
             MediaPipelineRecord::MEETING_FACTS: {
                 "ExternalMeetingId": meeting.external_meeting_id,
                 "MediaRegion": meeting.media_region,
@@ -191,6 +191,12 @@ pub async fn create_capture(state: &ApiState, call: &Call) -> Result<Reply, ApiE
         StatusCode::CREATED,
         json!({ "MediaCapturePipeline": capture_json(&stored, call.is_legacy()) }),
     ))
+}
+
+/// The stored configuration's [`MediaPipelineRecord::TAGS`] member of a new pipeline: none
+/// (null, as the other members not given) without tags.
+fn tags_member(tags: &[Tag]) -> Option<Value> {
+    (!tags.is_empty()).then(|| MediaPipelineRecord::tags_json(tags))
 }
 
 /// Refuses a bucket that the recording sink does not have, before anything is stored: a
@@ -655,7 +661,7 @@ pub async fn create_concatenation(state: &ApiState, call: &Call) -> Result<Reply
             "Sources": request.sources,
             "Sinks": request.sinks,
             CAPTURE_SINK_MEMBER: capture.sink_arn,
-            MediaPipelineRecord::TAGS: (!tags.is_empty()).then(|| MediaPipelineRecord::tags_json(&tags)),
+            MediaPipelineRecord::TAGS: tags_member(&tags),
             MediaPipelineRecord::MEETING_FACTS:
                 capture.configuration.get(MediaPipelineRecord::MEETING_FACTS),
         }),

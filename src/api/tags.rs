@@ -12,7 +12,7 @@ use super::operation::Operation;
 use super::{ApiState, Call, Namespace, Reply};
 use crate::domain::arn::parse_media_pipeline_arn;
 use crate::domain::validate;
-use crate::store::{MediaPipelineRecord, StoreError, Tag, TagTarget};
+use crate::store::{StoreError, Tag, TagTarget};
 
 const MEETING_TAG_LIMIT: usize = 50;
 const ATTENDEE_TAG_LIMIT: usize = 10;
@@ -287,7 +287,7 @@ async fn list_pipeline_tags(
         .map_err(for_pipeline(resource_arn))?;
     Ok(Reply::Json(
         StatusCode::OK,
-        json!({ "Tags": MediaPipelineRecord::tags_json(&record.tags()) }),
+        json!({ "Tags": tags_json(&record.tags()) }),
     ))
 }
 

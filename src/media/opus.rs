@@ -73,6 +73,42 @@ impl Encoder {
     }
 
     /// Soft-clips one 20 ms frame of f32 samples (full scale ±1.0) in place and encodes it.
+    /// An encoder for a recording: the same 32 kbit/s voice settings, but no in-band FEC (a
+    /// file loses no packets) and complexity 5, which costs about half the CPU of the default
+    /// 10 for a difference hardly audible at this bitrate.
+    pub fn for_recording() -> Result<Self, OpusError> {
+        let encoder = Self::new()?;
+        // SAFETY: `state` is a live encoder; the requests take one i32 each.
+        unsafe {
+            unsafe_opus::opus_encoder_ctl!(
+                encoder.state,
+                unsafe_opus::OPUS_SET_INBAND_FEC_REQUEST,
+                0
+            );
+            unsafe_opus::opus_encoder_ctl!(
+                encoder.state,
+                unsafe_opus::OPUS_SET_PACKET_LOSS_PERC_REQUEST,
+                0
+            );
+            unsafe_opus::opus_encoder_ctl!(
+                encoder.state,
+                unsafe_opus::OPUS_SET_COMPLEXITY_REQUEST,
+                5
+            );
+        }
+        Ok(encoder)
+    }
+
+    /// Forgets the audio encoded so far: the next frame starts afresh, as after a stretch that
+    /// was written without the encoder.
+    pub fn reset(&mut self) {
+        // SAFETY: `state` is a live encoder; OPUS_RESET_STATE takes no argument.
+        unsafe {
+            unsafe_opus::opus_encoder_ctl!(self.state, unsafe_opus::OPUS_RESET_STATE,);
+        }
+        self.soft_clip_memory = [0.0];
+    }
+
     pub fn encode(&mut self, pcm: &mut [f32; FRAME_SAMPLES]) -> Result<Vec<u8>, OpusError> {
         let mut packet = vec![0u8; MAX_PACKET_BYTES];
         // SAFETY: `pcm` holds exactly FRAME_SAMPLES mono samples and `packet` MAX_PACKET_BYTES

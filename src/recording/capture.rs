@@ -84,6 +84,9 @@ pub struct Chunk {
 /// The encoder and the chunk being filled.
 pub struct AudioRecorder {
     encoder: Encoder,
+    /// The last frame was digital silence, written without the encoder: the next sound starts
+    /// it afresh.
+    after_silence: bool,
     samples: Vec<OpusSample>,
     /// Where the chunk being filled begins on the timeline.
     chunk_start: Option<SystemTime>,
@@ -97,7 +100,8 @@ pub struct AudioRecorder {
 impl AudioRecorder {
     pub fn new() -> Result<AudioRecorder, OpusError> {
         Ok(AudioRecorder {
-            encoder: Encoder::new()?,
+            encoder: Encoder::for_recording()?,
+            after_silence: false,
             samples: Vec::with_capacity(CHUNK_FRAMES),
             chunk_start: None,
             next_at: None,
@@ -123,14 +127,23 @@ impl AudioRecorder {
                 }
             }
         }
-        let mut pcm = [0f32; FRAME_SAMPLES];
-        for (slot, sample) in pcm.iter_mut().zip(frame.samples.iter()) {
-            *slot = *sample;
-        }
-        let packet = self
-            .encoder
-            .encode(&mut pcm)
-            .unwrap_or_else(|_| SILENCE_FRAME.to_vec());
+        // A mix of nobody (digital silence) is the silence packet, not an encoder's work: most
+        // of a meeting's ticks are silent, and a recorder of an idle meeting costs nothing.
+        let packet = if frame.samples.iter().all(|sample| *sample == 0.0) {
+            self.after_silence = true;
+            SILENCE_FRAME.to_vec()
+        } else {
+            if std::mem::take(&mut self.after_silence) {
+                self.encoder.reset();
+            }
+            let mut pcm = [0f32; FRAME_SAMPLES];
+            for (slot, sample) in pcm.iter_mut().zip(frame.samples.iter()) {
+                *slot = *sample;
+            }
+            self.encoder
+                .encode(&mut pcm)
+                .unwrap_or_else(|_| SILENCE_FRAME.to_vec())
+        };
         self.stats.frames += 1;
         done.extend(self.append(packet, frame.at));
         done
@@ -270,6 +283,7 @@ impl ChunkWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicU32;
 
     fn frame(at: SystemTime, tick: u64) -> AudioFrame {
         AudioFrame {
@@ -277,6 +291,105 @@ mod tests {
             at,
             samples: Arc::from(vec![0.1f32; FRAME_SAMPLES]),
         }
+    }
+
+    /// A sink whose first `failures` puts fail, with `permanent` errors or passing ones.
+    struct FlakySink {
+        failures: std::sync::atomic::AtomicU32,
+        permanent: bool,
+        puts: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectSink for FlakySink {
+        async fn put(&self, _: &str, key: &str, _: Vec<u8>) -> Result<(), SinkError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.puts.fetch_add(1, SeqCst);
+            if self.failures.load(SeqCst) == 0 {
+                return Ok(());
+            }
+            self.failures.fetch_sub(1, SeqCst);
+            Err(if self.permanent {
+                SinkError::UnsafeKey(key.to_string())
+            } else {
+                SinkError::Io {
+                    path: key.into(),
+                    source: std::io::Error::other("the disk is busy"),
+                }
+            })
+        }
+        async fn list(&self, _: &str, _: &str) -> Result<Vec<String>, SinkError> {
+            Ok(Vec::new())
+        }
+        async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, SinkError> {
+            Err(SinkError::UnsafeKey(format!("{bucket}/{key}")))
+        }
+        async fn bucket_exists(&self, _: &str) -> Result<bool, SinkError> {
+            Ok(true)
+        }
+        fn describe(&self) -> String {
+            "a flaky test sink".to_string()
+        }
+    }
+
+    fn writer_over(
+        failures: u32,
+        permanent: bool,
+    ) -> (Arc<FlakySink>, ChunkWriter, Arc<AtomicU32>) {
+        let sink = Arc::new(FlakySink {
+            failures: AtomicU32::new(failures),
+            permanent,
+            puts: AtomicU32::new(0),
+        });
+        let reported = Arc::new(AtomicU32::new(0));
+        let counter = reported.clone();
+        let target = CaptureTarget {
+            bucket: "b".into(),
+            prefix: "p".into(),
+        };
+        let writer = ChunkWriter::new(sink.clone(), target).reporting_retries(Arc::new(
+            move |_: &SinkError| {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            },
+        ));
+        (sink, writer, reported)
+    }
+
+    fn chunk() -> Chunk {
+        Chunk {
+            name: "2026-12-07-00-00-00-000.mp4".into(),
+            body: vec![1, 2, 3],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_chunk_is_retried_and_reported_unless_the_refusal_is_permanent() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (sink, writer, reported) = writer_over(2, false);
+        writer
+            .put(AUDIO, chunk())
+            .await
+            .expect("stored on the third try");
+        assert_eq!((sink.puts.load(SeqCst), reported.load(SeqCst)), (3, 2));
+
+        let (sink, writer, reported) = writer_over(10, false);
+        let error = writer.put(AUDIO, chunk()).await.expect_err("never stored");
+        assert!(
+            error
+                .to_string()
+                .contains("p/audio/2026-12-07-00-00-00-000.mp4"),
+            "{error}"
+        );
+        assert_eq!(sink.puts.load(SeqCst), WRITE_ATTEMPTS);
+        assert_eq!(reported.load(SeqCst), WRITE_ATTEMPTS - 1);
+
+        let (sink, writer, reported) = writer_over(1, true);
+        assert!(writer.put(AUDIO, chunk()).await.is_err());
+        assert_eq!(
+            (sink.puts.load(SeqCst), reported.load(SeqCst)),
+            (1, 0),
+            "a permanent refusal is not tried again"
+        );
     }
 
     #[test]
@@ -299,6 +412,70 @@ mod tests {
         );
         assert_eq!(recorder.stats.frames, 600);
         assert_eq!(recorder.stats.silence_frames, 0);
+    }
+
+    #[test]
+    fn digital_silence_needs_no_encoder_and_the_sound_after_it_plays() {
+        use crate::media::mix::tone_power;
+        use crate::media::opus::{Decoder, MAX_PACKET_SAMPLES};
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+        let mut recorder = AudioRecorder::new().expect("encoder");
+        let tone = |tick: u32| -> Arc<[f32]> {
+            (0..FRAME_SAMPLES)
+                .map(|i| {
+                    let t = (tick as usize * FRAME_SAMPLES + i) as f32 / 48_000.0;
+                    0.3 * (2.0 * std::f32::consts::PI * 440.0 * t).sin()
+                })
+                .collect()
+        };
+        let mut chunks = Vec::new();
+        for tick in 0..250u32 {
+            let samples = if (50..100).contains(&tick) || tick >= 150 {
+                tone(tick)
+            } else {
+                Arc::from(vec![0.0f32; FRAME_SAMPLES])
+            };
+            let at = start + FRAME * tick;
+            chunks.extend(recorder.push(&AudioFrame {
+                tick: 0,
+                at,
+                samples,
+            }));
+        }
+        let [chunk] = chunks.as_slice() else {
+            panic!("one 5 s chunk, got {}", chunks.len());
+        };
+        let file = crate::recording::mp4::read_opus_file(&chunk.body).expect("a valid file");
+        assert!(
+            file.samples[..50]
+                .iter()
+                .chain(&file.samples[100..150])
+                .all(|s| s.packet == SILENCE_FRAME),
+            "silent ticks are the silence packet"
+        );
+        let mut decoder = Decoder::new().expect("decoder");
+        let mut pcm = [0f32; MAX_PACKET_SAMPLES];
+        let mut decoded = Vec::new();
+        for sample in &file.samples {
+            let n = decoder
+                .decode(Some(&sample.packet), FRAME_SAMPLES, &mut pcm)
+                .expect("a valid packet");
+            decoded.extend_from_slice(&pcm[..n]);
+        }
+        // The second stretch of tone, after silence and a reset encoder, is as clear as the
+        // first.
+        let power = |frames: std::ops::Range<usize>| {
+            tone_power(
+                &decoded[frames.start * FRAME_SAMPLES..frames.end * FRAME_SAMPLES],
+                440.0,
+                48_000.0,
+            )
+        };
+        let (first, second, silence) = (power(60..95), power(160..245), power(110..145));
+        assert!(
+            second > first * 0.5 && first > silence * 1000.0,
+            "tone {first} then {second}, silence {silence}"
+        );
     }
 
     #[test]

@@ -32,6 +32,10 @@ const CHUNK_MS: u64 = 5_000;
 /// When a chunk asks the publisher for the keyframe that starts the next one: early enough for
 /// a round trip and an encoder's next frame.
 const ASK_KEYFRAME_AT_MS: u64 = 4_000;
+/// How long after asking for a keyframe the recorder asks again.
+const ASK_AGAIN_AFTER_MS: u64 = 400;
+/// How far the RTP timeline may stray from frames' arrival before it is anchored again.
+const REANCHOR: Duration = Duration::from_secs(2);
 /// A jump in the publisher's RTP time larger than this (a restarted encoder) ends the chunk.
 const MAX_FRAME_GAP_MS: u64 = 10_000;
 /// Frames one stream's tap holds before it drops (about 10 s at 30 fps).
@@ -126,8 +130,13 @@ pub struct VideoChunker {
     samples: Vec<VideoSample>,
     /// The wall-clock time and RTP time of the chunk's first frame.
     start: Option<(SystemTime, u64)>,
+    /// Where the stream's RTP timeline meets the wall clock: a frame's time is this anchor's
+    /// plus its RTP time since, so that chunk names follow the chunks' lengths exactly instead
+    /// of each keyframe's arrival jitter (and concatenated chunks never overlap).
+    anchor: Option<(SystemTime, u64)>,
     size: (u16, u16),
-    asked_keyframe: bool,
+    /// When (ms into the chunk) the publisher was last asked for the next chunk's keyframe.
+    asked_at: Option<u64>,
     pub stats: VideoStats,
 }
 
@@ -145,10 +154,31 @@ impl VideoChunker {
             owner: owner.to_string(),
             samples: Vec::new(),
             start: None,
+            anchor: None,
             size: (0, 0),
-            asked_keyframe: false,
+            asked_at: None,
             stats: VideoStats::default(),
         }
+    }
+
+    /// The frame's wall-clock time on the stream's RTP timeline. The anchor moves to the frame
+    /// when the two clocks disagree by more than `REANCHOR` (a restarted encoder, a stream
+    /// that paused): better a jump in the names than a chunk named seconds away from its time.
+    fn wall_time(&mut self, frame: &VideoFrame) -> SystemTime {
+        if let Some((wall, rtp)) = self.anchor
+            && let Some(since) = frame.rtp_time.checked_sub(rtp)
+        {
+            let predicted = wall + Duration::from_millis(since / RTP_PER_MS);
+            let apart = match predicted.duration_since(frame.at) {
+                Ok(ahead) => ahead,
+                Err(behind) => behind.duration(),
+            };
+            if apart <= REANCHOR {
+                return predicted;
+            }
+        }
+        self.anchor = Some((frame.at, frame.rtp_time));
+        frame.at
     }
 
     pub fn push(&mut self, frame: &VideoFrame) -> Pushed {
@@ -167,8 +197,14 @@ impl VideoChunker {
                     } else {
                         self.samples.push(sample(ms, frame));
                         self.stats.frames += 1;
-                        if ms >= ASK_KEYFRAME_AT_MS && !self.asked_keyframe {
-                            self.asked_keyframe = true;
+                        // Asked again if no keyframe came: the media task drops a request that
+                        // follows another (a viewer's) too closely.
+                        if ms >= ASK_KEYFRAME_AT_MS
+                            && self
+                                .asked_at
+                                .is_none_or(|asked| ms >= asked + ASK_AGAIN_AFTER_MS)
+                        {
+                            self.asked_at = Some(ms);
                             pushed.want_keyframe = true;
                         }
                         return pushed;
@@ -178,11 +214,12 @@ impl VideoChunker {
                 _ => pushed.chunk = self.finish(),
             }
         }
+        let at = self.wall_time(frame);
         match vp8_keyframe_size(&frame.data).filter(|_| frame.keyframe) {
             Some(size) => {
-                self.start = Some((frame.at, frame.rtp_time));
+                self.start = Some((at, frame.rtp_time));
                 self.size = size;
-                self.asked_keyframe = false;
+                self.asked_at = None;
                 self.samples.push(sample(0, frame));
                 self.stats.frames += 1;
             }
@@ -441,6 +478,37 @@ mod tests {
         );
         let second = super::super::webm::read_webm(&chunks[1].body).expect("a WebM chunk");
         assert_eq!(second.duration_ms, CHUNK_MS);
+    }
+
+    #[test]
+    fn chunk_names_follow_the_rtp_timeline_not_arrival_jitter() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+        let mut chunker = VideoChunker::new("a");
+        let mut chunks = Vec::new();
+        for n in 0..=100u64 {
+            let ms = n * 50;
+            let mut f = frame(start, ms, (n % 90 == 0).then_some((640, 360)));
+            // Every other frame, the second keyframe among them, arrives 150 ms late.
+            if n % 2 == 0 && n > 0 {
+                f.at += Duration::from_millis(150);
+            }
+            chunks.extend(chunker.push(&f).chunk);
+        }
+        chunks.extend(chunker.finish());
+        let names: Vec<&str> = chunks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "2026-11-30-00-53-20-000-a.webm",
+                "2026-11-30-00-53-24-500-a.webm"
+            ]
+        );
+        // A stream whose clock jumps far from the wall clock is anchored again.
+        let mut late = frame(start, 6_000, Some((640, 360)));
+        late.at += Duration::from_secs(30);
+        chunker.push(&late);
+        let chunk = chunker.finish().expect("a chunk");
+        assert_eq!(chunk.name, "2026-11-30-00-53-56-000-a.webm");
     }
 
     #[test]
