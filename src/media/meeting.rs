@@ -840,6 +840,10 @@ impl MeetingTask {
         }
         let (mut frames, mut bytes) = (0u64, 0u64);
         for (stream, data) in std::mem::take(&mut self.video_frames) {
+            if data.is_keyframe() {
+                // Whoever waits for a keyframe of this stream gets this one.
+                self.keyframes_wanted.retain(|wanted| *wanted != stream);
+            }
             if self.video_taps.wants(VideoSource(StreamId(stream))) {
                 let frame = VideoFrame {
                     at: std::time::SystemTime::now(),
@@ -889,11 +893,17 @@ impl MeetingTask {
         let mut wanted = std::mem::take(&mut self.keyframes_wanted);
         wanted.sort_unstable();
         wanted.dedup();
+        // A request that follows another too closely waits for its turn rather than being
+        // dropped: the keyframe asked for a moment ago may have gone out before this requester
+        // (a viewer just connected, a recorder's next chunk) could use it. A keyframe of the
+        // stream forwarded meanwhile answers it (see `forward_video`).
+        let mut deferred = Vec::new();
         for stream in wanted {
             let Some(source) = self.forwarding.source(stream) else {
                 continue;
             };
             if !self.forwarding.may_ask_keyframe(stream, now) {
+                deferred.push(stream);
                 continue;
             }
             let Some(peer) = self.peers.get_mut(&source.session) else {
@@ -915,5 +925,6 @@ impl MeetingTask {
                     .fetch_add(1, Ordering::Relaxed);
             }
         }
+        self.keyframes_wanted.extend(deferred);
     }
 }

@@ -93,6 +93,9 @@ pub struct TappedAudio {
     pub tick: u64,
     /// Everyone heard this tick, summed, nobody subtracted.
     pub mix: Option<Box<[f32; FRAME_SAMPLES]>>,
+    /// The same mix encoded: the packet listeners who are not speaking get (one encoder for
+    /// both), or the silence packet when nobody was heard.
+    pub mix_packet: Option<Arc<[u8]>>,
     /// Each tapped session that played this tick, with its own decoded audio.
     pub sessions: Vec<(u64, Box<[f32; FRAME_SAMPLES]>)>,
 }
@@ -424,10 +427,21 @@ impl MeetingMix {
                 *total += sample;
             }
         }
+        let (downlinks, shared) = self.encode_downlinks(&frames, &sum);
         if mix_tapped {
             tapped.mix = Some(Box::new(sum));
+            // A recorder needs the mix encoded: the packet of the listeners who hear everyone,
+            // from the same encoder when one of them made it this tick, so that a recorded
+            // meeting with a silent listener costs no encoding of its own.
+            tapped.mix_packet = if frames.is_empty() {
+                Some(self.silence.clone())
+            } else {
+                shared.or_else(|| {
+                    let mut pcm = sum;
+                    encode(&mut self.encoders, Mix::All, &mut pcm, self.tick)
+                })
+            };
         }
-        let downlinks = self.encode_downlinks(&frames, &sum);
         let now = self.tick;
         self.encoders
             .retain(|_, (_, last_used)| now - *last_used <= ENCODER_LINGER_TICKS);
@@ -470,7 +484,7 @@ impl MeetingMix {
         &mut self,
         frames: &[(u64, Box<[f32; FRAME_SAMPLES]>)],
         sum: &[f32; FRAME_SAMPLES],
-    ) -> Vec<Downlink> {
+    ) -> (Vec<Downlink>, Option<Arc<[u8]>>) {
         let mut downlinks = Vec::with_capacity(self.sessions.len());
         let mut shared: Option<Arc<[u8]>> = None;
         let tick = self.tick;
@@ -510,7 +524,7 @@ impl MeetingMix {
                 });
             }
         }
-        downlinks
+        (downlinks, shared)
     }
 
     /// What happened since the last call, summed over the meeting's sources.
@@ -692,6 +706,9 @@ mod tests {
             .collect();
         let (mut whole_mix, mut session_three) = (Vec::new(), Vec::new());
         let mut ticks = Vec::new();
+        let mut decoder = crate::media::opus::Decoder::new().expect("decoder");
+        let mut pcm = [0f32; crate::media::opus::MAX_PACKET_SAMPLES];
+        let mut encoded_mix = Vec::new();
         for tick in 0..60 {
             for ((session, _, level), packets) in talkers.iter().zip(&packets) {
                 let rtp_time = 1000 + (tick * FRAME_SAMPLES) as u64;
@@ -701,7 +718,21 @@ mod tests {
             assert!(!downlinks.is_empty(), "the meeting is served as usual");
             ticks.push(tapped.tick);
             let frame = tapped.mix.expect("the mix is tapped every tick");
+            // The mix comes encoded too: the very packet the non-speaking listeners (4 to 6)
+            // get, from one encoder.
+            let packet = tapped.mix_packet.expect("the mix is encoded every tick");
+            assert!(
+                downlinks
+                    .iter()
+                    .filter(|d| d.listener >= 4)
+                    .all(|d| d.packet == packet),
+                "the recording and the listeners share the packet"
+            );
+            let n = decoder
+                .decode(Some(&packet), FRAME_SAMPLES, &mut pcm)
+                .expect("a valid packet");
             if tick >= 30 {
+                encoded_mix.extend_from_slice(&pcm[..n]);
                 whole_mix.extend_from_slice(frame.as_slice());
                 for (session, samples) in tapped.sessions {
                     assert_eq!(session, 3, "only the tapped session is handed over");
@@ -711,6 +742,7 @@ mod tests {
         }
         assert!(ticks.windows(2).all(|pair| pair[1] == pair[0] + 1));
         assert!(hears(&whole_mix, TONES[0]) && hears(&whole_mix, TONES[1]));
+        assert!(hears(&encoded_mix, TONES[0]) && hears(&encoded_mix, TONES[1]));
         assert!(
             !hears(&whole_mix, TONES[2]),
             "the mix is what listeners hear"

@@ -156,17 +156,23 @@ impl Meeting {
 
     fn publish(&mut self, tapped: TappedAudio) {
         let at = std::time::SystemTime::now();
-        let frame = |samples: Box<[f32; super::opus::FRAME_SAMPLES]>| AudioFrame {
-            tick: tapped.tick,
-            at,
-            samples: Arc::from(samples.as_slice()),
+        let frame = |samples: Box<[f32; super::opus::FRAME_SAMPLES]>, packet: Option<Arc<[u8]>>| {
+            AudioFrame {
+                tick: tapped.tick,
+                at,
+                samples: Arc::from(samples.as_slice()),
+                packet,
+            }
         };
         if let Some(mix) = tapped.mix {
-            self.taps.publish(AudioSource::Mix, &frame(mix));
+            self.taps
+                .publish(AudioSource::Mix, &frame(mix, tapped.mix_packet));
         }
         for (session, samples) in tapped.sessions {
-            self.taps
-                .publish(AudioSource::Session(SessionId(session)), &frame(samples));
+            self.taps.publish(
+                AudioSource::Session(SessionId(session)),
+                &frame(samples, None),
+            );
         }
     }
 }

@@ -15,6 +15,8 @@ pub const MAX_PACKET_SAMPLES: usize = 5760;
 const BITRATE: i32 = 32_000;
 /// Large enough for any 20 ms packet at our bitrate.
 const MAX_PACKET_BYTES: usize = 1500;
+/// The recording encoder's complexity (libopus's default is 10).
+const RECORDING_COMPLEXITY: i32 = 5;
 
 /// 20 ms of digital silence as one Opus packet: the TOC byte 0xF8 (CELT only, fullband, 20 ms,
 /// one frame) and a two-byte CELT frame that codes silence. Sent to a listener with nothing to
@@ -72,10 +74,9 @@ impl Encoder {
         })
     }
 
-    /// Soft-clips one 20 ms frame of f32 samples (full scale ±1.0) in place and encodes it.
-    /// An encoder for a recording: the same 32 kbit/s voice settings, but no in-band FEC (a
-    /// file loses no packets) and complexity 5, which costs about half the CPU of the default
-    /// 10 for a difference hardly audible at this bitrate.
+    /// An encoder for a recording whose audio does not come encoded by the mixer: the same
+    /// 32 kbit/s voice settings, but no in-band FEC (a file loses no packets) and a lower
+    /// complexity (`RECORDING_COMPLEXITY`), about half the CPU of the default.
     pub fn for_recording() -> Result<Self, OpusError> {
         let encoder = Self::new()?;
         // SAFETY: `state` is a live encoder; the requests take one i32 each.
@@ -93,7 +94,7 @@ impl Encoder {
             unsafe_opus::opus_encoder_ctl!(
                 encoder.state,
                 unsafe_opus::OPUS_SET_COMPLEXITY_REQUEST,
-                5
+                RECORDING_COMPLEXITY
             );
         }
         Ok(encoder)
@@ -109,6 +110,7 @@ impl Encoder {
         self.soft_clip_memory = [0.0];
     }
 
+    /// Soft-clips one 20 ms frame of f32 samples (full scale ±1.0) in place and encodes it.
     pub fn encode(&mut self, pcm: &mut [f32; FRAME_SAMPLES]) -> Result<Vec<u8>, OpusError> {
         let mut packet = vec![0u8; MAX_PACKET_BYTES];
         // SAFETY: `pcm` holds exactly FRAME_SAMPLES mono samples and `packet` MAX_PACKET_BYTES

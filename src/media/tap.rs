@@ -41,6 +41,9 @@ pub struct AudioFrame {
     pub at: SystemTime,
     /// `opus::FRAME_SAMPLES` samples in [-1, 1].
     pub samples: Arc<[f32]>,
+    /// On the mix's tap, the same frame Opus-encoded by the mixer (what a recorder writes, so
+    /// that it needs no encoder of its own); None on a session's tap.
+    pub packet: Option<Arc<[u8]>>,
 }
 
 /// What a video tap sees: one published stream (a simulcast layer, a content share), by the
@@ -214,6 +217,7 @@ mod tests {
             tick,
             at: SystemTime::now(),
             samples: Arc::from(vec![0.0; 960]),
+            packet: None,
         }
     }
 

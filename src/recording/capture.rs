@@ -127,9 +127,12 @@ impl AudioRecorder {
                 }
             }
         }
-        // A mix of nobody (digital silence) is the silence packet, not an encoder's work: most
-        // of a meeting's ticks are silent, and a recorder of an idle meeting costs nothing.
-        let packet = if frame.samples.iter().all(|sample| *sample == 0.0) {
+        // The mixer's own packet of the mix when it gave one (the stream listeners who are not
+        // speaking hear: no encoding here). Otherwise: a mix of nobody (digital silence) is the
+        // silence packet, not an encoder's work, and anything else is encoded here.
+        let packet = if let Some(packet) = &frame.packet {
+            packet.to_vec()
+        } else if frame.samples.iter().all(|sample| *sample == 0.0) {
             self.after_silence = true;
             SILENCE_FRAME.to_vec()
         } else {
@@ -290,6 +293,7 @@ mod tests {
             tick,
             at,
             samples: Arc::from(vec![0.1f32; FRAME_SAMPLES]),
+            packet: None,
         }
     }
 
@@ -440,6 +444,7 @@ mod tests {
                 tick: 0,
                 at,
                 samples,
+                packet: None,
             }));
         }
         let [chunk] = chunks.as_slice() else {

@@ -304,6 +304,7 @@ mod tests {
             tick: 0,
             at,
             samples: Arc::from(vec![0.1f32; FRAME_SAMPLES]),
+            packet: None,
         };
         for tick in 0..600u32 {
             chunks.extend(recorder.push(&frame(start + Duration::from_millis(20) * tick)));
