@@ -6,6 +6,7 @@
 // pipeline then joins the chunks. What lands in the bucket is judged with ffmpeg and ffprobe:
 // - the concatenated audio holds all three tones (FFT) and lasts as long as the capture ran;
 // - each camera's concatenated video decodes to frames of its colour, the content share's to blue;
+// - the concatenated audio and every concatenated video play in Chromium's <audio> and <video>;
 // - every audio and video chunk of the capture plays (no decoder error, no two frames at one
 //   time) and lasts its wall-clock length within 1 %: 5 s for audio, for video the time from its
 //   name's timestamp to the next chunk's of the same stream;
@@ -14,9 +15,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import {
   CreateAttendeeCommand,
@@ -38,6 +40,8 @@ const credentials = { accessKeyId: 'AKIDRECORDINGTEST', secretAccessKey: 'record
 const scratch = mkdtempSync(join(tmpdir(), 'carillon-recording-'));
 const dataDir = join(scratch, 'data');
 const BUCKET = 'carillon-recordings';
+// The page Chromium plays the recorded files from (file:// beside them).
+writeFileSync(join(scratch, 'blank.html'), '<!doctype html><title>player</title><body></body>');
 /** How long the capture runs, from its Create to its Delete. */
 const CAPTURE_MS = 30000;
 
@@ -454,6 +458,44 @@ test('a 30 s capture of three browsers, concatenated, holds their tones, colours
     check(has('AttendeeLeft', jose, 'José'), `${eventsFile} lacks José's AttendeeLeft: ${JSON.stringify(events)}`);
     const stamps = events.map((e) => Date.parse(e.Timestamp));
     check(stamps.every((t, i) => i === 0 || t >= stamps[i - 1]), `${eventsFile} is not in time order: ${events.map((e) => e.Timestamp)}`);
+
+    // And they play in Chromium: the concatenated audio in <audio>, each video in <video> (VP8
+    // in WebM, chosen because Chromium does not play VP8 in MP4): metadata, the picture's size,
+    // and playback that moves on.
+    const player = await launchBrowser(['--allow-file-access-from-files']);
+    try {
+      const page = await player.newPage();
+      await page.goto(pathToFileURL(join(scratch, 'blank.html')).href);
+      const media = [{ kind: 'audio', file: audioFile }]
+        .concat(videos.map((v) => ({ kind: 'video', file: join(concatenated, 'video', v.file) })));
+      for (const { kind, file } of media) {
+        const played = await page.evaluate(async (kind, src) => {
+          const element = document.createElement(kind);
+          element.muted = true;
+          element.src = src;
+          document.body.append(element);
+          const ready = await new Promise((resolve) => {
+            element.onloadedmetadata = () => resolve(true);
+            element.onerror = () => resolve(false);
+            setTimeout(() => resolve(false), 10000);
+          });
+          if (!ready) return { error: element.error ? `${element.error.code} ${element.error.message}` : 'no metadata in 10 s' };
+          await element.play().catch(() => {});
+          const started = performance.now();
+          while (element.currentTime < 1 && performance.now() - started < 5000 && !element.error) {
+            await new Promise((resolve) => setTimeout(resolve, 100));
+          }
+          const result = { duration: element.duration, currentTime: element.currentTime, width: element.videoWidth ?? 0, error: element.error?.message };
+          element.remove();
+          return result;
+        }, kind, pathToFileURL(file).href);
+        log(`Chromium plays ${file.split('/').pop()}: ${JSON.stringify(played)}`);
+        check(!played.error && played.currentTime >= 1 && played.duration > 1 && (kind === 'audio' || played.width > 0),
+          `Chromium's <${kind}> does not play ${file}: ${JSON.stringify(played)}`);
+      }
+    } finally {
+      await player.close().catch(() => {});
+    }
 
     // Every chunk of the capture plays, and lasts its wall-clock length within 1 %: 5 s for
     // audio; for video the time from its name's timestamp to the next chunk's of the same stream,
