@@ -860,93 +860,17 @@ async fn create_concatenation(
     pipelines: &aws_sdk_chimesdkmediapipelines::Client,
     capture: &aws_sdk_chimesdkmediapipelines::types::MediaCapturePipeline,
 ) -> String {
-    use aws_sdk_chimesdkmediapipelines::types::*;
-    let state = |enabled: bool| {
-        if enabled {
-            ArtifactsConcatenationState::Enabled
-        } else {
-            ArtifactsConcatenationState::Disabled
-        }
-    };
-    let artifacts = ArtifactsConcatenationConfiguration::builder()
-        .audio(
-            AudioConcatenationConfiguration::builder()
-                .state(AudioArtifactsConcatenationState::Enabled)
-                .build()
-                .expect("audio"),
-        )
-        .video(
-            VideoConcatenationConfiguration::builder()
-                .state(state(false))
-                .build()
-                .expect("video"),
-        )
-        .content(
-            ContentConcatenationConfiguration::builder()
-                .state(state(false))
-                .build()
-                .expect("content"),
-        )
-        .data_channel(
-            DataChannelConcatenationConfiguration::builder()
-                .state(state(false))
-                .build()
-                .expect("data"),
-        )
-        .transcription_messages(
-            TranscriptionMessagesConcatenationConfiguration::builder()
-                .state(state(false))
-                .build()
-                .expect("transcripts"),
-        )
-        .meeting_events(
-            MeetingEventsConcatenationConfiguration::builder()
-                .state(state(false))
-                .build()
-                .expect("events"),
-        )
-        .composited_video(
-            CompositedVideoConcatenationConfiguration::builder()
-                .state(state(false))
-                .build()
-                .expect("composited"),
-        )
-        .build();
-    let source = ConcatenationSource::builder()
-        .r#type(ConcatenationSourceType::MediaCapturePipeline)
-        .media_capture_pipeline_source_configuration(
-            MediaCapturePipelineSourceConfiguration::builder()
-                .media_pipeline_arn(capture.media_pipeline_arn().expect("arn"))
-                .chime_sdk_meeting_configuration(
-                    ChimeSdkMeetingConcatenationConfiguration::builder()
-                        .artifacts_configuration(artifacts)
-                        .build(),
-                )
-                .build()
-                .expect("source configuration"),
-        )
-        .build()
-        .expect("source");
-    let sink = ConcatenationSink::builder()
-        .r#type(ConcatenationSinkType::S3Bucket)
-        .s3_bucket_sink_configuration(
-            S3BucketSinkConfiguration::builder()
-                .destination("arn:aws:s3:::team-recordings/joined")
-                .build()
-                .expect("destination"),
-        )
-        .build()
-        .expect("sink");
-    pipelines
-        .create_media_concatenation_pipeline()
-        .sources(source)
-        .sinks(sink)
-        .send()
-        .await
-        .expect("CreateMediaConcatenationPipeline")
-        .media_concatenation_pipeline
-        .and_then(|p| p.media_pipeline_id)
-        .expect("id")
+    let capture_arn = capture.media_pipeline_arn().expect("arn");
+    common::concatenate_audio(
+        pipelines,
+        capture_arn,
+        "arn:aws:s3:::team-recordings/joined",
+    )
+    .await
+    .expect("CreateMediaConcatenationPipeline")
+    .media_concatenation_pipeline
+    .and_then(|p| p.media_pipeline_id)
+    .expect("id")
 }
 
 /// A server killed with SIGKILL mid-capture loses at most the chunk it was filling: the chunks

@@ -528,3 +528,94 @@ pub async fn wait_ready(port: u16) {
     }
     panic!("server on port {port} did not start within 15 s");
 }
+
+/// CreateMediaConcatenationPipeline of the capture `capture_arn`, its audio only (the model
+/// wants every artifact's state), into `destination` (a bucket ARN).
+pub async fn concatenate_audio(
+    pipelines: &aws_sdk_chimesdkmediapipelines::Client,
+    capture_arn: &str,
+    destination: &str,
+) -> Result<
+    aws_sdk_chimesdkmediapipelines::operation::create_media_concatenation_pipeline::CreateMediaConcatenationPipelineOutput,
+    aws_sdk_chimesdkmediapipelines::error::SdkError<
+        aws_sdk_chimesdkmediapipelines::operation::create_media_concatenation_pipeline::CreateMediaConcatenationPipelineError,
+    >,
+>{
+    use aws_sdk_chimesdkmediapipelines::types::*;
+    let disabled = ArtifactsConcatenationState::Disabled;
+    let artifacts = ArtifactsConcatenationConfiguration::builder()
+        .audio(
+            AudioConcatenationConfiguration::builder()
+                .state(AudioArtifactsConcatenationState::Enabled)
+                .build()
+                .expect("audio"),
+        )
+        .video(
+            VideoConcatenationConfiguration::builder()
+                .state(disabled.clone())
+                .build()
+                .expect("video"),
+        )
+        .content(
+            ContentConcatenationConfiguration::builder()
+                .state(disabled.clone())
+                .build()
+                .expect("content"),
+        )
+        .data_channel(
+            DataChannelConcatenationConfiguration::builder()
+                .state(disabled.clone())
+                .build()
+                .expect("data"),
+        )
+        .transcription_messages(
+            TranscriptionMessagesConcatenationConfiguration::builder()
+                .state(disabled.clone())
+                .build()
+                .expect("transcripts"),
+        )
+        .meeting_events(
+            MeetingEventsConcatenationConfiguration::builder()
+                .state(disabled.clone())
+                .build()
+                .expect("events"),
+        )
+        .composited_video(
+            CompositedVideoConcatenationConfiguration::builder()
+                .state(disabled)
+                .build()
+                .expect("composited"),
+        )
+        .build();
+    let source = ConcatenationSource::builder()
+        .r#type(ConcatenationSourceType::MediaCapturePipeline)
+        .media_capture_pipeline_source_configuration(
+            MediaCapturePipelineSourceConfiguration::builder()
+                .media_pipeline_arn(capture_arn)
+                .chime_sdk_meeting_configuration(
+                    ChimeSdkMeetingConcatenationConfiguration::builder()
+                        .artifacts_configuration(artifacts)
+                        .build(),
+                )
+                .build()
+                .expect("source configuration"),
+        )
+        .build()
+        .expect("source");
+    let sink = ConcatenationSink::builder()
+        .r#type(ConcatenationSinkType::S3Bucket)
+        .s3_bucket_sink_configuration(
+            S3BucketSinkConfiguration::builder()
+                .destination(destination)
+                .build()
+                .expect("destination"),
+        )
+        .build()
+        .expect("sink");
+    pipelines
+        .create_media_concatenation_pipeline()
+        .sources(source)
+        .sinks(sink)
+        .send()
+        .await
+}
