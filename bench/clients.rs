@@ -369,3 +369,17 @@ pub async fn record_meetings(endpoint: &str, keys: &Keys, rooms: &[(String, Vec<
     }
     true
 }
+
+/// The bytes of every file under `folder` (a bucket's recordings; 0 when there is none).
+pub fn folder_bytes(folder: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => folder_bytes(&entry.path()),
+            _ => entry.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}

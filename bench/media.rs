@@ -272,12 +272,15 @@ async fn scenario(
     }
     tokio::time::sleep_until(window.from.into()).await;
     let cpu_before = cpu_seconds(pid);
-    let written_before = recordings.map(folder_bytes);
+    let written_before = recordings.map(clients::folder_bytes);
     tokio::time::sleep_until(window.until.into()).await;
     let cpu = cpu_seconds(pid) - cpu_before;
-    let recorded = recordings
-        .zip(written_before)
-        .map(|(folder, before)| (rooms_recorded(folder), folder_bytes(folder) - before));
+    let recorded = recordings.zip(written_before).map(|(folder, before)| {
+        (
+            rooms_recorded(folder),
+            clients::folder_bytes(folder) - before,
+        )
+    });
     let mut results = Vec::new();
     for task in tasks {
         results.push(task.await.expect("client"));
@@ -309,20 +312,6 @@ async fn scenario(
             .then(|| (delays[delays.len() / 2], delays[delays.len() - 1])),
         peak_rss_mib: status_bytes(pid, "VmHWM") as f64 / (1 << 20) as f64,
     }
-}
-
-/// The bytes of every file under `folder`.
-fn folder_bytes(folder: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(folder) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|entry| match entry.file_type() {
-            Ok(kind) if kind.is_dir() => folder_bytes(&entry.path()),
-            _ => entry.metadata().map_or(0, |m| m.len()),
-        })
-        .sum()
 }
 
 /// The recordings (one folder per capture pipeline) in the bucket folder.

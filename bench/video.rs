@@ -607,7 +607,7 @@ async fn carillon_step(
     }
     let clients = publishers * (1 + viewers);
     let bucket = data.path().join("buckets/bench-recordings");
-    let written_before = folder_bytes(&bucket);
+    let written_before = clients::folder_bytes(&bucket);
     let cpu = window(
         &phase,
         pid,
@@ -616,7 +616,7 @@ async fn carillon_step(
         measure,
     )
     .await;
-    let written = folder_bytes(&bucket) - written_before;
+    let written = clients::folder_bytes(&bucket) - written_before;
     let rss = status_bytes(pid, "VmHWM");
     let mut sent = 0;
     for task in publisher_tasks {
@@ -632,20 +632,6 @@ async fn carillon_step(
     measured.recorded_kib_per_second =
         recording.then(|| written as f64 / 1024.0 / measure.as_secs_f64());
     measured
-}
-
-/// The bytes of every file under `folder` (a recording's chunks; 0 when there is none).
-fn folder_bytes(folder: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(folder) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|entry| match entry.file_type() {
-            Ok(kind) if kind.is_dir() => folder_bytes(&entry.path()),
-            _ => entry.metadata().map_or(0, |m| m.len()),
-        })
-        .sum()
 }
 
 async fn relay_step(
