@@ -316,6 +316,31 @@ pub struct Config {
         requires = "s3_access_key_id"
     )]
     pub s3_secret_access_key: Option<Secret>,
+
+    /// A transcription engine speaking the OpenAI-compatible API (whisper.cpp's server,
+    /// speaches / faster-whisper-server, LocalAI): `http://host:port`, or the full URL of its
+    /// `/v1/audio/transcriptions` endpoint. Without it, StartMeetingTranscription is refused.
+    #[arg(long, env = "CARILLON_TRANSCRIPTION_ENGINE")]
+    pub transcription_engine: Option<String>,
+
+    /// The `model` field sent to --transcription-engine.
+    #[arg(
+        long,
+        env = "CARILLON_TRANSCRIPTION_MODEL",
+        default_value = "whisper-1"
+    )]
+    pub transcription_model: String,
+
+    /// Seconds one transcription request may take.
+    #[arg(long, env = "CARILLON_TRANSCRIPTION_TIMEOUT", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub transcription_timeout: u64,
+
+    /// Transcription requests in flight at once on this node (partial results only take a
+    /// free one).
+    #[arg(long, env = "CARILLON_TRANSCRIPTION_CONCURRENCY", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub transcription_concurrency: u64,
 }
 
 /// A setting that must not be shown: Debug (and so any log of the configuration) prints a mask.
@@ -428,6 +453,10 @@ impl Config {
             s3_region: "us-east-1".into(),
             s3_access_key_id: None,
             s3_secret_access_key: None,
+            transcription_engine: None,
+            transcription_model: "whisper-1".into(),
+            transcription_timeout: 30,
+            transcription_concurrency: 2,
         }
     }
 }

@@ -30,4 +30,5 @@ pub mod recording;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod transcription;
 pub mod turn;

@@ -63,6 +63,11 @@ pub mod name {
     pub const VIDEO_FRAMES: &str = "carillon_video_frames_forwarded_total";
     pub const VIDEO_BYTES: &str = "carillon_video_bytes_forwarded_total";
     pub const KEYFRAME_REQUESTS: &str = "carillon_video_keyframe_requests_total";
+    /// Final utterances of live transcription by outcome: `transcribed`, `failed` (the engine
+    /// did not answer) or `dropped` (the engine was behind).
+    pub const TRANSCRIPTION_UTTERANCES: &str = "carillon_transcription_utterances_total";
+    /// How long the transcription engine took per request (partial and final).
+    pub const TRANSCRIPTION_ENGINE: &str = "carillon_transcription_engine_seconds";
 }
 
 /// Times one store read or write (a write until it is committed, queueing and retries

@@ -116,6 +116,7 @@ impl Running {
         }
         drop(self.turn.take());
         self.api.recorders.shut_down().await;
+        self.api.transcriptions.shut_down().await;
         // The last requests' and sessions' events go out before the process ends.
         notifications::flush(self.api.store.as_ref(), &self.sinks, FLUSH_TIMEOUT).await;
         Ok(())
@@ -130,6 +131,8 @@ pub fn check_config(config: &Config) -> anyhow::Result<()> {
     }
     event_sinks(config)?;
     crate::turn::setup::check(config)?;
+    crate::transcription::engine::EngineSettings::from_config(config)
+        .map_err(anyhow::Error::msg)?;
     if let Some(id) = &config.account_id {
         anyhow::ensure!(
             keys::is_account_id(id),
@@ -287,6 +290,16 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         clock.clone(),
     );
     recorders.resume_unfinished().await;
+    let engine = crate::transcription::engine::EngineSettings::from_config(config)
+        .map_err(anyhow::Error::msg)?;
+    if let Some(engine) = &engine {
+        tracing::info!(url = %engine.url, model = %engine.model, "live transcription through this engine");
+    }
+    let transcriptions = crate::transcription::Transcriptions::new(
+        engine.map(crate::transcription::engine::Engine::new),
+        join.clone(),
+        store.clone(),
+    );
     let state = ApiState::start(
         config,
         ApiDeps {
@@ -299,6 +312,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
             cluster,
             sinks: sinks.clone(),
             recorders,
+            transcriptions,
         },
     )
     .await?;

@@ -8,22 +8,13 @@
 mod common;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use carillon::config::Secret;
-use carillon::media::opus::{Encoder, FRAME_SAMPLES};
 use carillon::recording::s3::{S3Settings, S3Sink};
 use carillon::recording::sink::{ObjectSink, SinkError};
-use common::signal::SignalClient;
-use str0m::change::SdpAnswer;
-use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
-use tokio::net::UdpSocket;
 
 /// moto accepts any key pair unless told otherwise.
 const S3_KEY_ID: &str = "AKIDMOTOTEST";
@@ -291,93 +282,10 @@ async fn a_store_that_is_down_is_a_temporary_failure() {
 /// One attendee who joins and sends a 440 Hz tone for `duration`, so that the meeting's media
 /// (and its mix, which a capture records) runs.
 async fn talk(signaling_url: String, token: String, duration: Duration) -> bool {
-    str0m::crypto::from_feature_flags().install_process_default();
-    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("udp");
-    let local: SocketAddr = socket.local_addr().expect("addr");
-    let mut rtc = Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(Candidate::host(local, "udp").expect("candidate"));
-    let mut api = rtc.sdp_api();
-    let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
-    let (offer, pending) = api.apply().expect("offer");
-    let mut signal = SignalClient::connect(&signaling_url, &token).await;
-    signal.join().await;
-    let answer = signal.subscribe_with(offer.to_sdp_string()).await;
-    rtc.sdp_api()
-        .accept_answer(
-            pending,
-            SdpAnswer::from_sdp_string(&answer).expect("answer parses"),
-        )
-        .expect("answer accepted");
-    // The signaling connection stays open, and read, while the media flows.
-    let signaling = tokio::spawn(async move {
-        let until = Instant::now() + duration;
-        while tokio::time::timeout_at(until.into(), signal.frame())
-            .await
-            .is_ok()
-        {}
-    });
-    let started = Instant::now();
-    let mut connected = false;
-    let mut encoder = Encoder::new().expect("encoder");
-    let mut next_frame = Instant::now();
-    let (mut samples_sent, mut rtp_time) = (0usize, 0u64);
-    let mut buf = vec![0u8; 2000];
-    while started.elapsed() < duration {
-        let deadline = loop {
-            match rtc.poll_output().expect("poll") {
-                Output::Timeout(at) => break at,
-                Output::Transmit(t) => {
-                    let _ = socket.send_to(&t.contents, t.destination).await;
-                }
-                Output::Event(Event::Connected) => connected = true,
-                Output::Event(_) => {}
-            }
-        };
-        if connected && Instant::now() >= next_frame {
-            let writer = rtc.writer(mid).expect("audio writer");
-            let pt = writer
-                .payload_params()
-                .find(|p| p.spec().codec == Codec::Opus)
-                .map(|p| p.pt())
-                .expect("opus negotiated");
-            let mut pcm = [0f32; FRAME_SAMPLES];
-            for (i, sample) in pcm.iter_mut().enumerate() {
-                let t = (samples_sent + i) as f32 / 48_000.0;
-                *sample = 0.2 * (2.0 * std::f32::consts::PI * 440.0 * t).sin();
-            }
-            samples_sent += FRAME_SAMPLES;
-            let payload = encoder.encode(&mut pcm).expect("encode");
-            writer
-                .audio_level(-30, true)
-                .write(
-                    pt,
-                    Instant::now(),
-                    MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ),
-                    payload,
-                )
-                .expect("write");
-            rtp_time += FRAME_SAMPLES as u64;
-            next_frame += Duration::from_millis(20);
-            continue;
-        }
-        let wake = deadline
-            .min(next_frame)
-            .max(Instant::now() + Duration::from_millis(1));
-        tokio::select! {
-            received = socket.recv_from(&mut buf) => {
-                let (n, source) = received.expect("recv");
-                if let Ok(contents) = buf[..n].try_into() {
-                    let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: local, contents });
-                    rtc.handle_input(input).expect("input");
-                }
-            }
-            _ = tokio::time::sleep_until(wake.into()) => {
-                rtc.handle_input(Input::Timeout(Instant::now())).expect("timeout");
-            }
-        }
-    }
-    signaling.await.expect("signaling reader");
-    connected
+    let tone = common::talk::tone(440.0, duration.as_secs_f32());
+    common::talk::talk(&signaling_url, &token, tone, duration)
+        .await
+        .connected
 }
 
 /// The real binary with `--s3-endpoint` at moto: a pipeline whose bucket moto does not have is

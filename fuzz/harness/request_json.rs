@@ -109,7 +109,7 @@ pub fn run(data: &[u8]) -> String {
             let allowed = features.check_capabilities(&caps).is_ok();
             format!("{} excluded, {caps:?} allowed={allowed}", excluded.len())
         }),
-        6 => input::start_transcription(body, legacy).map(|()| String::new()),
+        6 => input::start_transcription(body, legacy).map(|(_, text)| text),
         7 => input::tag_resource(body, legacy, ACCOUNT, 50).map(|input| {
             meeting_target(&input.target);
             check_tags(legacy, &input.tags, 50);

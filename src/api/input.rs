@@ -684,13 +684,29 @@ pub fn update_capabilities_except(body: &[u8]) -> Result<(Vec<String>, Capabilit
 }
 
 /// Decodes a StartMeetingTranscription body.
-pub fn start_transcription(body: &[u8], legacy: bool) -> Result<(), ApiError> {
-    let body: TranscriptionIn = json_body(body)?;
+/// A validated StartMeetingTranscription body: its TranscriptionConfiguration, parsed and as
+/// the JSON text it came as (clients are shown that text).
+pub fn start_transcription(
+    body: &[u8],
+    legacy: bool,
+) -> Result<(TranscriptionConfigurationIn, String), ApiError> {
+    let parsed: TranscriptionIn = json_body(body)?;
     let config = required(
         "TranscriptionConfiguration",
-        &body.transcription_configuration,
+        &parsed.transcription_configuration,
     )?;
-    transcription(config, !legacy)
+    transcription(config, !legacy)?;
+    // The body parsed as a TranscriptionIn just now, so it is a JSON object.
+    let text = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|value| {
+            value
+                .get("TranscriptionConfiguration")
+                .map(ToString::to_string)
+        })
+        .unwrap_or_default();
+    let config = parsed.transcription_configuration.unwrap_or_default();
+    Ok((config, text))
 }
 
 fn tag_rules(legacy: bool) -> TagRules {

@@ -8,9 +8,11 @@ use super::dto::{MediaPlacementOut, MeetingOut};
 use super::error::{ApiError, ErrorKind};
 use super::input;
 use super::{ApiState, Call, Reply};
+use crate::domain::id::MeetingId;
 use crate::domain::tokens::PageKind;
 use crate::domain::{arn, ids};
 use crate::store::MeetingRecord;
+use crate::transcription::TranscriptionSettings;
 
 /// Builds the MediaPlacement URLs from the public base URL of the node hosting the meeting.
 pub fn media_placement(base_url: &str, meeting_id: &str) -> MediaPlacementOut {
@@ -243,27 +245,82 @@ pub async fn delete(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
 fn transcription_unavailable() -> ApiError {
     ApiError::new(
         ErrorKind::Unprocessable,
-        "Meeting transcription is not available on this server: Carillon does not run a transcription engine",
+        "Meeting transcription is not available on this server: start it with --transcription-engine URL, naming a local engine that speaks the OpenAI-compatible transcription API (whisper.cpp's server, speaches, LocalAI)",
     )
 }
 
+/// StartMeetingTranscription: the meeting's attendees are transcribed by the local engine and
+/// the results sent to every client; on a meeting already transcribed, the new configuration
+/// replaces the old. Answered before the transcription starts, as AWS answers (clients and
+/// the events stream hear `started`).
 pub async fn start_transcription(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let meeting_id = call.meeting_id()?;
-    input::start_transcription(&call.body, call.is_legacy())?;
-    state
+    let (configuration, configuration_text) =
+        input::start_transcription(&call.body, call.is_legacy())?;
+    let meeting = state
         .store
         .get_meeting(&call.account_id, &meeting_id)
         .await?;
-    Err(transcription_unavailable())
+    if !state.transcriptions.has_engine() {
+        return Err(transcription_unavailable());
+    }
+    let settings =
+        transcription_settings(&configuration, configuration_text, &meeting.media_region);
+    // Checked by `call.meeting_id` and found in the store.
+    let meeting_id = MeetingId::trusted(meeting.meeting_id.clone());
+    if !state.transcriptions.start(&meeting_id, settings) {
+        return Err(transcription_unavailable());
+    }
+    Ok(Reply::Empty(axum::http::StatusCode::OK))
 }
 
+/// What the transcriber needs of a TranscriptionConfiguration: the language (none when the
+/// engine is to identify it), the region (the settings' own, else the meeting's media region),
+/// the configuration's text.
+fn transcription_settings(
+    configuration: &crate::api::dto::TranscriptionConfigurationIn,
+    text: String,
+    media_region: &str,
+) -> TranscriptionSettings {
+    let (language_code, region) = match (
+        &configuration.engine_transcribe_settings,
+        &configuration.engine_transcribe_medical_settings,
+    ) {
+        (Some(settings), _) => (
+            (settings.identify_language != Some(true))
+                .then(|| settings.language_code.clone())
+                .flatten(),
+            settings.region.clone(),
+        ),
+        (None, Some(medical)) => (medical.language_code.clone(), medical.region.clone()),
+        (None, None) => (None, None),
+    };
+    TranscriptionSettings {
+        language_code,
+        region: region
+            .filter(|region| region != "auto")
+            .unwrap_or_else(|| media_region.to_string()),
+        configuration: text,
+    }
+}
+
+/// StopMeetingTranscription: the meeting's transcription ends (clients hear `stopped`). A
+/// meeting that is not transcribed is answered the same.
 pub async fn stop_transcription(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let meeting_id = call.meeting_id()?;
-    state
+    let meeting = state
         .store
         .get_meeting(&call.account_id, &meeting_id)
         .await?;
-    Err(transcription_unavailable())
+    if !state.transcriptions.has_engine() {
+        return Err(transcription_unavailable());
+    }
+    let meeting_id = meeting.meeting_id;
+    state
+        .transcriptions
+        .stop(&MeetingId::trusted(meeting_id))
+        .await;
+    Ok(Reply::Empty(axum::http::StatusCode::OK))
 }
 
 #[cfg(test)]

@@ -97,6 +97,8 @@ pub struct ApiState {
     pub cluster: Arc<crate::cluster::Cluster>,
     /// The capture pipelines recording on this node.
     pub recorders: Arc<crate::recording::pipelines::Recorders>,
+    /// The live transcriptions running on this node.
+    pub transcriptions: Arc<crate::transcription::Transcriptions>,
 }
 
 /// One authenticated, routed call, as the handlers see it.

@@ -28,6 +28,7 @@ pub struct ApiDeps {
     /// The event sinks: the routed ones name the NotificationsConfiguration ARNs served.
     pub sinks: Vec<SinkConfig>,
     pub recorders: Arc<crate::recording::pipelines::Recorders>,
+    pub transcriptions: Arc<crate::transcription::Transcriptions>,
 }
 
 impl ApiState {
@@ -65,6 +66,7 @@ impl ApiState {
             lifecycle: deps.lifecycle,
             cluster: deps.cluster,
             recorders: deps.recorders,
+            transcriptions: deps.transcriptions,
         }))
     }
 }

@@ -181,6 +181,62 @@ pub fn pipeline_envelope(
     serde_json::to_string(&envelope).unwrap_or_default()
 }
 
+/// A meeting's live transcription changing state (`chime:TranscriptionStarted`, …): what the
+/// event says beyond the meeting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranscriptionEvent {
+    pub event_type: &'static str,
+    /// Where AWS would transcribe (the settings' Region, else the meeting's media region).
+    pub region: String,
+    /// The TranscriptionConfiguration in force, as the JSON text the Start was given.
+    pub configuration: String,
+    /// Why it failed or was interrupted.
+    pub message: Option<String>,
+    pub at_ms: i64,
+}
+
+/// The EventBridge-shaped envelope of a transcription event: a meeting event whose detail also
+/// names the transcription region and configuration, as AWS documents them.
+pub fn transcription_envelope(meeting: &MeetingFacts<'_>, event: &TranscriptionEvent) -> String {
+    let envelope = Envelope {
+        version: "0",
+        id: crate::domain::ids::new_id(),
+        detail_type: "Chime Meeting State Change",
+        source: "aws.chime",
+        account: meeting.account_id,
+        time: iso_time(event.at_ms.div_euclid(1000)),
+        region: meeting.control_region,
+        resources: [],
+        detail: TranscriptionDetail {
+            version: "0",
+            event_type: event.event_type,
+            timestamp: event.at_ms,
+            meeting_id: meeting.meeting_id,
+            external_meeting_id: meeting.external_meeting_id,
+            media_region: meeting.media_region,
+            transcription_region: &event.region,
+            transcription_configuration: &event.configuration,
+            message: event.message.as_deref(),
+        },
+    };
+    serde_json::to_string(&envelope).unwrap_or_default()
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TranscriptionDetail<'a> {
+    version: &'static str,
+    event_type: &'static str,
+    timestamp: i64,
+    meeting_id: &'a str,
+    external_meeting_id: Option<&'a str>,
+    media_region: &'a str,
+    transcription_region: &'a str,
+    transcription_configuration: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct PipelineDetail<'a> {

@@ -38,6 +38,10 @@ pub enum RoomEvent {
     Unmuted {
         attendee_id: String,
     },
+    /// A live transcription's status or final result, as a `transcription-messages/` line.
+    Transcription {
+        line: String,
+    },
     /// A data message relayed to the meeting.
     Data {
         topic: String,

@@ -387,6 +387,9 @@ pub struct Rooms {
     /// when their last session leaves. Locked after `rooms` when both are held.
     guests: Mutex<HashMap<String, Vec<Guest>>>,
     next_guest_stream: std::sync::atomic::AtomicU32,
+    /// The server's own data messages that every session joining later gets first (a running
+    /// transcription's status), by meeting and topic: one per topic, replaced by the next.
+    pinned: Mutex<HashMap<String, Vec<frames::proto::SdkDataMessagePayload>>>,
 }
 
 /// A roster member without a session.
@@ -449,6 +452,70 @@ impl Rooms {
         f(&mut guests)
     }
 
+    fn with_pinned<T>(
+        &self,
+        f: impl FnOnce(&mut HashMap<String, Vec<frames::proto::SdkDataMessagePayload>>) -> T,
+    ) -> T {
+        let mut pinned = match self.pinned.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut pinned)
+    }
+
+    /// Sends a data message of the server's own (no attendee sent it: a transcript, a
+    /// transcription status) to every session of the meeting. With `pin`, the message also
+    /// replaces the meeting's pinned one on its topic, which every session that joins later
+    /// gets with the kept data messages.
+    pub fn send_server_data(
+        &self,
+        meeting_id: &str,
+        message: frames::proto::SdkDataMessagePayload,
+        pin: bool,
+    ) {
+        if pin {
+            self.with_pinned(|pinned| {
+                let messages = pinned.entry(meeting_id.to_string()).or_default();
+                messages.retain(|kept| kept.topic != message.topic);
+                messages.push(message.clone());
+            });
+        }
+        let frame = frames::stamped_data_messages(timestamp_ms(), vec![message]);
+        self.with(|rooms| {
+            if let Some(room) = rooms.get_mut(meeting_id) {
+                room.broadcast(meeting_id, None, &frame);
+            }
+        });
+    }
+
+    /// Forgets the meeting's pinned message on `topic`: later sessions no longer get it.
+    pub fn unpin(&self, meeting_id: &str, topic: &str) {
+        self.with_pinned(|pinned| {
+            if let Some(messages) = pinned.get_mut(meeting_id) {
+                messages.retain(|kept| kept.topic.as_deref() != Some(topic));
+                if messages.is_empty() {
+                    pinned.remove(meeting_id);
+                }
+            }
+        });
+    }
+
+    /// The meeting's sessions that send audio of their own (checked in with audio; content
+    /// shares left out): (session, attendee id, ExternalUserId).
+    pub fn audio_senders(&self, meeting_id: &str) -> Vec<(u64, String, String)> {
+        self.with(|rooms| {
+            rooms.get(meeting_id).map_or_else(Vec::new, |room| {
+                room.participants
+                    .iter()
+                    .filter(|(_, p)| !p.content && p.stream_id.is_some())
+                    .map(|(session, p)| {
+                        (*session, p.attendee_id.clone(), p.external_user_id.clone())
+                    })
+                    .collect()
+            })
+        })
+    }
+
     /// Lists an attendee without a session (a capture pipeline's) in the meeting's roster, as
     /// present and muted, for the sessions there now and those that check in later.
     pub fn add_guest(&self, meeting_id: &str, attendee_id: &str, external_user_id: &str) {
@@ -505,8 +572,9 @@ impl Rooms {
         })
     }
 
-    /// The meeting's living kept data messages, oldest first, as DATA_MESSAGE frames for a
-    /// session that has just joined (none when there are none). Each message keeps its sender
+    /// The meeting's pinned server messages, then its living kept data messages, oldest first,
+    /// as DATA_MESSAGE frames for a session that has just joined (none when there are none).
+    /// Each message keeps its sender
     /// and original ingest time; a frame holds at most `limits.replay_frame_bytes` of them.
     pub fn kept_data_frames(
         &self,
@@ -514,6 +582,11 @@ impl Rooms {
         now_ms: i64,
         limits: &JoinLimits,
     ) -> Vec<SdkSignalFrame> {
+        let pinned = self.with_pinned(|pinned| pinned.get(meeting_id).cloned());
+        let mut frames_out: Vec<SdkSignalFrame> = pinned
+            .map(|messages| frames::stamped_data_messages(timestamp_ms(), messages))
+            .into_iter()
+            .collect();
         let messages: Vec<(frames::proto::SdkDataMessagePayload, usize)> = self.with_kept(|kept| {
             let Some(meeting) = kept.get_mut(meeting_id) else {
                 return Vec::new();
@@ -529,7 +602,6 @@ impl Rooms {
                 .map(|k| (k.message.clone(), k.bytes))
                 .collect()
         });
-        let mut frames_out = Vec::new();
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
         for (message, bytes) in messages {
@@ -1137,6 +1209,9 @@ impl Rooms {
     pub fn end_meeting(&self, meeting_id: &str) {
         self.with_kept(|kept| kept.remove(meeting_id));
         self.with_guests(|guests| guests.remove(meeting_id));
+        self.with_pinned(|pinned| pinned.remove(meeting_id));
+        // Its observers (a recording's text, a transcription) see the end of their stream.
+        self.observers.end(meeting_id);
         self.with(|rooms| {
             let Some(room) = rooms.get(meeting_id) else {
                 return;

@@ -14,7 +14,9 @@ use tokio::task::JoinHandle;
 use super::capture::{CaptureTarget, ChunkWriter, RECORDER_TAP_FRAMES, RetryReport, record_audio};
 use super::concat::{ConcatError, Joined, concatenate_audio, concatenate_text, concatenate_video};
 use super::sink::ObjectSink;
-use super::text::{DATA_CHANNEL, MEETING_EVENTS, OBSERVER_EVENTS, record_text};
+use super::text::{
+    DATA_CHANNEL, MEETING_EVENTS, OBSERVER_EVENTS, TRANSCRIPTION_MESSAGES, record_text,
+};
 use super::video::{VideoSelection, record_video};
 use crate::clock::Clock;
 use crate::domain::arn::{parse_bucket_arn, parse_media_pipeline_arn};
@@ -370,7 +372,7 @@ impl Recorders {
         for (artifact, folder) in [
             ("MeetingEvents", MEETING_EVENTS),
             ("DataChannel", DATA_CHANNEL),
-            ("TranscriptionMessages", "transcription-messages"),
+            ("TranscriptionMessages", TRANSCRIPTION_MESSAGES),
         ] {
             if enabled(artifact) {
                 joined.extend(concatenate_text(sink, source, destination, folder, id).await?);

@@ -1,6 +1,7 @@
 //! A capture pipeline's text artifacts, as AWS lays them out: `meeting-events/` (attendees
 //! joining and leaving, video starting and stopping, mutes, the capture's own start and end)
-//! and `data-channel/` (the data messages relayed), each a `.txt` chunk of one JSON object per
+//! `data-channel/` (the data messages relayed) and `transcription-messages/` (a live
+//! transcription's statuses and final results), each a `.txt` chunk of one JSON object per
 //! line, named by the UTC time of its first line and closed 5 s after it.
 //!
 //! Events come from the join plane's observer (see [`crate::join::observe`]), which drops
@@ -28,6 +29,7 @@ const MAX_LINES: usize = 10_000;
 
 pub const MEETING_EVENTS: &str = "meeting-events";
 pub const DATA_CHANNEL: &str = "data-channel";
+pub const TRANSCRIPTION_MESSAGES: &str = "transcription-messages";
 
 /// What the text recorder did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -35,6 +37,7 @@ pub struct TextStats {
     pub chunks: u64,
     pub meeting_events: u64,
     pub data_messages: u64,
+    pub transcription_messages: u64,
     /// Events the observer dropped because the recorder fell behind.
     pub dropped: u64,
 }
@@ -101,7 +104,7 @@ pub fn meeting_event_line(at_ms: i64, event: &RoomEvent, meeting_id: &str) -> Op
         RoomEvent::Unmuted { attendee_id } => {
             ("AudioTrackUnmute", json!({"AttendeeId": attendee_id}))
         }
-        RoomEvent::Data { .. } => return None,
+        RoomEvent::Data { .. } | RoomEvent::Transcription { .. } => return None,
     };
     Some(event_line(at_ms, kind, parameters, meeting_id))
 }
@@ -152,6 +155,68 @@ pub fn data_line(at_ms: i64, event: &RoomEvent) -> Option<String> {
     Some(line.to_string())
 }
 
+/// The chunks in the making of each text folder.
+#[derive(Default)]
+struct Folders {
+    events: TextChunker,
+    data: TextChunker,
+    transcription: TextChunker,
+}
+
+impl Folders {
+    /// Writes an observed event into its folder's chunk; returns a chunk it filled.
+    fn take(
+        &mut self,
+        observed: ObservedEvent,
+        meeting_id: &str,
+        stats: &mut TextStats,
+    ) -> Option<(&'static str, Chunk)> {
+        let ObservedEvent { at_ms, event } = observed;
+        if let RoomEvent::Transcription { line } = event {
+            stats.transcription_messages += 1;
+            return self
+                .transcription
+                .push(at_ms, line)
+                .map(|c| (TRANSCRIPTION_MESSAGES, c));
+        }
+        if let Some(line) = data_line(at_ms, &event) {
+            stats.data_messages += 1;
+            return self.data.push(at_ms, line).map(|c| (DATA_CHANNEL, c));
+        }
+        let line = meeting_event_line(at_ms, &event, meeting_id)?;
+        stats.meeting_events += 1;
+        self.events.push(at_ms, line).map(|c| (MEETING_EVENTS, c))
+    }
+
+    /// The chunks whose time is up.
+    fn due(&mut self, now_ms: i64) -> Vec<(&'static str, Chunk)> {
+        [
+            self.events.due(now_ms).map(|c| (MEETING_EVENTS, c)),
+            self.data.due(now_ms).map(|c| (DATA_CHANNEL, c)),
+            self.transcription
+                .due(now_ms)
+                .map(|c| (TRANSCRIPTION_MESSAGES, c)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// Every open chunk, the recording ending.
+    fn close(&mut self) -> Vec<(&'static str, Chunk)> {
+        [
+            self.events.close().map(|c| (MEETING_EVENTS, c)),
+            self.data.close().map(|c| (DATA_CHANNEL, c)),
+            self.transcription
+                .close()
+                .map(|c| (TRANSCRIPTION_MESSAGES, c)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
 fn now_ms() -> i64 {
     crate::join::session::timestamp_ms() as i64
 }
@@ -164,11 +229,10 @@ pub async fn record_text(
     writer: ChunkWriter,
     mut stop: watch::Receiver<bool>,
 ) -> Result<TextStats, CaptureError> {
-    let mut events = TextChunker::default();
-    let mut data = TextChunker::default();
+    let mut folders = Folders::default();
     let mut stats = TextStats::default();
     let started = now_ms();
-    events.push(
+    folders.events.push(
         started,
         event_line(started, "CaptureStarted", json!({}), &meeting_id),
     );
@@ -178,20 +242,10 @@ pub async fn record_text(
         let mut filled: Vec<(&str, Chunk)> = Vec::new();
         tokio::select! {
             event = observer.events.recv() => {
-                let Some(ObservedEvent { at_ms, event }) = event else { break };
-                if let Some(line) = data_line(at_ms, &event) {
-                    stats.data_messages += 1;
-                    filled.extend(data.push(at_ms, line).map(|c| (DATA_CHANNEL, c)));
-                } else if let Some(line) = meeting_event_line(at_ms, &event, &meeting_id) {
-                    stats.meeting_events += 1;
-                    filled.extend(events.push(at_ms, line).map(|c| (MEETING_EVENTS, c)));
-                }
+                let Some(observed) = event else { break };
+                filled.extend(folders.take(observed, &meeting_id, &mut stats));
             }
-            _ = ticker.tick() => {
-                let now = now_ms();
-                filled.extend(events.due(now).map(|c| (MEETING_EVENTS, c)));
-                filled.extend(data.due(now).map(|c| (DATA_CHANNEL, c)));
-            }
+            _ = ticker.tick() => filled.extend(folders.due(now_ms())),
             _ = stop.wait_for(|stop| *stop) => break,
         }
         for (folder, chunk) in filled {
@@ -200,33 +254,23 @@ pub async fn record_text(
         }
     }
     // What the observer still holds happened before the stop.
-    while let Ok(ObservedEvent { at_ms, event }) = observer.events.try_recv() {
-        let filled = if let Some(line) = data_line(at_ms, &event) {
-            stats.data_messages += 1;
-            data.push(at_ms, line).map(|c| (DATA_CHANNEL, c))
-        } else if let Some(line) = meeting_event_line(at_ms, &event, &meeting_id) {
-            stats.meeting_events += 1;
-            events.push(at_ms, line).map(|c| (MEETING_EVENTS, c))
-        } else {
-            None
-        };
-        if let Some((folder, chunk)) = filled {
+    while let Ok(observed) = observer.events.try_recv() {
+        if let Some((folder, chunk)) = folders.take(observed, &meeting_id, &mut stats) {
             stats.chunks += 1;
             writer.put(folder, chunk).await?;
         }
     }
     let ended = now_ms();
     stats.meeting_events += 1;
-    let last_events = events.push(
+    let last_events = folders.events.push(
         ended,
         event_line(ended, "CaptureEnded", json!({}), &meeting_id),
     );
-    let closing = [
-        last_events.map(|c| (MEETING_EVENTS, c)),
-        events.close().map(|c| (MEETING_EVENTS, c)),
-        data.close().map(|c| (DATA_CHANNEL, c)),
-    ];
-    for (folder, chunk) in closing.into_iter().flatten() {
+    let closing = last_events
+        .map(|c| (MEETING_EVENTS, c))
+        .into_iter()
+        .chain(folders.close());
+    for (folder, chunk) in closing {
         stats.chunks += 1;
         writer.put(folder, chunk).await?;
     }

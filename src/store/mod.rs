@@ -535,6 +535,14 @@ pub trait PresenceStore: Send + Sync + 'static {
         at: i64,
     ) -> StoreResult<()>;
 
+    /// Records a change of the meeting's live transcription in the event outbox, when the
+    /// meeting still exists.
+    async fn record_transcription_event(
+        &self,
+        meeting_id: &str,
+        event: crate::domain::meeting_events::TranscriptionEvent,
+    ) -> StoreResult<()>;
+
     /// Records that an attendee's client joined, left or dropped at `at`, and keeps the
     /// meeting's idle clock: it starts when the last connected attendee goes.
     async fn record_presence(

@@ -13,6 +13,7 @@ use carillon::server::{self, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod signal;
+pub mod talk;
 pub mod tls;
 
 pub const ACCESS_KEY_ID: &str = "AKIDCARILLONTEST";

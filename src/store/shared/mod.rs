@@ -169,13 +169,7 @@ pub fn event_row(
     attendee: Option<(&str, &str)>,
     at: i64,
 ) -> StoreResult<EventRow> {
-    let facts = MeetingFacts {
-        account_id: &meeting.account_id,
-        control_region: &meeting.control_region,
-        meeting_id: &meeting.meeting_id,
-        external_meeting_id: meeting.external_meeting_id.as_deref(),
-        media_region: &meeting.media_region,
-    };
+    let facts = meeting_facts(meeting);
     let attendee = attendee.map(|(attendee_id, external_user_id)| AttendeeFacts {
         attendee_id,
         external_user_id,
@@ -188,6 +182,17 @@ pub fn event_row(
         body,
         recorded_at_ms: real_now_ms(),
     })
+}
+
+/// What an event says about its meeting.
+pub fn meeting_facts(meeting: &MeetingRecord) -> MeetingFacts<'_> {
+    MeetingFacts {
+        account_id: &meeting.account_id,
+        control_region: &meeting.control_region,
+        meeting_id: &meeting.meeting_id,
+        external_meeting_id: meeting.external_meeting_id.as_deref(),
+        media_region: &meeting.media_region,
+    }
 }
 
 /// Real milliseconds since the epoch, as an outbox row records when it was written (delivery

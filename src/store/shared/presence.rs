@@ -7,7 +7,7 @@ use super::{
     AttendeeKey, Backend, Columns, MeetingKey, Session, connection_state, presence_events,
     record_event,
 };
-use crate::domain::meeting_events::EventType;
+use crate::domain::meeting_events::{self, EventType, TranscriptionEvent};
 use crate::store::{
     AttendeePresence, MeetingRecord, PresenceChange, PresenceStore, StoreError, StoreResult,
 };
@@ -149,6 +149,20 @@ async fn record_media_event<S: PresenceRows>(
     Ok(())
 }
 
+/// The outbox row of a transcription event of `meeting`.
+fn transcription_event_row(
+    meeting: &MeetingRecord,
+    event: &TranscriptionEvent,
+) -> StoreResult<super::EventRow> {
+    let facts = super::meeting_facts(meeting);
+    Ok(super::EventRow {
+        meeting_id: meeting.meeting_id.clone(),
+        targets: super::to_json(&meeting_events::targets(meeting.notifications.as_ref()))?,
+        body: meeting_events::transcription_envelope(&facts, event),
+        recorded_at_ms: super::real_now_ms(),
+    })
+}
+
 async fn meeting_presence<S: PresenceRows>(
     session: &mut S,
     key: MeetingKey<'_>,
@@ -183,6 +197,25 @@ where
         };
         self.write(event, |session, event| {
             Box::pin(record_media_event(session, event))
+        })
+        .await
+    }
+
+    async fn record_transcription_event(
+        &self,
+        meeting_id: &str,
+        event: TranscriptionEvent,
+    ) -> StoreResult<()> {
+        let args = (meeting_id.to_owned(), event);
+        self.write(args, |session, (meeting_id, event)| {
+            Box::pin(async move {
+                let Some(meeting) = session.meeting_by_id(meeting_id).await? else {
+                    return Ok(());
+                };
+                session
+                    .append_event(transcription_event_row(&meeting, event)?)
+                    .await
+            })
         })
         .await
     }
