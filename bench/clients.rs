@@ -59,15 +59,21 @@ impl Drop for Process {
 /// The account the benchmarks' servers run as.
 pub const ACCOUNT_ID: &str = "111122223333";
 
-/// Starts `binary serve` on a free loopback port with its data in `data`; returns the process
-/// and the API endpoint once it accepts connections.
-pub fn start_carillon(binary: &Path, data: &Path, keys: &Keys) -> (Process, String) {
+/// Starts `binary serve` with `flags` on a free loopback port with its data in `data`; returns
+/// the process and the API endpoint once it accepts connections.
+pub fn start_carillon(
+    binary: &Path,
+    data: &Path,
+    keys: &Keys,
+    flags: &[String],
+) -> (Process, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")
         .port();
     let child = Command::new(binary)
         .arg("serve")
+        .args(flags)
         .env("RUST_LOG", "warn")
         .env("CARILLON_LISTEN", format!("127.0.0.1:{port}"))
         .env("CARILLON_DATA_DIR", data)

@@ -9,13 +9,20 @@
 //! - `many-recorded`: `many` with a media capture pipeline recording each meeting's audio into
 //!   the embedded folder sink (issue 26): its CPU against `many`'s, in the same run, is what
 //!   recording costs; the bytes written are reported per recorded meeting.
+//! - `many-transcribed`: `many` with live transcription in each meeting (issue 27), through the
+//!   pocketsphinx fixture engine of tests/transcription (its Python from
+//!   CARILLON_BENCH_TRANSCRIPTION_PYTHON, else target/compat/transcription/bin/python; the
+//!   scenario is skipped with a note when neither is there). The engine's own CPU is not the
+//!   server's: `many-transcribed` against `many` is what transcribing every attendee costs the
+//!   server (decoding each one, cutting utterances, the requests), with the engine as far behind
+//!   as one engine on a shared 2-core machine is.
 //!
 //! For each server: its CPU (user + system from /proc, so the load generator does not count) per
 //! participant, downlink loss by RTP sequence numbers, downlink frames per second per listener,
 //! peak RSS. `--server NAME=PATH` adds binaries to compare (for example the loudest-speaker
 //! forwarder that the mixer replaced: `bench/run media` builds it from commit bfac69d).
 //!
-//!   cargo bench --bench media -- [--quick] [--server NAME=PATH]... [--scenario big|many|latency]
+//!   cargo bench --bench media -- [--quick] [--server NAME=PATH]... [--scenario NAME[,NAME...]]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -232,10 +239,14 @@ async fn scenario(
     voices: Vec<Vec<(Voice, bool)>>,
     measure: Duration,
     recordings: Option<&std::path::Path>,
+    transcribed: bool,
 ) -> Measured {
     let api = sdk(endpoint, &KEYS);
     let per_meeting = voices.iter().map(Vec::len).max().unwrap_or(0);
     let rooms = setup(&api, "bench-", voices.len(), per_meeting).await;
+    if transcribed {
+        transcribe_meetings(&api, &rooms).await;
+    }
     // A server from before recording (a --server to compare) records nothing: no figure.
     let recordings = match recordings {
         Some(folder) if clients::record_meetings(endpoint, &KEYS, &rooms).await => Some(folder),
@@ -319,6 +330,76 @@ fn rooms_recorded(folder: &std::path::Path) -> usize {
     std::fs::read_dir(folder).map_or(0, |entries| entries.count())
 }
 
+/// Starts live transcription in each meeting of `rooms` (English); false when the server does
+/// not transcribe (an older build, or no engine).
+pub async fn transcribe_meetings(
+    api: &aws_sdk_chimesdkmeetings::Client,
+    rooms: &[(String, Vec<String>)],
+) -> bool {
+    use aws_sdk_chimesdkmeetings::types::{
+        EngineTranscribeSettings, TranscribeLanguageCode, TranscriptionConfiguration,
+    };
+    for (url, _) in rooms {
+        let meeting_id = url.rsplit('/').next().expect("meeting id");
+        let started = api
+            .start_meeting_transcription()
+            .meeting_id(meeting_id)
+            .transcription_configuration(
+                TranscriptionConfiguration::builder()
+                    .engine_transcribe_settings(
+                        EngineTranscribeSettings::builder()
+                            .language_code(TranscribeLanguageCode::EnUs)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await;
+        if let Err(error) = started {
+            eprintln!("this server does not transcribe: {error:?}");
+            return false;
+        }
+    }
+    true
+}
+
+/// The pocketsphinx fixture engine of tests/transcription, for `many-transcribed`.
+struct TranscriptionEngine {
+    child: std::process::Child,
+    url: String,
+}
+
+impl TranscriptionEngine {
+    fn start() -> Option<TranscriptionEngine> {
+        use std::io::BufRead;
+        let python = std::env::var("CARILLON_BENCH_TRANSCRIPTION_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from("target/compat/transcription/bin/python"));
+        if !python.exists() {
+            return None;
+        }
+        let mut child = std::process::Command::new(python)
+            .args(["tests/transcription/engine.py", "--port", "0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take()?)
+            .read_line(&mut line)
+            .ok()?;
+        let url = line.trim().strip_prefix("listening on ")?.to_string();
+        Some(TranscriptionEngine { child, url })
+    }
+}
+
+impl Drop for TranscriptionEngine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -361,6 +442,7 @@ fn main() {
         ),
         ("many", many(many_meetings)),
         ("many-recorded", many(many_meetings)),
+        ("many-transcribed", many(many_meetings)),
         (
             "latency",
             vec![vec![
@@ -370,23 +452,38 @@ fn main() {
             ]],
         ),
     ];
-    // `--scenario NAME` runs only that one (for profiling).
+    // `--scenario NAME[,NAME…]` runs only those (for profiling, or a pair to compare).
     let only = args
         .windows(2)
         .find(|w| w[0] == "--scenario")
         .map(|w| w[1].clone());
     let scenarios: Vec<_> = scenarios
         .into_iter()
-        .filter(|(name, _)| only.as_deref().is_none_or(|o| o == *name))
+        .filter(|(name, _)| {
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|o| o == *name))
+        })
         .collect();
     println!(
         "| server | scenario | participants (connected) | server CPU % of a core | CPU per participant % | downlink loss % | downlink frames/s per listener | onset delay p50 / max ms | peak RSS MiB | recorded meetings, KiB/s written each |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
+    let engine = TranscriptionEngine::start();
     for (name, scenario_voices) in &scenarios {
+        let transcribed = name.ends_with("-transcribed");
+        let mut flags = Vec::new();
+        if transcribed {
+            let Some(engine) = &engine else {
+                eprintln!(
+                    "NOTE: {name} skipped: no transcription engine (set CARILLON_BENCH_TRANSCRIPTION_PYTHON to the Python of tests/transcription/requirements.txt)"
+                );
+                continue;
+            };
+            flags = vec!["--transcription-engine".to_string(), engine.url.clone()];
+        }
         for (server_name, binary) in &servers {
             let data = tempfile::tempdir().expect("tempdir");
-            let (server, endpoint) = start_carillon(binary, data.path(), &KEYS);
+            let (server, endpoint) = start_carillon(binary, data.path(), &KEYS, &flags);
             let bucket = data.path().join("buckets/bench-recordings");
             let recordings = name.ends_with("-recorded").then_some(bucket.as_path());
             let m = runtime.block_on(scenario(
@@ -395,6 +492,7 @@ fn main() {
                 scenario_voices.clone(),
                 measure,
                 recordings,
+                transcribed,
             ));
             let recorded = m.recorded.map_or("-".to_string(), |(meetings, bytes)| {
                 let per_second = bytes as f64 / 1024.0 / measure.as_secs_f64();

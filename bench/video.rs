@@ -578,7 +578,7 @@ async fn carillon_step(
     record: bool,
 ) -> Measured {
     let data = tempfile::tempdir().expect("tempdir");
-    let (server, endpoint) = start_carillon(binary, data.path(), &KEYS);
+    let (server, endpoint) = start_carillon(binary, data.path(), &KEYS, &[]);
     let pid = server.child.id();
     let rooms = setup(&sdk(&endpoint, &KEYS), publishers, 1 + viewers).await;
     let recording = record && clients::record_meetings(&endpoint, &KEYS, &rooms).await;

@@ -800,6 +800,24 @@ async fn outbox(store: &dyn Store) {
         .record_media_event(&id, "nobody", "nobody", EventType::AttendeeVideoStarted, 15)
         .await
         .expect("an unknown attendee records nothing");
+    let transcription = |at_ms| crate::domain::meeting_events::TranscriptionEvent {
+        event_type: "chime:TranscriptionStarted",
+        region: "us-east-1".into(),
+        configuration: r#"{"EngineTranscribeSettings":{"LanguageCode":"en-US"}}"#.into(),
+        message: None,
+        at_ms,
+    };
+    store
+        .record_transcription_event(&id, transcription(16_000))
+        .await
+        .expect("transcription event");
+    store
+        .record_transcription_event(
+            "00000000-0000-4000-8000-000000000000",
+            transcription(16_000),
+        )
+        .await
+        .expect("a meeting that is not there records nothing");
     store
         .record_presence(&id, &attendee_id, PresenceChange::Left, 20)
         .await
@@ -832,6 +850,7 @@ async fn outbox(store: &dyn Store) {
             "chime:AttendeeJoined",
             "chime:AttendeeVideoStarted",
             "chime:AttendeeContentJoined",
+            "chime:TranscriptionStarted",
             "chime:AttendeeLeft",
             "chime:AttendeeDeleted",
             "chime:MeetingEnded"
@@ -854,6 +873,15 @@ async fn outbox(store: &dyn Store) {
     let joined: serde_json::Value = serde_json::from_str(&events[3].body).expect("json");
     assert_eq!(joined["detail"]["externalUserId"], "José");
     assert_eq!(joined["detail"]["timestamp"], 10_000);
+    let started: serde_json::Value = serde_json::from_str(&events[6].body).expect("json");
+    assert_eq!(started["detail-type"], "Chime Meeting State Change");
+    assert_eq!(started["detail"]["meetingId"], id.as_str());
+    assert_eq!(started["detail"]["transcriptionRegion"], "us-east-1");
+    assert_eq!(
+        started["detail"]["transcriptionConfiguration"],
+        r#"{"EngineTranscribeSettings":{"LanguageCode":"en-US"}}"#
+    );
+    assert_eq!(started["detail"]["timestamp"], 16_000);
 
     // One node at a time holds a sink; another takes it over once the lease runs out.
     assert!(
@@ -930,7 +958,7 @@ async fn outbox(store: &dyn Store) {
     );
 
     // Retention: nothing recorded before the oldest event goes; then the oldest two of the
-    // nine, whatever the cutoff (the limit bounds one call); then the rest. Numbers go on.
+    // ten, whatever the cutoff (the limit bounds one call); then the rest. Numbers go on.
     let oldest = events.iter().map(|e| e.recorded_at_ms).min().unwrap_or(0);
     assert_eq!(store.prune_events(oldest, 100).await.expect("prune"), 0);
     assert_eq!(store.prune_events(i64::MAX, 2).await.expect("prune"), 2);
@@ -939,7 +967,7 @@ async fn outbox(store: &dyn Store) {
         left.iter().map(|e| e.seq).collect::<Vec<_>>(),
         events[2..].iter().map(|e| e.seq).collect::<Vec<_>>()
     );
-    assert_eq!(store.prune_events(i64::MAX, 100).await.expect("prune"), 7);
+    assert_eq!(store.prune_events(i64::MAX, 100).await.expect("prune"), 8);
     assert!(store.outbox_after(0, 100).await.expect("outbox").is_empty());
     assert_eq!(store.prune_events(i64::MAX, 100).await.expect("prune"), 0);
     let mut later = meeting("events", "after the prune", 5);

@@ -4,8 +4,9 @@
 //! The mixer hands a session's tap a 20 ms frame of 48 kHz PCM for every tick the session
 //! played something. A frame is voiced when its level is above a threshold; an utterance
 //! starts after a few voiced frames (with a little audio from before, so that its first
-//! consonant is not clipped) and ends after a stretch of unvoiced ones, a gap in the ticks (the
-//! session stopped sending), or at its longest. While it runs, a growing snapshot is offered
+//! consonant is not clipped) and ends after a stretch of unvoiced ones, a gap in the ticks as
+//! long (the session stopped sending; a shorter gap is silence within the utterance), or at its
+//! longest. While it runs, a growing snapshot is offered
 //! every second for a partial result.
 //!
 //! Audio is kept at 16 kHz in 16-bit samples, what every OpenAI-compatible server reads: a
@@ -81,15 +82,64 @@ pub fn wav(samples: &[i16]) -> Vec<u8> {
     out
 }
 
-/// A 48 kHz frame at 16 kHz: each output sample the mean of three inputs (a box filter, enough
-/// against aliasing for speech, whose energy is far below 8 kHz).
-fn downsample(frame: &[f32]) -> [i16; FRAME_16K] {
-    let mut out = [0i16; FRAME_16K];
-    for (slot, three) in out.iter_mut().zip(frame.chunks_exact(3)) {
-        let mean = three.iter().sum::<f32>() / 3.0;
-        *slot = (mean.clamp(-1.0, 1.0) * f32::from(i16::MAX)) as i16;
+/// Taps of the low-pass filter before decimation.
+const FILTER_TAPS: usize = 48;
+
+/// 48 kHz to 16 kHz: a windowed-sinc low-pass (Blackman, cut at 7 kHz) then every third sample.
+/// Speech recognisers lose words to aliasing: the 8 to 16 kHz band that a plain decimation, or a
+/// mean of three, folds back over the consonants.
+struct Downsampler {
+    taps: [f32; FILTER_TAPS],
+    /// The last input samples, newest last, for the filter to reach across frames.
+    history: [f32; FILTER_TAPS],
+}
+
+impl Downsampler {
+    fn new() -> Downsampler {
+        let cutoff = 7_000.0 / 48_000.0;
+        let middle = (FILTER_TAPS - 1) as f32 / 2.0;
+        let mut taps = [0f32; FILTER_TAPS];
+        for (i, tap) in taps.iter_mut().enumerate() {
+            let x = i as f32 - middle;
+            let sinc = if x == 0.0 {
+                2.0 * cutoff
+            } else {
+                (2.0 * std::f32::consts::PI * cutoff * x).sin() / (std::f32::consts::PI * x)
+            };
+            let phase = 2.0 * std::f32::consts::PI * i as f32 / (FILTER_TAPS - 1) as f32;
+            let window = 0.42 - 0.5 * phase.cos() + 0.08 * (2.0 * phase).cos();
+            *tap = sinc * window;
+        }
+        let gain: f32 = taps.iter().sum();
+        for tap in &mut taps {
+            *tap /= gain;
+        }
+        Downsampler {
+            taps,
+            history: [0.0; FILTER_TAPS],
+        }
     }
-    out
+
+    /// One 20 ms frame at 16 kHz.
+    fn frame(&mut self, frame: &[f32]) -> [i16; FRAME_16K] {
+        let mut out = [0i16; FRAME_16K];
+        for (slot, three) in out.iter_mut().zip(frame.chunks_exact(3)) {
+            for sample in three {
+                self.history.rotate_left(1);
+                if let Some(newest) = self.history.last_mut() {
+                    *newest = *sample;
+                }
+            }
+            let filtered: f32 = self
+                .history
+                .iter()
+                .zip(self.taps.iter())
+                .map(|(x, tap)| x * tap)
+                .sum();
+            *slot = (filtered.clamp(-1.0, 1.0) * f32::from(i16::MAX)) as i16;
+        }
+        out
+    }
 }
 
 /// The RMS level of a frame in dBFS (-inf for digital silence).
@@ -123,6 +173,7 @@ pub struct Segmenter {
     utterances: u64,
     /// Whether running utterances offer partial snapshots.
     partials: bool,
+    downsampler: Downsampler,
 }
 
 impl Segmenter {
@@ -133,6 +184,7 @@ impl Segmenter {
             last_tick: None,
             utterances: 0,
             partials,
+            downsampler: Downsampler::new(),
         }
     }
 
@@ -140,16 +192,28 @@ impl Segmenter {
     /// what is ready: the utterance a gap or a pause ended, and the new one's first snapshot.
     pub fn push(&mut self, tick: u64, at_ms: i64, samples: &[f32]) -> Vec<Utterance> {
         let mut ready = Vec::new();
-        // A gap in the ticks: the session sent nothing for a while, which ends what it said.
-        let gap = self
+        // A gap in the ticks: the session played nothing for a while. A long one (as long as
+        // the pause that ends an utterance) ends what it said; a short one (the mixer waiting
+        // for late packets) is a hole of silence in it, so that a sentence is not cut in two.
+        let missing = self
             .last_tick
-            .is_some_and(|last| tick.saturating_sub(last) > 1);
+            .map_or(0, |last| tick.saturating_sub(last).saturating_sub(1));
         self.last_tick = Some(tick);
-        if gap {
+        if missing >= END_FRAMES as u64 {
             ready.extend(self.finish());
+        } else if missing > 0
+            && let Some(running) = &mut self.running
+        {
+            let missing = missing as usize;
+            running
+                .samples
+                .resize(running.samples.len() + missing * FRAME_16K, 0);
+            running.frames += missing;
+            running.since_partial += missing;
+            running.unvoiced_run += missing;
         }
         let voiced = level_dbfs(samples) > VOICED_DBFS;
-        let pcm = downsample(samples);
+        let pcm = self.downsampler.frame(samples);
         match &mut self.running {
             Some(running) => {
                 running.samples.extend_from_slice(&pcm);
@@ -282,17 +346,65 @@ mod tests {
         // Four voiced frames start an utterance that is too short to keep.
         assert!(feed(&mut segmenter, 0, 4, &speech).is_empty());
         assert!(feed(&mut segmenter, 4, 40, &quiet).is_empty());
-        // Speech, then the session stops sending: the next frame after the gap ends it.
-        assert!(feed(&mut segmenter, 100, 60, &speech).is_empty());
+        // Speech with a 100 ms hole (the mixer waiting for late packets) is one utterance;
+        // then the session stops sending, and the next frame after that gap ends it.
+        assert!(feed(&mut segmenter, 100, 30, &speech).is_empty());
+        assert!(feed(&mut segmenter, 135, 30, &speech).is_empty());
         let ended = feed(&mut segmenter, 400, 1, &quiet);
         assert_eq!(ended.len(), 1);
         assert_eq!(ended[0].number, 2);
+        assert_eq!(
+            ended[0].samples.len(),
+            65 * FRAME_16K,
+            "speech, the hole, speech"
+        );
         // Twelve seconds without a pause come out as a 10 s utterance and the rest.
         let long = feed(&mut segmenter, 500, 600, &speech);
         assert_eq!(long.len(), 1);
         assert_eq!((long[0].number, long[0].partial), (3, false));
         assert_eq!(long[0].samples.len(), MAX_FRAMES * FRAME_16K);
         assert!(segmenter.finish().is_some_and(|rest| rest.number == 4));
+    }
+
+    /// The power of a 16 kHz signal at `frequency` (one DFT bin).
+    fn power_at(samples: &[i16], frequency: f32) -> f32 {
+        let (mut re, mut im) = (0f32, 0f32);
+        for (i, s) in samples.iter().enumerate() {
+            let phase = 2.0 * std::f32::consts::PI * frequency * i as f32 / 16_000.0;
+            re += f32::from(*s) * phase.cos();
+            im += f32::from(*s) * phase.sin();
+        }
+        (re * re + im * im) / (samples.len() as f32).powi(2)
+    }
+
+    #[test]
+    fn downsampling_keeps_speech_and_stops_what_would_alias() {
+        let run = |frequency: f32| {
+            let mut downsampler = Downsampler::new();
+            let mut out = Vec::new();
+            for frame in 0..20 {
+                let samples: Vec<f32> = (0..FRAME_SAMPLES)
+                    .map(|i| {
+                        let t = (frame * FRAME_SAMPLES + i) as f32 / 48_000.0;
+                        0.5 * (2.0 * std::f32::consts::PI * frequency * t).sin()
+                    })
+                    .collect();
+                out.extend_from_slice(&downsampler.frame(&samples));
+            }
+            out
+        };
+        // 1 kHz passes at its level; 11 kHz (which would fold to 5 kHz) is gone.
+        let speech = power_at(&run(1_000.0), 1_000.0);
+        let expected = (0.5 * f32::from(i16::MAX) / 2.0).powi(2);
+        assert!(
+            (speech / expected - 1.0).abs() < 0.1,
+            "{speech} vs {expected}"
+        );
+        let folded = power_at(&run(11_000.0), 5_000.0);
+        assert!(
+            folded < expected * 1e-3,
+            "11 kHz folds to 5 kHz at {folded}"
+        );
     }
 
     #[test]
