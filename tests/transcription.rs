@@ -159,6 +159,14 @@ fn en_us() -> meetings::types::TranscriptionConfiguration {
         .build()
 }
 
+fn signaling_url(meeting: &meetings::types::Meeting) -> String {
+    meeting
+        .media_placement
+        .as_ref()
+        .and_then(|p| p.signaling_url.clone())
+        .expect("signaling url")
+}
+
 async fn attendee(client: &meetings::Client, meeting_id: &str, name: &str) -> (String, String) {
     let created = client
         .create_attendee()
@@ -200,11 +208,7 @@ async fn attendees_receive_attributed_partial_and_final_transcripts() {
     let client = server.client();
     let meeting = common::create_meeting(&client, "transcribed").await;
     let meeting_id = meeting.meeting_id.clone().expect("id");
-    let signaling_url = meeting
-        .media_placement
-        .as_ref()
-        .and_then(|p| p.signaling_url.clone())
-        .expect("signaling url");
+    let signaling_url = signaling_url(&meeting);
     let (speaker_id, speaker_token) = attendee(&client, &meeting_id, "José «Pepe»").await;
     let (_, listener_token) = attendee(&client, &meeting_id, "Zoë").await;
 
@@ -338,11 +342,7 @@ async fn an_engine_that_is_down_interrupts_and_one_that_comes_back_resumes() {
     let client = server.client();
     let meeting = common::create_meeting(&client, "interrupted").await;
     let meeting_id = meeting.meeting_id.clone().expect("id");
-    let signaling_url = meeting
-        .media_placement
-        .as_ref()
-        .and_then(|p| p.signaling_url.clone())
-        .expect("signaling url");
+    let signaling_url = signaling_url(&meeting);
     let (_, token) = attendee(&client, &meeting_id, "Zoë").await;
     // The first sentence at 3 s, while the engine is down; the engine comes up at 9 s; the
     // second sentence at 12 s.
@@ -402,6 +402,75 @@ async fn an_engine_that_is_down_interrupts_and_one_that_comes_back_resumes() {
     assert!(
         SENTENCES[1].1.iter().all(|word| text.contains(word)),
         "the sentence after the engine came back is transcribed: {text:?}"
+    );
+    drop(engine);
+}
+
+/// An engine slower than speech (6 s a request, one at a time) while an attendee says six
+/// sentences 0.8 s apart: each speaker queues at most two utterances and drops the rest
+/// (counted), and slowness alone is no failure (no `interrupted`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_engine_loses_utterances_not_the_meeting() {
+    let Some(engine) =
+        Engine::start("a_slow_engine_loses_utterances_not_the_meeting", 0, 6.0).await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine_url = engine.url.clone();
+    let server = TestServer::start_with(move |config| {
+        config.transcription_engine = Some(engine_url);
+        config.transcription_concurrency = 1;
+    })
+    .await;
+    let client = server.client();
+    let meeting = common::create_meeting(&client, "slow engine").await;
+    let meeting_id = meeting.meeting_id.clone().expect("id");
+    let signaling_url = signaling_url(&meeting);
+    let (_, token) = attendee(&client, &meeting_id, "«Ana»").await;
+    // The sentence without speak.sh's second of silence on each side.
+    let sentence = speech(dir.path(), &[SENTENCES[0].0], Duration::ZERO);
+    let loud = |s: &&f32| s.abs() > 1e-3;
+    let first = sentence.iter().position(|s| loud(&s)).unwrap_or(0);
+    let last = sentence.iter().rposition(|s| loud(&s)).unwrap_or(0);
+    let sentence: Arc<[f32]> = sentence.get(first..=last).unwrap_or_default().into();
+    let pause = std::iter::repeat_n(0.0, 48_000 * 4 / 5);
+    let spoken: Arc<[f32]> = std::iter::repeat_n(0.0, 48_000 * 3)
+        .chain((0..6).flat_map(|_| sentence.iter().copied().chain(pause.clone())))
+        .collect();
+    let call = Duration::from_secs_f32(spoken.len() as f32 / 48_000.0 + 1.0);
+    let speaker = tokio::spawn({
+        let url = signaling_url.clone();
+        async move { talk(&url, &token, spoken, call).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    client
+        .start_meeting_transcription()
+        .meeting_id(&meeting_id)
+        .transcription_configuration(en_us())
+        .send()
+        .await
+        .expect("StartMeetingTranscription answers 200");
+    let talked = speaker.await.expect("speaker");
+    assert!(talked.connected);
+    let captions = Captions::of(&talked.frames);
+    assert_eq!(
+        captions.status_types(),
+        [status(sdk_transcription_status::Type::Started)],
+        "a slow engine is not a failure: {:?}",
+        captions.statuses
+    );
+    let counts = server
+        .running
+        .as_ref()
+        .expect("running")
+        .api
+        .transcriptions
+        .utterances();
+    let dropped = counts.dropped.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        dropped >= 1,
+        "utterances past the queue are dropped and counted: {counts:?}"
     );
     drop(engine);
 }

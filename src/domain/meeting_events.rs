@@ -92,26 +92,37 @@ pub fn envelope(
     attendee: Option<&AttendeeFacts<'_>>,
     timestamp_ms: i64,
 ) -> String {
+    let detail = Detail {
+        version: "0",
+        event_type: kind.name(),
+        timestamp: timestamp_ms,
+        meeting_id: meeting.meeting_id,
+        external_meeting_id: meeting.external_meeting_id,
+        media_region: meeting.media_region,
+        attendee_id: attendee.map(|a| a.attendee_id),
+        external_user_id: attendee.map(|a| a.external_user_id),
+        network_type: (attendee.is_some() && kind.has_network_type()).then_some("Voip"),
+    };
+    wrap("Chime Meeting State Change", meeting, timestamp_ms, detail)
+}
+
+/// An event's `detail` in the EventBridge envelope, as JSON text.
+fn wrap<D: Serialize>(
+    detail_type: &'static str,
+    meeting: &MeetingFacts<'_>,
+    timestamp_ms: i64,
+    detail: D,
+) -> String {
     let envelope = Envelope {
         version: "0",
         id: crate::domain::ids::new_id(),
-        detail_type: "Chime Meeting State Change",
+        detail_type,
         source: "aws.chime",
         account: meeting.account_id,
         time: iso_time(timestamp_ms.div_euclid(1000)),
         region: meeting.control_region,
         resources: [],
-        detail: Detail {
-            version: "0",
-            event_type: kind.name(),
-            timestamp: timestamp_ms,
-            meeting_id: meeting.meeting_id,
-            external_meeting_id: meeting.external_meeting_id,
-            media_region: meeting.media_region,
-            attendee_id: attendee.map(|a| a.attendee_id),
-            external_user_id: attendee.map(|a| a.external_user_id),
-            network_type: (attendee.is_some() && kind.has_network_type()).then_some("Voip"),
-        },
+        detail,
     };
     // Only strings and numbers: serializing cannot fail.
     serde_json::to_string(&envelope).unwrap_or_default()
@@ -159,26 +170,21 @@ pub fn pipeline_envelope(
     media_pipeline_id: &str,
     timestamp_ms: i64,
 ) -> String {
-    let envelope = Envelope {
+    let detail = PipelineDetail {
         version: "0",
-        id: crate::domain::ids::new_id(),
-        detail_type: "Chime Media Pipeline State Change",
-        source: "aws.chime",
-        account: meeting.account_id,
-        time: iso_time(timestamp_ms.div_euclid(1000)),
-        region: meeting.control_region,
-        resources: [],
-        detail: PipelineDetail {
-            version: "0",
-            event_type: kind.name(),
-            timestamp: timestamp_ms,
-            meeting_id: meeting.meeting_id,
-            external_meeting_id: meeting.external_meeting_id,
-            media_pipeline_id,
-            media_region: meeting.media_region,
-        },
+        event_type: kind.name(),
+        timestamp: timestamp_ms,
+        meeting_id: meeting.meeting_id,
+        external_meeting_id: meeting.external_meeting_id,
+        media_pipeline_id,
+        media_region: meeting.media_region,
     };
-    serde_json::to_string(&envelope).unwrap_or_default()
+    wrap(
+        "Chime Media Pipeline State Change",
+        meeting,
+        timestamp_ms,
+        detail,
+    )
 }
 
 /// A meeting's live transcription changing state (`chime:TranscriptionStarted`, …): what the
@@ -198,28 +204,18 @@ pub struct TranscriptionEvent {
 /// The EventBridge-shaped envelope of a transcription event: a meeting event whose detail also
 /// names the transcription region and configuration, as AWS documents them.
 pub fn transcription_envelope(meeting: &MeetingFacts<'_>, event: &TranscriptionEvent) -> String {
-    let envelope = Envelope {
+    let detail = TranscriptionDetail {
         version: "0",
-        id: crate::domain::ids::new_id(),
-        detail_type: "Chime Meeting State Change",
-        source: "aws.chime",
-        account: meeting.account_id,
-        time: iso_time(event.at_ms.div_euclid(1000)),
-        region: meeting.control_region,
-        resources: [],
-        detail: TranscriptionDetail {
-            version: "0",
-            event_type: event.event_type,
-            timestamp: event.at_ms,
-            meeting_id: meeting.meeting_id,
-            external_meeting_id: meeting.external_meeting_id,
-            media_region: meeting.media_region,
-            transcription_region: &event.region,
-            transcription_configuration: &event.configuration,
-            message: event.message.as_deref(),
-        },
+        event_type: event.event_type,
+        timestamp: event.at_ms,
+        meeting_id: meeting.meeting_id,
+        external_meeting_id: meeting.external_meeting_id,
+        media_region: meeting.media_region,
+        transcription_region: &event.region,
+        transcription_configuration: &event.configuration,
+        message: event.message.as_deref(),
     };
-    serde_json::to_string(&envelope).unwrap_or_default()
+    wrap("Chime Meeting State Change", meeting, event.at_ms, detail)
 }
 
 #[derive(Serialize)]

@@ -19,7 +19,7 @@ pub mod engine;
 pub mod utterance;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -51,6 +51,38 @@ const SENDERS_EVERY: Duration = Duration::from_millis(250);
 const FINAL_TRIES: usize = 3;
 /// Room events the meeting task queues (it only looks for the meeting's end).
 const OBSERVER_EVENTS: usize = 64;
+
+/// What became of a final utterance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Transcribed,
+    /// The engine did not answer (down, busy, too slow) after every try.
+    Failed,
+    /// The speaker's queue was full: the engine was behind.
+    Dropped,
+}
+
+/// Final utterances by outcome on this node, since it started (also in `/metrics` as
+/// `carillon_transcription_utterances_total`).
+#[derive(Debug, Default)]
+pub struct UtteranceCounts {
+    pub transcribed: AtomicU64,
+    pub failed: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+impl UtteranceCounts {
+    fn count(&self, outcome: Outcome) {
+        let (counter, label) = match outcome {
+            Outcome::Transcribed => (&self.transcribed, "transcribed"),
+            Outcome::Failed => (&self.failed, "failed"),
+            Outcome::Dropped => (&self.dropped, "dropped"),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::metrics::name::TRANSCRIPTION_UTTERANCES, "outcome" => label)
+            .increment(1);
+    }
+}
 
 /// What a Start asked for, as the transcriber uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +120,8 @@ pub struct Transcriptions {
     join: Arc<JoinPlane>,
     store: Arc<dyn Store>,
     running: Mutex<HashMap<String, Running>>,
-    runs: std::sync::atomic::AtomicU64,
+    runs: AtomicU64,
+    counts: Arc<UtteranceCounts>,
 }
 
 /// Why a meeting's transcription ended.
@@ -109,8 +142,14 @@ impl Transcriptions {
             join,
             store,
             running: Mutex::new(HashMap::new()),
-            runs: std::sync::atomic::AtomicU64::new(0),
+            runs: AtomicU64::new(0),
+            counts: Arc::default(),
         })
+    }
+
+    /// Final utterances by outcome on this node.
+    pub fn utterances(&self) -> &UtteranceCounts {
+        &self.counts
     }
 
     /// Whether an engine is configured (`--transcription-engine`).
@@ -152,6 +191,7 @@ impl Transcriptions {
             engine,
             settings: settings_rx,
             interrupted: Mutex::new(None),
+            counts: self.counts.clone(),
         });
         let this = self.clone();
         let id = meeting_id.as_str().to_string();
@@ -194,15 +234,6 @@ impl Transcriptions {
         true
     }
 
-    /// Whether the meeting is being transcribed here.
-    pub fn is_transcribing(&self, meeting_id: &MeetingId) -> bool {
-        self.running.lock().is_ok_and(|running| {
-            running
-                .get(meeting_id.as_str())
-                .is_some_and(|r| !r.task.is_finished())
-        })
-    }
-
     /// The server is stopping: every transcription stops.
     pub async fn shut_down(&self) {
         let ids: Vec<String> = self
@@ -228,6 +259,7 @@ struct MeetingTranscription {
     /// Why the engine last failed, while it has not answered since (clients were told
     /// `interrupted`).
     interrupted: Mutex<Option<String>>,
+    counts: Arc<UtteranceCounts>,
 }
 
 fn now_ms() -> i64 {
@@ -459,8 +491,7 @@ async fn transcribe_speaker(
         }
         let partial = utterance.partial;
         if queue.try_send(utterance).is_err() && !partial {
-            metrics::counter!(crate::metrics::name::TRANSCRIPTION_UTTERANCES, "outcome" => "dropped")
-                .increment(1);
+            meeting.counts.count(Outcome::Dropped);
             tracing::debug!(
                 meeting_id = meeting.meeting_id.as_str(),
                 "an utterance was dropped: the engine is behind"
@@ -526,8 +557,7 @@ async fn work(
             Ok(recognized) => {
                 meeting.engine_answered().await;
                 if !utterance.partial {
-                    metrics::counter!(crate::metrics::name::TRANSCRIPTION_UTTERANCES, "outcome" => "transcribed")
-                        .increment(1);
+                    meeting.counts.count(Outcome::Transcribed);
                 }
                 if !recognized.text.is_empty() {
                     meeting.deliver(&utterance, &recognized, &speaker, &result.1);
@@ -539,8 +569,7 @@ async fn work(
             }
             Err(error) => {
                 if !utterance.partial {
-                    metrics::counter!(crate::metrics::name::TRANSCRIPTION_UTTERANCES, "outcome" => "failed")
-                        .increment(1);
+                    meeting.counts.count(Outcome::Failed);
                 }
                 meeting.engine_failed(&error).await;
             }

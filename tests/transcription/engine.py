@@ -238,7 +238,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
         # One line per request; never the transcript (it is user speech).
-        sys.stderr.write("%s %s -> %d in %.0fms %s\n" % (
+        sys.stderr.write("%s %s %s -> %d in %.0fms %s\n" % (time.strftime("%H:%M:%S"),
             self.command, self.path, status, (time.monotonic() - self.started) * 1000,
             self.audio))
 
