@@ -66,7 +66,7 @@ async function startEngine() {
       + 'fixture\'s virtualenv (target/compat/transcription/bin/python, which scripts/test creates and sets)');
   }
   engine = spawn(python, [join(fixture, 'engine.py'), '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  // One line per request ("POST /v1/audio/transcriptions -> 200 in N ms ..."), never a transcript.
+  // One line per request ("HH:MM:SS POST /v1/audio/transcriptions -> 200 in N ms ..."), never a transcript.
   createInterface({ input: engine.stderr }).on('line', (line) => engineLog.push(line));
   const lines = createInterface({ input: engine.stdout });
   return new Promise((resolve, reject) => {
@@ -324,7 +324,7 @@ test('two browsers\' transcriptionController subscribers get started, attributed
     log(`José's microphone opened ${opened - startedAt} ms from the Start; the first sentence begins at [${onsets.join(', ')}] ms; `
       + `finals at (ms from the Start): ${seen[0].finals.map((r) => `[${r.startTimeMs - startedAt}..${r.endTimeMs - startedAt}] "${r.transcript}"`).join(', ')}`);
     log(`server counters: ${(await serverCounters()).join('; ')}`);
-    const requests = engineLog.filter((line) => line.startsWith('POST /v1/audio/transcriptions'));
+    const requests = engineLog.filter((line) => line.includes('POST /v1/audio/transcriptions'));
     const engineMs = requests.map((line) => Number(line.match(/ in (\d+)ms/)?.[1])).filter(Number.isFinite).sort((a, b) => a - b);
     log(`engine: ${requests.length} transcription requests (${requests.filter((l) => !l.includes('-> 200')).length} not 200), `
       + `each answered in median ${engineMs[Math.floor(engineMs.length / 2)]} ms, max ${engineMs.at(-1)} ms`);
