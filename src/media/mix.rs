@@ -246,6 +246,11 @@ impl Source {
                     self.concealed += 1;
                     if self.concealed > MAX_CONCEALED {
                         // Stopped (muted, left, or a long outage): wait for a buffer again.
+                        tracing::debug!(
+                            rtp_time = next,
+                            first_tick = self.first_tick,
+                            "an audio source stopped: no packet for 100 ms"
+                        );
                         self.playout = None;
                         self.pcm.clear();
                         self.decoder_stale = true;
