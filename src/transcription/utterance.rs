@@ -90,8 +90,9 @@ const FILTER_TAPS: usize = 48;
 /// mean of three, folds back over the consonants.
 struct Downsampler {
     taps: [f32; FILTER_TAPS],
-    /// The last input samples, newest last, for the filter to reach across frames.
-    history: [f32; FILTER_TAPS],
+    /// The last `FILTER_TAPS - 1` input samples (newest last), then the frame being filtered:
+    /// one contiguous run that every output's window is a slice of.
+    input: Vec<f32>,
 }
 
 impl Downsampler {
@@ -116,28 +117,27 @@ impl Downsampler {
         }
         Downsampler {
             taps,
-            history: [0.0; FILTER_TAPS],
+            input: vec![0.0; FILTER_TAPS - 1],
         }
     }
 
     /// One 20 ms frame at 16 kHz.
     fn frame(&mut self, frame: &[f32]) -> [i16; FRAME_16K] {
+        self.input.extend_from_slice(frame);
         let mut out = [0i16; FRAME_16K];
-        for (slot, three) in out.iter_mut().zip(frame.chunks_exact(3)) {
-            for sample in three {
-                self.history.rotate_left(1);
-                if let Some(newest) = self.history.last_mut() {
-                    *newest = *sample;
-                }
-            }
-            let filtered: f32 = self
-                .history
+        for (k, slot) in out.iter_mut().enumerate() {
+            // The window ending at this output's third input sample.
+            let window = self.input.get(3 * k + 2..3 * k + 2 + FILTER_TAPS);
+            let filtered: f32 = window
+                .unwrap_or_default()
                 .iter()
                 .zip(self.taps.iter())
                 .map(|(x, tap)| x * tap)
                 .sum();
             *slot = (filtered.clamp(-1.0, 1.0) * f32::from(i16::MAX)) as i16;
         }
+        let keep_from = self.input.len().saturating_sub(FILTER_TAPS - 1);
+        self.input.drain(..keep_from);
         out
     }
 }
