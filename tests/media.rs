@@ -525,13 +525,24 @@ async fn a_downlink_has_a_frame_every_20_ms_alone_and_in_silence() {
 
 /// A UDP forwarder standing in for a 1:1 NAT: datagrams to `public` go to `private` from a
 /// socket of their own per client, and the answers go back from `public`. Counts what it
-/// carried each way.
+/// carried each way, and, with `lose_every` = n, loses every n-th RTP packet a client sends
+/// (never STUN, DTLS or RTCP, told apart by their first bytes, which SRTP leaves in clear).
 struct Nat {
     forwarded: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// An RTP packet (version 2, not one of RTCP's packet types 200–206).
+fn is_rtp(datagram: &[u8]) -> bool {
+    datagram.len() >= 12 && datagram[0] & 0xC0 == 0x80 && !(200..=206).contains(&datagram[1])
 }
 
 impl Nat {
     async fn start(public: SocketAddr, private: SocketAddr) -> Nat {
+        Self::lossy(public, private, None).await
+    }
+
+    async fn lossy(public: SocketAddr, private: SocketAddr, lose_every: Option<u64>) -> Nat {
         use std::collections::HashMap;
         use std::sync::Arc;
         use std::sync::atomic::{AtomicU64, Ordering};
@@ -541,8 +552,11 @@ impl Nat {
                 .expect("bind the public address"),
         );
         let forwarded = Arc::new(AtomicU64::new(0));
+        let lost = Arc::new(AtomicU64::new(0));
         let counter = forwarded.clone();
+        let lost_counter = lost.clone();
         tokio::spawn(async move {
+            let mut rtp_sent: HashMap<SocketAddr, u64> = HashMap::new();
             let mut inside: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
             let mut buf = vec![0u8; 2048];
             while let Ok((n, client)) = front.recv_from(&mut buf).await {
@@ -563,11 +577,19 @@ impl Nat {
                         socket
                     }
                 };
+                if let (Some(every), true) = (lose_every, is_rtp(&buf[..n])) {
+                    let sent = rtp_sent.entry(client).or_default();
+                    *sent += 1;
+                    if sent.is_multiple_of(every) {
+                        lost_counter.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                }
                 counter.fetch_add(1, Ordering::Relaxed);
                 let _ = upstream.send_to(&buf[..n], private).await;
             }
         });
-        Nat { forwarded }
+        Nat { forwarded, lost }
     }
 }
 
@@ -600,6 +622,49 @@ async fn media_flows_through_an_advertised_address_that_is_not_the_bound_one() {
     assert!(
         forwarded > 200,
         "the media went through the advertised address ({forwarded} datagrams)"
+    );
+}
+
+/// A lost uplink packet costs the mix at most that one frame (rebuilt from the next packet's
+/// FEC, or concealed) and never more: the packets after it go to the mixer at once instead of
+/// waiting for the lost one, so the speaker does not drop out of the mix. (str0m's default
+/// held them for 15 packets, 300 ms, and the mixer then counted the speaker as stopped:
+/// five frames concealed and a restart for every loss.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_uplink_packet_costs_the_mix_one_frame_at_most() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port();
+    let private = SocketAddr::from(([127, 0, 0, 1], port));
+    let public = SocketAddr::from(([127, 0, 0, 2], port));
+    let server = TestServer::start_with(|config| {
+        config.media_listen = Some(private);
+        config.media_public_ip = vec![public.ip()];
+    })
+    .await;
+    // 4 % of each talker's packets, one at a time: what a busy Wi-Fi loses.
+    let nat = Nat::lossy(public, private, Some(25)).await;
+    let call = alice_and_bob_talk(&server, Duration::from_secs(6)).await;
+    let (a, b) = (
+        call.alice.await.expect("alice"),
+        call.bob.await.expect("bob"),
+    );
+    assert!(a.hears(BOB), "alice hears bob: {}", a.describe());
+    assert!(b.hears(ALICE), "bob hears alice: {}", b.describe());
+    let lost = nat.lost.load(std::sync::atomic::Ordering::Relaxed);
+    let stats = server.running.as_ref().expect("running").join.media.stats();
+    let (recovered, concealed) = (stats.mixer_fec_recovered, stats.mixer_concealed);
+    println!("{lost} uplink packets lost: {recovered} rebuilt from FEC, {concealed} concealed");
+    assert!(lost >= 10, "the forwarder lost packets ({lost})");
+    assert!(
+        recovered + concealed > 0,
+        "the mixer saw the losses: {recovered} rebuilt, {concealed} concealed of {lost} lost"
+    );
+    assert!(
+        recovered + concealed <= lost,
+        "each lost packet cost at most its own frame: {recovered} rebuilt and {concealed} \
+         concealed for {lost} lost"
     );
 }
 

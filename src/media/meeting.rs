@@ -547,6 +547,15 @@ impl MeetingTask {
             .enable_bwe(Some(INITIAL_DOWNLINK_ESTIMATE))
             // Bytes sent and transport-cc loss each second, for the delivered-capacity floor.
             .set_stats_interval(Some(PEER_STATS_INTERVAL))
+            // Audio goes to the mixer the moment it arrives: the mixer's own jitter buffer
+            // orders it by RTP timestamp, takes a lost packet from the next one's FEC, and
+            // drops what comes too late. str0m's default holds every packet behind a missing
+            // sequence number until 15 more arrive (300 ms), which the mixer hears as the
+            // speaker stopping. Every lost packet did that, and so did Chrome on a clean link
+            // every 5 s: its bandwidth probes are three padding-only packets on the audio SSRC
+            // under the RED payload type, which str0m 0.25 files apart from the unwrapped Opus,
+            // so the Opus stream looked three packets short.
+            .set_reordering_size_audio(0)
             .build(Instant::now());
         for address in &self.shared.candidates {
             let candidate = Candidate::host(*address, "udp").map_err(OfferError::HostCandidate)?;
