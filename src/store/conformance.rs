@@ -1090,6 +1090,31 @@ async fn node_registry(store: &dyn Store) {
         store.meeting_host(&id).await.expect("host").as_deref(),
         Some("http://127.0.0.1:8080")
     );
+    // Failover: a move from a node that no longer hosts the meeting changes nothing; of two
+    // survivors moving it at once, one wins and both read the winner.
+    let moved = store
+        .move_meeting(&id, "http://not-the-host", "http://a")
+        .await
+        .expect("move");
+    assert_eq!(moved.as_deref(), Some("http://127.0.0.1:8080"));
+    let (by_a, by_b) = tokio::join!(
+        store.move_meeting(&id, "http://127.0.0.1:8080", "http://a"),
+        store.move_meeting(&id, "http://127.0.0.1:8080", "http://b"),
+    );
+    let (by_a, by_b) = (by_a.expect("move"), by_b.expect("move"));
+    assert_eq!(by_a, by_b, "both survivors read one host");
+    assert!(
+        matches!(by_a.as_deref(), Some("http://a" | "http://b")),
+        "{by_a:?}"
+    );
+    assert_eq!(store.meeting_host(&id).await.expect("host"), by_a);
+    assert_eq!(
+        store
+            .move_meeting("no-such-meeting", "http://a", "http://b")
+            .await
+            .expect("move"),
+        None
+    );
     store
         .delete_meeting("registry", &id, 5)
         .await

@@ -626,6 +626,16 @@ pub trait NodeStore: Send + Sync + 'static {
     /// The public URL of the node hosting the meeting (its MediaPlacement), or None when the
     /// meeting does not exist (any more).
     async fn meeting_host(&self, meeting_id: &str) -> StoreResult<Option<String>>;
+
+    /// Failover: makes the node at `to` the meeting's host if the node at `from` still is, in
+    /// one atomic step, and returns the host after it (None when the meeting is gone). Of two
+    /// nodes moving the same meeting at once, one wins and the other reads the winner.
+    async fn move_meeting(
+        &self,
+        meeting_id: &str,
+        from: &str,
+        to: &str,
+    ) -> StoreResult<Option<String>>;
 }
 
 /// Server settings (the pagination key, generated credentials).

@@ -46,4 +46,12 @@ impl NodeRows for Tx {
             .await?;
         Ok(row.map(|row| row.text(0)).transpose()?)
     }
+
+    async fn rehost(&mut self, meeting_id: &str, from: &str, to: &str) -> TxResult<u64> {
+        self.execute(
+            "UPDATE meetings SET media_base_url = $3 WHERE meeting_id = $1 AND media_base_url = $2",
+            &[&meeting_id, &from, &to],
+        )
+        .await
+    }
 }

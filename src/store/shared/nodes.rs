@@ -29,6 +29,14 @@ pub trait NodeRows: Session {
         &mut self,
         meeting_id: &str,
     ) -> impl Future<Output = Result<Option<String>, Self::Error>> + Send;
+
+    /// Makes `to` the meeting's host if `from` still is; how many meetings changed (0 or 1).
+    fn rehost(
+        &mut self,
+        meeting_id: &str,
+        from: &str,
+        to: &str,
+    ) -> impl Future<Output = Result<u64, Self::Error>> + Send;
 }
 
 /// A node from a row of (url, beat_at_ms, sessions, stopped).
@@ -65,6 +73,24 @@ where
         self.write(
             (beat.clone(), forget_before_ms),
             |session, (beat, before)| Box::pin(beat_node(session, beat, *before)),
+        )
+        .await
+    }
+
+    async fn move_meeting(
+        &self,
+        meeting_id: &str,
+        from: &str,
+        to: &str,
+    ) -> StoreResult<Option<String>> {
+        self.write(
+            (meeting_id.to_owned(), from.to_owned(), to.to_owned()),
+            |session, (meeting_id, from, to)| {
+                Box::pin(async move {
+                    session.rehost(meeting_id, from, to).await?;
+                    session.host_of(meeting_id).await
+                })
+            },
         )
         .await
     }

@@ -44,4 +44,13 @@ impl NodeRows for Connection {
             |row| row.text(0),
         )
     }
+
+    async fn rehost(&mut self, meeting_id: &str, from: &str, to: &str) -> StoreResult<u64> {
+        let changed = run(
+            self,
+            "UPDATE meetings SET media_base_url = ?3 WHERE meeting_id = ?1 AND media_base_url = ?2",
+            params![meeting_id, from, to],
+        )?;
+        Ok(changed as u64)
+    }
 }
