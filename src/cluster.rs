@@ -10,9 +10,10 @@
 //!   last beat plus the meetings this node placed on it since), which spreads a storm of creates
 //!   without herding them onto the one node that looked idlest at the last beat. This node is
 //!   always live to itself, so a store that cannot be reached places everything here.
-//! - **Hosting** (the join plane): a meeting's sessions must all be on the node its
-//!   MediaPlacement names, where its mixer and forwarder run. A join that reaches another node is
-//!   refused, with a close code that says whether the hosting node is alive or gone.
+//! - **Hosting** (the join plane): a meeting's sessions must all be on its host node, where its
+//!   mixer and forwarder run. A join that reaches another node is relayed to a live host
+//!   (`join::relay`), and takes the meeting over from a host that is gone (failover:
+//!   `JoinPlane::route_join`).
 //! - **Forgetting**: a node silent for longer than a meeting can last hosts nothing any more and
 //!   leaves the registry. On the embedded store, which is one machine, a starting node also
 //!   forgets every silent node at once: those were earlier runs of this machine, perhaps under

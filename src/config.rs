@@ -65,6 +65,13 @@ pub struct Config {
     #[arg(long, env = "CARILLON_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// One base URL for the whole cluster (a load balancer in front of every node): when set,
+    /// MediaPlacement URLs name it instead of the hosting node's --public-url. A join that
+    /// reaches a node other than the meeting's host is relayed to the host (whose --public-url
+    /// the nodes must reach), and media goes straight to the host's media address.
+    #[arg(long, env = "CARILLON_CLUSTER_URL")]
+    pub cluster_url: Option<String>,
+
     /// Attendees a meeting holds unless it sets MeetingFeatures.Attendee.MaxCount.
     #[arg(long, env = "CARILLON_MAX_ATTENDEES", default_value_t = 250,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -182,8 +189,8 @@ pub struct Config {
     pub presence_check: i64,
 
     /// A node that has not beaten into the store's node registry for this long is gone: no
-    /// meeting is placed on it, and joins for its meetings are refused (2s, 10s, 1m). Nodes beat
-    /// four times per timeout.
+    /// meeting is placed on it, and the next join for one of its meetings moves that meeting to
+    /// the node the join reached (2s, 10s, 1m). Nodes beat four times per timeout.
     #[arg(long, env = "CARILLON_NODE_TIMEOUT", default_value = "10s",
           value_parser = positive_duration)]
     pub node_timeout: i64,
@@ -406,6 +413,7 @@ impl Config {
             data_dir,
             store: None,
             public_url: None,
+            cluster_url: None,
             max_attendees: 250,
             access_key_id: None,
             secret_access_key: None,

@@ -42,6 +42,10 @@ pub mod name {
     /// (`result="miss"`).
     pub const ATTENDEE_CACHE: &str = "carillon_attendee_cache_total";
     pub const SESSIONS: &str = "carillon_signaling_sessions";
+    /// Joins this node carried to their meeting's host node (behind `--cluster-url`).
+    pub const JOINS_RELAYED: &str = "carillon_joins_relayed_total";
+    /// Meetings this node took over from a host that had stopped beating (failover).
+    pub const MEETINGS_MOVED_HERE: &str = "carillon_meetings_moved_here_total";
     pub const LIVE_MEETINGS: &str = "carillon_live_meetings";
     pub const LIVE_ATTENDEES: &str = "carillon_live_attendees";
     pub const STORE_DURATION: &str = "carillon_store_duration_seconds";
@@ -75,6 +79,16 @@ pub mod name {
 pub fn record_store(backend: &'static str, kind: &'static str, started: std::time::Instant) {
     metrics::histogram!(name::STORE_DURATION, "backend" => backend, "kind" => kind)
         .record(started.elapsed().as_secs_f64());
+}
+
+/// A join carried to its meeting's host node.
+pub fn record_join_relayed() {
+    metrics::counter!(name::JOINS_RELAYED).increment(1);
+}
+
+/// A meeting taken over from a host that stopped beating.
+pub fn record_meeting_moved_here() {
+    metrics::counter!(name::MEETINGS_MOVED_HERE).increment(1);
 }
 
 /// Copies the media plane's counters into the recorder (at scrape time: the hot path only bumps

@@ -20,7 +20,7 @@ use aws_sdk_chimesdkmeetings::types::{AttendeeFeatures, MeetingFeaturesConfigura
 use carillon::join::frames::close_code;
 use carillon::join::frames::proto::sdk_signal_frame::Type;
 use carillon::store::postgres::{ScratchSchema, test_database_url};
-use common::signal::{SignalClient, client_frame};
+use common::signal::{SignalClient, data_frame};
 use common::{ACCESS_KEY_ID, ACCOUNT_ID, SECRET_ACCESS_KEY, sdk_client};
 
 struct Node {
@@ -93,6 +93,23 @@ async fn three_nodes(test: &str) -> Option<Cluster> {
 }
 
 impl Cluster {
+    /// The node hosting the meeting, as the store says (its `--public-url`).
+    async fn stored_host(&self, meeting_id: &str) -> Option<String> {
+        let (client, connection) =
+            tokio_postgres::connect(&self._scratch.url, tokio_postgres::NoTls)
+                .await
+                .expect("the scratch schema");
+        tokio::spawn(connection);
+        client
+            .query_opt(
+                "SELECT media_base_url FROM meetings WHERE meeting_id = $1",
+                &[&meeting_id],
+            )
+            .await
+            .expect("query")
+            .map(|row| row.get(0))
+    }
+
     fn client(&self, i: usize) -> &meetings::Client {
         &self.nodes[i % self.nodes.len()].client
     }
@@ -182,13 +199,6 @@ async fn all_attendees(clients: &[&meetings::Client], meeting: &str, page: i32) 
         }
     }
     ids
-}
-
-/// Sends JOIN with `token` to `url` and returns the close the server answers with.
-async fn join_refusal(url: &str, token: &str) -> (u16, String) {
-    let mut client = SignalClient::connect(url, token).await;
-    client.send(client_frame(Type::Join)).await;
-    client.closed().await
 }
 
 #[tokio::test]
@@ -295,8 +305,10 @@ async fn three_nodes_serve_one_service() {
 }
 
 #[tokio::test]
-async fn a_meetings_clients_are_served_by_its_node_only() {
-    let Some(cluster) = three_nodes("a_meetings_clients_are_served_by_its_node_only").await else {
+async fn a_join_that_reaches_another_node_is_served_by_the_meetings_host() {
+    let Some(cluster) =
+        three_nodes("a_join_that_reaches_another_node_is_served_by_the_meetings_host").await
+    else {
         return;
     };
     let meeting = create_meeting(cluster.client(0), 250).await;
@@ -305,18 +317,32 @@ async fn a_meetings_clients_are_served_by_its_node_only() {
     let (jose_id, jose_token) = create_attendee(cluster.client(0), &meeting.id, "José").await;
     let (_, zoe_token) = create_attendee(cluster.client(1), &meeting.id, "Zoë").await;
 
-    // A join that reaches a live node not hosting the meeting is sent away.
+    // A join that reaches a live node not hosting the meeting is carried to the host: José,
+    // through another node, and Zoë, on the host, are in one room.
     let misdirected = cluster.signaling_url_on(&meeting.signaling_url, elsewhere);
-    assert_eq!(
-        join_refusal(&misdirected, &jose_token).await.0,
-        close_code::HOSTED_ELSEWHERE
-    );
-
-    // On the hosting node, a DeleteAttendee sent to another node kicks at once, over the bus.
-    let mut jose = SignalClient::connect(&meeting.signaling_url, &jose_token).await;
+    let mut jose = SignalClient::connect(&misdirected, &jose_token).await;
     jose.join().await;
     let mut zoe = SignalClient::connect(&meeting.signaling_url, &zoe_token).await;
     zoe.join().await;
+    jose.send(data_frame("chat", "¡Hola, Zoë!".as_bytes()))
+        .await;
+    let heard = zoe
+        .expect(Type::DataMessage)
+        .await
+        .data_message
+        .expect("data");
+    assert_eq!(
+        heard.messages[0].sender_attendee_id.as_deref(),
+        Some(jose_id.as_str()),
+        "the relayed client shares the host's room"
+    );
+    assert_eq!(
+        heard.messages[0].data.as_deref(),
+        Some("¡Hola, Zoë!".as_bytes())
+    );
+
+    // A DeleteAttendee sent to another node kicks at once, over the bus, and the host's
+    // AUDIO_STATUS and close come back through the relay.
     let started = std::time::Instant::now();
     cluster
         .client(elsewhere)
@@ -435,15 +461,18 @@ async fn kill_9_of_one_node_mid_storm_loses_no_acknowledged_create() {
     );
 
     // Once the dead node's beats are older than the timeout, nothing is placed on it, and a
-    // join for its meeting that reaches a survivor says its node is gone.
+    // join for its meeting that reaches a survivor moves the meeting there (failover).
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     for i in 0..12 {
         let placed = create_meeting(cluster.client(i % 2), 250).await;
         assert_ne!(cluster.host_of(&placed.signaling_url), VICTIM);
     }
     let rerouted = cluster.signaling_url_on(&doomed.signaling_url, 0);
+    let mut zoe = SignalClient::connect(&rerouted, &doomed_token).await;
+    zoe.join().await;
     assert_eq!(
-        join_refusal(&rerouted, &doomed_token).await.0,
-        close_code::HOST_GONE
+        cluster.stored_host(&doomed.id).await.as_deref(),
+        Some(format!("http://{}", cluster.nodes[0].addr).as_str()),
+        "the survivor the join reached hosts the meeting now"
     );
 }

@@ -34,9 +34,18 @@ pub fn media_placement(base_url: &str, meeting_id: &str) -> MediaPlacementOut {
     }
 }
 
-/// The Meeting shape of the caller's namespace: the legacy shape has only four members.
-pub fn meeting_json(call: &Call, meeting: &MeetingRecord) -> serde_json::Value {
-    let placement = media_placement(&meeting.media_base_url, &meeting.meeting_id);
+/// The Meeting shape of the caller's namespace: the legacy shape has only four members. Its
+/// MediaPlacement names the cluster's one address when there is one, else the hosting node.
+pub fn meeting_json(
+    call: &Call,
+    meeting: &MeetingRecord,
+    settings: &super::ApiSettings,
+) -> serde_json::Value {
+    let base = settings
+        .cluster_url
+        .as_deref()
+        .unwrap_or(&meeting.media_base_url);
+    let placement = media_placement(base, &meeting.meeting_id);
     let out = if call.is_legacy() {
         MeetingOut {
             meeting_id: meeting.meeting_id.clone(),
@@ -143,7 +152,7 @@ pub async fn create(
             .await?
     };
 
-    let mut response = json!({ "Meeting": meeting_json(call, &created.meeting) });
+    let mut response = json!({ "Meeting": meeting_json(call, &created.meeting, &state.settings) });
     if with_attendees {
         let (attendees, full) = outcomes_json(call, &outcomes);
         errors.extend(full);
@@ -179,7 +188,7 @@ pub async fn get(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
         .await?;
     Ok(Reply::Json(
         axum::http::StatusCode::OK,
-        json!({ "Meeting": meeting_json(call, &meeting) }),
+        json!({ "Meeting": meeting_json(call, &meeting, &state.settings) }),
     ))
 }
 
@@ -203,7 +212,7 @@ pub async fn list(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let more = meetings.len() > limit;
     meetings.truncate(limit);
     let mut response = json!({
-        "Meetings": meetings.iter().map(|m| meeting_json(call, m)).collect::<Vec<_>>(),
+        "Meetings": meetings.iter().map(|m| meeting_json(call, m, &state.settings)).collect::<Vec<_>>(),
     });
     if let (true, Some(last)) = (more, meetings.last()) {
         let next_token = json!(state.pages.encode(

@@ -56,8 +56,11 @@ pub const LEGACY_PREFIX: &str = "/legacy";
 /// Tunables of the API layer.
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
-    /// The base for MediaPlacement URLs, e.g. `http://127.0.0.1:8080`.
+    /// This node's base URL, e.g. `http://127.0.0.1:8080`.
     pub public_url: String,
+    /// The base of every meeting's MediaPlacement URLs (`--cluster-url`), else the hosting
+    /// node's public URL.
+    pub cluster_url: Option<String>,
     /// Attendees per meeting when the meeting does not set `MeetingFeatures.Attendee.MaxCount`.
     pub max_attendees: u32,
     /// The largest request body accepted, in bytes.

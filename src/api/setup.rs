@@ -74,6 +74,10 @@ impl ApiState {
 fn settings(config: &Config, public_url: String, sinks: &[SinkConfig]) -> ApiSettings {
     ApiSettings {
         public_url,
+        cluster_url: config
+            .cluster_url
+            .as_deref()
+            .map(|url| url.trim_end_matches('/').to_string()),
         max_attendees: config.max_attendees,
         body_limit: config.max_body_bytes,
         request_timeout: Duration::from_secs(config.request_timeout),

@@ -5,6 +5,7 @@ pub mod client_events;
 pub mod frames;
 pub mod limits;
 pub mod observe;
+pub mod relay;
 pub use crate::media;
 pub mod session;
 pub mod setup;
@@ -50,6 +51,16 @@ pub struct JoinPlane {
 pub enum Admission {
     Admitted(AttendeeRecord),
     Refused(u16, &'static str),
+}
+
+/// Where a signaling socket for a meeting is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinRoute {
+    /// By this node: it hosts the meeting, or has just taken it over, or cannot tell (the
+    /// admission then decides).
+    Here,
+    /// Relayed to the live node at this public URL, which hosts the meeting.
+    Relay(String),
 }
 
 /// Camera and content-share starts and stops waiting to be written as meeting events.
@@ -218,9 +229,11 @@ impl JoinPlane {
         }
     }
 
-    /// A refusal when the meeting's MediaPlacement names another node: its sessions, mixer and
-    /// forwarder all live there, and a session here would hear nobody. A meeting whose URL the
-    /// node registry does not know is admitted (one from an earlier run of this machine under
+    /// A refusal when the meeting is hosted on another node: its sessions, mixer and forwarder
+    /// all live there, and a session here would hear nobody. Joins are routed to the host before
+    /// they get here (`route_join`); this catches a handshake relayed here by a node whose view
+    /// of the host differs, or a host that changed in between. A meeting whose URL the node
+    /// registry does not know is admitted (one from an earlier run of this machine under
     /// another URL).
     async fn hosted_elsewhere(&self, meeting_id: &str) -> Option<Admission> {
         let cluster = self.cluster.as_ref()?;
@@ -251,6 +264,53 @@ impl JoinPlane {
             "refusing a join for a meeting hosted on another node"
         );
         Some(Admission::Refused(code, reason))
+    }
+
+    /// Where a join of `meeting_id` is served. A meeting hosted on another live node is relayed
+    /// there. A meeting whose host stopped beating moves to this node (failover): one atomic
+    /// change of host in the store, so that of several nodes taking reconnects for it at once
+    /// one wins and the others relay to the winner. A handshake another node relayed here is
+    /// never relayed on (`relayed`): the admission decides.
+    pub async fn route_join(&self, meeting_id: &str, relayed: bool) -> JoinRoute {
+        let Some(cluster) = self.cluster.as_ref().filter(|_| !relayed) else {
+            return JoinRoute::Here;
+        };
+        let Ok(Some(mut host)) = self.store.meeting_host(meeting_id).await else {
+            // Gone, or the store cannot tell now: the admission answers either.
+            return JoinRoute::Here;
+        };
+        // Bounded: a winner that is itself gone by now is taken over in turn, a few times.
+        for _ in 0..3 {
+            let gone = match cluster.host(&host) {
+                crate::cluster::Host::Here | crate::cluster::Host::Unknown => {
+                    return JoinRoute::Here;
+                }
+                crate::cluster::Host::Live(url) => return JoinRoute::Relay(url),
+                crate::cluster::Host::Gone(url) => url,
+            };
+            match self
+                .store
+                .move_meeting(meeting_id, &gone, cluster.own_url())
+                .await
+            {
+                Ok(Some(now)) if now == cluster.own_url() => {
+                    tracing::info!(
+                        meeting_id = %signaling::loggable(meeting_id),
+                        from = gone,
+                        "took over a meeting whose node stopped beating"
+                    );
+                    crate::metrics::record_meeting_moved_here();
+                    return JoinRoute::Here;
+                }
+                Ok(Some(now)) => host = now,
+                Ok(None) => return JoinRoute::Here,
+                Err(error) => {
+                    tracing::error!(%error, "store failure while moving a meeting off a gone node");
+                    return JoinRoute::Here;
+                }
+            }
+        }
+        JoinRoute::Here
     }
 
     /// Whether the token's attendee still exists (a store failure counts as yes: the admission

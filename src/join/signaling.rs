@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use tokio::time::Instant;
@@ -18,7 +18,7 @@ use super::frames::{VIDEO_SUBSCRIPTION_LIMIT, VIEW_ONLY_STATUS};
 use super::limits::{JoinLimits, UnjoinedSlot};
 use super::session::{self, Inlet, Outbound, Outlet, timestamp_ms};
 use super::video::ViewOnly;
-use super::{Admission, JoinPlane};
+use super::{Admission, JoinPlane, JoinRoute};
 use crate::domain::id::JoinToken;
 use crate::media::{Answer, AudioRole, OfferError, VideoPlan};
 use crate::store::{AttendeeRecord, PresenceChange};
@@ -45,10 +45,14 @@ fn join_token(headers: &HeaderMap) -> Option<JoinToken> {
 pub async fn upgrade(
     ws: WebSocketUpgrade,
     Path(meeting_id): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     State(plane): State<Arc<JoinPlane>>,
 ) -> Response {
     let token = join_token(&headers);
+    let meeting_id = meeting_id.to_ascii_lowercase();
+    let relayed = headers.contains_key(super::relay::RELAYED_HEADER);
+    let route = plane.route_join(&meeting_id, relayed).await;
     let limits = &plane.limits;
     // tungstenite panics on a write-buffer cap not above the write buffer, or on an empty read
     // buffer; odd operator values must not take the server down.
@@ -60,8 +64,21 @@ pub async fn upgrade(
         .read_buffer_size(limits.read_buffer_bytes.max(1024))
         .write_buffer_size(write_buffer)
         .max_write_buffer_size(max_write_buffer)
-        .on_upgrade(move |socket| {
-            run_session(plane, meeting_id.to_ascii_lowercase(), token, socket)
+        .on_upgrade(move |socket| async move {
+            match route {
+                JoinRoute::Here => run_session(plane, meeting_id, token, socket).await,
+                JoinRoute::Relay(host) => {
+                    super::relay::relay(
+                        socket,
+                        &host,
+                        &meeting_id,
+                        token.as_ref(),
+                        query.as_deref(),
+                        plane.limits.max_message_bytes,
+                    )
+                    .await
+                }
+            }
         })
 }
 
