@@ -34,6 +34,8 @@ const state = {
   tiles: new Map(),
   // The WebRTC stats of the last client metric report (the SDK sends one every second).
   stats: null,
+  // How often the SDK has started reconnecting (after its signaling or media connection broke).
+  reconnects: 0,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -211,6 +213,12 @@ async function join(meeting, attendee, { simulcast = false } = {}) {
   const started = performance.now();
   return new Promise((resolve, reject) => {
     av.addObserver({
+      audioVideoDidStartConnecting: (reconnecting) => {
+        if (!reconnecting) return;
+        state.reconnects += 1;
+        state.status = 'reconnecting';
+        render();
+      },
       audioVideoDidStart: () => {
         state.status = 'started';
         render();
@@ -283,6 +291,11 @@ function roster() {
 
 function status() {
   return state.status;
+}
+
+/** How often the session has started reconnecting so far. */
+function reconnects() {
+  return state.reconnects;
 }
 
 /** Sends a realtime data message on the `chat` topic, and shows it here (the sender gets no copy). */
@@ -413,6 +426,7 @@ window.carillon = {
   audioEnergy,
   roster,
   status,
+  reconnects,
   leave,
   sendChat,
   chats,
