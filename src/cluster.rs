@@ -96,6 +96,11 @@ impl Cluster {
         &self.own_url
     }
 
+    /// How long a silent node still counts as live (`--node-timeout`).
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.timeout_ms).unwrap_or(0))
+    }
+
     /// Registers this node (a first beat, awaited, so that it is placed on from the start) and
     /// keeps beating for as long as the cluster exists.
     pub async fn start(self: &Arc<Self>, load: LoadGauge) {

@@ -149,9 +149,10 @@ ${ports.map((port) => `    server 127.0.0.1:${port} max_fails=1 fail_timeout=5s;
     (m, a) => window.carillon.join({ Meeting: m }, { Attendee: a }), Meeting, attendee)));
   for (const { call, colour } of people) await call('colourCamera', ...colour);
 
-  /** Both are in the meeting, hear each other and see each other's camera, decoding. */
+  /** Both are in the meeting, see each other's camera, decoding, and hear each other (both
+   * viewers at once, so the time measured is when the slower got there). */
   async function inTouch(within) {
-    for (const viewer of people) {
+    await Promise.all(people.map(async (viewer) => {
       const other = people.find((p) => p !== viewer);
       await until(`${viewer.name} sees ${other.name} present`, () => viewer.call('roster'), (r) => r.includes(other.name), within);
       await showsColour(viewer, other.attendee.AttendeeId, other.colour, within);
@@ -159,7 +160,7 @@ ${ports.map((port) => `    server 127.0.0.1:${port} max_fails=1 fail_timeout=5s;
       // The SDK's stats come once a second: the received audio energy rises with the next.
       const energy = await viewer.call('audioEnergy');
       await until(`${viewer.name} hears ${other.name}`, () => viewer.call('audioEnergy'), (e) => e > energy, within);
-    }
+    }));
   }
   await inTouch(15000);
 

@@ -266,6 +266,16 @@ impl JoinPlane {
         Some(Admission::Refused(code, reason))
     }
 
+    /// How long a join waits for a host that cannot be reached before giving up: until the
+    /// registry counts the host as gone (`--node-timeout`, plus a beat to learn it).
+    pub fn host_wait(&self) -> std::time::Duration {
+        self.cluster
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |cluster| {
+                cluster.timeout() + cluster.timeout() / 2
+            })
+    }
+
     /// Where a join of `meeting_id` is served. A meeting hosted on another live node is relayed
     /// there. A meeting whose host stopped beating moves to this node (failover): one atomic
     /// change of host in the store, so that of several nodes taking reconnects for it at once

@@ -41,6 +41,14 @@ pub enum RelayError {
     Connect(String),
 }
 
+impl RelayError {
+    /// Whether waiting may help: the host may be taken over, or come back; a URL this node
+    /// cannot relay to stays so.
+    pub fn may_pass(&self) -> bool {
+        !matches!(self, RelayError::Unsupported(_) | RelayError::Request(_))
+    }
+}
+
 /// The host's signaling URL for `meeting_id`: `host_url` is its `--public-url`.
 fn signaling_url(
     host_url: &str,
@@ -124,33 +132,36 @@ fn to_client(message: HostMessage) -> Option<ClientMessage> {
     })
 }
 
+/// Closes a client whose join could not be carried to its host, with a code it retries on
+/// (4503), so that its reconnect finds the meeting again once the registry knows more.
+pub async fn give_up(mut client: WebSocket, host_url: &str, meeting_id: &str, error: &RelayError) {
+    tracing::warn!(
+        meeting_id = %super::signaling::loggable(meeting_id),
+        host = host_url,
+        %error,
+        "could not relay a join to the meeting's host"
+    );
+    let close = ClientClose {
+        code: close_code::SERVER_GOING_AWAY,
+        reason: "the meeting's node cannot be reached".into(),
+    };
+    let _ = client.send(ClientMessage::Close(Some(close))).await;
+}
+
 /// Carries `client`'s join of `meeting_id` to the host at `host_url` until either side closes.
-/// When the host cannot be reached the client is closed with a code it retries on (4503), so
-/// its reconnect finds the meeting again once the registry knows more.
+/// When the host cannot be reached, the client's socket comes back untouched with the reason,
+/// for the caller to try again, serve it or give up.
 pub async fn relay(
-    mut client: WebSocket,
+    client: WebSocket,
     host_url: &str,
     meeting_id: &str,
     token: Option<&JoinToken>,
     query: Option<&str>,
     max_message_bytes: usize,
-) {
+) -> Result<(), (WebSocket, RelayError)> {
     let host = match connect(host_url, meeting_id, token, query, max_message_bytes).await {
         Ok(host) => host,
-        Err(error) => {
-            tracing::warn!(
-                meeting_id = %super::signaling::loggable(meeting_id),
-                host = host_url,
-                %error,
-                "could not relay a join to the meeting's host"
-            );
-            let close = ClientClose {
-                code: close_code::SERVER_GOING_AWAY,
-                reason: "the meeting's node cannot be reached".into(),
-            };
-            let _ = client.send(ClientMessage::Close(Some(close))).await;
-            return;
-        }
+        Err(error) => return Err((client, error)),
     };
     crate::metrics::record_join_relayed();
     let (mut to_host_sink, mut from_host) = host.split();
@@ -195,6 +206,7 @@ pub async fn relay(
             },
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

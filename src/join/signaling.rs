@@ -64,22 +64,52 @@ pub async fn upgrade(
         .read_buffer_size(limits.read_buffer_bytes.max(1024))
         .write_buffer_size(write_buffer)
         .max_write_buffer_size(max_write_buffer)
-        .on_upgrade(move |socket| async move {
-            match route {
-                JoinRoute::Here => run_session(plane, meeting_id, token, socket).await,
-                JoinRoute::Relay(host) => {
-                    super::relay::relay(
-                        socket,
-                        &host,
-                        &meeting_id,
-                        token.as_ref(),
-                        query.as_deref(),
-                        plane.limits.max_message_bytes,
-                    )
-                    .await
-                }
-            }
-        })
+        .on_upgrade(move |socket| serve_or_relay(plane, meeting_id, token, query, socket, route))
+}
+
+/// How often a join waiting for an unreachable host looks at the registry again.
+const HOST_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Serves the socket here, or relays it to the meeting's host. A host that cannot be reached
+/// (killed, say) still counts as live until its beats are older than `--node-timeout`; the join
+/// waits that out, looking at the registry again every 250 ms, and is served here as soon as
+/// this node takes the meeting over, or relayed to whichever node did. Closing at once with a
+/// retryable code would cost the client its reconnect backoff, seconds more.
+async fn serve_or_relay(
+    plane: Arc<JoinPlane>,
+    meeting_id: String,
+    token: Option<JoinToken>,
+    query: Option<String>,
+    mut socket: WebSocket,
+    mut route: JoinRoute,
+) {
+    let deadline = Instant::now() + plane.host_wait();
+    loop {
+        let host = match route {
+            JoinRoute::Here => return run_session(plane, meeting_id, token, socket).await,
+            JoinRoute::Relay(host) => host,
+        };
+        let relayed = super::relay::relay(
+            socket,
+            &host,
+            &meeting_id,
+            token.as_ref(),
+            query.as_deref(),
+            plane.limits.max_message_bytes,
+        )
+        .await;
+        let (back, error) = match relayed {
+            Ok(()) => return,
+            Err(failure) => failure,
+        };
+        if Instant::now() + HOST_RECHECK >= deadline || !error.may_pass() {
+            return super::relay::give_up(back, &host, &meeting_id, &error).await;
+        }
+        tracing::debug!(host, %error, "the meeting's host cannot be reached yet; waiting");
+        socket = back;
+        tokio::time::sleep(HOST_RECHECK).await;
+        route = plane.route_join(&meeting_id, false).await;
+    }
 }
 
 /// The close a WebSocket-level failure deserves, if the socket can still carry one. tungstenite
