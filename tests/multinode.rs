@@ -87,3 +87,41 @@ async fn kicked_through_the_other_node(first: &TestServer) {
     assert_eq!(zoe.closed().await.0, 4410);
     second.stop().await.expect("stops");
 }
+
+/// A node whose meeting another node took over (it was counted gone: paused, or cut off from
+/// the store, while its clients stayed) closes its sessions there with a code the client
+/// reconnects on, at its next presence check; the reconnect reaches the meeting's new host.
+#[tokio::test]
+async fn a_node_hands_over_the_sessions_of_a_meeting_another_node_took_over() {
+    let first = TestServer::start_with(|config| config.presence_check = 1).await;
+    let second = first.second_node().await;
+    let second_url = format!("http://{}", second.boot.addr);
+    let first_url = first.url();
+    let m = meeting(&first).await;
+    let (_, jose_token) = attendee(&first, &m, "José").await;
+    // Connected to the meeting's host, whichever node that is.
+    let (host, other) = if m.signaling_url.contains(&second.boot.addr.to_string()) {
+        (second_url.clone(), first_url.clone())
+    } else {
+        (first_url.clone(), second_url.clone())
+    };
+    let mut jose = SignalClient::connect(&m.signaling_url, &jose_token).await;
+    jose.join().await;
+
+    // The other node takes the meeting over, as failover does.
+    let store = &first.running.as_ref().expect("running").join.store;
+    let moved = store
+        .move_meeting(&m.id, &host, &other)
+        .await
+        .expect("move");
+    assert_eq!(moved.as_deref(), Some(other.as_str()));
+    let (code, reason) = jose.closed().await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (
+            carillon::join::frames::close_code::SERVER_GOING_AWAY,
+            "the meeting moved to another node"
+        ),
+        "closed with a code the SDK reconnects on"
+    );
+}

@@ -354,8 +354,10 @@ impl JoinPlane {
     }
 
     async fn check_presence(&self) {
+        let connected = self.rooms.connected_attendees();
+        self.hand_over_moved_meetings(&connected).await;
         let mut meeting_gone: Option<(String, bool)> = None;
-        for (meeting_id, attendee_id) in self.rooms.connected_attendees() {
+        for (meeting_id, attendee_id) in connected {
             match self.store.presence(&meeting_id, &attendee_id).await {
                 Err(crate::store::StoreError::AttendeeNotFound) => {}
                 // Present, or the store cannot tell now: the next check asks again.
@@ -385,6 +387,34 @@ impl JoinPlane {
                     &meeting_id,
                     &attendee_id,
                     audio_status::ATTENDEE_REMOVED,
+                );
+            }
+        }
+    }
+
+    /// Closes, with a code the client reconnects on, the sessions here of meetings that another
+    /// node has taken over: this node was counted gone (paused, cut off from the store) while
+    /// its clients stayed, and their reconnects now reach the meeting's new host.
+    async fn hand_over_moved_meetings(&self, connected: &[(String, String)]) {
+        let Some(cluster) = self.cluster.as_ref() else {
+            return;
+        };
+        let mut meetings: Vec<&str> = connected.iter().map(|(m, _)| m.as_str()).collect();
+        meetings.dedup();
+        for meeting_id in meetings {
+            let Ok(Some(host)) = self.store.meeting_host(meeting_id).await else {
+                continue;
+            };
+            if matches!(cluster.host(&host), crate::cluster::Host::Live(_)) {
+                tracing::warn!(
+                    meeting_id,
+                    host,
+                    "another node took this node's meeting over: closing its sessions here"
+                );
+                self.rooms.close_meeting(
+                    meeting_id,
+                    close_code::SERVER_GOING_AWAY,
+                    "the meeting moved to another node",
                 );
             }
         }

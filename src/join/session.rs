@@ -1293,6 +1293,19 @@ impl Rooms {
         })
     }
 
+    /// Closes every session of the meeting with `code`.
+    pub fn close_meeting(&self, meeting_id: &str, code: u16, reason: &'static str) {
+        self.with(|rooms| {
+            for p in rooms
+                .get(meeting_id)
+                .into_iter()
+                .flat_map(|r| r.participants.values())
+            {
+                p.outlet.end(None, code, reason);
+            }
+        })
+    }
+
     /// Closes every session of every meeting.
     pub fn close_all(&self, code: u16, reason: &'static str) {
         self.with(|rooms| {
