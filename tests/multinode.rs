@@ -125,3 +125,126 @@ async fn a_node_hands_over_the_sessions_of_a_meeting_another_node_took_over() {
         "closed with a code the SDK reconnects on"
     );
 }
+
+/// A NATS server of the test's own, with JetStream, that it can stop and start again.
+struct OwnNats {
+    binary: String,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<tokio::process::Child>,
+}
+
+impl OwnNats {
+    /// Starts `$CARILLON_TEST_NATS_SERVER` (`scripts/test` installs it and sets it), or None
+    /// when that is not set.
+    async fn start() -> Option<OwnNats> {
+        let binary = std::env::var("CARILLON_TEST_NATS_SERVER").ok()?;
+        let mut nats = OwnNats {
+            binary,
+            port: common::free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+        };
+        nats.up().await.then_some(nats)
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    async fn up(&mut self) -> bool {
+        let Ok(child) = tokio::process::Command::new(&self.binary)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+        else {
+            return false;
+        };
+        self.child = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("nats-server did not start");
+    }
+
+    async fn down(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("nats-server stops");
+        }
+    }
+}
+
+/// Notices are delivered at least once: a DeleteAttendee sent to one node while NATS is down
+/// still kicks the client on the other once NATS is back, over the bus (the presence check,
+/// which would also catch it, is an hour away here).
+#[tokio::test]
+async fn a_delete_attendee_sent_while_nats_restarts_still_kicks_its_client() {
+    let Some(mut nats) = OwnNats::start().await else {
+        eprintln!(
+            "NOTE: CARILLON_TEST_NATS_SERVER is not set, so a NATS restart is not tested here; scripts/test sets it"
+        );
+        return;
+    };
+    let subject = format!("carillontest.restart.{}", uuid::Uuid::new_v4().simple());
+    let first = TestServer::start_with(|config| {
+        config.bus = Some(nats.url());
+        config.bus_subject = subject.clone();
+        config.presence_check = 3600;
+    })
+    .await;
+    let second = first.second_node().await;
+    let second_url = format!("http://{}", second.boot.addr);
+    let m = meeting(&first).await;
+    let other = if m.signaling_url.starts_with(&second_url) {
+        first.client()
+    } else {
+        common::sdk_client(&second_url, "us-east-1")
+    };
+    let (jose_id, jose_token) = attendee(&first, &m, "José").await;
+    let mut jose = SignalClient::connect(&m.signaling_url, &jose_token).await;
+    jose.join().await;
+
+    nats.down().await;
+    other
+        .delete_attendee()
+        .meeting_id(&m.id)
+        .attendee_id(&jose_id)
+        .send()
+        .await
+        .expect("DeleteAttendee while NATS is down");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(nats.up().await, "nats-server starts again");
+    let back = std::time::Instant::now();
+    // Read in short waits: a quiet socket is not a failure here, only no kick within 30 s is.
+    let deadline = back + std::time::Duration::from_secs(30);
+    let kicked = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kicked within 30 s of NATS coming back"
+        );
+        let wait = std::time::Duration::from_millis(250);
+        if let Ok(frame) = tokio::time::timeout(wait, jose.frame()).await
+            && frame.r#type == Type::AudioStatus as i32
+        {
+            break frame.audio_status.and_then(|s| s.audio_status);
+        }
+    };
+    assert_eq!(kicked, Some(411), "AudioAttendeeRemoved");
+    println!("kicked {:?} after NATS was back", back.elapsed());
+}
