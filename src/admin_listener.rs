@@ -148,12 +148,19 @@ async fn meetings(State(admin): State<Arc<Admin>>) -> Response {
             "external_meeting_id": meeting.external_meeting_id,
             "media_region": meeting.media_region,
             "created_at": meeting.created_at,
+            // The node that hosts its media (its --public-url); failover changes it.
+            "host": meeting.media_base_url,
             "attendees": attendees,
         }));
     }
+    let cluster = admin.parts.join.cluster();
+    let nodes = cluster
+        .map(|cluster| cluster.live_nodes())
+        .unwrap_or_default();
+    let this_node = cluster.map(|cluster| cluster.own_url().to_string());
     (
         [(header::CONTENT_TYPE, "application/json")],
-        serde_json::json!({ "meetings": out }).to_string(),
+        serde_json::json!({ "meetings": out, "nodes": nodes, "this_node": this_node }).to_string(),
     )
         .into_response()
 }

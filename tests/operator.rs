@@ -107,6 +107,19 @@ async fn metrics_and_readiness_on_the_admin_listener() {
         assert!(body.contains(media), "{media} in {body}");
     }
     assert_eq!(get(admin, "/readyz", None).await, (200, "ready\n".into()));
+
+    // The admin page's data names the node hosting each meeting, and the live nodes.
+    let (status, body) = get(admin, "/admin/api/meetings", None).await;
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let own = server.url();
+    assert_eq!(page["this_node"].as_str(), Some(own.as_str()), "{page}");
+    assert_eq!(page["nodes"], serde_json::json!([own]), "{page}");
+    let listed = page["meetings"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["meeting_id"] == id.as_str()))
+        .expect("the meeting is listed");
+    assert_eq!(listed["host"].as_str(), Some(own.as_str()), "{listed}");
 }
 
 #[tokio::test]

@@ -113,11 +113,22 @@ fn wrap<D: Serialize>(
     timestamp_ms: i64,
     detail: D,
 ) -> String {
+    wrap_from("aws.chime", detail_type, meeting, timestamp_ms, detail)
+}
+
+/// The same envelope from another `source`: Carillon's own events say `carillon`.
+fn wrap_from<D: Serialize>(
+    source: &'static str,
+    detail_type: &'static str,
+    meeting: &MeetingFacts<'_>,
+    timestamp_ms: i64,
+    detail: D,
+) -> String {
     let envelope = Envelope {
         version: "0",
         id: crate::domain::ids::new_id(),
         detail_type,
-        source: "aws.chime",
+        source,
         account: meeting.account_id,
         time: iso_time(timestamp_ms.div_euclid(1000)),
         region: meeting.control_region,
@@ -216,6 +227,46 @@ pub fn transcription_envelope(meeting: &MeetingFacts<'_>, event: &TranscriptionE
         message: event.message.as_deref(),
     };
     wrap("Chime Meeting State Change", meeting, event.at_ms, detail)
+}
+
+/// The event type of a meeting taken over by another node. Carillon's own, in its namespace:
+/// AWS has no such event (Chime's media placement is not public).
+pub const MEETING_MOVED: &str = "carillon:MeetingMoved";
+
+/// The envelope of a meeting that moved from the node at `from` to the node at `to` (failover,
+/// after `from` stopped beating): source `carillon`, detail-type "Carillon Meeting State
+/// Change", and a detail shaped as Chime's meeting events are, with the two nodes' URLs.
+pub fn moved_envelope(meeting: &MeetingFacts<'_>, from: &str, to: &str, at_ms: i64) -> String {
+    let detail = MovedDetail {
+        version: "0",
+        event_type: MEETING_MOVED,
+        timestamp: at_ms,
+        meeting_id: meeting.meeting_id,
+        external_meeting_id: meeting.external_meeting_id,
+        media_region: meeting.media_region,
+        from_node: from,
+        to_node: to,
+    };
+    wrap_from(
+        "carillon",
+        "Carillon Meeting State Change",
+        meeting,
+        at_ms,
+        detail,
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MovedDetail<'a> {
+    version: &'static str,
+    event_type: &'static str,
+    timestamp: i64,
+    meeting_id: &'a str,
+    external_meeting_id: Option<&'a str>,
+    media_region: &'a str,
+    from_node: &'a str,
+    to_node: &'a str,
 }
 
 #[derive(Serialize)]

@@ -88,6 +88,11 @@ impl JoinPlane {
         self
     }
 
+    /// The nodes sharing the store, when this join plane knows them.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.as_ref()
+    }
+
     /// The same join plane with TURN credentials in every JOIN_ACK.
     pub fn with_turn(mut self, turn: Option<Arc<crate::turn::TurnMinter>>) -> Self {
         self.turn = turn;

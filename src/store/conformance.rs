@@ -1108,6 +1108,20 @@ async fn node_registry(store: &dyn Store) {
         "{by_a:?}"
     );
     assert_eq!(store.meeting_host(&id).await.expect("host"), by_a);
+    // The winner's move, and only it, is in the outbox as carillon:MeetingMoved.
+    let moves: Vec<serde_json::Value> = store
+        .outbox_after(0, 1000)
+        .await
+        .expect("outbox")
+        .iter()
+        .filter(|e| e.meeting_id == id)
+        .map(|e| serde_json::from_str(&e.body).expect("json"))
+        .filter(|body: &serde_json::Value| body["detail"]["eventType"] == "carillon:MeetingMoved")
+        .collect();
+    assert_eq!(moves.len(), 1, "one move recorded: {moves:?}");
+    assert_eq!(moves[0]["source"], "carillon");
+    assert_eq!(moves[0]["detail"]["fromNode"], "http://127.0.0.1:8080");
+    assert_eq!(moves[0]["detail"]["toNode"].as_str(), by_a.as_deref());
     assert_eq!(
         store
             .move_meeting("no-such-meeting", "http://a", "http://b")

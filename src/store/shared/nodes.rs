@@ -3,8 +3,10 @@
 
 use std::future::Future;
 
-use super::{Backend, Columns, Session};
-use crate::store::{NodeBeat, NodeStore, StoreResult};
+use super::presence::PresenceRows;
+use super::{Backend, Columns, EventRow, Session};
+use crate::domain::meeting_events;
+use crate::store::{MeetingRecord, NodeBeat, NodeStore, StoreResult};
 
 /// The steps of the node registry's logic that each backend writes in its own SQL.
 pub trait NodeRows: Session {
@@ -59,11 +61,22 @@ async fn beat_node<S: NodeRows>(
     session.nodes().await
 }
 
+/// The outbox row of `meeting` moving from the node at `from` to the node at `to`.
+fn moved_event_row(meeting: &MeetingRecord, from: &str, to: &str) -> StoreResult<EventRow> {
+    let at_ms = super::real_now_ms();
+    Ok(EventRow {
+        meeting_id: meeting.meeting_id.clone(),
+        targets: super::to_json(&meeting_events::targets(meeting.notifications.as_ref()))?,
+        body: meeting_events::moved_envelope(&super::meeting_facts(meeting), from, to, at_ms),
+        recorded_at_ms: at_ms,
+    })
+}
+
 #[async_trait::async_trait]
 impl<B> NodeStore for B
 where
     B: Backend,
-    B::Session: NodeRows,
+    B::Session: NodeRows + PresenceRows,
 {
     async fn beat_node(
         &self,
@@ -87,7 +100,15 @@ where
             (meeting_id.to_owned(), from.to_owned(), to.to_owned()),
             |session, (meeting_id, from, to)| {
                 Box::pin(async move {
-                    session.rehost(meeting_id, from, to).await?;
+                    // Only the winner's transaction changes the row, so the move is recorded
+                    // once, with it.
+                    if session.rehost(meeting_id, from, to).await? > 0
+                        && let Some(meeting) = session.meeting_by_id(meeting_id).await?
+                    {
+                        session
+                            .append_event(moved_event_row(&meeting, from, to)?)
+                            .await?;
+                    }
                     session.host_of(meeting_id).await
                 })
             },
