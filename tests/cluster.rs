@@ -110,6 +110,24 @@ impl Cluster {
             .map(|row| row.get(0))
     }
 
+    /// How many carillon:MeetingMoved events the outbox holds for the meeting.
+    async fn moves_recorded(&self, meeting_id: &str) -> i64 {
+        let (client, connection) =
+            tokio_postgres::connect(&self._scratch.url, tokio_postgres::NoTls)
+                .await
+                .expect("the scratch schema");
+        tokio::spawn(connection);
+        client
+            .query_one(
+                "SELECT count(*) FROM events WHERE meeting_id = $1 \
+                 AND body LIKE '%\"carillon:MeetingMoved\"%'",
+                &[&meeting_id],
+            )
+            .await
+            .expect("query")
+            .get(0)
+    }
+
     fn client(&self, i: usize) -> &meetings::Client {
         &self.nodes[i % self.nodes.len()].client
     }
@@ -474,5 +492,69 @@ async fn kill_9_of_one_node_mid_storm_loses_no_acknowledged_create() {
         cluster.stored_host(&doomed.id).await.as_deref(),
         Some(format!("http://{}", cluster.nodes[0].addr).as_str()),
         "the survivor the join reached hosts the meeting now"
+    );
+}
+
+/// Two survivors taking reconnects for the same orphaned meeting at once end with one host:
+/// José's join reaches one, Zoë's the other, in the same instant; one moves the meeting, the
+/// other relays to it, and the two share a room. The move is recorded once.
+#[tokio::test]
+async fn two_survivors_joined_at_once_for_an_orphaned_meeting_end_with_one_host() {
+    let Some(mut cluster) =
+        three_nodes("two_survivors_joined_at_once_for_an_orphaned_meeting_end_with_one_host").await
+    else {
+        return;
+    };
+    const VICTIM: usize = 2;
+    let orphan = loop {
+        let placed = create_meeting(cluster.client(0), 250).await;
+        if cluster.host_of(&placed.signaling_url) == VICTIM {
+            break placed;
+        }
+    };
+    let (jose_id, jose_token) = create_attendee(cluster.client(0), &orphan.id, "José").await;
+    let (_, zoe_token) = create_attendee(cluster.client(1), &orphan.id, "Zoë").await;
+    let victim = &mut cluster.nodes[VICTIM].child;
+    victim.start_kill().expect("SIGKILL");
+    victim.wait().await.expect("killed");
+    // Both survivors count the host gone (--node-timeout 2s, beats every 0.5 s).
+    tokio::time::sleep(Duration::from_millis(2_700)).await;
+
+    let (on_0, on_1) = (
+        cluster.signaling_url_on(&orphan.signaling_url, 0),
+        cluster.signaling_url_on(&orphan.signaling_url, 1),
+    );
+    let (mut jose, mut zoe) = tokio::join!(
+        async {
+            let mut jose = SignalClient::connect(&on_0, &jose_token).await;
+            jose.join().await;
+            jose
+        },
+        async {
+            let mut zoe = SignalClient::connect(&on_1, &zoe_token).await;
+            zoe.join().await;
+            zoe
+        },
+    );
+    let host = cluster.stored_host(&orphan.id).await.expect("a host");
+    let survivors = [0, 1].map(|i| format!("http://{}", cluster.nodes[i].addr));
+    assert!(survivors.contains(&host), "{host} is a survivor");
+
+    jose.send(data_frame("chat", "¿Me oyes, Zoë?".as_bytes()))
+        .await;
+    let heard = zoe
+        .expect(Type::DataMessage)
+        .await
+        .data_message
+        .expect("data");
+    assert_eq!(
+        heard.messages[0].sender_attendee_id.as_deref(),
+        Some(jose_id.as_str()),
+        "one room, whichever survivor each join reached"
+    );
+    assert_eq!(
+        cluster.moves_recorded(&orphan.id).await,
+        1,
+        "one carillon:MeetingMoved"
     );
 }

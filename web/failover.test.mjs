@@ -172,6 +172,12 @@ ${ports.map((port) => `    server 127.0.0.1:${port} max_fails=1 fail_timeout=5s;
     const before = await Promise.all(people.map(({ call }) => call('reconnects')));
     const killed = Date.now();
     nodes[victim].server.kill('SIGKILL');
+    // What a person would see during the outage, a second in (reported, not asserted).
+    setTimeout(() => Promise.all(people.map(async ({ name, call }) => {
+      const [status, roster, tiles] = [await call('status'), await call('roster'), await call('tiles')];
+      const remote = tiles.filter((t) => !t.localTile).map((t) => `${t.active ? 'active' : 'inactive'} ${t.width}x${t.height}`);
+      return `${name}: status ${status}, roster ${JSON.stringify(roster)}, remote tiles [${remote.join('; ')}]`;
+    })).then((seen) => console.log(`1 s after kill ${round}: ${seen.join(' | ')}`)).catch(() => {}), 1000);
     // Back in the meeting: each page's SDK reconnected and started again.
     await Promise.all(people.map(({ name, call }, i) => until(
       `${name} reconnects and starts again`,
