@@ -195,8 +195,9 @@ pub struct Config {
           value_parser = positive_duration)]
     pub node_timeout: i64,
 
-    /// A NATS server (nats://host:port) that carries DeleteAttendee and meeting ends to every
-    /// node sharing this node's store, so clients connected elsewhere are told too.
+    /// A NATS server with JetStream (nats://host:port) that carries DeleteAttendee and meeting
+    /// ends to every node sharing this node's store, at least once, so clients connected
+    /// elsewhere are told too.
     #[arg(long, env = "CARILLON_BUS")]
     pub bus: Option<String>,
 
