@@ -93,14 +93,20 @@ async fn three_nodes(test: &str) -> Option<Cluster> {
 }
 
 impl Cluster {
-    /// The node hosting the meeting, as the store says (its `--public-url`).
-    async fn stored_host(&self, meeting_id: &str) -> Option<String> {
+    /// A connection to the cluster's scratch schema, to read what the nodes stored.
+    async fn database(&self) -> tokio_postgres::Client {
         let (client, connection) =
             tokio_postgres::connect(&self._scratch.url, tokio_postgres::NoTls)
                 .await
                 .expect("the scratch schema");
         tokio::spawn(connection);
         client
+    }
+
+    /// The node hosting the meeting, as the store says (its `--public-url`).
+    async fn stored_host(&self, meeting_id: &str) -> Option<String> {
+        self.database()
+            .await
             .query_opt(
                 "SELECT media_base_url FROM meetings WHERE meeting_id = $1",
                 &[&meeting_id],
@@ -112,12 +118,8 @@ impl Cluster {
 
     /// How many carillon:MeetingMoved events the outbox holds for the meeting.
     async fn moves_recorded(&self, meeting_id: &str) -> i64 {
-        let (client, connection) =
-            tokio_postgres::connect(&self._scratch.url, tokio_postgres::NoTls)
-                .await
-                .expect("the scratch schema");
-        tokio::spawn(connection);
-        client
+        self.database()
+            .await
             .query_one(
                 "SELECT count(*) FROM events WHERE meeting_id = $1 \
                  AND body LIKE '%\"carillon:MeetingMoved\"%'",

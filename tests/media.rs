@@ -538,10 +538,6 @@ fn is_rtp(datagram: &[u8]) -> bool {
 }
 
 impl Nat {
-    async fn start(public: SocketAddr, private: SocketAddr) -> Nat {
-        Self::lossy(public, private, None).await
-    }
-
     async fn lossy(public: SocketAddr, private: SocketAddr, lose_every: Option<u64>) -> Nat {
         use std::collections::HashMap;
         use std::sync::Arc;
@@ -593,10 +589,9 @@ impl Nat {
     }
 }
 
-/// Behind a 1:1 NAT (a cloud VM: the socket on a private address, clients told a public one),
-/// `--media-public-ip` names the public address, and media flows through it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn media_flows_through_an_advertised_address_that_is_not_the_bound_one() {
+/// A server whose media socket is bound on 127.0.0.1 and advertised as 127.0.0.2 (same port),
+/// behind a [`Nat`] between the two that loses every `lose_every`-th RTP packet.
+async fn server_behind_a_nat(lose_every: Option<u64>) -> (TestServer, Nat) {
     // A free port, bound on the private address by the server and on the public one by the NAT.
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
@@ -609,7 +604,15 @@ async fn media_flows_through_an_advertised_address_that_is_not_the_bound_one() {
         config.media_public_ip = vec![public.ip()];
     })
     .await;
-    let nat = Nat::start(public, private).await;
+    let nat = Nat::lossy(public, private, lose_every).await;
+    (server, nat)
+}
+
+/// Behind a 1:1 NAT (a cloud VM: the socket on a private address, clients told a public one),
+/// `--media-public-ip` names the public address, and media flows through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_flows_through_an_advertised_address_that_is_not_the_bound_one() {
+    let (server, nat) = server_behind_a_nat(None).await;
     let call = alice_and_bob_talk(&server, Duration::from_secs(4)).await;
     let (a, b) = (
         call.alice.await.expect("alice"),
@@ -632,19 +635,8 @@ async fn media_flows_through_an_advertised_address_that_is_not_the_bound_one() {
 /// five frames concealed and a restart for every loss.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_uplink_packet_costs_the_mix_one_frame_at_most() {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free port")
-        .port();
-    let private = SocketAddr::from(([127, 0, 0, 1], port));
-    let public = SocketAddr::from(([127, 0, 0, 2], port));
-    let server = TestServer::start_with(|config| {
-        config.media_listen = Some(private);
-        config.media_public_ip = vec![public.ip()];
-    })
-    .await;
     // 4 % of each talker's packets, one at a time: what a busy Wi-Fi loses.
-    let nat = Nat::lossy(public, private, Some(25)).await;
+    let (server, nat) = server_behind_a_nat(Some(25)).await;
     let call = alice_and_bob_talk(&server, Duration::from_secs(6)).await;
     let (a, b) = (
         call.alice.await.expect("alice"),

@@ -14,12 +14,12 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateAttendeeCommand, CreateMeetingCommand } from '@aws-sdk/client-chime-sdk-meetings';
 import {
-  NO_BACKGROUND_THROTTLING, decodes, launchBrowser, openDemo, sdkClient, showsColour, startServer, toneWav, until,
+  NO_BACKGROUND_THROTTLING, decodes, freeTcpPort, launchBrowser, listening, openDemo, sdkClient, showsColour, startServer,
+  toneWav, until,
 } from './harness.mjs';
 
 const credentials = { accessKeyId: 'AKIDFAILOVERTEST', secretAccessKey: 'failover-test-secret' };
@@ -38,27 +38,6 @@ after(async () => {
   for (const step of cleanup.reverse()) await step();
 });
 
-async function freePort() {
-  const listener = createServer();
-  await new Promise((resolve) => listener.listen(0, '127.0.0.1', resolve));
-  const { port } = listener.address();
-  await new Promise((resolve) => listener.close(resolve));
-  return port;
-}
-
-/** Resolves once something accepts TCP connections on 127.0.0.1:`port` (within 10 s). */
-async function listening(port) {
-  for (let tries = 0; tries < 100; tries += 1) {
-    const accepted = await new Promise((resolve) => {
-      const socket = connect(port, '127.0.0.1', () => { socket.end(); resolve(true); });
-      socket.on('error', () => resolve(false));
-    });
-    if (accepted) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`nothing listens on port ${port}`);
-}
-
 const psql = (url, sql) => execFileSync('psql', [url, '-v', 'ON_ERROR_STOP=1', '-tAc', sql], { encoding: 'utf8' }).trim();
 
 /** A schema of its own in the test database; its URL selects it for every connection. */
@@ -75,9 +54,9 @@ test('a node killed under its meeting costs the attendees a reconnect, not the m
 }, async () => {
   const store = scratchSchema();
   const subject = `carillontest.failover.${Date.now()}`;
-  const front = await freePort();
+  const front = await freeTcpPort();
   const clusterUrl = `http://127.0.0.1:${front}`;
-  const ports = [await freePort(), await freePort(), await freePort()];
+  const ports = [await freeTcpPort(), await freeTcpPort(), await freeTcpPort()];
   const nodes = [];
   const startNode = async (i) => {
     const node = await startServer({

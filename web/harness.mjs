@@ -2,6 +2,7 @@
 // media devices, the demo page, and waiting.
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -51,6 +52,28 @@ export async function startServer({ name, credentials, admin = false, listen = '
     lines.on('close', () => reject(new Error(`${binary} exited before its banner named its addresses`)));
   });
   return { server, url, address, adminUrl, client: sdkClient(url, credentials, ca) };
+}
+
+/** A TCP port free on 127.0.0.1 right now. */
+export async function freeTcpPort() {
+  const listener = createServer();
+  await new Promise((resolve) => listener.listen(0, '127.0.0.1', resolve));
+  const { port } = listener.address();
+  await new Promise((resolve) => listener.close(resolve));
+  return port;
+}
+
+/** Resolves once something accepts TCP connections on 127.0.0.1:`port` (within 10 s). */
+export async function listening(port) {
+  for (let tries = 0; tries < 100; tries += 1) {
+    const accepted = await new Promise((resolve) => {
+      const socket = connect(port, '127.0.0.1', () => { socket.end(); resolve(true); });
+      socket.on('error', () => resolve(false));
+    });
+    if (accepted) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`nothing listens on port ${port}`);
 }
 
 /** A JS v3 SDK client for `endpoint`, trusting the PEM certificate `ca` if given. */

@@ -9,12 +9,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateAttendeeCommand, CreateMeetingCommand } from '@aws-sdk/client-chime-sdk-meetings';
 import {
-  hears, launchBrowser, openDemo, sdkClient, selfSignedCertificate, startServer, waitFor,
+  freeTcpPort, hears, launchBrowser, listening, openDemo, sdkClient, selfSignedCertificate, startServer, waitFor,
 } from './harness.mjs';
 
 const credentials = { accessKeyId: 'AKIDHTTPSTEST', secretAccessKey: 'https-test-secret' };
@@ -35,27 +34,6 @@ after(async () => {
 
 /** A JS v3 SDK client for `endpoint` that trusts the self-signed certificate. */
 const trusting = (endpoint) => sdkClient(endpoint, credentials, readFileSync(cert));
-
-/** Resolves once something accepts TCP connections on 127.0.0.1:`port` (within 10 s). */
-async function listening(port) {
-  for (let tries = 0; tries < 100; tries += 1) {
-    const accepted = await new Promise((resolve) => {
-      const socket = connect(port, '127.0.0.1', () => { socket.end(); resolve(true); });
-      socket.on('error', () => resolve(false));
-    });
-    if (accepted) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`nothing listens on port ${port}`);
-}
-
-async function freePort() {
-  const listener = createServer();
-  await new Promise((resolve) => listener.listen(0, '127.0.0.1', resolve));
-  const { port } = listener.address();
-  await new Promise((resolve) => listener.close(resolve));
-  return port;
-}
 
 /** Two pages join a meeting of `client` from the demo page at `pageUrl`; both hear the other. */
 async function twoJoinOver(pageUrl, client) {
@@ -100,7 +78,7 @@ test('carillon serve --tls-cert: the demo page, API and signaling over https:// 
 });
 
 test('behind nginx terminating TLS, as the recipe in docs/network.md says', { timeout: 90000 }, async () => {
-  const proxyPort = await freePort();
+  const proxyPort = await freeTcpPort();
   const proxyUrl = `https://127.0.0.1:${proxyPort}`;
   const { server, address: upstream } = await startServer({ name: 'proxied', credentials, args: ['--public-url', proxyUrl] });
   // The server block of docs/network.md, with this run's ports, certificate and scratch paths.
