@@ -120,16 +120,25 @@ for (const browsers of pairings) {
       const content = await remoteTile(zoe, contentId, 20000);
       assert.equal(content.isContent, true);
       await showsColour(zoe, contentId, CONTENT, 10000);
+      const beforeStopping = new Map(people.map((p) => [p, p.console.length]));
       await jose.call('stopContentShare');
       await tileGone(zoe, contentId, 10000);
 
       await zoe.call('sendChat', '¡hola, José! «Ana» says hi');
       await waitFor(jose.page, () => window.carillon.chats().some((m) => m.from === 'Zoë' && m.text === '¡hola, José! «Ana» says hi'));
 
-      // Join, audio, cameras, content share and a data message: not one warning or error.
+      // Join, audio, cameras, content share and a data message: not one warning or error, but
+      // for the SDK's own stats race when a stream goes away (the content share's stop), as
+      // when leaving: a stats tick between the INDEX without the stream and the resubscribe
+      // finds an inbound SSRC whose stream the index no longer has ("No attendee found for
+      // ssrc"). Seen once in CI in the Firefox + Chromium call.
+      const ssrcRace = TEARDOWN_WARNINGS.filter((known) => known.source.includes('ssrc'));
       for (const p of people) {
+        const before = complaints({ console: p.console.slice(0, beforeStopping.get(p)) });
+        const after = complaints({ console: p.console.slice(beforeStopping.get(p)) })
+          .filter((line) => !ssrcRace.some((known) => known.test(line)));
         assert.deepEqual(p.errors, [], `${p.name}'s page has no errors`);
-        assert.deepEqual(complaints(p), [], `${p.name}'s console (${p.browserName}) has no SDK warning or error`);
+        assert.deepEqual([...before, ...after], [], `${p.name}'s console (${p.browserName}) has no SDK warning or error`);
       }
       const beforeLeaving = new Map(people.map((p) => [p, p.console.length]));
 
