@@ -2,8 +2,14 @@
 //! load `carillon serve` processes, each measured in the same run:
 //!
 //! - `big`: one meeting of 250 attendees (Chime's maximum), 3 speaking, everyone else sending
-//!   silence (as a muted-by-silence browser does);
+//!   silence (as a muted-by-silence browser does); talkers send a synthetic voice;
 //! - `many`: 20 meetings of 10, everyone speaking;
+//! - `small`: 8 meetings of 10 with 3 speaking and 7 sending silence, the shape most meetings
+//!   have (issue 29's target: at most 0.3 % of a core per participant);
+//! - `codec`: the mixer's Opus encoder at each complexity on a synthetic voice (harmonics of a
+//!   gliding pitch through moving formants, syllables and pauses): microseconds per 20 ms
+//!   encode and the decoded signal's SNR against the input, to choose the mix's complexity by
+//!   its cost and what it loses;
 //! - `latency`: one meeting of 3, a speaker alternating 500 ms of tone and silence, a listener
 //!   decoding its downlink: the time from the first tone packet sent to the first loud frame heard;
 //! - `many-recorded`: `many` with a media capture pipeline recording each meeting's audio into
@@ -49,7 +55,7 @@ const KEYS: Keys = Keys {
 
 #[derive(Clone, Copy)]
 enum Voice {
-    /// A steady tone at this loudness (-dBov).
+    /// Talking without pause (the synthetic voice), at this loudness (-dBov).
     Tone(i8),
     /// Silence, level 127.
     Silent,
@@ -61,6 +67,10 @@ enum Voice {
 type Meetings = Vec<Vec<(Voice, bool)>>;
 
 struct Packets {
+    /// 5 s of the synthetic voice, what talkers send (a pure tone would be a poor stand-in:
+    /// libopus codes it in CELT at a third of a voice's cost, see the `codec` table).
+    voice: Vec<Vec<u8>>,
+    /// One second of a 440 Hz tone, the latency probe's bursts (loud from the first frame).
     tone: Vec<Vec<u8>>,
     silence: Vec<u8>,
 }
@@ -77,9 +87,23 @@ fn encode_packets() -> Packets {
             encoder.encode(&mut pcm).expect("encode")
         })
         .collect();
+    let mut speaking = Encoder::new().expect("encoder");
+    let voice = synthetic_voice()
+        .chunks_exact(FRAME_SAMPLES)
+        .take(250)
+        .map(|frame| {
+            let mut pcm = [0f32; FRAME_SAMPLES];
+            pcm.copy_from_slice(frame);
+            speaking.encode(&mut pcm).expect("encode")
+        })
+        .collect();
     let mut silent = Encoder::new().expect("encoder");
     let silence = silent.encode(&mut [0f32; FRAME_SAMPLES]).expect("encode");
-    Packets { tone, silence }
+    Packets {
+        voice,
+        tone,
+        silence,
+    }
 }
 
 #[derive(Default)]
@@ -159,7 +183,7 @@ async fn client(
         };
         if result.connected && Instant::now() >= next_frame {
             let (payload, level) = match voice {
-                Voice::Tone(level) => (packets.tone[frame_no % 50].clone(), level),
+                Voice::Tone(level) => (packets.voice[frame_no % 250].clone(), level),
                 Voice::Silent => (packets.silence.clone(), -127),
                 Voice::Probe => {
                     let phase = frame_no % 50; // 25 frames tone, 25 silence
@@ -422,7 +446,25 @@ fn main() {
             .map(|_| (0..10).map(|_| (Voice::Tone(-30), false)).collect())
             .collect()
     };
+    // Three talkers and seven silent microphones in each meeting of 10.
+    let small = |meetings: usize| -> Meetings {
+        (0..meetings)
+            .map(|_| {
+                (0..10)
+                    .map(|i| {
+                        let voice = if i < 3 {
+                            Voice::Tone(-20 - i as i8 * 5)
+                        } else {
+                            Voice::Silent
+                        };
+                        (voice, false)
+                    })
+                    .collect()
+            })
+            .collect()
+    };
     let scenarios: Vec<(&str, Meetings)> = vec![
+        ("small", small(if quick { 4 } else { 8 })),
         (
             "big",
             vec![
@@ -464,6 +506,12 @@ fn main() {
                 .is_none_or(|o| o.split(',').any(|o| o == *name))
         })
         .collect();
+    if only
+        .as_deref()
+        .is_none_or(|o| o.split(',').any(|o| o == "codec"))
+    {
+        codec_table();
+    }
     println!(
         "| server | scenario | participants (connected) | server CPU % of a core | CPU per participant % | downlink loss % | downlink frames/s per listener | onset delay p50 / max ms | peak RSS MiB | recorded meetings, KiB/s written each |"
     );
@@ -514,4 +562,136 @@ fn main() {
             drop(server);
         }
     }
+}
+
+/// 10 s of a synthetic voice at 48 kHz: a pitch gliding around 120 Hz, its harmonics shaped by
+/// three formants that move with each syllable, four syllables a second with short pauses.
+fn synthetic_voice() -> Vec<f32> {
+    const RATE: f32 = 48_000.0;
+    const VOWELS: [[f32; 3]; 4] = [
+        [700.0, 1200.0, 2600.0],
+        [300.0, 2300.0, 3000.0],
+        [500.0, 900.0, 2400.0],
+        [400.0, 1900.0, 2550.0],
+    ];
+    let mut phase = 0f32;
+    (0..(10 * 48_000))
+        .map(|i| {
+            let t = i as f32 / RATE;
+            let f0 = 120.0 + 40.0 * (2.0 * std::f32::consts::PI * 0.7 * t).sin();
+            phase = (phase + f0 / RATE).fract();
+            let syllable = (t * 4.0) as usize;
+            let within = (t * 4.0).fract();
+            if within > 0.8 {
+                return 0.0;
+            }
+            let envelope = (std::f32::consts::PI * within / 0.8).sin();
+            let formants = VOWELS[syllable % VOWELS.len()];
+            let mut sample = 0.0;
+            for k in 1..=60 {
+                let f = k as f32 * f0;
+                if f > 7_500.0 {
+                    break;
+                }
+                let gain: f32 = formants
+                    .iter()
+                    .map(|formant| 1.0 / (1.0 + ((f - formant) / 90.0).powi(2)))
+                    .sum();
+                sample += gain / k as f32 * (2.0 * std::f32::consts::PI * phase * k as f32).sin();
+            }
+            0.15 * envelope * sample
+        })
+        .collect()
+}
+
+/// How far `decoded` is from `original` in what the ear follows: the log-spectral distance (dB,
+/// RMS over 50 Hz bins from 100 Hz to 8 kHz, floored 40 dB under each frame's peak) of Hann-windowed 20 ms frames where the voice is
+/// sounding, at the codec delay that matches the waveforms best. Waveform SNR would not do: a
+/// perceptual codec keeps the spectrum, not the phase.
+fn spectral_distance_db(original: &[f32], decoded: &[f32]) -> f64 {
+    let skip = 24_000; // the first half second: the encoder settling
+    let correlation = |d: usize| -> f64 {
+        (skip..skip + 48_000)
+            .map(|i| f64::from(original[i]) * f64::from(decoded[i + d]))
+            .sum()
+    };
+    let delay = (0..=960)
+        .max_by(|a, b| correlation(*a).total_cmp(&correlation(*b)))
+        .unwrap_or(0);
+    let spectrum = |samples: &[f32]| -> Vec<f64> {
+        (2..=160)
+            .map(|bin| {
+                let (mut re, mut im) = (0f64, 0f64);
+                for (n, sample) in samples.iter().enumerate() {
+                    let window = 0.5 - 0.5 * (2.0 * std::f64::consts::PI * n as f64 / 960.0).cos();
+                    let angle = 2.0 * std::f64::consts::PI * (bin * n) as f64 / 960.0;
+                    re += f64::from(*sample) * window * angle.cos();
+                    im -= f64::from(*sample) * window * angle.sin();
+                }
+                10.0 * (re * re + im * im + 1e-9).log10()
+            })
+            .collect()
+    };
+    let (mut sum, mut frames) = (0f64, 0usize);
+    let mut start = skip;
+    while start + 960 + delay <= decoded.len() && start + 960 <= original.len() {
+        let frame = &original[start..start + 960];
+        if frame.iter().map(|s| s * s).sum::<f32>() / 960.0 > 1e-4 {
+            let (mut a, mut b) = (
+                spectrum(frame),
+                spectrum(&decoded[start + delay..start + delay + 960]),
+            );
+            // Below 40 dB under the frame's peak is inaudible next to it (and the synthetic
+            // voice is near silent between its harmonics): both spectra are floored there.
+            let floor = a.iter().copied().fold(f64::MIN, f64::max) - 40.0;
+            for level in a.iter_mut().chain(b.iter_mut()) {
+                *level = level.max(floor);
+            }
+            let mean_square =
+                a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / a.len() as f64;
+            sum += mean_square.sqrt();
+            frames += 1;
+        }
+        start += 960;
+    }
+    sum / frames.max(1) as f64
+}
+
+/// The mixer's encoder at each complexity: what a 20 ms encode costs and what it keeps, on the
+/// synthetic voice and on the sum of three of the scenarios' 440 Hz talkers.
+fn codec_table() {
+    let voice = synthetic_voice();
+    let tones: Vec<f32> = (0..10 * 48_000)
+        .map(|i| 0.5 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 48_000.0).sin())
+        .collect();
+    println!(
+        "| signal | Opus complexity | µs per 20 ms encode | log-spectral distance of the decoded signal, dB (lower is closer) |"
+    );
+    println!("|---|---|---|---|");
+    for (signal, samples) in [("voice", &voice), ("tones", &tones)] {
+        for complexity in [10, 9, 7, 5, 4, 3, 2, 1, 0] {
+            let mut encoder = Encoder::new().expect("encoder");
+            encoder.set_complexity(complexity);
+            let mut decoder = Decoder::new().expect("decoder");
+            let mut decoded = Vec::with_capacity(samples.len());
+            let mut pcm = [0f32; MAX_PACKET_SAMPLES];
+            let mut encoding = Duration::ZERO;
+            for frame in samples.chunks_exact(FRAME_SAMPLES) {
+                let mut input = [0f32; FRAME_SAMPLES];
+                input.copy_from_slice(frame);
+                let started = Instant::now();
+                let packet = encoder.encode(&mut input).expect("encode");
+                encoding += started.elapsed();
+                let n = decoder.decode(Some(&packet), 0, &mut pcm).expect("decode");
+                decoded.extend_from_slice(&pcm[..n]);
+            }
+            let frames = samples.len() / FRAME_SAMPLES;
+            println!(
+                "| {signal} | {complexity} | {:.1} | {:.1} |",
+                encoding.as_secs_f64() * 1e6 / frames as f64,
+                spectral_distance_db(samples, &decoded)
+            );
+        }
+    }
+    println!();
 }

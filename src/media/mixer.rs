@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -186,21 +186,17 @@ fn run(
     let mut meetings: HashMap<u64, Meeting> = HashMap::new();
     let mut next_tick = Instant::now() + TICK;
     loop {
-        let wait = next_tick.saturating_duration_since(Instant::now());
-        match inputs.recv_timeout(wait) {
-            Ok(input) => {
-                apply(&mut meetings, input, speakers, queued_packets);
-                // Take whatever else is queued before checking the clock again.
-                while let Ok(input) = inputs.try_recv() {
-                    apply(&mut meetings, input, speakers, queued_packets);
-                }
+        // Sleep to the tick, then take everything queued meanwhile. Waiting in `recv` instead
+        // would wake this thread (a futex wake and two context switches) for every packet a
+        // meeting hands over, about a third of the media plane's CPU in small meetings; a
+        // packet is only needed at the tick, and control messages can wait one tick too.
+        std::thread::sleep(next_tick.saturating_duration_since(Instant::now()));
+        loop {
+            match inputs.try_recv() {
+                Ok(input) => apply(&mut meetings, input, speakers, queued_packets),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-        let now = Instant::now();
-        if now < next_tick {
-            continue;
         }
         let started = Instant::now();
         for meeting in meetings.values_mut() {
