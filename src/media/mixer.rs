@@ -187,9 +187,10 @@ fn run(
     let mut next_tick = Instant::now() + TICK;
     loop {
         // Sleep to the tick, then take everything queued meanwhile. Waiting in `recv` instead
-        // would wake this thread (a futex wake and two context switches) for every packet a
-        // meeting hands over, about a third of the media plane's CPU in small meetings; a
-        // packet is only needed at the tick, and control messages can wait one tick too.
+        // woke this thread (a futex wake and two context switches) for every packet a meeting
+        // handed over: 9 % of the server's CPU in meetings of 10 and 15 % in one of 250 when
+        // encoding was cheap (bench/results/2026-12-07-audio-cost.md). A packet is only
+        // needed at the tick, and control messages can wait one tick too.
         std::thread::sleep(next_tick.saturating_duration_since(Instant::now()));
         loop {
             match inputs.try_recv() {
