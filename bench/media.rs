@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use carillon::join::frames::proto::*;
-use carillon::media::opus::{Decoder, Encoder, FRAME_SAMPLES, MAX_PACKET_SAMPLES};
+use carillon::media::opus::{Decoder, Encoder, FRAME_SAMPLES, MAX_PACKET_SAMPLES, synthetic_voice};
 use str0m::Event;
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime};
@@ -562,46 +562,6 @@ fn main() {
             drop(server);
         }
     }
-}
-
-/// 10 s of a synthetic voice at 48 kHz: a pitch gliding around 120 Hz, its harmonics shaped by
-/// three formants that move with each syllable, four syllables a second with short pauses.
-fn synthetic_voice() -> Vec<f32> {
-    const RATE: f32 = 48_000.0;
-    const VOWELS: [[f32; 3]; 4] = [
-        [700.0, 1200.0, 2600.0],
-        [300.0, 2300.0, 3000.0],
-        [500.0, 900.0, 2400.0],
-        [400.0, 1900.0, 2550.0],
-    ];
-    let mut phase = 0f32;
-    (0..(10 * 48_000))
-        .map(|i| {
-            let t = i as f32 / RATE;
-            let f0 = 120.0 + 40.0 * (2.0 * std::f32::consts::PI * 0.7 * t).sin();
-            phase = (phase + f0 / RATE).fract();
-            let syllable = (t * 4.0) as usize;
-            let within = (t * 4.0).fract();
-            if within > 0.8 {
-                return 0.0;
-            }
-            let envelope = (std::f32::consts::PI * within / 0.8).sin();
-            let formants = VOWELS[syllable % VOWELS.len()];
-            let mut sample = 0.0;
-            for k in 1..=60 {
-                let f = k as f32 * f0;
-                if f > 7_500.0 {
-                    break;
-                }
-                let gain: f32 = formants
-                    .iter()
-                    .map(|formant| 1.0 / (1.0 + ((f - formant) / 90.0).powi(2)))
-                    .sum();
-                sample += gain / k as f32 * (2.0 * std::f32::consts::PI * phase * k as f32).sin();
-            }
-            0.15 * envelope * sample
-        })
-        .collect()
 }
 
 /// How far `decoded` is from `original` in what the ear follows: the log-spectral distance (dB,

@@ -47,6 +47,9 @@ pub struct MixCounters {
     pub recovered: u64,
     /// Lost packets concealed (no FEC could be used).
     pub concealed: u64,
+    /// Of those rebuilt or concealed, the ones played as silence because the codec's concealment
+    /// came out at full scale.
+    pub silenced: u64,
     /// Downlink frames of encoded silence (nobody else audible).
     pub silence: u64,
 }
@@ -55,6 +58,7 @@ impl MixCounters {
     fn add(&mut self, other: MixCounters) {
         self.recovered += other.recovered;
         self.concealed += other.concealed;
+        self.silenced += other.silenced;
         self.silence += other.silence;
     }
 }
@@ -297,12 +301,27 @@ impl Source {
         let Some(decoder) = self.decoder.as_mut() else {
             return false;
         };
+        let rebuilt = !matches!(frame, Frame::Received(_));
         let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match frame {
             Frame::Received(packet) => decoder.decode(Some(packet), samples, scratch),
             Frame::Recovered { follower } => decoder.decode_fec(follower, samples, scratch),
             Frame::Lost => decoder.decode(None, samples, scratch),
         }));
         match decoded {
+            // A rebuilt frame at full scale is the codec library's broken SILK concealment
+            // (see `opus::FULL_SCALE_CONCEALMENT`): silence, and a fresh decoder, whose next
+            // frames are clean, instead of a thump in everyone's mix.
+            Ok(Ok(n))
+                if rebuilt
+                    && scratch
+                        .iter()
+                        .take(n)
+                        .any(|s| s.abs() >= opus::FULL_SCALE_CONCEALMENT) =>
+            {
+                self.decoder = None;
+                self.counters.silenced += 1;
+                false
+            }
             Ok(Ok(n)) => {
                 self.pcm.extend(scratch.iter().take(n));
                 true
@@ -969,10 +988,14 @@ mod tests {
 
     /// The mixed downlink of listener 2 while 1 talks, with 1's packets in `lost` never arriving.
     fn heard_with_loss(lost: &[usize]) -> (Vec<f32>, MixCounters) {
+        heard_of(&tone_packets(TONES[0], 60), lost)
+    }
+
+    /// What listener 2 hears of listener 1 sending `packets`, less those in `lost`.
+    fn heard_of(packets: &[Vec<u8>], lost: &[usize]) -> (Vec<f32>, MixCounters) {
         let mut mix = MeetingMix::new(3);
         mix.set_role(1, AudioRole::FULL);
         mix.set_role(2, AudioRole::FULL);
-        let packets = tone_packets(TONES[0], 60);
         let mut decoder = Decoder::new().expect("decoder");
         let mut out = [0f32; MAX_PACKET_SAMPLES];
         let mut heard = Vec::new();
@@ -1018,5 +1041,35 @@ mod tests {
                 "around lost packet {index}, the repair is close to what was sent: error {error}, energy {energy}"
             );
         }
+    }
+
+    /// A voice's lost packets with no FEC to rebuild them are concealed by the codec, whose
+    /// SILK concealment (unsafe-libopus) comes out at full scale: the listener must hear at
+    /// most a short silence there, never a thump louder than the voice.
+    #[test]
+    fn a_concealed_voice_frame_is_never_louder_than_the_voice() {
+        let mut encoder = Encoder::new().expect("encoder");
+        encoder.set_complexity(9); // as Chrome on a desktop
+        let packets: Vec<Vec<u8>> = opus::synthetic_voice()
+            .chunks_exact(FRAME_SAMPLES)
+            .take(60)
+            .map(|frame| {
+                let mut pcm = [0f32; FRAME_SAMPLES];
+                pcm.copy_from_slice(frame);
+                encoder.encode(&mut pcm).expect("encode")
+            })
+            .collect();
+        let (clean, _) = heard_of(&packets, &[]);
+        let (lossy, counters) = heard_of(&packets, &[20, 21, 22, 40]);
+        assert!(
+            counters.concealed > 0,
+            "something was concealed: {counters:?}"
+        );
+        assert!(
+            peak(&lossy) <= 2.0 * peak(&clean),
+            "concealment stays within the voice's level: {} against {} ({counters:?})",
+            peak(&lossy),
+            peak(&clean)
+        );
     }
 }

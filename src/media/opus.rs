@@ -13,6 +13,11 @@ pub const FRAME_SAMPLES: usize = 960;
 pub const MAX_PACKET_SAMPLES: usize = 5760;
 /// Chime's audio bitrate.
 const BITRATE: i32 = 32_000;
+/// A concealed or FEC-rebuilt frame with a sample this loud is unsafe-libopus's broken
+/// concealment of SILK and hybrid frames (CELT's is fine): it drifts to a constant full-scale
+/// level within 2 ms and leaves the decoder's state so that the next frame comes out the same,
+/// 40 ms of a full-scale thump where a packet was lost. Real voices peak far below this.
+pub const FULL_SCALE_CONCEALMENT: f32 = 0.99;
 /// Large enough for any 20 ms packet at our bitrate.
 const MAX_PACKET_BYTES: usize = 1500;
 /// The encoders' complexity (libopus's default is 10, libwebrtc's 9 on desktops and 5 on
@@ -258,6 +263,49 @@ pub fn packet_samples(packet: &[u8]) -> Option<usize> {
         .filter(|n| *n > 0 && *n <= MAX_PACKET_SAMPLES)
 }
 
+/// 10 s of a synthetic voice at 48 kHz, for tests and the media bench: a pitch gliding around 120 Hz, its harmonics shaped by
+/// three formants that move with each syllable, four syllables a second with short pauses.
+pub fn synthetic_voice() -> Vec<f32> {
+    const RATE: f32 = 48_000.0;
+    const VOWELS: [[f32; 3]; 4] = [
+        [700.0, 1200.0, 2600.0],
+        [300.0, 2300.0, 3000.0],
+        [500.0, 900.0, 2400.0],
+        [400.0, 1900.0, 2550.0],
+    ];
+    let mut phase = 0f32;
+    (0..(10 * 48_000))
+        .map(|i| {
+            let t = i as f32 / RATE;
+            let f0 = 120.0 + 40.0 * (2.0 * std::f32::consts::PI * 0.7 * t).sin();
+            phase = (phase + f0 / RATE).fract();
+            let syllable = (t * 4.0) as usize;
+            let within = (t * 4.0).fract();
+            if within > 0.8 {
+                return 0.0;
+            }
+            let envelope = (std::f32::consts::PI * within / 0.8).sin();
+            let formants = VOWELS
+                .get(syllable % VOWELS.len())
+                .copied()
+                .unwrap_or(VOWELS[0]);
+            let mut sample = 0.0;
+            for k in 1..=60 {
+                let f = k as f32 * f0;
+                if f > 7_500.0 {
+                    break;
+                }
+                let gain: f32 = formants
+                    .iter()
+                    .map(|formant| 1.0 / (1.0 + ((f - formant) / 90.0).powi(2)))
+                    .sum();
+                sample += gain / k as f32 * (2.0 * std::f32::consts::PI * phase * k as f32).sin();
+            }
+            0.15 * envelope * sample
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,6 +331,77 @@ mod tests {
         assert!(
             energy > 0.01,
             "the tone comes back with its energy: {energy}"
+        );
+    }
+
+    /// What a decoder plays for frame `lost` of `packets` when that packet never came: rebuilt
+    /// from the next packet's in-band FEC, or concealed.
+    fn played_for_lost(packets: &[Vec<u8>], lost: usize, fec: bool) -> Vec<f32> {
+        let mut decoder = Decoder::new().expect("decoder");
+        let mut out = [0f32; MAX_PACKET_SAMPLES];
+        for packet in &packets[..lost] {
+            decoder.decode(Some(packet), 0, &mut out).expect("decode");
+        }
+        let n = if fec {
+            decoder.decode_fec(&packets[lost + 1], FRAME_SAMPLES, &mut out)
+        } else {
+            decoder.decode(None, FRAME_SAMPLES, &mut out)
+        }
+        .expect("rebuild");
+        out[..n].to_vec()
+    }
+
+    /// The FEC a client's packets carry rebuilds a lost frame with what was said in it, even a
+    /// syllable that starts in the lost frame, which concealment could only guess from what came
+    /// before. (A client encoder as Chrome's on a desktop: complexity 9, FEC on.)
+    #[test]
+    fn in_band_fec_rebuilds_what_was_said_in_a_lost_frame() {
+        let mut encoder = Encoder::new().expect("encoder");
+        encoder.set_complexity(9);
+        let voice = synthetic_voice();
+        let packets: Vec<Vec<u8>> = voice
+            .chunks_exact(FRAME_SAMPLES)
+            .take(40)
+            .map(|frame| {
+                let mut pcm = [0f32; FRAME_SAMPLES];
+                pcm.copy_from_slice(frame);
+                encoder.encode(&mut pcm).expect("encode")
+            })
+            .collect();
+        let clean: Vec<f32> = {
+            let mut decoder = Decoder::new().expect("decoder");
+            let mut out = [0f32; MAX_PACKET_SAMPLES];
+            packets
+                .iter()
+                .flat_map(|p| {
+                    let n = decoder.decode(Some(p), 0, &mut out).expect("decode");
+                    out[..n].to_vec()
+                })
+                .collect()
+        };
+        // The second syllable starts at 0.25 s, in frame 12; frame 13 is its first whole frame.
+        let lost = 13;
+        let heard = &clean[lost * FRAME_SAMPLES..(lost + 1) * FRAME_SAMPLES];
+        let error = |played: &[f32]| -> f32 {
+            played
+                .iter()
+                .zip(heard)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum()
+        };
+        let energy: f32 = heard.iter().map(|s| s * s).sum();
+        let with_fec = error(&played_for_lost(&packets, lost, true));
+        assert!(
+            with_fec < 0.25 * energy,
+            "FEC rebuilds the lost frame: error {with_fec} against the frame's energy {energy}"
+        );
+        // Concealment of the same frame (SILK/hybrid) is what the mixer must not trust: see
+        // `Source::decode_into_pcm`.
+        let concealed = played_for_lost(&packets, lost, false);
+        assert!(
+            concealed.iter().any(|s| s.abs() >= FULL_SCALE_CONCEALMENT),
+            "unsafe-libopus's concealment of this frame saturates; if this fails, the library was \
+             fixed and the mixer's guard can go"
         );
     }
 
