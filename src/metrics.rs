@@ -64,6 +64,9 @@ pub mod name {
     /// next packet's in-band FEC, `how="concealed"`).
     pub const MIXER_LOST: &str = "carillon_mixer_lost_packets_total";
     pub const MIXER_SILENCE: &str = "carillon_mixer_silence_frames_total";
+    /// Lost uplink packets (of those above) played as silence because the codec's concealment
+    /// came out at full scale: unsafe-libopus's SILK concealment defect, guarded in the mixer.
+    pub const MIXER_SILENCED: &str = "carillon_mixer_silenced_rebuilds_total";
     pub const VIDEO_FRAMES: &str = "carillon_video_frames_forwarded_total";
     pub const VIDEO_BYTES: &str = "carillon_video_bytes_forwarded_total";
     pub const KEYFRAME_REQUESTS: &str = "carillon_video_keyframe_requests_total";
@@ -109,6 +112,7 @@ pub fn record_media(stats: &crate::media::MediaStats) {
     metrics::counter!(MIXER_LOST, "how" => "fec").absolute(stats.mixer_fec_recovered);
     metrics::counter!(MIXER_LOST, "how" => "concealed").absolute(stats.mixer_concealed);
     metrics::counter!(MIXER_SILENCE).absolute(stats.mixer_silence_frames);
+    metrics::counter!(MIXER_SILENCED).absolute(stats.mixer_silenced);
     metrics::counter!(VIDEO_FRAMES).absolute(stats.video_frames_forwarded);
     metrics::counter!(VIDEO_BYTES).absolute(stats.video_bytes_forwarded);
     metrics::counter!(KEYFRAME_REQUESTS).absolute(stats.keyframe_requests);

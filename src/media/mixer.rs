@@ -66,6 +66,9 @@ pub struct MixerStats {
     pub fec_recovered: AtomicU64,
     /// Lost uplink packets concealed.
     pub concealed: AtomicU64,
+    /// Of the rebuilt and concealed packets, those played as silence because the codec's
+    /// concealment came out at full scale (see `opus::FULL_SCALE_CONCEALMENT`).
+    pub silenced: AtomicU64,
     /// Downlink frames of silence sent to listeners with nobody else to hear.
     pub silence_frames: AtomicU64,
 }
@@ -212,6 +215,9 @@ fn run(
             stats
                 .concealed
                 .fetch_add(counters.concealed, Ordering::Relaxed);
+            stats
+                .silenced
+                .fetch_add(counters.silenced, Ordering::Relaxed);
             stats
                 .silence_frames
                 .fetch_add(counters.silence, Ordering::Relaxed);

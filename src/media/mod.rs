@@ -421,6 +421,7 @@ impl Media {
             mixer_dropped_ticks: mixer.dropped_ticks.load(Ordering::Relaxed),
             mixer_fec_recovered: mixer.fec_recovered.load(Ordering::Relaxed),
             mixer_concealed: mixer.concealed.load(Ordering::Relaxed),
+            mixer_silenced: mixer.silenced.load(Ordering::Relaxed),
             mixer_silence_frames: mixer.silence_frames.load(Ordering::Relaxed),
             video_frames_forwarded: video.frames_forwarded.load(Ordering::Relaxed),
             video_bytes_forwarded: video.bytes_forwarded.load(Ordering::Relaxed),
@@ -444,6 +445,8 @@ pub struct MediaStats {
     /// Lost uplink audio packets rebuilt from in-band FEC, and those concealed.
     pub mixer_fec_recovered: u64,
     pub mixer_concealed: u64,
+    /// Of those, the ones played as silence: the codec's concealment came out at full scale.
+    pub mixer_silenced: u64,
     pub mixer_silence_frames: u64,
     pub video_frames_forwarded: u64,
     pub video_bytes_forwarded: u64,
