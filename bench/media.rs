@@ -88,15 +88,9 @@ fn encode_packets() -> Packets {
         })
         .collect();
     let mut speaking = Encoder::new().expect("encoder");
-    let voice = synthetic_voice()
-        .chunks_exact(FRAME_SAMPLES)
-        .take(250)
-        .map(|frame| {
-            let mut pcm = [0f32; FRAME_SAMPLES];
-            pcm.copy_from_slice(frame);
-            speaking.encode(&mut pcm).expect("encode")
-        })
-        .collect();
+    let voice = speaking
+        .encode_frames(&synthetic_voice()[..250 * FRAME_SAMPLES])
+        .expect("encode");
     let mut silent = Encoder::new().expect("encoder");
     let silence = silent.encode(&mut [0f32; FRAME_SAMPLES]).expect("encode");
     Packets {

@@ -1050,15 +1050,9 @@ mod tests {
     fn a_concealed_voice_frame_is_never_louder_than_the_voice() {
         let mut encoder = Encoder::new().expect("encoder");
         encoder.set_complexity(9); // as Chrome on a desktop
-        let packets: Vec<Vec<u8>> = opus::synthetic_voice()
-            .chunks_exact(FRAME_SAMPLES)
-            .take(60)
-            .map(|frame| {
-                let mut pcm = [0f32; FRAME_SAMPLES];
-                pcm.copy_from_slice(frame);
-                encoder.encode(&mut pcm).expect("encode")
-            })
-            .collect();
+        let packets = encoder
+            .encode_frames(&opus::synthetic_voice()[..60 * FRAME_SAMPLES])
+            .expect("encode");
         let (clean, _) = heard_of(&packets, &[]);
         let (lossy, counters) = heard_of(&packets, &[20, 21, 22, 40]);
         assert!(
