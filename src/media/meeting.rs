@@ -23,6 +23,7 @@ use super::mixer::{MixerInput, Mixers};
 use super::net::{Datagram, MediaSockets, Route, Routes, sdp_ufrag};
 use super::sdp;
 use super::tap::{VideoFrame, VideoSource, VideoTapSender, VideoTaps};
+use super::timeline::Timelines;
 use super::{Answer, OfferError, Registry, TrackMapping, VideoEvent, VideoPlan};
 use crate::domain::id::StreamId;
 use crate::events::CapabilityTarget;
@@ -222,6 +223,8 @@ pub struct MeetingTask {
     peers: HashMap<u64, Peer>,
     dirty: HashSet<u64>,
     forwarding: Forwarding,
+    /// Each receive section's own RTP timeline across the sources it shows.
+    timelines: Timelines,
     /// Video frames read from publishers in this round, to forward once polling is done.
     video_frames: Vec<(u32, MediaData)>,
     /// Consumers of published streams' frames (recording); they end with the task.
@@ -250,6 +253,7 @@ impl MeetingTask {
             peers: HashMap::new(),
             dirty: HashSet::new(),
             forwarding: Forwarding::default(),
+            timelines: Timelines::default(),
             video_frames: Vec::new(),
             video_taps: VideoTaps::default(),
             keyframes_wanted: Vec::new(),
@@ -614,6 +618,7 @@ impl MeetingTask {
         }
         self.dirty.remove(&session);
         self.forwarding.remove(session);
+        self.timelines.remove(session);
         self.shared.mixers.control(
             self.key,
             MixerInput::Remove {
@@ -876,8 +881,11 @@ impl MeetingTask {
                 let Some(pt) = writer.match_params(data.params) else {
                     continue;
                 };
+                let time = self
+                    .timelines
+                    .stamp(viewer, mid, stream, data.time, data.network_time);
                 if writer
-                    .write(pt, data.network_time, data.time, data.data.clone())
+                    .write(pt, data.network_time, time, data.data.clone())
                     .is_ok()
                 {
                     self.dirty.insert(viewer);

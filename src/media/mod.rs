@@ -24,6 +24,7 @@ pub mod net;
 pub mod opus;
 pub mod sdp;
 pub mod tap;
+pub mod timeline;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
