@@ -111,7 +111,7 @@
       packetsLost: 0, packetsReceived: 0, jitterBufferDelay: 0, jitterBufferEmittedCount: 0, streams: 0 };
     const video = { framesDecoded: 0, framesDropped: 0, freezeCount: 0, totalFreezesDuration: 0, pauseCount: 0,
       totalPausesDuration: 0, nackCount: 0, pliCount: 0, packetsLost: 0, packetsReceived: 0, bytesReceived: 0,
-      frameWidth: 0, frameHeight: 0, streams: 0 };
+      jitterBufferDelay: 0, jitterBufferEmittedCount: 0, frameWidth: 0, frameHeight: 0, streams: 0 };
     const send = [];
     const pairs = [];
     let best = -1;
@@ -133,7 +133,8 @@
         } else if (s.type === 'inbound-rtp' && s.kind === 'video') {
           video.streams += 1;
           for (const key of ['framesDecoded', 'framesDropped', 'freezeCount', 'totalFreezesDuration', 'pauseCount',
-            'totalPausesDuration', 'nackCount', 'pliCount', 'packetsLost', 'packetsReceived', 'bytesReceived']) video[key] += s[key] ?? 0;
+            'totalPausesDuration', 'nackCount', 'pliCount', 'packetsLost', 'packetsReceived', 'bytesReceived',
+            'jitterBufferDelay', 'jitterBufferEmittedCount']) video[key] += s[key] ?? 0;
           // The size of the stream that has decoded the most (there is one remote camera).
           if ((s.framesDecoded ?? 0) > best && s.frameWidth) {
             best = s.framesDecoded ?? 0;

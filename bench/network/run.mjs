@@ -447,6 +447,7 @@ function viewerFigures(samples, from, to, tCam) {
       fpsLast10s: s1.t - last10.t > 0 ? ((s1.video.framesDecoded - last10.video.framesDecoded) * 1000) / (s1.t - last10.t) : null,
       freezeCount: v('freezeCount'),
       totalFreezesDuration: v('totalFreezesDuration'),
+      jitterBufferMs: v('jitterBufferEmittedCount') > 0 ? (v('jitterBufferDelay') / v('jitterBufferEmittedCount')) * 1000 : null,
       pauseCount: v('pauseCount'),
       nackCount: v('nackCount'),
       pliCount: v('pliCount'),
@@ -498,7 +499,8 @@ function summarize({ system, condition, samples, events, windowStart, windowEnd,
   const viaProxy = Boolean(down && down.bytesForwarded > 100000
     && (system.kind === 'p2p' || A.selectedPairs.some((p) => p.remote?.startsWith(`127.0.0.1:${proxyPort}`))));
   // A's course, one row a second from the camera start: [s, width, height, framesDecoded,
-  // concealedSamples, totalSamplesReceived, video bytesReceived] (for plots and second looks).
+  // concealedSamples, totalSamplesReceived, video bytesReceived, video freezeCount] (for plots and
+  // second looks).
   const timelineA = [];
   for (const s of samples.viewerA) {
     if (timelineA.length && s.t - timelineA.at(-1).t < 1000) continue;
@@ -508,7 +510,7 @@ function summarize({ system, condition, samples, events, windowStart, windowEnd,
     system: system.name,
     condition: condition.key,
     timelineA: timelineA.map((s) => [round((s.t - windowStart) / 1000, 1), s.video.frameWidth, s.video.frameHeight, s.video.framesDecoded,
-      s.audio.concealedSamples, s.audio.totalSamplesReceived, s.video.bytesReceived]),
+      s.audio.concealedSamples, s.audio.totalSamplesReceived, s.video.bytesReceived, s.video.freezeCount]),
     events: Object.fromEntries(Object.entries(events).map(([k, t]) => [k, round((t - windowStart) / 1000, 1)])),
     viewerA: A,
     viewerB: B,
@@ -533,6 +535,7 @@ const rows = (condition) => {
     ['audio mean jitter-buffer delay (ms)', (r) => num(r.viewerA.audio.jitterBufferMs, 0)],
     ['video fps (frames decoded / s)', (r) => num(r.viewerA.video.fps)],
     ['video freezes (count / total s)', (r) => `${r.viewerA.video.freezeCount} / ${num(r.viewerA.video.totalFreezesDuration, 2)}`],
+    ['video mean jitter-buffer delay (ms)', (r) => num(r.viewerA.video.jitterBufferMs, 0)],
     ['video gaps > 1 s (250 ms sampling)', (r) => `${r.viewerA.video.gapsOver1s.length}${r.viewerA.video.gapsOver1s.length ? ` (${r.viewerA.video.gapsOver1s.map((g) => `${g.seconds}s${g.ongoing ? '…' : ''}`).join(', ')})` : ''}`],
     ['video resolution at end (max width in window)', (r) => `${r.viewerA.video.resolutionAtEnd} (${r.viewerA.video.maxWidthInWindow})`],
     ['video first frame after camera start (s)', (r) => num(r.viewerA.video.firstFrameSeconds)],

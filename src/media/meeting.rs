@@ -23,7 +23,7 @@ use super::mixer::{MixerInput, Mixers};
 use super::net::{Datagram, MediaSockets, Route, Routes, sdp_ufrag};
 use super::sdp;
 use super::tap::{VideoFrame, VideoSource, VideoTapSender, VideoTaps};
-use super::timeline::Timelines;
+use super::timeline::{Timelines, capture_time};
 use super::{Answer, OfferError, Registry, TrackMapping, VideoEvent, VideoPlan};
 use crate::domain::id::StreamId;
 use crate::events::CapabilityTarget;
@@ -871,6 +871,7 @@ impl MeetingTask {
             }
             self.forwarding
                 .targets(stream, data.is_keyframe(), &mut self.targets);
+            let captured = capture_time(data.time, data.last_sender_info.as_ref());
             for &(viewer, mid) in &self.targets {
                 let Some(peer) = self.peers.get_mut(&viewer).filter(|p| p.connected) else {
                     continue;
@@ -881,9 +882,14 @@ impl MeetingTask {
                 let Some(pt) = writer.match_params(data.params) else {
                     continue;
                 };
-                let time = self
-                    .timelines
-                    .stamp(viewer, mid, stream, data.time, data.network_time);
+                let time = self.timelines.stamp(
+                    viewer,
+                    mid,
+                    stream,
+                    data.time,
+                    data.network_time,
+                    captured,
+                );
                 if writer
                     .write(pt, data.network_time, time, data.data.clone())
                     .is_ok()

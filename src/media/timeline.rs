@@ -9,12 +9,16 @@
 //! decoded until its timing logic gave up and reset (the 3 s freezes of issue 23 at a step up).
 //! SFUs rewrite the timestamp for this reason (mediasoup's and LiveKit's simulcast forwarders
 //! keep an offset per consumer). Here a section's timeline continues from the last frame it
-//! sent, advanced by the wall-clock time between the two frames' arrivals.
+//! sent, advanced by the time between the two frames' captures: each layer's RTCP sender
+//! reports map its RTP clock to the publisher's wall clock, shared by all its layers. Without a
+//! sender report yet, the time between the two frames' arrivals stands in (a large keyframe
+//! arrives later after its capture than a small frame does, so that is less exact).
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use str0m::media::{MediaTime, Mid};
+use str0m::rtp::rtcp::SenderInfo;
 
 /// RTP timestamps are 32 bits on the wire; str0m keeps them that way too.
 const RTP_TIMESTAMP_MODULUS: u64 = 1 << 32;
@@ -25,9 +29,25 @@ struct Timeline {
     stream: u32,
     /// Added (mod 2³²) to that stream's timestamps.
     offset: u64,
-    /// The last timestamp written, and when its frame arrived.
+    /// The last timestamp written, and when its frame arrived and (if known) was captured.
     last_out: u64,
     last_arrival: Instant,
+    last_capture: Option<SystemTime>,
+}
+
+/// When a frame stamped `time` was captured, by the publisher's clock, from the last sender
+/// report of its stream.
+pub fn capture_time(time: MediaTime, report: Option<&SenderInfo>) -> Option<SystemTime> {
+    let report = report?;
+    let rate = f64::from(time.denom());
+    // Both are 32-bit RTP timestamps of the same clock; a report is seconds old at most.
+    let ticks = (time.numer() as u32).wrapping_sub(report.rtp_time.numer() as u32) as i32;
+    let seconds = Duration::from_secs_f64(f64::from(ticks.unsigned_abs()) / rate);
+    if ticks >= 0 {
+        report.ntp_time.checked_add(seconds)
+    } else {
+        report.ntp_time.checked_sub(seconds)
+    }
 }
 
 /// The timelines of every receive section of one meeting, keyed by (viewer session, mid).
@@ -38,8 +58,9 @@ pub struct Timelines {
 
 impl Timelines {
     /// The timestamp to write for a frame of `stream` stamped `time` at its source, arrived at
-    /// `arrival`, on a viewer's section. The first source a section shows keeps its own
-    /// timestamps; a later one continues where the section's timeline stands.
+    /// `arrival` and captured at `capture` (see [`capture_time`]), on a viewer's section. The
+    /// first source a section shows keeps its own timestamps; a later one continues where the
+    /// section's timeline stands.
     pub fn stamp(
         &mut self,
         viewer: u64,
@@ -47,6 +68,7 @@ impl Timelines {
         stream: u32,
         time: MediaTime,
         arrival: Instant,
+        capture: Option<SystemTime>,
     ) -> MediaTime {
         let source = time.numer() % RTP_TIMESTAMP_MODULUS;
         let timeline = self.sections.entry((viewer, mid)).or_insert(Timeline {
@@ -54,9 +76,15 @@ impl Timelines {
             offset: 0,
             last_out: source,
             last_arrival: arrival,
+            last_capture: capture,
         });
         if timeline.stream != stream {
-            let elapsed = arrival.saturating_duration_since(timeline.last_arrival);
+            let arrived_after = arrival.saturating_duration_since(timeline.last_arrival);
+            let captured_after = match (timeline.last_capture, capture) {
+                (Some(last), Some(this)) => Some(this.duration_since(last).unwrap_or_default()),
+                _ => None,
+            };
+            let elapsed = captured_after.unwrap_or(arrived_after);
             let ticks = (elapsed.as_secs_f64() * f64::from(time.denom())) as u64;
             // At least one tick: two frames must not share a timestamp.
             let continued = (timeline.last_out + ticks.max(1)) % RTP_TIMESTAMP_MODULUS;
@@ -67,6 +95,8 @@ impl Timelines {
                 from = timeline.stream,
                 to = stream,
                 jump_corrected = (offset + RTP_TIMESTAMP_MODULUS - timeline.offset) % RTP_TIMESTAMP_MODULUS,
+                ?captured_after,
+                ?arrived_after,
                 "a receive section's source changed; its RTP timeline continues"
             );
             timeline.stream = stream;
@@ -75,6 +105,7 @@ impl Timelines {
         let out = (source + timeline.offset) % RTP_TIMESTAMP_MODULUS;
         timeline.last_out = out;
         timeline.last_arrival = arrival;
+        timeline.last_capture = capture;
         MediaTime::new(out, time.frequency())
     }
 
@@ -104,7 +135,14 @@ mod tests {
         let mut out = Vec::new();
         for i in 0..3u32 {
             let arrival = start + frame * i;
-            out.push(timelines.stamp(7, mid, 1, at90k(1_000 + 6_000 * u64::from(i)), arrival));
+            out.push(timelines.stamp(
+                7,
+                mid,
+                1,
+                at90k(1_000 + 6_000 * u64::from(i)),
+                arrival,
+                None,
+            ));
         }
         assert_eq!(
             out.iter().map(MediaTime::numer).collect::<Vec<_>>(),
@@ -112,17 +150,17 @@ mod tests {
         );
         // The high layer's clock starts elsewhere (near the wrap, as a random offset can).
         let high = u64::from(u32::MAX) - 5_000;
-        let next = timelines.stamp(7, mid, 2, at90k(high), start + frame * 3);
+        let next = timelines.stamp(7, mid, 2, at90k(high), start + frame * 3, None);
         assert_eq!(
             next.numer(),
             19_000,
             "one frame interval after the last frame sent"
         );
         // Its following frames keep their spacing, across the 32-bit wrap.
-        let after = timelines.stamp(7, mid, 2, at90k(high + 6_000), start + frame * 4);
+        let after = timelines.stamp(7, mid, 2, at90k(high + 6_000), start + frame * 4, None);
         assert_eq!(after.numer(), 25_000);
         // Another viewer's section has its own timeline: the source's timestamps as they are.
-        let other = timelines.stamp(8, mid, 2, at90k(high + 12_000), start + frame * 5);
+        let other = timelines.stamp(8, mid, 2, at90k(high + 12_000), start + frame * 5, None);
         assert_eq!(other.numer(), (high + 12_000) % RTP_TIMESTAMP_MODULUS);
     }
 
@@ -131,8 +169,8 @@ mod tests {
         let mut timelines = Timelines::default();
         let mid = Mid::from("2");
         let now = Instant::now();
-        let first = timelines.stamp(7, mid, 1, at90k(500), now);
-        let second = timelines.stamp(7, mid, 2, at90k(90), now);
+        let first = timelines.stamp(7, mid, 1, at90k(500), now, None);
+        let second = timelines.stamp(7, mid, 2, at90k(90), now, None);
         assert_eq!(second.numer(), first.numer() + 1);
     }
 
@@ -141,8 +179,53 @@ mod tests {
         let mut timelines = Timelines::default();
         let mid = Mid::from("2");
         let now = Instant::now();
-        timelines.stamp(7, mid, 1, at90k(500), now);
+        timelines.stamp(7, mid, 1, at90k(500), now, None);
         timelines.remove(7);
-        assert_eq!(timelines.stamp(7, mid, 2, at90k(90), now).numer(), 90);
+        assert_eq!(timelines.stamp(7, mid, 2, at90k(90), now, None).numer(), 90);
+    }
+
+    #[test]
+    fn with_sender_reports_a_switch_follows_the_capture_times_not_the_arrivals() {
+        let mut timelines = Timelines::default();
+        let mid = Mid::from("2");
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // Each layer's report maps its own RTP clock to the publisher's one wall clock.
+        let low = SenderInfo {
+            ssrc: 1.into(),
+            ntp_time: wall,
+            rtp_time: at90k(1_000),
+            sender_packet_count: 0,
+            sender_octet_count: 0,
+        };
+        let high = SenderInfo {
+            ntp_time: wall,
+            rtp_time: at90k(4_000_000_000),
+            ..low
+        };
+        let arrived = Instant::now();
+        // The low layer's frame captured 1 s after the report.
+        let t = at90k(91_000);
+        let captured = capture_time(t, Some(&low));
+        assert_eq!(captured, Some(wall + Duration::from_secs(1)));
+        assert_eq!(
+            timelines.stamp(7, mid, 1, t, arrived, captured).numer(),
+            91_000
+        );
+        // The high layer's keyframe of the next picture, 1/15 s later, arrives 200 ms after
+        // it (a large frame, paced out): the section's clock moves by the capture interval.
+        let t = at90k(4_000_096_000);
+        let captured = capture_time(t, Some(&high));
+        let out = timelines.stamp(7, mid, 2, t, arrived + Duration::from_millis(267), captured);
+        assert_eq!(out.numer(), 97_000);
+        // A report taken after the frame (negative offset) maps back as well.
+        let later = SenderInfo {
+            ntp_time: wall + Duration::from_secs(2),
+            rtp_time: at90k(181_000),
+            ..low
+        };
+        assert_eq!(
+            capture_time(at90k(91_000), Some(&later)),
+            Some(wall + Duration::from_secs(1))
+        );
     }
 }
