@@ -4,9 +4,10 @@
 //! simulcast switch moves it to another layer, and the SDK reuses a section for another
 //! publisher. Each source stamps its frames on its own RTP clock, and a browser starts every
 //! simulcast encoding at its own random offset, so passing the source's timestamps on makes the
-//! viewer's stream jump by an arbitrary amount at every switch. Chrome's receiver reads such a
-//! jump as a frame scheduled far from now: the new layer's keyframe arrived, yet nothing was
-//! decoded until its timing logic gave up and reset (the 3 s freezes of issue 23 at a step up).
+//! viewer's stream jump by an arbitrary amount at every switch (the server logged 494,459,525
+//! ticks, then the same back). In a quarter of the network bench's runs Chrome then decoded
+//! nothing for 3 s after a step-up although the new layer's keyframe had arrived
+//! (bench/results/2026-12-07-video-timeline.md); with one timeline per section, never.
 //! SFUs rewrite the timestamp for this reason (mediasoup's and LiveKit's simulcast forwarders
 //! keep an offset per consumer). Here a section's timeline continues from the last frame it
 //! sent, advanced by the time between the two frames' captures: each layer's RTCP sender
