@@ -276,8 +276,9 @@ pub fn packet_samples(packet: &[u8]) -> Option<usize> {
         .filter(|n| *n > 0 && *n <= MAX_PACKET_SAMPLES)
 }
 
-/// 10 s of a synthetic voice at 48 kHz, for tests and the media bench: a pitch gliding around 120 Hz, its harmonics shaped by
-/// three formants that move with each syllable, four syllables a second with short pauses.
+/// 10 s of a synthetic voice at 48 kHz, for tests and the media bench: a pitch gliding around
+/// 120 Hz, its harmonics shaped by three formants that move with each syllable, four syllables a
+/// second with short pauses.
 pub fn synthetic_voice() -> Vec<f32> {
     const RATE: f32 = 48_000.0;
     const VOWELS: [[f32; 3]; 4] = [

@@ -21,17 +21,15 @@ use std::time::{Duration, Instant, SystemTime};
 use str0m::media::{MediaTime, Mid};
 use str0m::rtp::rtcp::SenderInfo;
 
-/// RTP timestamps are 32 bits on the wire; str0m keeps them that way too.
-const RTP_TIMESTAMP_MODULUS: u64 = 1 << 32;
-
 #[derive(Debug, Clone, Copy)]
 struct Timeline {
     /// The stream whose frames the section carries now.
     stream: u32,
-    /// Added (mod 2³²) to that stream's timestamps.
-    offset: u64,
+    /// Added to that stream's timestamps. RTP timestamps are 32 bits on the wire (str0m keeps
+    /// them so too), so all of this arithmetic wraps at 2³².
+    offset: u32,
     /// The last timestamp written, and when its frame arrived and (if known) was captured.
-    last_out: u64,
+    last_out: u32,
     last_arrival: Instant,
     last_capture: Option<SystemTime>,
 }
@@ -71,7 +69,7 @@ impl Timelines {
         arrival: Instant,
         capture: Option<SystemTime>,
     ) -> MediaTime {
-        let source = time.numer() % RTP_TIMESTAMP_MODULUS;
+        let source = time.numer() as u32;
         let timeline = self.sections.entry((viewer, mid)).or_insert(Timeline {
             stream,
             offset: 0,
@@ -86,16 +84,17 @@ impl Timelines {
                 _ => None,
             };
             let elapsed = captured_after.unwrap_or(arrived_after);
-            let ticks = (elapsed.as_secs_f64() * f64::from(time.denom())) as u64;
-            // At least one tick: two frames must not share a timestamp.
-            let continued = (timeline.last_out + ticks.max(1)) % RTP_TIMESTAMP_MODULUS;
-            let offset = (continued + RTP_TIMESTAMP_MODULUS - source) % RTP_TIMESTAMP_MODULUS;
+            // Truncated to 32 bits, as the timestamps themselves; at least one tick: two frames
+            // must not share a timestamp.
+            let ticks = (elapsed.as_secs_f64() * f64::from(time.denom())) as u64 as u32;
+            let continued = timeline.last_out.wrapping_add(ticks.max(1));
+            let offset = continued.wrapping_sub(source);
             tracing::debug!(
                 viewer,
                 %mid,
                 from = timeline.stream,
                 to = stream,
-                jump_corrected = (offset + RTP_TIMESTAMP_MODULUS - timeline.offset) % RTP_TIMESTAMP_MODULUS,
+                jump_corrected = offset.wrapping_sub(timeline.offset),
                 ?captured_after,
                 ?arrived_after,
                 "a receive section's source changed; its RTP timeline continues"
@@ -103,11 +102,11 @@ impl Timelines {
             timeline.stream = stream;
             timeline.offset = offset;
         }
-        let out = (source + timeline.offset) % RTP_TIMESTAMP_MODULUS;
+        let out = source.wrapping_add(timeline.offset);
         timeline.last_out = out;
         timeline.last_arrival = arrival;
         timeline.last_capture = capture;
-        MediaTime::new(out, time.frequency())
+        MediaTime::new(u64::from(out), time.frequency())
     }
 
     /// Forgets a viewer's sections (it left, or its connection died).
@@ -162,7 +161,7 @@ mod tests {
         assert_eq!(after.numer(), 25_000);
         // Another viewer's section has its own timeline: the source's timestamps as they are.
         let other = timelines.stamp(8, mid, 2, at90k(high + 12_000), start + frame * 5, None);
-        assert_eq!(other.numer(), (high + 12_000) % RTP_TIMESTAMP_MODULUS);
+        assert_eq!(other.numer(), (high + 12_000) % (1 << 32));
     }
 
     #[test]
