@@ -107,7 +107,7 @@ async fn meetings(State(admin): State<Arc<Admin>>) -> Response {
             .meeting_presence(&meeting.account_id, &meeting.meeting_id)
             .await
             .unwrap_or_default();
-        let tracks = admin.parts.join.rooms.tracks(&meeting.meeting_id);
+        let tracks = admin.parts.join.rooms.tracks(&meeting.meeting_id).await;
         let attendees: Vec<_> = presence
             .into_iter()
             .map(|p| {
@@ -279,7 +279,7 @@ async fn same_origin_actions(request: Request, next: Next) -> Response {
 async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
     let rooms = &admin.parts.join.rooms;
     metrics::gauge!(crate::metrics::name::SESSIONS).set(rooms.session_count() as f64);
-    let (meetings, attendees) = rooms.live_counts();
+    let (meetings, attendees) = rooms.live_counts().await;
     metrics::gauge!(crate::metrics::name::LIVE_MEETINGS).set(meetings as f64);
     metrics::gauge!(crate::metrics::name::LIVE_ATTENDEES).set(attendees as f64);
     crate::metrics::record_media(&admin.parts.join.media.stats());

@@ -798,7 +798,7 @@ async fn a_receiver_that_does_not_read_is_dropped_as_a_slow_consumer() {
     let rooms = &limited.plane.rooms;
     let payload = vec![b'z'; 2000];
     let mut sent = 0;
-    while rooms.slow_consumers(&m.id) == 0 {
+    while rooms.slow_consumers(&m.id).await == 0 {
         assert!(sent < 20_000, "Zoë was never dropped");
         jose.send(data_frame("flood", &payload)).await;
         sent += 1;

@@ -10,6 +10,14 @@ use prost::Message;
 use proto::sdk_signal_frame::Type;
 use proto::*;
 
+/// Wall-clock milliseconds for frame timestamps (the client estimates clock skew from them).
+pub fn timestamp_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
 /// `FRAME_TYPE_RTC`, the type byte in front of every frame in both directions.
 pub const FRAME_TYPE_RTC: u8 = 0x05;
 

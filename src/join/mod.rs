@@ -7,7 +7,8 @@ pub mod limits;
 pub mod observe;
 pub mod relay;
 pub use crate::media;
-pub mod session;
+pub mod room;
+pub mod rooms;
 pub mod setup;
 pub mod signaling;
 pub mod video;
@@ -26,11 +27,9 @@ use crate::store::{AttendeeRecord, PresenceChange, Store};
 use frames::{audio_status, close_code};
 pub use limits::JoinLimits;
 
-const VOLUME_INDICATOR_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
-
 pub struct JoinPlane {
     pub store: Arc<dyn Store>,
-    pub rooms: session::Rooms,
+    pub rooms: rooms::Rooms,
     pub media: media::Media,
     pub clock: Arc<dyn Clock>,
     /// What one client may cost; [`JoinLimits::default`] unless set with [`JoinPlane::with_limits`].
@@ -70,7 +69,7 @@ impl JoinPlane {
     pub fn new(store: Arc<dyn Store>, media: media::Media, clock: Arc<dyn Clock>) -> Self {
         Self {
             store,
-            rooms: session::Rooms::default(),
+            rooms: rooms::Rooms::new(media.clone()),
             media,
             clock,
             limits: JoinLimits::default(),
@@ -110,49 +109,10 @@ impl JoinPlane {
         self.unjoined.count()
     }
 
-    /// Sends volume indicators (AUDIO_METADATA) to every meeting five times a second, for as
-    /// long as the join plane exists.
-    pub fn start_volume_indicators(self: &Arc<Self>) {
-        let plane = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(VOLUME_INDICATOR_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                tick.tick().await;
-                let Some(plane) = plane.upgrade() else { return };
-                if plane.rooms.session_count() == 0 {
-                    continue;
-                }
-                let levels = plane.media.levels().await.into_iter().collect();
-                plane.rooms.send_volume_indicators(&levels);
-            }
-        });
-    }
-
-    /// Acts on the media plane's video events for as long as the join plane exists: a
-    /// publisher whose connection died leaves INDEX, and measured bitrates go out as BITRATES.
+    /// Records cameras and content shares starting and stopping as meeting events, for as long
+    /// as the join plane exists.
     pub fn start_video_events(self: &Arc<Self>) {
         self.start_video_activity_events();
-        let Some(mut events) = self.media.take_video_events() else {
-            return;
-        };
-        let plane = Arc::downgrade(self);
-        tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
-                let Some(plane) = plane.upgrade() else { return };
-                match event {
-                    media::VideoEvent::ConnectionLost {
-                        meeting_id,
-                        session,
-                    } => plane.rooms.unpublish_video(&meeting_id, session),
-                    media::VideoEvent::Bitrates {
-                        meeting_id,
-                        streams,
-                        estimates,
-                    } => plane.rooms.send_bitrates(&meeting_id, streams, &estimates),
-                }
-            }
-        });
     }
 
     pub fn router(self: Arc<Self>) -> Router {
@@ -359,7 +319,7 @@ impl JoinPlane {
     }
 
     async fn check_presence(&self) {
-        let connected = self.rooms.connected_attendees();
+        let connected = self.rooms.connected_attendees().await;
         self.hand_over_moved_meetings(&connected).await;
         let mut meeting_gone: Option<(String, bool)> = None;
         for (meeting_id, attendee_id) in connected {
@@ -433,7 +393,7 @@ impl JoinPlane {
         let (store, clock) = (self.store.clone(), self.clock.clone());
         tokio::spawn(async move {
             while let Some(change) = activity.recv().await {
-                let session::VideoActivity {
+                let rooms::VideoActivity {
                     meeting_id,
                     attendee_id,
                     started,

@@ -144,7 +144,7 @@ impl Observers {
             return;
         };
         let observed = ObservedEvent {
-            at_ms: super::session::timestamp_ms() as i64,
+            at_ms: super::frames::timestamp_ms() as i64,
             event,
         };
         subscribers.retain(

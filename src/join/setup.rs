@@ -36,7 +36,6 @@ impl JoinPlane {
                 })
             }))
             .await;
-        join.start_volume_indicators();
         join.start_video_events();
         join.start_presence_check(Duration::from_secs(
             u64::try_from(config.presence_check).unwrap_or(30),

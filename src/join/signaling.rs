@@ -10,13 +10,14 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use tokio::time::Instant;
 
+use super::frames::timestamp_ms;
 use super::frames::{
     self, close_code,
     proto::{SdkPingPongType, SdkStreamMediaType, sdk_signal_frame::Type},
 };
 use super::frames::{VIDEO_SUBSCRIPTION_LIMIT, VIEW_ONLY_STATUS};
 use super::limits::{JoinLimits, UnjoinedSlot};
-use super::session::{self, Inlet, Outbound, Outlet, timestamp_ms};
+use super::room::{self, Inlet, Outbound, Outlet};
 use super::video::ViewOnly;
 use super::{Admission, JoinPlane, JoinRoute};
 use crate::domain::id::JoinToken;
@@ -346,7 +347,8 @@ impl Session<'_> {
                 true
             }
             Ok(Type::RemoteVideoUpdate) if self.joined.is_some() => {
-                self.on_remote_video_update(frame.remote_video_update.unwrap_or_default());
+                self.on_remote_video_update(frame.remote_video_update.unwrap_or_default())
+                    .await;
                 true
             }
             Ok(Type::PingPong) => match frame
@@ -391,7 +393,7 @@ impl Session<'_> {
     /// A simulcast layer switch within a group, without renegotiation: the section keeps its
     /// SSRC and shows the other layer from its next keyframe. Removals are followed by a full
     /// SUBSCRIBE, which settles them.
-    fn on_remote_video_update(&self, update: frames::proto::SdkRemoteVideoUpdateFrame) {
+    async fn on_remote_video_update(&mut self, update: frames::proto::SdkRemoteVideoUpdateFrame) {
         // A session shows at most the subscription limit's worth of streams; more in one frame
         // is not the SDK, and is not worth a lookup each.
         for wanted in update
@@ -400,10 +402,11 @@ impl Session<'_> {
             .take(VIDEO_SUBSCRIPTION_LIMIT as usize)
         {
             let stream = wanted.stream_id.unwrap_or(0);
-            let allowed =
-                self.plane
-                    .rooms
-                    .receivable_streams(&self.meeting_id, self.id, &[stream], 1);
+            let allowed = self
+                .plane
+                .rooms
+                .receivable_streams(&self.meeting_id, self.id, vec![stream], 1)
+                .await;
             if allowed == [stream] && stream != 0 {
                 self.plane.media.switch_layer(self.id, &wanted.mid, stream);
             }
@@ -420,13 +423,18 @@ impl Session<'_> {
         }
         // Refused messages go straight back on this socket: the sender's own task, so no queue
         // of anyone else's grows for them.
-        match self.plane.rooms.relay_data(
-            &self.meeting_id,
-            self.id,
-            messages,
-            self.limits,
-            self.plane.clock.now_ms(),
-        ) {
+        let refused = self
+            .plane
+            .rooms
+            .relay_data(
+                &self.meeting_id,
+                self.id,
+                messages,
+                self.limits,
+                self.plane.clock.now_ms(),
+            )
+            .await;
+        match refused {
             Some(throttled) => self.send(&throttled).await,
             None => true,
         }
@@ -454,15 +462,21 @@ impl Session<'_> {
         };
         let role = AudioRole::from_capability(attendee.capabilities.audio);
         let attendee_id = attendee.attendee_id.clone();
-        let (allocations, view_only) = self.publish_send_streams(&sub.send_streams, &attendee_id);
+        let (allocations, view_only) = self
+            .publish_send_streams(&sub.send_streams, &attendee_id)
+            .await;
         let plan = VideoPlan {
             publish: allocations.iter().filter_map(|a| a.stream_id).collect(),
-            subscribe: self.plane.rooms.receivable_streams(
-                &self.meeting_id,
-                self.id,
-                &sub.receive_stream_ids,
-                VIDEO_SUBSCRIPTION_LIMIT as usize,
-            ),
+            subscribe: self
+                .plane
+                .rooms
+                .receivable_streams(
+                    &self.meeting_id,
+                    self.id,
+                    sub.receive_stream_ids.clone(),
+                    VIDEO_SUBSCRIPTION_LIMIT as usize,
+                )
+                .await,
         };
         match self
             .plane
@@ -480,24 +494,27 @@ impl Session<'_> {
 
     /// Publishes the video layers the session sends (or withdraws them when it sends none): the
     /// allocated ids, or none and why the session is view only.
-    fn publish_send_streams(
-        &self,
+    async fn publish_send_streams(
+        &mut self,
         send_streams: &[frames::proto::SdkStreamDescriptor],
         attendee_id: &str,
     ) -> (
         Vec<frames::proto::SdkStreamAllocation>,
         Option<&'static str>,
     ) {
-        let descriptors: Vec<&frames::proto::SdkStreamDescriptor> = send_streams
+        let descriptors: Vec<frames::proto::SdkStreamDescriptor> = send_streams
             .iter()
             .filter(|d| d.media_type == Some(SdkStreamMediaType::Video as i32))
+            .cloned()
             .collect();
         let rooms = &self.plane.rooms;
         let published = if descriptors.is_empty() {
             rooms.unpublish_video(&self.meeting_id, self.id);
             Ok(Vec::new())
         } else {
-            rooms.publish_video(&self.meeting_id, self.id, &descriptors)
+            rooms
+                .publish_video(&self.meeting_id, self.id, descriptors)
+                .await
         };
         match published {
             Ok(allocations) => (allocations, None),
@@ -641,14 +658,19 @@ impl Session<'_> {
         attendee: &AttendeeRecord,
         outlet: &Outlet,
     ) -> Result<usize, Step> {
-        match self.plane.rooms.join(
-            &self.meeting_id,
-            self.id,
-            &attendee.attendee_id,
-            &attendee.external_user_id,
-            outlet.clone(),
-            self.limits.max_sessions_per_meeting,
-        ) {
+        let entered = self
+            .plane
+            .rooms
+            .join(
+                &self.meeting_id,
+                self.id,
+                &attendee.attendee_id,
+                &attendee.external_user_id,
+                outlet.clone(),
+                self.limits.max_sessions_per_meeting,
+            )
+            .await;
+        match entered {
             Ok(count) => Ok(count),
             Err(full) => {
                 tracing::info!(
@@ -714,21 +736,23 @@ impl Session<'_> {
                 self.plane.clock.now_unix(),
             )
         });
-        let ok = self
+        if !self
             .send(&frames::join_ack_with_turn(timestamp_ms(), turn))
             .await
-            && self
-                .send(&self.plane.rooms.index_for(&self.meeting_id, self.id))
-                .await;
-        if !ok {
+        {
+            return false;
+        }
+        let index = self.plane.rooms.index_for(&self.meeting_id, self.id).await;
+        if !self.send(&index).await {
             return false;
         }
         // Data messages still alive, as they were first relayed (sender, ingest time).
-        for frame in self.plane.rooms.kept_data_frames(
-            &self.meeting_id,
-            self.plane.clock.now_ms(),
-            self.limits,
-        ) {
+        let kept = self
+            .plane
+            .rooms
+            .kept_data_frames(&self.meeting_id, self.plane.clock.now_ms(), self.limits)
+            .await;
+        for frame in kept {
             if !self.send(&frame).await {
                 return false;
             }
@@ -814,6 +838,7 @@ impl Session<'_> {
         } else if !plane
             .rooms
             .has_other_session(&self.meeting_id, &attendee.attendee_id, self.id)
+            .await
         {
             plane
                 .record_presence(&self.meeting_id, &attendee.attendee_id, change)
@@ -862,7 +887,7 @@ async fn run_session(
         return;
     };
     let mut unjoined = Some(slot);
-    let (outlet, mut inlet) = session::outlet(limits.outbound_queue_frames);
+    let (outlet, mut inlet) = room::outlet(limits.outbound_queue_frames);
     let dropped = session.serve(&outlet, &mut inlet, &mut unjoined).await;
     session.depart(dropped).await;
     if session.awaiting_close_reply {

@@ -1,11 +1,14 @@
-//! One task per meeting: it owns the meeting's str0m peers, feeds their audio to the meeting's
-//! mixer and writes the mixer's downlinks back. Meetings run concurrently on the executor's
-//! threads; nothing here is shared with another meeting but the socket and the route table.
+//! One task per meeting, its single owner on this node: it holds the meeting's room (presence,
+//! video publications, data messages: [`crate::join::room::Room`], changed only by the join
+//! plane's [`MeetingCommand::Room`] visits), its str0m peers and the forwarding between them; it
+//! feeds their audio to the meeting's mixer and writes the mixer's downlinks back. Meetings run
+//! concurrently on the executor's threads; nothing here is shared with another meeting but the
+//! socket and the route table.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use str0m::bwe::{Bitrate, BweKind};
@@ -17,16 +20,17 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::capacity::DeliveredCapacity;
 use super::forward::{AUDIO_RESERVE_BPS, Forwarding, UPGRADE_MARGIN};
-use super::levels::{LevelBoard, LevelCell};
+use super::levels::LevelCell;
 use super::mix::{AudioRole, Downlink};
 use super::mixer::{MixerInput, Mixers};
 use super::net::{Datagram, MediaSockets, Route, Routes, sdp_ufrag};
 use super::sdp;
 use super::tap::{VideoFrame, VideoSource, VideoTapSender, VideoTaps};
 use super::timeline::{Timelines, capture_time};
-use super::{Answer, OfferError, Registry, TrackMapping, VideoEvent, VideoPlan};
+use super::{Answer, OfferError, Registry, TrackMapping, VideoPlan};
 use crate::domain::id::StreamId;
 use crate::events::CapabilityTarget;
+use crate::join::room::Room;
 
 /// Datagrams waiting for one meeting: about a second of a 40-person meeting's uplink.
 pub const INBOX_DATAGRAMS: usize = 4096;
@@ -49,8 +53,16 @@ const PEER_STATS_INTERVAL: Duration = Duration::from_secs(1);
 const ESTIMATE_REPORT_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Datagrams handled per wake-up before timers and downlinks get a turn.
 const DATAGRAM_BATCH: usize = 256;
+/// How often the room's checked-in sessions get the volume indicators (AUDIO_METADATA).
+const VOLUME_INDICATOR_INTERVAL: Duration = Duration::from_millis(200);
+
+/// A change the join plane makes to the meeting's room, run by the meeting's task in turn with
+/// its other commands. The room is None until a visit opens it.
+pub type RoomVisit = Box<dyn FnOnce(&mut Option<Room>) + Send>;
 
 pub enum MeetingCommand {
+    /// Reads or changes the meeting's room (see [`RoomVisit`]).
+    Room(RoomVisit),
     Offer {
         session: u64,
         attendee_id: String,
@@ -196,9 +208,9 @@ pub struct Shared {
     pub candidates: Vec<SocketAddr>,
     pub routes: Routes,
     pub mixers: Mixers,
-    pub levels: LevelBoard,
+    /// Peer connections on this node, across meetings.
+    pub peers: AtomicUsize,
     pub registry: Registry,
-    pub video_events: mpsc::UnboundedSender<VideoEvent>,
     pub video: VideoCounters,
     /// Taps on meetings' mixes that outlive each media task (see [`super::tap::MeetingTaps`]).
     pub meeting_taps: super::tap::MeetingTaps,
@@ -220,7 +232,15 @@ pub struct MeetingTask {
     pub meeting_id: String,
     pub shared: Arc<Shared>,
     pub inbox: mpsc::Sender<Datagram>,
+    /// Who is in the meeting (None until the join plane first opens it).
+    room: Option<Room>,
     peers: HashMap<u64, Peer>,
+    /// The mixer has the meeting: from the first peer until the last one leaves, so that a
+    /// room without media (sessions still joining, a recording's guest, kept messages) costs
+    /// the mixer nothing and its taps see a gap, as when no task ran.
+    mixing: bool,
+    /// Where the mixer writes this meeting's downlinks.
+    downlinks: mpsc::Sender<Vec<Downlink>>,
     dirty: HashSet<u64>,
     forwarding: Forwarding,
     /// Each receive section's own RTP timeline across the sources it shows.
@@ -236,21 +256,27 @@ pub struct MeetingTask {
     stream_bytes: HashMap<u32, u64>,
     bitrates_since: Instant,
     layers_checked: Instant,
+    volume_indicators_at: Instant,
 }
 
 impl MeetingTask {
+    /// A task for the meeting, and the receiving end of its mixer's downlinks (for [`Self::run`]).
     pub fn new(
         key: u64,
         meeting_id: String,
         shared: Arc<Shared>,
         inbox: mpsc::Sender<Datagram>,
-    ) -> Self {
-        MeetingTask {
+    ) -> (Self, mpsc::Receiver<Vec<Downlink>>) {
+        let (downlinks, downlinks_rx) = mpsc::channel(8);
+        let task = MeetingTask {
             key,
             meeting_id,
             shared,
             inbox,
+            room: None,
             peers: HashMap::new(),
+            mixing: false,
+            downlinks,
             dirty: HashSet::new(),
             forwarding: Forwarding::default(),
             timelines: Timelines::default(),
@@ -261,38 +287,28 @@ impl MeetingTask {
             stream_bytes: HashMap::new(),
             bitrates_since: Instant::now(),
             layers_checked: Instant::now(),
-        }
+            volume_indicators_at: Instant::now(),
+        };
+        (task, downlinks_rx)
     }
 
     pub async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<MeetingCommand>,
         mut datagrams: mpsc::Receiver<Datagram>,
+        mut downlinks: mpsc::Receiver<Vec<Downlink>>,
     ) {
-        let (downlinks_tx, mut downlinks) = mpsc::channel::<Vec<Downlink>>(8);
-        self.shared.mixers.control(
-            self.key,
-            MixerInput::Open {
-                meeting: self.key,
-                downlinks: downlinks_tx,
-            },
-        );
-        // Taps opened on the meeting before its media (re)started, after Open on the same
-        // channel, so the mixer has the meeting when they arrive.
-        for tap in self.shared.meeting_taps.of(&self.meeting_id) {
-            self.shared.mixers.control(
-                self.key,
-                MixerInput::Tap {
-                    meeting: self.key,
-                    tap,
-                },
-            );
-        }
         loop {
+            let volume_indicators = self
+                .room
+                .as_ref()
+                .filter(|room| room.has_audio() && !self.peers.is_empty())
+                .map(|_| self.volume_indicators_at);
             let deadline = self
                 .peers
                 .values()
                 .map(|p| p.next_timeout)
+                .chain(volume_indicators)
                 .min()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
             tokio::select! {
@@ -339,13 +355,67 @@ impl MeetingTask {
             {
                 self.report_bitrates(now);
             }
-            if self.peers.is_empty() && self.leave_registry(&commands) {
-                break;
+            if volume_indicators.is_some_and(|at| at <= now) {
+                self.volume_indicators_at = now + VOLUME_INDICATOR_INTERVAL;
+                self.send_volume_indicators(now);
+            }
+            if self.peers.is_empty() {
+                self.stop_mixing();
+                if self.room.as_ref().is_none_or(Room::is_idle) && self.leave_registry(&commands) {
+                    break;
+                }
             }
         }
+        self.stop_mixing();
+    }
+
+    /// Gives the mixer the meeting, with the taps opened on it before its media (re)started
+    /// (after Open on the same channel, so the mixer has the meeting when they arrive).
+    fn start_mixing(&mut self) {
+        if self.mixing {
+            return;
+        }
+        self.mixing = true;
+        self.shared.mixers.control(
+            self.key,
+            MixerInput::Open {
+                meeting: self.key,
+                downlinks: self.downlinks.clone(),
+            },
+        );
+        for tap in self.shared.meeting_taps.of(&self.meeting_id) {
+            self.shared.mixers.control(
+                self.key,
+                MixerInput::Tap {
+                    meeting: self.key,
+                    tap,
+                },
+            );
+        }
+    }
+
+    /// Takes the meeting out of its mixer (its taps see the stream pause).
+    fn stop_mixing(&mut self) {
+        if !self.mixing {
+            return;
+        }
+        self.mixing = false;
         self.shared
             .mixers
             .control(self.key, MixerInput::Close { meeting: self.key });
+    }
+
+    /// AUDIO_METADATA to the room's checked-in sessions, from each peer's latest audio level.
+    fn send_volume_indicators(&mut self, now: Instant) {
+        let Some(room) = self.room.as_mut() else {
+            return;
+        };
+        let levels: HashMap<u64, Option<u8>> = self
+            .peers
+            .iter()
+            .map(|(session, peer)| (*session, peer.level.current(now)))
+            .collect();
+        room.send_volume_indicators(&levels);
     }
 
     /// Leaves the registry when no command is waiting; a command that raced in keeps it alive.
@@ -367,6 +437,15 @@ impl MeetingTask {
 
     fn on_command(&mut self, command: MeetingCommand) {
         match command {
+            MeetingCommand::Room(visit) => {
+                // A visit that panics loses its own change, not the meeting.
+                let visited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    visit(&mut self.room)
+                }));
+                if visited.is_err() {
+                    tracing::error!(meeting_id = %self.meeting_id, "a change to the room panicked");
+                }
+            }
             MeetingCommand::Offer {
                 session,
                 attendee_id,
@@ -580,6 +659,7 @@ impl MeetingTask {
                 },
             );
         }
+        self.start_mixing();
         self.shared.mixers.control(
             self.key,
             MixerInput::Role {
@@ -588,7 +668,7 @@ impl MeetingTask {
                 role,
             },
         );
-        let level = self.shared.levels.register(session);
+        self.shared.peers.fetch_add(1, Ordering::Relaxed);
         self.peers.insert(
             session,
             Peer {
@@ -599,7 +679,7 @@ impl MeetingTask {
                 opus: None,
                 ufrag,
                 next_timeout: Instant::now(),
-                level,
+                level: Arc::new(LevelCell::default()),
                 connected: false,
                 created: Instant::now(),
                 estimate: None,
@@ -612,6 +692,7 @@ impl MeetingTask {
 
     fn drop_peer(&mut self, session: u64) {
         if let Some(peer) = self.peers.remove(&session) {
+            self.shared.peers.fetch_sub(1, Ordering::Relaxed);
             self.shared
                 .routes
                 .remove_session(session, peer.ufrag.as_deref());
@@ -626,7 +707,6 @@ impl MeetingTask {
                 session,
             },
         );
-        self.shared.levels.remove(session);
     }
 
     fn remove_dead(&mut self) {
@@ -643,10 +723,11 @@ impl MeetingTask {
         for session in dead {
             tracing::info!(meeting_id = %self.meeting_id, session, "media connection closed");
             self.drop_peer(session);
-            let _ = self.shared.video_events.send(VideoEvent::ConnectionLost {
-                meeting_id: self.meeting_id.clone(),
-                session,
-            });
+            // Its video leaves INDEX now, not when its signaling socket times out, or viewers
+            // keep a frozen tile.
+            if let Some(room) = self.room.as_mut() {
+                room.unpublish_video(session);
+            }
         }
     }
 
@@ -698,7 +779,7 @@ impl MeetingTask {
         for (stream, bps) in &streams {
             self.forwarding.set_rate(*stream, u64::from(*bps));
         }
-        let estimates = self
+        let estimates: Vec<(u64, u32)> = self
             .peers
             .iter_mut()
             .filter_map(|(session, peer)| {
@@ -707,11 +788,9 @@ impl MeetingTask {
                 Some((*session, u32::try_from(estimate / 1000).unwrap_or(u32::MAX)))
             })
             .collect();
-        let _ = self.shared.video_events.send(VideoEvent::Bitrates {
-            meeting_id: self.meeting_id.clone(),
-            streams,
-            estimates,
-        });
+        if let Some(room) = self.room.as_mut() {
+            room.send_bitrates(streams, &estimates);
+        }
     }
 
     fn on_datagram(&mut self, datagram: Datagram) {

@@ -4,12 +4,14 @@
 //! Who owns what:
 //! - [`net`]: the UDP socket, read by one task, and the address → peer table (O(1) demux,
 //!   learned from each client's first STUN binding);
-//! - [`meeting`]: one task per meeting owning its str0m peers (one `Rtc` per session), so
-//!   meetings run concurrently on every executor thread and never share a lock on the hot path;
+//! - [`meeting`]: one task per meeting owning its room (presence, video publications, data
+//!   messages), its str0m peers (one `Rtc` per session) and the forwarding between them, so
+//!   meetings run concurrently on every executor thread and never share a lock on the join or
+//!   packet path;
 //! - [`mixer`]: OS threads that tick every 20 ms, each mixing the meetings assigned to it
 //!   ([`mix`] holds the per-meeting mix-minus logic, [`opus`] the codec);
-//! - [`Media`]: the handle the signaling side uses to answer offers, drop sessions and change
-//!   an attendee's audio role.
+//! - [`Media`]: the handle the join plane uses to visit a meeting's room, answer offers, drop
+//!   sessions and change an attendee's audio role.
 //!
 //! Signaling and media talk only through channels: commands to a meeting task, datagrams to its
 //! bounded inbox, packets to a mixer's bounded queue and downlinks back.
@@ -36,7 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::id::{MeetingId, StreamId};
 use crate::events::CapabilityTarget;
-use levels::LevelBoard;
+pub use meeting::RoomVisit;
 use meeting::{MeetingCommand, MeetingTask, Shared};
 pub use mix::AudioRole;
 use mixer::Mixers;
@@ -111,24 +113,6 @@ pub struct Media {
     pub candidates: Vec<SocketAddr>,
     sessions: Arc<Mutex<HashMap<u64, String>>>,
     next_meeting_key: Arc<AtomicU64>,
-    video_events: Arc<Mutex<Option<mpsc::UnboundedReceiver<VideoEvent>>>>,
-}
-
-/// What the media plane tells signaling about video, at most a few per meeting per second.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VideoEvent {
-    /// A session's connection died (ICE or DTLS failure, silence): its video must leave INDEX
-    /// now, not when its signaling socket times out, or viewers keep a frozen tile.
-    ConnectionLost { meeting_id: String, session: u64 },
-    /// What each published stream sent over the last few seconds, in bits per second, and
-    /// each session's estimated downlink capacity in kbit/s (BITRATES
-    /// `server_available_outgoing_bitrate`, which the SDK's downlink policies use as its
-    /// available incoming bitrate).
-    Bitrates {
-        meeting_id: String,
-        streams: Vec<(u32, u32)>,
-        estimates: Vec<(u64, u32)>,
-    },
 }
 
 impl Media {
@@ -153,7 +137,6 @@ impl Media {
             std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no media address")
         })?;
         let routes = Routes::default();
-        let (video_events, video_events_rx) = mpsc::unbounded_channel();
         for socket in &sockets.sockets {
             tokio::spawn(net::receive(socket.clone(), routes.clone()));
         }
@@ -162,38 +145,64 @@ impl Media {
             candidates,
             routes,
             mixers: Mixers::start(mixer_threads, speakers)?,
-            levels: LevelBoard::default(),
+            peers: Default::default(),
             registry: Registry::default(),
-            video_events,
             video: Default::default(),
             meeting_taps: Default::default(),
         });
         Ok(Media {
             candidates: shared.candidates.clone(),
             shared,
-            video_events: Arc::new(Mutex::new(Some(video_events_rx))),
             advertised,
             sessions: Arc::default(),
             next_meeting_key: Arc::new(AtomicU64::new(1)),
         })
     }
 
-    /// The meeting's task, started if it is not running.
-    fn meeting(&self, meeting_id: &str) -> Option<MeetingHandle> {
-        let mut registry = self.shared.registry.lock().ok()?;
-        if let Some(handle) = registry.get(meeting_id)
-            && !handle.commands.is_closed()
-        {
-            return Some(handle.clone());
+    /// Sends a command to the meeting's task; with `start`, starting one when none runs.
+    /// False when no task took it.
+    ///
+    /// The registry stays locked until the command is in the task's queue: a task leaves the
+    /// registry under the same lock, and only with an empty queue, so a command sent here is
+    /// never left behind in the queue of a task that has already decided to stop.
+    fn send_command(&self, meeting_id: &str, start: bool, command: MeetingCommand) -> bool {
+        let Ok(mut registry) = self.shared.registry.lock() else {
+            return false;
+        };
+        let command = match registry.get(meeting_id) {
+            Some(handle) => match handle.commands.send(command) {
+                Ok(()) => return true,
+                Err(mpsc::error::SendError(command)) => command,
+            },
+            None => command,
+        };
+        if !start {
+            return false;
         }
         let key = self.next_meeting_key.fetch_add(1, Ordering::Relaxed);
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (inbox, inbox_rx) = mpsc::channel(meeting::INBOX_DATAGRAMS);
-        let task = MeetingTask::new(key, meeting_id.to_string(), self.shared.clone(), inbox);
-        tokio::spawn(task.run(commands_rx, inbox_rx));
-        let handle = MeetingHandle { key, commands };
-        registry.insert(meeting_id.to_string(), handle.clone());
-        Some(handle)
+        let (task, downlinks) =
+            MeetingTask::new(key, meeting_id.to_string(), self.shared.clone(), inbox);
+        tokio::spawn(task.run(commands_rx, inbox_rx, downlinks));
+        let sent = commands.send(command).is_ok();
+        registry.insert(meeting_id.to_string(), MeetingHandle { key, commands });
+        sent
+    }
+
+    /// Runs `visit` on the meeting's room in the meeting's task, in turn with everything else
+    /// the task does; with `open`, starting the task when none runs (the visit then finds no
+    /// room and may open one). False when no task took it.
+    pub fn visit_room(&self, meeting_id: &str, open: bool, visit: RoomVisit) -> bool {
+        self.send_command(meeting_id, open, MeetingCommand::Room(visit))
+    }
+
+    /// The meetings with a task on this node.
+    pub fn meeting_ids(&self) -> Vec<String> {
+        self.shared.registry.lock().map_or_else(
+            |_| Vec::new(),
+            |registry| registry.keys().cloned().collect(),
+        )
     }
 
     /// Answers a client's SDP offer with an ICE-lite answer whose candidate is this socket.
@@ -206,40 +215,30 @@ impl Media {
         sdp_offer: String,
         video: VideoPlan,
     ) -> Result<Answer, OfferError> {
-        // A meeting task that just emptied may be leaving; the second try starts a new one.
-        for _ in 0..2 {
-            let handle = self.meeting(meeting_id).ok_or(OfferError::Stopped)?;
-            let (reply, answer) = oneshot::channel();
-            let offer = MeetingCommand::Offer {
-                session,
-                attendee_id: attendee_id.to_string(),
-                role,
-                sdp_offer: sdp_offer.clone(),
-                video: video.clone(),
-                reply,
-            };
-            if handle.commands.send(offer).is_err() {
-                continue;
-            }
-            let Ok(result) = answer.await else { continue };
-            if result.is_ok()
-                && let Ok(mut sessions) = self.sessions.lock()
-            {
-                sessions.insert(session, meeting_id.to_string());
-            }
-            return result;
+        let (reply, answer) = oneshot::channel();
+        let offer = MeetingCommand::Offer {
+            session,
+            attendee_id: attendee_id.to_string(),
+            role,
+            sdp_offer,
+            video,
+            reply,
+        };
+        if !self.send_command(meeting_id, true, offer) {
+            return Err(OfferError::Stopped);
         }
-        Err(OfferError::Stopped)
+        let result = answer.await.map_err(|_| OfferError::Stopped)?;
+        if result.is_ok()
+            && let Ok(mut sessions) = self.sessions.lock()
+        {
+            sessions.insert(session, meeting_id.to_string());
+        }
+        result
     }
 
     /// Changes what an attendee's live sessions may do with audio (UpdateAttendeeCapabilities).
     pub fn set_audio_role(&self, meeting_id: &str, attendees: CapabilityTarget, role: AudioRole) {
         self.tell_meeting(meeting_id, MeetingCommand::SetRole { attendees, role });
-    }
-
-    /// The media plane's video events; the first caller gets them, later callers None.
-    pub fn take_video_events(&self) -> Option<mpsc::UnboundedReceiver<VideoEvent>> {
-        self.video_events.lock().ok()?.take()
     }
 
     /// Shows another layer of the same publisher on a receive section (REMOTE_VIDEO_UPDATE),
@@ -279,17 +278,9 @@ impl Media {
         }
     }
 
-    /// Sends a command to a meeting's task, if it runs (none runs without a peer to serve).
+    /// Sends a command to a meeting's task, if it runs.
     fn tell_meeting(&self, meeting_id: &str, command: MeetingCommand) {
-        let handle = self
-            .shared
-            .registry
-            .lock()
-            .ok()
-            .and_then(|registry| registry.get(meeting_id).cloned());
-        if let Some(handle) = handle {
-            let _ = handle.commands.send(command);
-        }
+        self.send_command(meeting_id, false, command);
     }
 
     /// Opens a media tap on a meeting's audio (see [`tap`]), queued up to `capacity` frames and
@@ -380,13 +371,7 @@ impl Media {
 
     /// How many peer connections the media plane holds (for tests and benchmarks).
     pub async fn peer_count(&self) -> usize {
-        self.shared.levels.len()
-    }
-
-    /// Each peer's session with its current speaking volume in minus-dB (0 loudest, 127 silent),
-    /// or None when no recent audio level arrived.
-    pub async fn levels(&self) -> Vec<(u64, Option<u8>)> {
-        self.shared.levels.snapshot()
+        self.shared.peers.load(Ordering::Relaxed)
     }
 
     /// Releases a session's peer connection.
@@ -407,7 +392,7 @@ impl Media {
         let mixer = &self.shared.mixers.stats;
         let video = &self.shared.video;
         MediaStats {
-            peers: self.shared.levels.len(),
+            peers: self.shared.peers.load(Ordering::Relaxed),
             meetings: self
                 .shared
                 .registry
@@ -434,7 +419,7 @@ impl Media {
 #[derive(Debug, Clone, Copy)]
 pub struct MediaStats {
     pub peers: usize,
-    /// Meetings with a media task on this node.
+    /// Meetings with a task on this node (someone connected, or state kept for those to come).
     pub meetings: usize,
     pub datagrams_received: u64,
     pub datagrams_unroutable: u64,

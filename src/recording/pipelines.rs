@@ -233,11 +233,14 @@ impl Recorders {
                 return None;
             }
         };
-        self.join.rooms.add_guest(
-            meeting_id.as_str(),
-            &record.attendee_id,
-            &record.external_user_id,
-        );
+        self.join
+            .rooms
+            .add_guest(
+                meeting_id.as_str(),
+                &record.attendee_id,
+                &record.external_user_id,
+            )
+            .await;
         Some(record.attendee_id)
     }
 

@@ -218,7 +218,7 @@ impl Folders {
 }
 
 fn now_ms() -> i64 {
-    crate::join::session::timestamp_ms() as i64
+    crate::join::frames::timestamp_ms() as i64
 }
 
 /// Records the meeting's events and data messages until `stop`, framed by `CaptureStarted` and

@@ -338,6 +338,7 @@ pub async fn record_video(
         let wanted: HashMap<String, RecordableVideo> = join
             .rooms
             .recordable_video(meeting_id.as_str())
+            .await
             .into_iter()
             .filter(|video| selection.includes(video))
             .map(|video| (video.attendee_id.clone(), video))

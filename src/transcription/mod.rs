@@ -292,7 +292,8 @@ impl MeetingTranscription {
         let running = !matches!(status, Status::Stopped | Status::Failed);
         self.join
             .rooms
-            .send_server_data(meeting_id, message, running);
+            .send_server_data(meeting_id, message, running)
+            .await;
         if !running {
             self.join.rooms.unpin(meeting_id, captions::TOPIC);
         }
@@ -352,7 +353,7 @@ impl MeetingTranscription {
     }
 
     /// Sends a result to every client of the meeting.
-    fn deliver(
+    async fn deliver(
         &self,
         utterance: &Utterance,
         recognized: &engine::Recognized,
@@ -371,7 +372,8 @@ impl MeetingTranscription {
         );
         self.join
             .rooms
-            .send_server_data(self.meeting_id.as_str(), message, false);
+            .send_server_data(self.meeting_id.as_str(), message, false)
+            .await;
         if !utterance.partial {
             self.observe(captions::transcript_line(
                 utterance, recognized, speaker, result_id, at,
@@ -413,7 +415,7 @@ async fn run_meeting(meeting: Arc<MeetingTranscription>, mut stop: watch::Receiv
                 }
             }
             Some(reason) = refusals.recv() => break End::Failed(reason),
-            _ = look.tick() => follow_speakers(&meeting, &mut speakers, &refused),
+            _ = look.tick() => follow_speakers(&meeting, &mut speakers, &refused).await,
         }
     };
     // Stopping is at once, as AWS's: what speakers were saying is not transcribed.
@@ -430,7 +432,7 @@ async fn run_meeting(meeting: Arc<MeetingTranscription>, mut stop: watch::Receiv
 
 /// Gives every audio sender of the meeting a speaker task (again, when its last one ended: its
 /// tap closes while its media is not up yet).
-fn follow_speakers(
+async fn follow_speakers(
     meeting: &Arc<MeetingTranscription>,
     speakers: &mut HashMap<u64, JoinHandle<()>>,
     refused: &mpsc::Sender<String>,
@@ -439,7 +441,8 @@ fn follow_speakers(
     let senders = meeting
         .join
         .rooms
-        .audio_senders(meeting.meeting_id.as_str());
+        .audio_senders(meeting.meeting_id.as_str())
+        .await;
     for (session, attendee_id, external_user_id) in senders {
         if speakers.contains_key(&session) {
             continue;
@@ -560,7 +563,9 @@ async fn work(
                     meeting.counts.count(Outcome::Transcribed);
                 }
                 if !recognized.text.is_empty() {
-                    meeting.deliver(&utterance, &recognized, &speaker, &result.1);
+                    meeting
+                        .deliver(&utterance, &recognized, &speaker, &result.1)
+                        .await;
                 }
             }
             Err(error) if error.is_refusal() => {
