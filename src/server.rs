@@ -131,8 +131,7 @@ pub fn check_config(config: &Config) -> anyhow::Result<()> {
     }
     event_sinks(config)?;
     crate::turn::setup::check(config)?;
-    crate::transcription::engine::EngineSettings::from_config(config)
-        .map_err(anyhow::Error::msg)?;
+    crate::transcription::engine::EngineSettings::from_config(config)?;
     if let Some(id) = &config.account_id {
         anyhow::ensure!(
             keys::is_account_id(id),
@@ -238,20 +237,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         .await
         .with_context(|| format!("binding the media sockets ({media_addresses:?})"))?;
     let media_addr = media.advertised;
-    let turn_certificate = match (&config.turn_tls_cert, &config.turn_tls_key) {
-        (Some(cert), Some(key)) => Some(crate::tls::ReloadableCertificate::load(cert, key)?),
-        _ => front.certificate.clone(),
-    };
-    let turn = crate::turn::setup::start(
-        config,
-        TurnDeps {
-            http_ip: front.addr.ip(),
-            certificate: turn_certificate.as_ref(),
-            public_url: &public_url,
-            store: store.clone(),
-            clock: clock.clone(),
-        },
-    )?;
+    let (turn, turn_certificate) = start_turn(config, &front, &store, &clock)?;
     let cluster = crate::cluster::Cluster::new(
         store.clone(),
         public_url.clone(),
@@ -273,33 +259,14 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
     let events = meeting_events(config, &join, &public_url).await?;
     let lifecycle = start_lifecycle(config, &store, &clock, &events);
     let sinks = start_event_sinks(config, &store, &public_url)?;
-    // Recordings go to the S3-compatible store of --s3-endpoint, else to folders under the
-    // data directory.
-    let recording_sink: Arc<dyn crate::recording::sink::ObjectSink> =
-        match crate::recording::s3::S3Settings::from_config(config)? {
-            Some(settings) => Arc::new(crate::recording::s3::S3Sink::new(&settings)),
-            None => Arc::new(crate::recording::sink::FolderSink::in_data_dir(
-                &config.data_dir,
-            )),
-        };
-    tracing::info!("recordings go to {}", recording_sink.describe());
     let recorders = crate::recording::pipelines::Recorders::new(
         store.clone(),
         join.clone(),
-        recording_sink,
+        recording_sink(config)?,
         clock.clone(),
     );
     recorders.resume_unfinished().await;
-    let engine = crate::transcription::engine::EngineSettings::from_config(config)
-        .map_err(anyhow::Error::msg)?;
-    if let Some(engine) = &engine {
-        tracing::info!(url = %engine.url, model = %engine.model, "live transcription through this engine");
-    }
-    let transcriptions = crate::transcription::Transcriptions::new(
-        engine.map(crate::transcription::engine::Engine::new),
-        join.clone(),
-        store.clone(),
-    );
+    let transcriptions = start_transcriptions(config, &join, &store)?;
     let state = ApiState::start(
         config,
         ApiDeps {
@@ -327,6 +294,62 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
         sinks,
     };
     parts.serve(config).await
+}
+
+/// The embedded TURN listener when it is on, and the certificate its TLS listener serves (its
+/// own, else the API's).
+fn start_turn(
+    config: &Config,
+    front: &HttpFront,
+    store: &Arc<dyn Store>,
+    clock: &Arc<dyn Clock>,
+) -> anyhow::Result<(Turn, Option<Arc<crate::tls::ReloadableCertificate>>)> {
+    let certificate = match (&config.turn_tls_cert, &config.turn_tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::ReloadableCertificate::load(cert, key)?),
+        _ => front.certificate.clone(),
+    };
+    let turn = crate::turn::setup::start(
+        config,
+        TurnDeps {
+            http_ip: front.addr.ip(),
+            certificate: certificate.as_ref(),
+            public_url: &front.public_url,
+            store: store.clone(),
+            clock: clock.clone(),
+        },
+    )?;
+    Ok((turn, certificate))
+}
+
+/// Where recordings go: the S3-compatible store of --s3-endpoint, else folders under the data
+/// directory.
+fn recording_sink(config: &Config) -> anyhow::Result<Arc<dyn crate::recording::sink::ObjectSink>> {
+    let sink: Arc<dyn crate::recording::sink::ObjectSink> =
+        match crate::recording::s3::S3Settings::from_config(config)? {
+            Some(settings) => Arc::new(crate::recording::s3::S3Sink::new(&settings)),
+            None => Arc::new(crate::recording::sink::FolderSink::in_data_dir(
+                &config.data_dir,
+            )),
+        };
+    tracing::info!("recordings go to {}", sink.describe());
+    Ok(sink)
+}
+
+/// Live transcription, through the engine of --transcription-engine when one is set.
+fn start_transcriptions(
+    config: &Config,
+    join: &Arc<JoinPlane>,
+    store: &Arc<dyn Store>,
+) -> anyhow::Result<Arc<crate::transcription::Transcriptions>> {
+    let engine = crate::transcription::engine::EngineSettings::from_config(config)?;
+    if let Some(engine) = &engine {
+        tracing::info!(url = %engine.url, model = %engine.model, "live transcription through this engine");
+    }
+    Ok(crate::transcription::Transcriptions::new(
+        engine.map(crate::transcription::engine::Engine::new),
+        join.clone(),
+        store.clone(),
+    ))
 }
 
 /// What the planes tell the join plane (a deleted attendee, an ended meeting): this node's

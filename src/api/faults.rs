@@ -8,8 +8,8 @@ use std::time::Duration;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::Namespace;
 use super::error::{ApiError, ErrorKind};
+use super::namespace::Namespace;
 use super::operation::Operation;
 
 /// The longest latency a fault may add: well past the SDKs' default timeouts, well short of

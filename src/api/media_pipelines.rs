@@ -556,6 +556,31 @@ fn concatenation_request(request: &CreateConcatenationIn) -> Result<(String, Str
         &format!("{config}.MediaPipelineArn"),
     )?;
     validate::arn(&format!("{config}.MediaPipelineArn"), capture_arn)?;
+    check_concatenated_artifacts(source, config)?;
+    validate::one_of(
+        "Sinks[0].Type",
+        member(sink, &["Type"], "Sinks[0].Type")?,
+        &["S3Bucket"],
+    )?;
+    let destination_name = "Sinks[0].S3BucketSinkConfiguration.Destination";
+    let destination = member(
+        sink,
+        &["S3BucketSinkConfiguration", "Destination"],
+        destination_name,
+    )?;
+    validate::arn(destination_name, destination)?;
+    if parse_bucket_arn(destination).is_none() {
+        return Err(ApiError::bad_request(format!(
+            "{destination_name} must be an S3 bucket ARN (arn:aws:s3:::<bucket>[/<prefix>]) \
+             with a valid bucket name, not '{destination}'"
+        )));
+    }
+    Ok((capture_arn.to_string(), destination.to_string()))
+}
+
+/// The source's artifact states, each required: Audio must be enabled, CompositedVideo (which
+/// Carillon's captures never record) disabled.
+fn check_concatenated_artifacts(source: &Value, config: &str) -> Result<(), ApiError> {
     let artifacts = [
         "MediaCapturePipelineSourceConfiguration",
         "ChimeSdkMeetingConfiguration",
@@ -592,25 +617,7 @@ fn concatenation_request(request: &CreateConcatenationIn) -> Result<(String, Str
             )));
         }
     }
-    validate::one_of(
-        "Sinks[0].Type",
-        member(sink, &["Type"], "Sinks[0].Type")?,
-        &["S3Bucket"],
-    )?;
-    let destination_name = "Sinks[0].S3BucketSinkConfiguration.Destination";
-    let destination = member(
-        sink,
-        &["S3BucketSinkConfiguration", "Destination"],
-        destination_name,
-    )?;
-    validate::arn(destination_name, destination)?;
-    if parse_bucket_arn(destination).is_none() {
-        return Err(ApiError::bad_request(format!(
-            "{destination_name} must be an S3 bucket ARN (arn:aws:s3:::<bucket>[/<prefix>]) \
-             with a valid bucket name, not '{destination}'"
-        )));
-    }
-    Ok((capture_arn.to_string(), destination.to_string()))
+    Ok(())
 }
 
 /// CreateMediaConcatenationPipeline: joins a capture's audio chunks into one file once the

@@ -10,6 +10,7 @@ pub mod error;
 pub mod faults;
 pub mod input;
 pub mod meeting_features;
+pub mod namespace;
 pub mod operation;
 pub mod page_cache;
 pub mod setup;
@@ -38,18 +39,8 @@ use crate::domain::tokens::PageTokenCodec;
 use crate::store::Store;
 use crate::store::gate::CommitGate;
 use error::{ApiError, ErrorKind};
+pub use namespace::Namespace;
 use operation::{Operation, Route};
-
-/// Which API a request speaks. The legacy `chime` API lives under `/legacy`, because both APIs
-/// share routes and the signing name and cannot be told apart otherwise. The media pipelines
-/// API (`chime-sdk-media-pipelines`, also signed for `chime`) has routes of its own
-/// (`/sdk-media-…`, `/media-insights-…`, `/media-pipeline-…`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Namespace {
-    Meetings,
-    Legacy,
-    MediaPipelines,
-}
 
 pub const LEGACY_PREFIX: &str = "/legacy";
 

@@ -3,8 +3,8 @@
 
 use axum::http::Method;
 
-use super::Namespace;
 use super::error::{ApiError, ErrorKind};
+use super::namespace::Namespace;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {

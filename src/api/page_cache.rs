@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::body::Bytes;
 use hashlink::LinkedHashMap;
 
-use super::Namespace;
+use super::namespace::Namespace;
 
 /// Everything a ListAttendees body depends on besides the meeting's attendees.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

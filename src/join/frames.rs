@@ -10,6 +10,15 @@ use prost::Message;
 use proto::sdk_signal_frame::Type;
 use proto::*;
 
+/// The subprotocol the client offers beside its JoinToken, and that the server must echo.
+pub const SESSION_PROTOCOL: &str = "_aws_wt_session";
+
+/// A meeting id from the URL as a log line may show it: nobody has checked it before JOIN, so
+/// control characters are escaped and it is cut to 64 characters (real ids have 36).
+pub(crate) fn loggable(id: &str) -> String {
+    id.chars().take(64).flat_map(char::escape_debug).collect()
+}
+
 /// Wall-clock milliseconds for frame timestamps (the client estimates clock skew from them).
 pub fn timestamp_ms() -> u64 {
     std::time::SystemTime::now()

@@ -177,7 +177,7 @@ impl JoinPlane {
                 Err(error) => {
                     tracing::error!(
                         %error,
-                        meeting_id = %signaling::loggable(meeting_id),
+                        meeting_id = %frames::loggable(meeting_id),
                         "store failure while admitting a JoinToken"
                     );
                     Admission::Refused(4500, "internal error")
@@ -186,7 +186,7 @@ impl JoinPlane {
             Err(error) => {
                 tracing::error!(
                     %error,
-                    meeting_id = %signaling::loggable(meeting_id),
+                    meeting_id = %frames::loggable(meeting_id),
                     "store failure while admitting a JoinToken"
                 );
                 Admission::Refused(4500, "internal error")
@@ -223,7 +223,7 @@ impl JoinPlane {
             ),
         };
         tracing::info!(
-            meeting_id = %signaling::loggable(meeting_id),
+            meeting_id = %frames::loggable(meeting_id),
             host,
             code,
             "refusing a join for a meeting hosted on another node"
@@ -270,7 +270,7 @@ impl JoinPlane {
             {
                 Ok(Some(now)) if now == cluster.own_url() => {
                     tracing::info!(
-                        meeting_id = %signaling::loggable(meeting_id),
+                        meeting_id = %frames::loggable(meeting_id),
                         from = gone,
                         "took over a meeting whose node stopped beating"
                     );

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame as HostClose;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::frames::close_code;
-use super::signaling::SESSION_PROTOCOL;
+use super::frames::{SESSION_PROTOCOL, loggable};
 use crate::domain::id::JoinToken;
 
 /// Marks a handshake one node relays to another.
@@ -136,7 +136,7 @@ fn to_client(message: HostMessage) -> Option<ClientMessage> {
 /// (4503), so that its reconnect finds the meeting again once the registry knows more.
 pub async fn give_up(mut client: WebSocket, host_url: &str, meeting_id: &str, error: &RelayError) {
     tracing::warn!(
-        meeting_id = %super::signaling::loggable(meeting_id),
+        meeting_id = %loggable(meeting_id),
         host = host_url,
         %error,
         "could not relay a join to the meeting's host"

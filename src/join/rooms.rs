@@ -415,3 +415,70 @@ impl Rooms {
             .unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::MediaAddresses;
+
+    async fn rooms() -> Rooms {
+        let addresses = MediaAddresses::bound("127.0.0.1:0".parse().expect("an address"));
+        let media = Media::start_with(&addresses, 1, 3)
+            .await
+            .expect("media sockets");
+        Rooms::new(media)
+    }
+
+    /// Waits (boundedly) until the node has no meeting task left.
+    async fn no_task_left(rooms: &Rooms) -> bool {
+        for _ in 0..100 {
+            if rooms.media.meeting_ids().is_empty() {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_room_lives_in_its_meeting_task_while_it_holds_anything() {
+        let rooms = rooms().await;
+        let (way_in, mut inlet) = outlet(8);
+        assert_eq!(
+            rooms.join("m1", 1, "a", "José", way_in, 10).await,
+            Ok(1),
+            "the first JOIN opens the room and its task"
+        );
+        assert_eq!(rooms.media.meeting_ids(), ["m1"]);
+        assert_eq!(rooms.session_count(), 1);
+        // Another meeting's room is its own: nothing there reaches José.
+        let (other, _zoe) = outlet(8);
+        assert_eq!(rooms.join("m2", 2, "b", "Zoë", other, 10).await, Ok(1));
+        rooms.check_in("m2", 2, false);
+        rooms.check_in("m1", 1, false);
+        assert_eq!(rooms.audio_senders("m1").await.len(), 1);
+        let roster = inlet.queue.recv().await.expect("José's roster");
+        assert!(matches!(roster, Outbound::Frame(_)));
+        assert!(inlet.queue.try_recv().is_err(), "nothing from m2");
+        assert_eq!(rooms.live_counts().await, (2, 2));
+
+        // A guest keeps the room (and its task) after the last session leaves.
+        rooms
+            .add_guest("m1", "pipeline", "aws:MediaPipeline-1")
+            .await;
+        rooms.leave("m1", 1, false);
+        rooms.leave("m2", 2, false);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(
+            rooms.session_count(),
+            0,
+            "counted as each room lets them go"
+        );
+        assert_eq!(rooms.media.meeting_ids(), ["m1"], "m2 held nothing more");
+        rooms.remove_guest("m1", "pipeline");
+        assert!(no_task_left(&rooms).await, "an idle room's task ends");
+        // What asks a meeting with no room here gets the empty answer, and opens nothing.
+        assert!(rooms.audio_senders("m1").await.is_empty());
+        assert!(rooms.media.meeting_ids().is_empty());
+    }
+}

@@ -10,11 +10,11 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use tokio::time::Instant;
 
-use super::frames::timestamp_ms;
 use super::frames::{
     self, close_code,
     proto::{SdkPingPongType, SdkStreamMediaType, sdk_signal_frame::Type},
 };
+use super::frames::{SESSION_PROTOCOL, loggable, timestamp_ms};
 use super::frames::{VIDEO_SUBSCRIPTION_LIMIT, VIEW_ONLY_STATUS};
 use super::limits::{JoinLimits, UnjoinedSlot};
 use super::room::{self, Inlet, Outbound, Outlet};
@@ -23,9 +23,6 @@ use super::{Admission, JoinPlane, JoinRoute};
 use crate::domain::id::JoinToken;
 use crate::media::{Answer, AudioRole, OfferError, VideoPlan};
 use crate::store::{AttendeeRecord, PresenceChange};
-
-/// The subprotocol the client offers beside its JoinToken, and that the server must echo.
-pub const SESSION_PROTOCOL: &str = "_aws_wt_session";
 
 /// The JoinToken: the offered subprotocol that is not `_aws_wt_session`.
 fn join_token(headers: &HeaderMap) -> Option<JoinToken> {
@@ -128,12 +125,6 @@ fn close_for_error(error: &axum::Error) -> Option<(u16, &'static str)> {
         // I/O errors and a connection already closed: nothing more can be written.
         None
     }
-}
-
-/// A meeting id from the URL as a log line may show it: nobody has checked it before JOIN, so
-/// control characters are escaped and it is cut to 64 characters (real ids have 36).
-pub(crate) fn loggable(id: &str) -> String {
-    id.chars().take(64).flat_map(char::escape_debug).collect()
 }
 
 /// How the session loop goes on after one event.

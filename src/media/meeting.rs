@@ -200,6 +200,36 @@ impl Peer {
     }
 }
 
+/// A new peer's `Rtc`, configured as Chime's media servers answer.
+fn peer_rtc() -> Rtc {
+    // Opus with RED (RFC 2198), as Chime answers: the browser then sends each audio frame
+    // again in the next packet, and str0m fills a lost packet from that copy before the
+    // mixer sees the gap; the downlink carries the same redundancy (str0m wraps what the
+    // mixer writes), and browsers decode it natively. VP8 alone for video, so that every
+    // publisher sends what every viewer decodes and the forwarder never transcodes (the
+    // client would otherwise prefer VP9 or H.264, media-protocol.md §2.1).
+    Rtc::builder()
+        .set_ice_lite(true)
+        .clear_codecs()
+        .enable_opus(true, true)
+        .enable_vp8(true)
+        // Estimates the viewer's downlink from its transport-cc feedback, and paces what
+        // is sent to it at that rate.
+        .enable_bwe(Some(INITIAL_DOWNLINK_ESTIMATE))
+        // Bytes sent and transport-cc loss each second, for the delivered-capacity floor.
+        .set_stats_interval(Some(PEER_STATS_INTERVAL))
+        // Audio goes to the mixer the moment it arrives: the mixer's own jitter buffer
+        // orders it by RTP timestamp, takes a lost packet from the next one's FEC, and
+        // drops what comes too late. str0m's default holds every packet behind a missing
+        // sequence number until 15 more arrive (300 ms), which the mixer hears as the
+        // speaker stopping. Every lost packet did that, and so did Chrome on a clean link
+        // every 5 s: its bandwidth probes are three padding-only packets on the audio SSRC
+        // under the RED payload type, which str0m 0.25 files apart from the unwrapped Opus,
+        // so the Opus stream looked three packets short.
+        .set_reordering_size_audio(0)
+        .build(Instant::now())
+}
+
 /// What a meeting task shares with the rest of the media plane.
 pub struct Shared {
     /// The bound sockets and the host candidates clients are given.
@@ -614,32 +644,7 @@ impl MeetingTask {
         role: AudioRole,
         offer: str0m::change::SdpOffer,
     ) -> Result<String, OfferError> {
-        // Opus with RED (RFC 2198), as Chime answers: the browser then sends each audio frame
-        // again in the next packet, and str0m fills a lost packet from that copy before the
-        // mixer sees the gap; the downlink carries the same redundancy (str0m wraps what the
-        // mixer writes), and browsers decode it natively. VP8 alone for video, so that every
-        // publisher sends what every viewer decodes and the forwarder never transcodes (the
-        // client would otherwise prefer VP9 or H.264, media-protocol.md §2.1).
-        let mut rtc = Rtc::builder()
-            .set_ice_lite(true)
-            .clear_codecs()
-            .enable_opus(true, true)
-            .enable_vp8(true)
-            // Estimates the viewer's downlink from its transport-cc feedback, and paces what
-            // is sent to it at that rate.
-            .enable_bwe(Some(INITIAL_DOWNLINK_ESTIMATE))
-            // Bytes sent and transport-cc loss each second, for the delivered-capacity floor.
-            .set_stats_interval(Some(PEER_STATS_INTERVAL))
-            // Audio goes to the mixer the moment it arrives: the mixer's own jitter buffer
-            // orders it by RTP timestamp, takes a lost packet from the next one's FEC, and
-            // drops what comes too late. str0m's default holds every packet behind a missing
-            // sequence number until 15 more arrive (300 ms), which the mixer hears as the
-            // speaker stopping. Every lost packet did that, and so did Chrome on a clean link
-            // every 5 s: its bandwidth probes are three padding-only packets on the audio SSRC
-            // under the RED payload type, which str0m 0.25 files apart from the unwrapped Opus,
-            // so the Opus stream looked three packets short.
-            .set_reordering_size_audio(0)
-            .build(Instant::now());
+        let mut rtc = peer_rtc();
         for address in &self.shared.candidates {
             let candidate = Candidate::host(*address, "udp").map_err(OfferError::HostCandidate)?;
             rtc.add_local_candidate(candidate);

@@ -214,34 +214,7 @@ impl Source {
         }
         let mut consumed = if decode { self.pcm.len() } else { 0 };
         while consumed < FRAME_SAMPLES {
-            // Late packets whose moment has passed are dropped.
-            while self
-                .buffer
-                .first_key_value()
-                .is_some_and(|(ts, _)| *ts < next)
-            {
-                self.buffer.pop_first();
-            }
-            let mut recovery: Option<Vec<u8>> = None;
-            let packet = match self.buffer.first_key_value() {
-                Some((ts, _)) if *ts == next => self.buffer.pop_first().map(|(_, p)| p),
-                // The packet due now is missing and the one right after it is here: its in-band
-                // FEC copy (which browsers send when the answer says `useinbandfec=1`) rebuilds
-                // the lost one, better than concealment and without skipping any time.
-                Some((ts, follower))
-                    if opus::packet_samples(follower)
-                        .is_some_and(|samples| ts.checked_sub(next) == Some(samples as u64)) =>
-                {
-                    recovery = Some(follower.clone());
-                    None
-                }
-                // A gap with later packets waiting beyond the jitter allowance: resynchronise.
-                Some((ts, _)) if self.buffer.len() >= JITTER_FRAMES => {
-                    next = *ts;
-                    self.buffer.pop_first().map(|(_, p)| p)
-                }
-                _ => None,
-            };
+            let (packet, recovery) = self.take_due(&mut next);
             let samples = match (&packet, &recovery) {
                 (Some(bytes), _) | (None, Some(bytes)) => {
                     opus::packet_samples(bytes).unwrap_or(FRAME_SAMPLES)
@@ -284,6 +257,36 @@ impl Source {
         }
         self.playout = Some(next);
         decode
+    }
+
+    /// The packet due at `next` (moved on when the source resynchronises), or else the packet
+    /// whose in-band FEC rebuilds it; neither when it is lost. Late packets are dropped.
+    fn take_due(&mut self, next: &mut u64) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        while self
+            .buffer
+            .first_key_value()
+            .is_some_and(|(ts, _)| *ts < *next)
+        {
+            self.buffer.pop_first();
+        }
+        match self.buffer.first_key_value() {
+            Some((ts, _)) if *ts == *next => (self.buffer.pop_first().map(|(_, p)| p), None),
+            // The packet due now is missing and the one right after it is here: its in-band
+            // FEC copy (which browsers send when the answer says `useinbandfec=1`) rebuilds
+            // the lost one, better than concealment and without skipping any time.
+            Some((ts, follower))
+                if opus::packet_samples(follower)
+                    .is_some_and(|samples| ts.checked_sub(*next) == Some(samples as u64)) =>
+            {
+                (None, Some(follower.clone()))
+            }
+            // A gap with later packets waiting beyond the jitter allowance: resynchronise.
+            Some((ts, _)) if self.buffer.len() >= JITTER_FRAMES => {
+                *next = *ts;
+                (self.buffer.pop_first().map(|(_, p)| p), None)
+            }
+            _ => (None, None),
+        }
     }
 
     /// Decodes, rebuilds or conceals one packet's worth into the PCM queue. A codec failure or

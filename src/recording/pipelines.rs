@@ -11,13 +11,16 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::capture::{CaptureTarget, ChunkWriter, RECORDER_TAP_FRAMES, RetryReport, record_audio};
+use super::capture::{
+    CaptureError, CaptureStats, CaptureTarget, ChunkWriter, RECORDER_TAP_FRAMES, RetryReport,
+    record_audio,
+};
 use super::concat::{ConcatError, Joined, concatenate_audio, concatenate_text, concatenate_video};
 use super::sink::ObjectSink;
 use super::text::{
-    DATA_CHANNEL, MEETING_EVENTS, OBSERVER_EVENTS, TRANSCRIPTION_MESSAGES, record_text,
+    DATA_CHANNEL, MEETING_EVENTS, OBSERVER_EVENTS, TRANSCRIPTION_MESSAGES, TextStats, record_text,
 };
-use super::video::{VideoSelection, record_video};
+use super::video::{VideoSelection, VideoStats, record_video};
 use crate::clock::Clock;
 use crate::domain::arn::{parse_bucket_arn, parse_media_pipeline_arn};
 use crate::domain::capabilities::{Capabilities, MediaCapability};
@@ -66,6 +69,41 @@ pub struct Recorders {
     /// Set while the server stops: recorders flush their last chunk but keep their status, so
     /// that the restarted server resumes them.
     shutting_down: AtomicBool,
+}
+
+/// How one recorder of a capture ended: a recorder's task that panicked.
+type Recorded<T> = Result<Result<T, CaptureError>, tokio::task::JoinError>;
+
+/// A capture's status once its recorders have ended (logged): failed when any of them failed.
+fn capture_status(
+    id: &str,
+    audio: Result<CaptureStats, CaptureError>,
+    video: Option<Recorded<VideoStats>>,
+    text: Recorded<TextStats>,
+) -> &'static str {
+    let failure: Option<String> = match (&audio, &video, &text) {
+        (Err(error), _, _) => Some(error.to_string()),
+        (_, Some(Ok(Err(error))), _) => Some(error.to_string()),
+        (_, _, Ok(Err(error))) => Some(error.to_string()),
+        (_, Some(Err(panicked)), _) | (_, _, Err(panicked)) => Some(panicked.to_string()),
+        _ => None,
+    };
+    match failure {
+        None => {
+            tracing::info!(
+                media_pipeline_id = %id,
+                audio = ?audio.ok(),
+                video = ?video.and_then(|v| v.ok()).and_then(Result::ok),
+                text = ?text.ok().and_then(Result::ok),
+                "capture stopped"
+            );
+            status::STOPPED
+        }
+        Some(error) => {
+            tracing::warn!(media_pipeline_id = %id, %error, "capture failed");
+            status::FAILED
+        }
+    }
 }
 
 impl Recorders {
@@ -152,30 +190,7 @@ impl Recorders {
                 Some(task) => Some(task.await),
                 None => None,
             };
-            let text = text.await;
-            let failure: Option<String> = match (&audio, &video, &text) {
-                (Err(error), _, _) => Some(error.to_string()),
-                (_, Some(Ok(Err(error))), _) => Some(error.to_string()),
-                (_, _, Ok(Err(error))) => Some(error.to_string()),
-                (_, Some(Err(panicked)), _) | (_, _, Err(panicked)) => Some(panicked.to_string()),
-                _ => None,
-            };
-            let status = match failure {
-                None => {
-                    tracing::info!(
-                        media_pipeline_id = %id,
-                        audio = ?audio.ok(),
-                        video = ?video.and_then(|v| v.ok()).and_then(Result::ok),
-                        text = ?text.ok().and_then(Result::ok),
-                        "capture stopped"
-                    );
-                    status::STOPPED
-                }
-                Some(error) => {
-                    tracing::warn!(media_pipeline_id = %id, %error, "capture failed");
-                    status::FAILED
-                }
-            };
+            let status = capture_status(&id, audio, video, text.await);
             if !recorders.shutting_down.load(Ordering::Relaxed) {
                 recorders.set_status(&account, &id, status).await;
             }

@@ -37,7 +37,9 @@ pub struct EngineSettings {
 
 impl EngineSettings {
     /// The engine `--transcription-engine` names, if any.
-    pub fn from_config(config: &crate::config::Config) -> Result<Option<EngineSettings>, String> {
+    pub fn from_config(
+        config: &crate::config::Config,
+    ) -> Result<Option<EngineSettings>, EngineUrlError> {
         let Some(engine) = &config.transcription_engine else {
             return Ok(None);
         };
@@ -52,14 +54,12 @@ impl EngineSettings {
     /// The endpoint for `--transcription-engine`: a server's URL (`http://host:port`) gets the
     /// standard path; a URL with a path is taken as the endpoint itself. Only `http://` (local
     /// engines; put a TLS proxy in front of a remote one).
-    pub fn endpoint(engine: &str) -> Result<String, String> {
+    pub fn endpoint(engine: &str) -> Result<String, EngineUrlError> {
         let uri: http::Uri = engine
             .parse()
-            .map_err(|error| format!("--transcription-engine {engine:?} is not a URL: {error}"))?;
+            .map_err(|error| EngineUrlError::NotAUrl(engine.to_string(), error))?;
         if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(format!(
-                "--transcription-engine {engine:?} must be an http:// URL of an OpenAI-compatible transcription server (e.g. http://127.0.0.1:8080)"
-            ));
+            return Err(EngineUrlError::NotHttp(engine.to_string()));
         }
         let path = uri.path();
         Ok(if path.is_empty() || path == "/" {
@@ -68,6 +68,17 @@ impl EngineSettings {
             engine.to_string()
         })
     }
+}
+
+/// Why `--transcription-engine` names no engine the server can call.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineUrlError {
+    #[error("--transcription-engine {0:?} is not a URL: {1}")]
+    NotAUrl(String, #[source] http::uri::InvalidUri),
+    #[error(
+        "--transcription-engine {0:?} must be an http:// URL of an OpenAI-compatible transcription server (e.g. http://127.0.0.1:8080)"
+    )]
+    NotHttp(String),
 }
 
 /// What the engine heard.
@@ -306,16 +317,22 @@ mod tests {
     #[test]
     fn the_endpoint_gets_the_standard_path_unless_it_has_one() {
         assert_eq!(
-            EngineSettings::endpoint("http://127.0.0.1:8080").as_deref(),
-            Ok("http://127.0.0.1:8080/v1/audio/transcriptions")
+            EngineSettings::endpoint("http://127.0.0.1:8080")
+                .ok()
+                .as_deref(),
+            Some("http://127.0.0.1:8080/v1/audio/transcriptions")
         );
         assert_eq!(
-            EngineSettings::endpoint("http://127.0.0.1:8080/").as_deref(),
-            Ok("http://127.0.0.1:8080/v1/audio/transcriptions")
+            EngineSettings::endpoint("http://127.0.0.1:8080/")
+                .ok()
+                .as_deref(),
+            Some("http://127.0.0.1:8080/v1/audio/transcriptions")
         );
         assert_eq!(
-            EngineSettings::endpoint("http://whisper:9000/inference").as_deref(),
-            Ok("http://whisper:9000/inference")
+            EngineSettings::endpoint("http://whisper:9000/inference")
+                .ok()
+                .as_deref(),
+            Some("http://whisper:9000/inference")
         );
         assert!(EngineSettings::endpoint("https://api.example.com").is_err());
         assert!(EngineSettings::endpoint("127.0.0.1:8080").is_err());
