@@ -1,6 +1,7 @@
 //! The join plane's way to the meetings' rooms. A [`Room`] lives in its meeting's task
 //! ([`crate::media::meeting`]), which runs each change to it in turn with the meeting's media:
-//! there is no lock around presence, and one meeting's sessions never wait for another's.
+//! there is no lock around presence. What meetings share is the registry of their tasks, locked
+//! only to find a task and queue a command on it, never while a room is read or changed.
 //!
 //! A change that answers nothing is sent and not waited for (commands reach a meeting's task in
 //! the order they are sent, so a session's later request sees it); one that answers is awaited.

@@ -328,8 +328,8 @@ impl Media {
 
     /// Opens a media tap on one published video stream of a live meeting: its frames as the
     /// publisher sent them, from a keyframe the publisher is asked for, queued up to `capacity`
-    /// and dropped (counted) past that. None when the meeting has no media on this node; the
-    /// tap ends with the meeting's media.
+    /// and dropped (counted) past that. None when the meeting has no task on this node (nobody
+    /// connected, nothing kept); the tap ends with the meeting's task.
     pub fn tap_video(
         &self,
         meeting_id: &MeetingId,
@@ -353,7 +353,7 @@ impl Media {
     }
 
     /// Asks the publisher of a stream for a keyframe (throttled per stream, as viewers' requests
-    /// are). False when the meeting has no media on this node.
+    /// are). False when the meeting has no task on this node.
     pub fn request_keyframe(&self, meeting_id: &MeetingId, stream: StreamId) -> bool {
         let handle = self.shared.registry.lock().ok().and_then(|registry| {
             registry

@@ -246,8 +246,9 @@ mod tests {
 }
 
 /// The meeting-long taps (on the mix) of every meeting, kept by the media plane so that they
-/// outlive the meeting's media task, which stops when its last peer leaves and starts again with
-/// the next: each new task hands them to its mixer. A meeting's taps end when the meeting does.
+/// outlive the meeting's mixing, which stops when its last peer leaves and starts again with the
+/// next (its task may stop too): each start hands them to the mixer. A meeting's taps end when
+/// the meeting does.
 #[derive(Default)]
 pub struct MeetingTaps {
     meetings: std::sync::Mutex<std::collections::HashMap<String, Vec<AudioTapSender>>>,
