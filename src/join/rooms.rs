@@ -3,8 +3,11 @@
 //! there is no lock around presence. What meetings share is the registry of their tasks, locked
 //! only to find a task and queue a command on it, never while a room is read or changed.
 //!
-//! A change that answers nothing is sent and not waited for (commands reach a meeting's task in
-//! the order they are sent, so a session's later request sees it); one that answers is awaited.
+//! A session's own changes are awaited, answer or not: a client that sends frames faster than
+//! its meeting's task runs them then waits on its socket, so the task's queue (unbounded, as the
+//! control plane's changes must not be refused) never grows with what one client sends. Changes
+//! from elsewhere (the API, recordings, transcriptions) that answer nothing are sent and not
+//! waited for; commands reach a meeting's task in the order they are sent.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -214,10 +217,16 @@ impl Rooms {
     }
 
     /// Narrows what video a session may receive and publish to its attendee's capabilities.
-    pub fn set_video_rights(&self, meeting_id: &str, session: u64, capabilities: Capabilities) {
-        self.tell(meeting_id, move |room| {
+    pub async fn set_video_rights(
+        &self,
+        meeting_id: &str,
+        session: u64,
+        capabilities: Capabilities,
+    ) {
+        self.ask(meeting_id, false, move |room| {
             room.set_video_rights(session, capabilities)
-        });
+        })
+        .await;
     }
 
     /// Applies UpdateAttendeeCapabilities to the targeted attendees' live sessions.
@@ -263,8 +272,9 @@ impl Rooms {
     }
 
     /// Stops a session's video; the meeting gets an INDEX without it.
-    pub fn unpublish_video(&self, meeting_id: &str, session: u64) {
-        self.tell(meeting_id, move |room| room.unpublish_video(session));
+    pub async fn unpublish_video(&self, meeting_id: &str, session: u64) {
+        self.ask(meeting_id, false, move |room| room.unpublish_video(session))
+            .await;
     }
 
     /// A SUBSCRIBE's wanted streams, those the session may not receive now replaced by 0.
@@ -284,13 +294,17 @@ impl Rooms {
     }
 
     /// Audio check-in: the session gets a stream id and the roster, the others the newcomer.
-    pub fn check_in(&self, meeting_id: &str, session: u64, muted: bool) {
-        self.tell(meeting_id, move |room| room.check_in(session, muted));
+    pub async fn check_in(&self, meeting_id: &str, session: u64, muted: bool) {
+        self.ask(meeting_id, false, move |room| room.check_in(session, muted))
+            .await;
     }
 
     /// AUDIO_CONTROL from a session.
-    pub fn set_muted(&self, meeting_id: &str, session: u64, muted: bool) {
-        self.tell(meeting_id, move |room| room.set_muted(session, muted));
+    pub async fn set_muted(&self, meeting_id: &str, session: u64, muted: bool) {
+        self.ask(meeting_id, false, move |room| {
+            room.set_muted(session, muted)
+        })
+        .await;
     }
 
     /// Relays a session's data messages (see [`Room::relay_data`]); the answer is the frame of
@@ -312,8 +326,9 @@ impl Rooms {
     }
 
     /// Removes a session; the others see its stream leave (`dropped` for an unexpected end).
-    pub fn leave(&self, meeting_id: &str, session: u64, dropped: bool) {
-        self.tell(meeting_id, move |room| room.leave(session, dropped));
+    pub async fn leave(&self, meeting_id: &str, session: u64, dropped: bool) {
+        self.ask(meeting_id, false, move |room| room.leave(session, dropped))
+            .await;
     }
 
     /// Ends every session of the attendee, its content share included, with `status`.
@@ -364,6 +379,12 @@ impl Rooms {
         for meeting_id in self.media.meeting_ids() {
             self.close_meeting(&meeting_id, code, reason);
         }
+    }
+
+    /// Waits until the meeting's task has run every command sent to it so far (a session's
+    /// media commands, which answer nothing, are followed by this).
+    pub async fn caught_up(&self, meeting_id: &str) {
+        self.ask(meeting_id, false, |_| ()).await;
     }
 
     /// Sessions of the meeting told to close as slow consumers whose tasks have not ended yet.
@@ -455,8 +476,8 @@ mod tests {
         // Another meeting's room is its own: nothing there reaches José.
         let (other, _zoe) = outlet(8);
         assert_eq!(rooms.join("m2", 2, "b", "Zoë", other, 10).await, Ok(1));
-        rooms.check_in("m2", 2, false);
-        rooms.check_in("m1", 1, false);
+        rooms.check_in("m2", 2, false).await;
+        rooms.check_in("m1", 1, false).await;
         assert_eq!(rooms.audio_senders("m1").await.len(), 1);
         let roster = inlet.queue.recv().await.expect("José's roster");
         assert!(matches!(roster, Outbound::Frame(_)));
@@ -467,8 +488,8 @@ mod tests {
         rooms
             .add_guest("m1", "pipeline", "aws:MediaPipeline-1")
             .await;
-        rooms.leave("m1", 1, false);
-        rooms.leave("m2", 2, false);
+        rooms.leave("m1", 1, false).await;
+        rooms.leave("m2", 2, false).await;
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert_eq!(
             rooms.session_count(),

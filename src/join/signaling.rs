@@ -334,7 +334,7 @@ impl Session<'_> {
                 self.on_subscribe(sub).await
             }
             Ok(kind @ (Type::Pause | Type::Resume)) if self.joined.is_some() => {
-                self.on_pause(frame.pause, kind == Type::Pause);
+                self.on_pause(frame.pause, kind == Type::Pause).await;
                 true
             }
             Ok(Type::RemoteVideoUpdate) if self.joined.is_some() => {
@@ -351,7 +351,10 @@ impl Session<'_> {
             },
             Ok(Type::AudioControl) if self.joined.is_some() => {
                 if let Some(muted) = frame.audio_control.and_then(|c| c.muted) {
-                    self.plane.rooms.set_muted(&self.meeting_id, self.id, muted);
+                    self.plane
+                        .rooms
+                        .set_muted(&self.meeting_id, self.id, muted)
+                        .await;
                 }
                 true
             }
@@ -373,11 +376,13 @@ impl Session<'_> {
 
     /// PAUSE or RESUME: the user paused (or resumed) a remote tile, so that stream stops (or
     /// restarts) flowing to this session only. At most the subscription limit's worth.
-    fn on_pause(&self, pause: Option<frames::proto::SdkPauseResumeFrame>, paused: bool) {
+    async fn on_pause(&mut self, pause: Option<frames::proto::SdkPauseResumeFrame>, paused: bool) {
         let mut streams = pause.map(|p| p.stream_ids).unwrap_or_default();
         streams.truncate(VIDEO_SUBSCRIPTION_LIMIT as usize);
         if !streams.is_empty() {
             self.plane.media.pause(self.id, streams, paused);
+            // The next frame is read once the meeting's task has run this one.
+            self.plane.rooms.caught_up(&self.meeting_id).await;
         }
     }
 
@@ -500,7 +505,7 @@ impl Session<'_> {
             .collect();
         let rooms = &self.plane.rooms;
         let published = if descriptors.is_empty() {
-            rooms.unpublish_video(&self.meeting_id, self.id);
+            rooms.unpublish_video(&self.meeting_id, self.id).await;
             Ok(Vec::new())
         } else {
             rooms
@@ -555,7 +560,8 @@ impl Session<'_> {
         if ok && sub.audio_host.is_some() {
             self.plane
                 .rooms
-                .check_in(&self.meeting_id, self.id, sub.audio_muted.unwrap_or(false));
+                .check_in(&self.meeting_id, self.id, sub.audio_muted.unwrap_or(false))
+                .await;
         }
         ok
     }
@@ -567,7 +573,10 @@ impl Session<'_> {
         duplex: Option<i32>,
         error: &OfferError,
     ) -> bool {
-        self.plane.rooms.unpublish_video(&self.meeting_id, self.id);
+        self.plane
+            .rooms
+            .unpublish_video(&self.meeting_id, self.id)
+            .await;
         tracing::info!(
             meeting_id = %self.meeting_log,
             attendee_id = %attendee_id,
@@ -602,7 +611,8 @@ impl Session<'_> {
         }
         self.plane
             .rooms
-            .set_video_rights(&self.meeting_id, self.id, attendee.capabilities);
+            .set_video_rights(&self.meeting_id, self.id, attendee.capabilities)
+            .await;
         self.record_joined(&attendee.attendee_id).await;
         tracing::info!(
             meeting_id = %self.meeting_log,
@@ -689,7 +699,10 @@ impl Session<'_> {
         if self.plane.still_admitted(self.token.as_ref()).await {
             return Ok(());
         }
-        self.plane.rooms.leave(&self.meeting_id, self.id, false);
+        self.plane
+            .rooms
+            .leave(&self.meeting_id, self.id, false)
+            .await;
         tracing::info!(
             meeting_id = %self.meeting_log,
             attendee_id = %attendee_id,
@@ -835,7 +848,7 @@ impl Session<'_> {
                 .record_presence(&self.meeting_id, &attendee.attendee_id, change)
                 .await;
         }
-        plane.rooms.leave(&self.meeting_id, self.id, dropped);
+        plane.rooms.leave(&self.meeting_id, self.id, dropped).await;
         plane.media.remove(self.id);
         if let Some(token) = &self.token {
             plane.farewells.record(
