@@ -49,6 +49,10 @@ pub fn capture_time(time: MediaTime, report: Option<&SenderInfo>) -> Option<Syst
     }
 }
 
+/// How far the capture interval between two frames may stray from their arrival interval and
+/// still be taken as the same clock's: well past any network or frame-size delay.
+const MAX_CAPTURE_SKEW: Duration = Duration::from_secs(1);
+
 /// The timelines of every receive section of one meeting, keyed by (viewer session, mid).
 #[derive(Debug, Default)]
 pub struct Timelines {
@@ -79,10 +83,14 @@ impl Timelines {
         });
         if timeline.stream != stream {
             let arrived_after = arrival.saturating_duration_since(timeline.last_arrival);
+            // Two layers of one publisher share its wall clock; another publisher (a section
+            // the SDK reuses for someone else) has a clock of its own, whose offset shows as a
+            // capture interval far from the arrival interval: then the arrivals are used.
             let captured_after = match (timeline.last_capture, capture) {
                 (Some(last), Some(this)) => Some(this.duration_since(last).unwrap_or_default()),
                 _ => None,
-            };
+            }
+            .filter(|captured| captured.abs_diff(arrived_after) <= MAX_CAPTURE_SKEW);
             let elapsed = captured_after.unwrap_or(arrived_after);
             // Truncated to 32 bits, as the timestamps themselves; at least one tick: two frames
             // must not share a timestamp.
@@ -227,5 +235,25 @@ mod tests {
             capture_time(at90k(91_000), Some(&later)),
             Some(wall + Duration::from_secs(1))
         );
+    }
+
+    #[test]
+    fn another_publishers_clock_is_not_taken_for_the_capture_interval() {
+        let mut timelines = Timelines::default();
+        let mid = Mid::from("2");
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let arrived = Instant::now();
+        timelines.stamp(7, mid, 1, at90k(1_000), arrived, Some(wall));
+        // The section now shows someone else, whose clock runs an hour ahead: the next frame
+        // arrived one frame interval later, and that is what the timeline moves by.
+        let out = timelines.stamp(
+            7,
+            mid,
+            9,
+            at90k(50),
+            arrived + Duration::from_micros(66_667),
+            Some(wall + Duration::from_secs(3_600)),
+        );
+        assert_eq!(out.numer(), 7_000);
     }
 }
